@@ -1,0 +1,61 @@
+"""Errors and warnings raised by lazyconn.
+
+Every error subclasses the builtin a nilearn or numpy user would already catch
+(``ValueError``, ``TypeError``, ``FileNotFoundError``...), so existing
+``except ValueError`` code keeps working.
+"""
+
+
+class LazyconnError(Exception):
+    """Base class of every lazyconn error."""
+
+
+class ParameterError(LazyconnError, ValueError):
+    """A parameter has a value outside what the function accepts."""
+
+
+class ParameterTypeError(LazyconnError, TypeError):
+    """A parameter has a type the function does not accept."""
+
+
+class DimensionError(LazyconnError, ValueError):
+    """An image or array has the wrong number of dimensions."""
+
+
+class GridMismatchError(LazyconnError, ValueError):
+    """Images that must share one voxel grid (shape and affine) do not."""
+
+
+class InputFileError(LazyconnError, OSError):
+    """A file cannot be read as what it should be (missing, truncated, wrong format)."""
+
+
+class InputNotFoundError(InputFileError, FileNotFoundError):
+    """A path or URL does not exist."""
+
+
+class OutputExistsError(LazyconnError, FileExistsError):
+    """The destination exists and ``overwrite=True`` was not given."""
+
+
+class IncompleteStoreError(InputFileError):
+    """A zarr store lacks its completion marker (an interrupted conversion)."""
+
+
+class NotFittedError(LazyconnError, ValueError, AttributeError):
+    """An estimator was used before ``fit``.
+
+    Subclasses the same builtins as :class:`sklearn.exceptions.NotFittedError`.
+    """
+
+
+class AllVolumesRemovedError(LazyconnError, ValueError):
+    """``sample_mask`` removed every volume of a run."""
+
+
+class SubjectError(LazyconnError, RuntimeError):
+    """Processing one subject of a group run failed; the message names it."""
+
+
+class LazyconnWarning(UserWarning):
+    """Base class of lazyconn's own warnings (the test suite turns them into errors)."""

@@ -1,0 +1,138 @@
+"""LazyImage: a dask array with the affine and header of a NIfTI image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+
+from lazyconn.exceptions import DimensionError, ParameterTypeError
+
+
+class LazyImage:
+    """A 3-D or 4-D image whose voxels are a dask array.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        Voxels, shape (x, y, z) or (x, y, z, t). 4-D runs are chunked in spatial
+        blocks with the whole time axis in each chunk (see ``docs/format.md``).
+    affine : (4, 4) array
+        Voxel-to-world (mm) transform.
+    header : nibabel.Nifti1Header, optional
+        Header kept for writing the image back; a fresh one is made if omitted.
+    source : str, optional
+        Where the voxels come from (a path or URL without credentials), for ``repr``.
+    """
+
+    __slots__ = ("data", "affine", "header", "source")
+
+    def __init__(self, data, affine, header=None, *, source: str | None = None):
+        if not isinstance(data, da.Array):
+            if isinstance(data, np.ndarray):
+                data = da.from_array(data, chunks="auto")
+            else:
+                raise ParameterTypeError(
+                    f"data={type(data).__name__} object; expected a dask or numpy array."
+                )
+        if data.ndim not in (3, 4):
+            raise DimensionError(
+                f"data has shape {data.shape} ({data.ndim}-D); expected a 3-D or 4-D image."
+            )
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise DimensionError(f"affine has shape {affine.shape}; expected (4, 4).")
+        if header is None:
+            header = nib.Nifti1Header()
+        else:
+            header = header.copy()
+        header.set_data_shape(data.shape)
+        header.set_data_dtype(data.dtype)
+        self.data = data
+        self.affine = affine
+        self.header = header
+        self.source = source
+
+    # array-like facts -------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        return self.data.chunks
+
+    @property
+    def zooms(self) -> tuple[float, ...]:
+        """Voxel sizes in mm (from the affine), plus TR for 4-D images if known."""
+        return tuple(float(z) for z in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def t_r(self) -> float | None:
+        """Repetition time in seconds, from the header (None if absent or 3-D)."""
+        if self.ndim != 4:
+            return None
+        zooms = self.header.get_zooms()
+        if len(zooms) < 4 or not zooms[3]:
+            return None
+        t_r = float(zooms[3])
+        units = self.header.get_xyzt_units()[1] if hasattr(self.header, "get_xyzt_units") else "sec"
+        if units == "msec":
+            t_r /= 1000.0
+        elif units == "usec":
+            t_r /= 1e6
+        return t_r
+
+    # conversions ------------------------------------------------------------
+    def to_nifti(self) -> nib.Nifti1Image:
+        """Compute the voxels and return a ``nibabel.Nifti1Image`` (for nilearn.plotting)."""
+        header = self.header.copy()
+        header.set_data_dtype(self.dtype)
+        # The data are already scaled; do not let a stored slope rescale them again.
+        header.set_slope_inter(None, None)
+        img = nib.Nifti1Image(np.asarray(self.data.compute()), self.affine, header)
+        return img
+
+    def __array__(self, dtype=None, copy=None):
+        arr = np.asarray(self.data.compute())
+        return arr if dtype is None else arr.astype(dtype)
+
+    def with_data(self, data, *, affine=None) -> LazyImage:
+        """A new LazyImage on the same grid (same header) with other voxels."""
+        return LazyImage(
+            data,
+            self.affine if affine is None else affine,
+            self.header,
+            source=self.source,
+        )
+
+    def __repr__(self) -> str:
+        chunk = tuple(c[0] for c in self.data.chunks)
+        nbytes = self.data.nbytes
+        size = f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+        zooms = "x".join(f"{z:g}" for z in self.zooms)
+        parts = [
+            f"shape={self.shape}",
+            f"dtype={self.dtype}",
+            f"voxel={zooms} mm",
+        ]
+        if self.t_r is not None:
+            parts.append(f"t_r={self.t_r:g} s")
+        parts += [f"chunks={chunk} ({self.data.npartitions} chunks)", f"size={size}"]
+        if self.source:
+            parts.append(f"source={self.source!r}")
+        return f"<LazyImage {' '.join(parts)}>"
+
+
+def is_image_like(obj: Any) -> bool:
+    return isinstance(obj, (LazyImage, nib.spatialimages.SpatialImage))

@@ -1,0 +1,19 @@
+"""Shared fixtures. Fixtures of one area live in lazyconn/testing/ and are registered here."""
+
+import numpy as np
+import pytest
+
+pytest_plugins = []
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def affine():
+    """A non-trivial affine: 3 mm voxels, a translation, unequal to the identity."""
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    aff[:3, 3] = [-10.0, -12.0, -9.0]
+    return aff
