@@ -1,0 +1,28 @@
+"""The layering of docs/architecture and the promises about imports hold."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_layers_contracts_hold():
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    if not Path(exe).exists():
+        pytest.fail("import-linter is a test dependency; install the [test] extra")
+    result = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_lazyconn_is_cheap_and_imports_neither_distributed_nor_nilearn():
+    code = (
+        "import sys, lazyconn; "
+        "bad = [m for m in ('distributed', 'nilearn', 'sklearn', 's3fs') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
