@@ -1,0 +1,64 @@
+"""Coordinate atlases: identical to nilearn's fetchers, field by field."""
+
+import warnings
+
+import pandas as pd
+import pytest
+from nilearn import datasets as nl_datasets
+from sklearn.utils import Bunch
+
+from lazyconn import datasets
+
+
+def _nilearn(fetcher, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(nl_datasets, fetcher)(**kwargs)
+
+
+def test_power_2011_matches_nilearn():
+    ours = datasets.fetch_coords_power_2011()
+    ref = _nilearn("fetch_coords_power_2011")
+    assert isinstance(ours, Bunch)
+    assert set(ours) == set(ref) == {"rois", "description"}
+    pd.testing.assert_frame_equal(ours.rois, ref.rois, check_exact=True)
+    assert list(ours.rois.columns) == ["roi", "x", "y", "z"]
+    assert ours.rois.shape == (264, 4)
+    assert ours.description == ref.description
+    assert ours.description.startswith(".. _power_atlas:")
+
+
+@pytest.mark.parametrize("ordered_regions", [True, False])
+def test_dosenbach_2010_matches_nilearn(ordered_regions):
+    ours = datasets.fetch_coords_dosenbach_2010(ordered_regions=ordered_regions)
+    ref = _nilearn("fetch_coords_dosenbach_2010", ordered_regions=ordered_regions)
+    assert isinstance(ours, Bunch)
+    assert set(ours) == set(ref) == {"rois", "labels", "networks", "description"}
+    pd.testing.assert_frame_equal(ours.rois, ref.rois, check_exact=True)
+    pd.testing.assert_series_equal(ours.networks, ref.networks, check_exact=True)
+    assert ours.labels == ref.labels
+    assert ours.description == ref.description
+    assert ours.rois.shape == (160, 3)
+    assert len(ours.labels) == 160
+
+
+def test_dosenbach_order_keeps_original_index():
+    ordered = datasets.fetch_coords_dosenbach_2010()
+    raw = datasets.fetch_coords_dosenbach_2010(ordered_regions=False)
+    assert list(raw.rois.index) == list(range(160))
+    # sorted by (network, name, y) with the original row labels kept
+    assert ordered.rois.index[0] != 0
+    assert sorted(ordered.rois.index) == list(range(160))
+    keys = list(zip(ordered.networks, [lab.rsplit(" ", 1)[0] for lab in ordered.labels],
+                    ordered.rois["y"]))
+    assert keys == sorted(keys)
+    # a label's number is the 1-based original row
+    first = ordered.rois.index[0]
+    assert ordered.labels[0].endswith(f" {first + 1}")
+    assert tuple(ordered.rois.iloc[0]) == tuple(raw.rois.loc[first])
+
+
+def test_default_is_ordered():
+    a = datasets.fetch_coords_dosenbach_2010()
+    b = datasets.fetch_coords_dosenbach_2010(ordered_regions=True)
+    pd.testing.assert_frame_equal(a.rois, b.rois)
