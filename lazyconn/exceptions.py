@@ -57,5 +57,9 @@ class SubjectError(LazyconnError, RuntimeError):
     """Processing one subject of a group run failed; the message names it."""
 
 
+class ClusterConnectionError(LazyconnError, ConnectionError):
+    """A dask scheduler address does not answer; the message shows the address."""
+
+
 class LazyconnWarning(UserWarning):
     """Base class of lazyconn's own warnings (the test suite turns them into errors)."""
