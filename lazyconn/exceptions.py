@@ -38,6 +38,10 @@ class OutputExistsError(LazyconnError, FileExistsError):
     """The destination exists and ``overwrite=True`` was not given."""
 
 
+class OutputNotWritableError(LazyconnError, PermissionError):
+    """The destination cannot be written (missing or read-only directory, denied access)."""
+
+
 class IncompleteStoreError(InputFileError):
     """A zarr store lacks its completion marker (an interrupted conversion)."""
 
@@ -63,3 +67,7 @@ class ClusterConnectionError(LazyconnError, ConnectionError):
 
 class LazyconnWarning(UserWarning):
     """Base class of lazyconn's own warnings (the test suite turns them into errors)."""
+
+
+class BoundingBoxError(LazyconnError, ValueError):
+    """A resampling target's field of view contains none of the data (nilearn's name)."""

@@ -25,11 +25,15 @@ class LazyImage:
         Header kept for writing the image back; a fresh one is made if omitted.
     source : str, optional
         Where the voxels come from (a path or URL without credentials), for ``repr``.
+
+    Images opened from a file or store also keep the file's unscaled voxels and
+    header bytes (private), so ``to_zarr`` and ``to_nifti(filename)`` write them back
+    losslessly; ``with_data`` drops them.
     """
 
-    __slots__ = ("data", "affine", "header", "source")
+    __slots__ = ("data", "affine", "header", "source", "_raw")
 
-    def __init__(self, data, affine, header=None, *, source: str | None = None):
+    def __init__(self, data, affine, header=None, *, source: str | None = None, _raw=None):
         if not isinstance(data, da.Array):
             if isinstance(data, np.ndarray):
                 data = da.from_array(data, chunks="auto")
@@ -54,6 +58,8 @@ class LazyImage:
         self.affine = affine
         self.header = header
         self.source = source
+        # (unscaled dask array in x,y,z,t order, NIfTI header bytes) of the source file.
+        self._raw = _raw
 
     # array-like facts -------------------------------------------------------
     @property
@@ -94,14 +100,60 @@ class LazyImage:
         return t_r
 
     # conversions ------------------------------------------------------------
-    def to_nifti(self) -> nib.Nifti1Image:
-        """Compute the voxels and return a ``nibabel.Nifti1Image`` (for nilearn.plotting)."""
+    def to_nifti(self, filename=None, *, storage_options=None) -> nib.Nifti1Image:
+        """Compute the voxels and return a ``nibabel.Nifti1Image`` (for nilearn.plotting).
+
+        With ``filename`` (a ``.nii``/``.nii.gz`` path or URL) the image is also written
+        there; an image opened from a file or store is written back unchanged (same
+        header bytes, unscaled voxels and scaling), byte for byte for ``.nii``.
+        """
+        if filename is not None:
+            from lazyconn.io.writers import write_nifti
+
+            write_nifti(self, filename, storage_options=storage_options)
         header = self.header.copy()
         header.set_data_dtype(self.dtype)
         # The data are already scaled; do not let a stored slope rescale them again.
         header.set_slope_inter(None, None)
         img = nib.Nifti1Image(np.asarray(self.data.compute()), self.affine, header)
         return img
+
+    def to_zarr(
+        self,
+        dst,
+        *,
+        chunks=None,
+        compressor="default",
+        overwrite: bool = False,
+        storage_options: dict | None = None,
+        compute: bool = True,
+    ):
+        """Write the image as a lazyconn NIfTI-Zarr store (see ``docs/format.md``).
+
+        Parameters
+        ----------
+        dst : str or path
+            Local path or fsspec URL of the store (a directory).
+        chunks : tuple of int, optional
+            Stored chunk shape (x, y, z[, t]); default: spatial blocks of about 32 MB with
+            the whole time axis.
+        compressor : "default", None, dict or zarr codec
+            "default" is Blosc zstd level 1 with byte shuffle; a dict gives other Blosc
+            options; None stores raw bytes.
+        overwrite : bool
+            Replace an existing store at ``dst``.
+        storage_options : dict, optional
+            fsspec options (credentials, endpoint) for ``dst``; never written to the store.
+        compute : bool
+            If False, return a dask Delayed that writes the voxels and then the completion
+            marker.
+        """
+        from lazyconn.io.writers import write_store
+
+        return write_store(
+            self, dst, chunks=chunks, compressor=compressor, overwrite=overwrite,
+            storage_options=storage_options, compute=compute,
+        )
 
     def __array__(self, dtype=None, copy=None):
         arr = np.asarray(self.data.compute())

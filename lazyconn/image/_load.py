@@ -6,30 +6,84 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 
+from lazyconn._utils import is_path_like
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import ParameterTypeError
 from lazyconn.image._lazyimage import LazyImage
 
 
 def load(src, *, storage_options=None, chunks=None) -> LazyImage:
-    """Open an image lazily.
+    """Open an image lazily: only the header is read; voxels are read per chunk on compute.
 
     Parameters
     ----------
     src : LazyImage, nibabel image, or path / URL to a ``.nii``, ``.nii.gz`` or lazyconn zarr store
+        URLs are fsspec URLs (``s3://bucket/run.nii.gz``, ``file:///data/run.zarr``).
     storage_options : dict, optional
-        Passed to fsspec for URLs (credentials, endpoint...).
+        Passed to fsspec for URLs (credentials, endpoint...). Never shown in reprs,
+        messages or written metadata.
     chunks : tuple, optional
-        Chunk shape of the dask array; default: spatial blocks with the whole time axis.
+        Chunk shape of the dask array; default: spatial blocks with the whole time axis
+        for ``.nii`` files, the stored chunks for zarr stores, and time slabs (whole
+        volumes, the on-disk order) for ``.nii.gz`` files, whose decompression is
+        sequential. Convert ``.nii.gz`` runs to zarr (``lazyconn.convert``) for processing.
+
+    Returns
+    -------
+    LazyImage
+        Values equal nibabel's scaled data (``nibabel.load(src).dataobj[...]``), with
+        its dtype.
+
+    Raises
+    ------
+    InputNotFoundError, InputFileError, IncompleteStoreError, DimensionError, ParameterError
+        Missing file, unreadable/truncated file, interrupted store, not 3-D/4-D, unknown
+        URL scheme.
     """
+    from lazyconn.io._dask import nifti_arrays, store_arrays
+    from lazyconn.io._fs import check_url, redact
+    from lazyconn.io.nifti import NiftiFile, check_ndim
+    from lazyconn.io.store import is_store, open_store
+
     if isinstance(src, LazyImage):
         return src if chunks is None else src.with_data(src.data.rechunk(chunks))
     if isinstance(src, nib.spatialimages.SpatialImage):
+        filename = src.get_filename()
+        if (
+            isinstance(src, (nib.Nifti1Image, nib.Nifti2Image))
+            and nib.is_proxy(src.dataobj)
+            and filename
+            and str(filename).endswith((".nii", ".nii.gz"))
+        ):
+            # File-backed: read the file per chunk, never the whole run here.
+            nifti = NiftiFile(filename)
+            data, raw = nifti_arrays(nifti, chunks)
+            return LazyImage(
+                data, src.affine, nifti.header, source=redact(filename),
+                _raw=(raw, nifti.header_bytes),
+            )
         arr = np.asanyarray(src.dataobj)
+        check_ndim("src", "<in-memory image>", arr.shape)
         if chunks is None:
             chunks = default_chunks(arr.shape, arr.dtype)
         header = src.header if isinstance(src.header, nib.Nifti1Header) else None
         return LazyImage(da.from_array(arr, chunks=chunks), src.affine, header)
+    if is_path_like(src):
+        url = check_url("src", src)
+        name = str(url).rstrip("/")
+        if not name.endswith((".nii", ".nii.gz")) and is_store(url, storage_options):
+            info = open_store(url, storage_options)
+            data, raw = store_arrays(info, chunks)
+            return LazyImage(
+                data, info.affine, info.header, source=redact(url),
+                _raw=(raw, info.header_bytes),
+            )
+        nifti = NiftiFile(url, storage_options)
+        data, raw = nifti_arrays(nifti, chunks)
+        return LazyImage(
+            data, nifti.header.get_best_affine(), nifti.header, source=redact(url),
+            _raw=(raw, nifti.header_bytes),
+        )
     raise ParameterTypeError(
         f"src={src!r} has type {type(src).__name__}; expected a LazyImage, a nibabel image, "
         "or a path/URL to a .nii, .nii.gz or lazyconn zarr store."

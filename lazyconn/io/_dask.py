@@ -1,0 +1,73 @@
+"""Dask arrays over NIfTI files and lazyconn stores (deterministic names, picklable graphs)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
+from lazyconn.io.nifti import NiftiFile, scale
+from lazyconn.io.store import StoreInfo
+
+
+class _RawView:
+    """The unscaled voxels of a NiftiFile (what the file stores), for lossless writes."""
+
+    def __init__(self, nifti: NiftiFile):
+        self.nifti = nifti
+        self.shape = nifti.shape
+        self.dtype = nifti.raw_dtype
+        self.ndim = nifti.ndim
+
+    def __getitem__(self, key):
+        return self.nifti.read_raw(key)
+
+
+def gzip_slab_chunks(shape, dtype, target_bytes: int = DEFAULT_CHUNK_BYTES):
+    """Whole volumes, slabs along the last (slowest on disk) axis of about ``target_bytes``."""
+    frame = int(np.prod(shape[:-1])) * np.dtype(dtype).itemsize
+    slab = max(1, min(int(shape[-1]), target_bytes // max(frame, 1)))
+    return tuple(shape[:-1]) + (slab,)
+
+
+def nifti_arrays(nifti: NiftiFile, chunks=None) -> tuple[da.Array, da.Array]:
+    """(scaled, raw) dask arrays over a NIfTI file.
+
+    ``.nii``: chunks default to spatial blocks with the whole time axis. ``.nii.gz``:
+    time slabs (each read decompresses its byte range once); ``chunks`` then rechunks.
+    """
+    if nifti.compressed:
+        read_chunks = gzip_slab_chunks(nifti.shape, nifti.raw_dtype)
+    else:
+        read_chunks = chunks if chunks is not None else default_chunks(nifti.shape, nifti.dtype)
+    token = tokenize(nifti.token, read_chunks)
+    meta = np.empty((0,) * nifti.ndim, dtype=nifti.raw_dtype)
+    raw = da.from_array(
+        _RawView(nifti), chunks=read_chunks, name=f"nifti-raw-{token}", lock=False,
+        asarray=False, fancy=False, meta=meta,
+    )
+    scaled = _scaled(raw, nifti.slope, nifti.inter, nifti.dtype)
+    if nifti.compressed and chunks is not None:
+        raw, scaled = raw.rechunk(chunks), scaled.rechunk(chunks)
+    return scaled, raw
+
+
+def _scaled(raw: da.Array, slope, inter, dtype) -> da.Array:
+    if (slope, inter) == (1.0, 0.0) or (slope, inter) == (1, 0):
+        return raw
+    return raw.map_blocks(
+        scale, slope, inter, dtype=dtype, name=f"nifti-scale-{tokenize(raw.name, slope, inter)}",
+        meta=np.empty((0,) * raw.ndim, dtype=dtype),
+    )
+
+
+def store_arrays(info: StoreInfo, chunks=None) -> tuple[da.Array, da.Array]:
+    """(scaled, raw) dask arrays (x, y, z[, t]) over a store's voxel array."""
+    ident = info.meta.get("uuid") if info.meta else None
+    token = tokenize(ident or info.url, info.header_bytes, info.array.shape, info.array.chunks)
+    stored = da.from_zarr(info.array, name=f"zarr-{token}")
+    raw = stored.transpose(tuple(range(stored.ndim))[::-1])
+    if chunks is not None:
+        raw = raw.rechunk(chunks)
+    return _scaled(raw, info.slope, info.inter, info.dtype), raw

@@ -1,0 +1,317 @@
+"""NIfTI files behind a picklable handle: header read eagerly, voxels read per chunk.
+
+``.nii`` files allow random access, so a chunk reads only its bytes (nibabel's
+``fileslice``). A ``.nii.gz`` can only be decompressed from its start; chunks are
+then time slabs (the on-disk order) and each process keeps snapshots of the zlib
+state every few tens of MB, so reading slab after slab decompresses the file once,
+not once per slab.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import zlib
+from collections import OrderedDict
+
+import nibabel as nib
+import numpy as np
+from nibabel.fileslice import fileslice
+from nibabel.volumeutils import apply_read_scaling
+
+from lazyconn.exceptions import DimensionError, InputFileError
+from lazyconn.io._fs import check_exists, check_url, redact
+
+GZIP_MAGIC = b"\x1f\x8b"
+#: Uncompressed bytes between two saved decompressor states of a .nii.gz.
+CHECKPOINT_EVERY = 32 * 2**20
+#: Compressed bytes read per request.
+READ_BLOCK = 2**20
+#: Bound on the output of one zlib call (keeps memory flat on very compressible data).
+INFLATE_STEP = 4 * 2**20
+_MAX_INDEXED_FILES = 64
+
+
+def scale(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """Apply NIfTI scaling exactly as nibabel's ``ArrayProxy`` does (same values, same dtype)."""
+    scl_slope = np.asanyarray(slope)
+    scl_inter = np.asanyarray(inter)
+    if np.can_cast(scl_inter, scl_slope.dtype):
+        scl_inter = scl_inter.astype(scl_slope.dtype)
+    return apply_read_scaling(raw, scl_slope, scl_inter)
+
+
+def scaled_dtype(raw_dtype, slope: float, inter: float) -> np.dtype:
+    """dtype nibabel gives for scaled data (it depends on dtypes and scale values only)."""
+    return scale(np.zeros(1, dtype=raw_dtype), slope, inter).dtype
+
+
+def slope_inter(header) -> tuple[float, float]:
+    """(slope, inter) as nibabel's ArrayProxy stores them (1.0, 0.0 when unset)."""
+    slope, inter = header.get_slope_inter()
+    return (1.0 if slope is None else slope), (0.0 if inter is None else inter)
+
+
+def check_ndim(name: str, url: str, shape) -> None:
+    if len(shape) not in (3, 4):
+        raise DimensionError(
+            f"{name}={redact(url)!r} has shape {tuple(shape)} ({len(shape)}-D); "
+            "expected a 3-D or 4-D image."
+        )
+
+
+def parse_header(raw: bytes, name: str, url: str):
+    """A nibabel header from the bytes at the start of a NIfTI-1/2 file."""
+    shown = redact(url)
+    if len(raw) < 348:
+        raise InputFileError(
+            f"{name}={shown!r} is not a NIfTI file: it has {len(raw)} bytes, fewer than a "
+            "NIfTI header (348); expected a .nii or .nii.gz image."
+        )
+    sizeof = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+    if 348 in sizeof:
+        klass = nib.Nifti1Header
+    elif 540 in sizeof:
+        klass = nib.Nifti2Header
+    else:
+        raise InputFileError(
+            f"{name}={shown!r} is not a NIfTI file (sizeof_hdr bytes {raw[:4]!r}); "
+            "expected a .nii or .nii.gz image."
+        )
+    try:
+        header = klass.from_fileobj(io.BytesIO(raw), check=True)
+    except Exception as exc:  # nibabel raises HeaderDataError, ValueError...
+        raise InputFileError(
+            f"{name}={shown!r} has an invalid NIfTI header ({exc}); expected a .nii or .nii.gz "
+            "image."
+        ) from None
+    if header["magic"].item() not in (b"n+1", b"n+2"):
+        raise InputFileError(
+            f"{name}={shown!r} has magic {header['magic'].item()!r}; expected a single-file "
+            "NIfTI ('n+1' or 'n+2'), not a .hdr/.img pair."
+        )
+    return header
+
+
+class _GzipIndex:
+    """Saved (uncompressed offset, compressed offset, zlib state) points of one file."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.points: list[tuple[int, int, object]] = []
+
+    def best(self, start: int):
+        with self.lock:
+            best = None
+            for point in self.points:
+                if point[0] <= start and (best is None or point[0] > best[0]):
+                    best = point
+            return best
+
+    def add(self, upos: int, cpos: int, state) -> None:
+        with self.lock:
+            if all(p[0] != upos for p in self.points):
+                self.points.append((upos, cpos, state))
+
+
+_INDEXES: OrderedDict = OrderedDict()
+_INDEXES_LOCK = threading.Lock()
+
+
+def _gzip_index(key) -> _GzipIndex:
+    with _INDEXES_LOCK:
+        index = _INDEXES.pop(key, None) or _GzipIndex()
+        _INDEXES[key] = index
+        while len(_INDEXES) > _MAX_INDEXED_FILES:
+            _INDEXES.popitem(last=False)
+        return index
+
+
+def _truncated(url: str, needed: int, got: int) -> InputFileError:
+    return InputFileError(
+        f"src={redact(url)!r} is truncated or corrupt: its gzip stream ends after {got} "
+        f"uncompressed bytes; expected at least {needed} (header + voxels)."
+    )
+
+
+def read_gzip_range(fs, path: str, url: str, key, start: int, out: np.ndarray) -> None:
+    """Fill ``out`` (uint8) with the uncompressed bytes ``[start, start + out.size)``."""
+    stop = start + out.size
+    index = _gzip_index(key)
+    point = index.best(start)
+    if point is None:
+        upos, cpos, state = 0, 0, zlib.decompressobj(31)
+    else:
+        upos, cpos, state = point[0], point[1], point[2].copy()
+    next_checkpoint = (upos // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY
+    pending = b""
+    with fs.open(path, "rb") as fobj:
+        fobj.seek(cpos)
+        while upos < stop:
+            if not pending:
+                if upos >= next_checkpoint:
+                    index.add(upos, cpos, state.copy())
+                    next_checkpoint = (upos // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY
+                pending = fobj.read(READ_BLOCK)
+                cpos += len(pending)
+                if not pending:
+                    raise _truncated(url, stop, upos)
+            want = (start - upos) if upos < start else (stop - upos)
+            try:
+                chunk = state.decompress(pending, min(want, INFLATE_STEP))
+            except zlib.error as exc:
+                raise InputFileError(
+                    f"src={redact(url)!r} is corrupt: gzip data error ({exc}) after {upos} "
+                    "uncompressed bytes; expected a valid .nii.gz."
+                ) from None
+            pending = state.unconsumed_tail
+            if state.eof:  # end of a gzip member: another may follow
+                pending = state.unused_data
+                state = zlib.decompressobj(31)
+            n = len(chunk)
+            lo, hi = max(upos, start), min(upos + n, stop)
+            if hi > lo:
+                out[lo - start : hi - start] = np.frombuffer(chunk, np.uint8)[lo - upos : hi - upos]
+            upos += n
+
+
+class NiftiFile:
+    """A NIfTI file by path or URL: header eager, voxels read on ``__getitem__``.
+
+    Pickles to its URL, ``storage_options`` and parsed header (no open file), so
+    dask graphs holding it run on distributed workers. ``__getitem__`` returns the
+    scaled values, equal to ``nibabel.load(src).dataobj[key]`` (values and dtype).
+    """
+
+    def __init__(self, url, storage_options: dict | None = None, *, name: str = "src"):
+        url = check_url(name, url)
+        fs, path = check_exists(name, url, storage_options, expected="a .nii or .nii.gz file")
+        info = fs.info(path)
+        self.url = url
+        self.storage_options = storage_options
+        self.size = int(info.get("size") or 0)
+        self.mtime = str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or "")
+        if info.get("type") == "directory":
+            raise InputFileError(
+                f"{name}={redact(url)!r} is a directory; expected a .nii or .nii.gz file "
+                "(or a lazyconn zarr store)."
+            )
+        with fs.open(path, "rb") as fobj:
+            magic = fobj.read(2)
+        self.compressed = magic == GZIP_MAGIC
+        self.header_bytes = self._read_start(fs, path, name)
+        self.header = parse_header(self.header_bytes, name, url)
+        self.shape = tuple(int(s) for s in self.header.get_data_shape())
+        check_ndim(name, url, self.shape)
+        self.raw_dtype = self.header.get_data_dtype()
+        self.offset = int(self.header.get_data_offset())
+        self.slope, self.inter = slope_inter(self.header)
+        self.dtype = scaled_dtype(self.raw_dtype, self.slope, self.inter)
+        self.ndim = len(self.shape)
+        self.data_nbytes = int(np.prod(self.shape)) * self.raw_dtype.itemsize
+        if not self.compressed and self.size < self.offset + self.data_nbytes:
+            raise InputFileError(
+                f"{name}={redact(url)!r} is truncated: {self.size} bytes; expected "
+                f"{self.offset + self.data_nbytes} (header + {self.shape} {self.raw_dtype} voxels)."
+            )
+
+    def _read_start(self, fs, path: str, name: str) -> bytes:
+        """Header and extensions: the bytes before the voxels."""
+        import gzip
+
+        with fs.open(path, "rb") as fobj:
+            stream = gzip.GzipFile(fileobj=fobj, mode="rb") if self.compressed else fobj
+            try:
+                head = stream.read(540)
+                header = parse_header(head, name, self.url)
+                offset = int(header.get_data_offset())
+                if offset > len(head):
+                    head += stream.read(offset - len(head))
+            except (EOFError, OSError, zlib.error) as exc:
+                if isinstance(exc, InputFileError):
+                    raise
+                raise InputFileError(
+                    f"{name}={redact(self.url)!r} is truncated or corrupt ({exc}); expected a "
+                    "complete .nii or .nii.gz file."
+                ) from None
+        return bytes(head[: max(offset, 348)])
+
+    # identity ---------------------------------------------------------------
+    @property
+    def token(self) -> tuple:
+        """What identifies the voxels (for deterministic dask names), without credentials."""
+        return (redact(self.url), self.size, self.mtime, self.header_bytes)
+
+    def __repr__(self) -> str:
+        return f"<NiftiFile {redact(self.url)!r} shape={self.shape} dtype={self.dtype}>"
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["header"] = None  # rebuilt from bytes: smaller and version-proof
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.header = parse_header(self.header_bytes, "src", self.url)
+
+    def _fs(self):
+        from lazyconn.io._fs import get_fs
+
+        return get_fs(self.url, self.storage_options)
+
+    # reading ----------------------------------------------------------------
+    def read_bytes(self, start: int, nbytes: int) -> np.ndarray:
+        """Uncompressed file bytes ``[start, start + nbytes)`` as a writable uint8 array."""
+        out = np.empty(nbytes, dtype=np.uint8)
+        fs, path = self._fs()
+        if self.compressed:
+            read_gzip_range(fs, path, self.url, self.token, start, out)
+        else:
+            with fs.open(path, "rb") as fobj:
+                fobj.seek(start)
+                got = fobj.readinto(memoryview(out)) if hasattr(fobj, "readinto") else None
+                if got is None:
+                    data = fobj.read(nbytes)
+                    got = len(data)
+                    out[:got] = np.frombuffer(data, np.uint8)
+                if got < nbytes:
+                    raise InputFileError(
+                        f"src={redact(self.url)!r} is truncated: wanted bytes {start}-"
+                        f"{start + nbytes}, got {got}."
+                    )
+        return out
+
+    def read_raw(self, key) -> np.ndarray:
+        """Unscaled voxels for ``key`` (a tuple of slices), in the file's dtype."""
+        key = _normalize_key(key, self.shape)
+        if not self.compressed:
+            fs, path = self._fs()
+            with fs.open(path, "rb") as fobj:
+                return np.array(
+                    fileslice(fobj, key, self.shape, self.raw_dtype, self.offset, order="F")
+                )
+        # Slowest axis range, read as one contiguous byte range, then sliced.
+        last = key[-1]
+        frame = int(np.prod(self.shape[:-1])) * self.raw_dtype.itemsize
+        lo, hi = last.start, last.stop
+        buf = self.read_bytes(self.offset + lo * frame, (hi - lo) * frame)
+        slab = buf.view(self.raw_dtype).reshape(self.shape[:-1] + (hi - lo,), order="F")
+        return slab[key[:-1] + (slice(None),)]
+
+    def __getitem__(self, key) -> np.ndarray:
+        return scale(self.read_raw(key), self.slope, self.inter)
+
+
+def _normalize_key(key, shape) -> tuple[slice, ...]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out = []
+    for k, n in zip(key, shape):
+        if not isinstance(k, slice):
+            raise TypeError(f"NiftiFile indices must be slices, got {k!r}")
+        start, stop, step = k.indices(n)
+        if step != 1:
+            raise TypeError(f"NiftiFile slices must have step 1, got {k!r}")
+        out.append(slice(start, stop))
+    return tuple(out)

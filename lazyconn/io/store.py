@@ -1,0 +1,284 @@
+"""The lazyconn Zarr v3 store: a NIfTI-Zarr image chunked for processing.
+
+Layout (see ``docs/format.md``)::
+
+    store/zarr.json        group; attributes "ome" (OME-Zarr 0.5 multiscales) and
+                           "lazyconn" (format, affine, TR, scaling, ... and "complete")
+    store/0/               the voxels as stored in the NIfTI (unscaled), axes (t, z, y, x),
+                           chunks (T, cz, cy, cx): spatial blocks, whole time axis
+    store/nifti/           uint8 array: the NIfTI header bytes (header + extensions)
+
+``lazyconn.complete`` is written ``false`` before any voxel and ``true`` after the
+last chunk, so an interrupted write is never read as a finished store.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from lazyconn.config import default_chunks
+from lazyconn.exceptions import (
+    IncompleteStoreError,
+    InputFileError,
+    OutputExistsError,
+    ParameterError,
+)
+from lazyconn.io._fs import check_exists, check_url, get_fs, is_local, local_path, redact
+from lazyconn.io.nifti import parse_header, scaled_dtype, slope_inter
+
+FORMAT_NAME = "lazyconn-nifti-zarr"
+FORMAT_VERSION = 1
+DATA_PATH = "0"
+HEADER_PATH = "nifti"
+
+#: Default codec: zstd level 1 behind a byte shuffle (see docs/format.md for measurements).
+DEFAULT_COMPRESSOR = {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"}
+
+
+def make_compressor(compressor):
+    """A zarr v3 codec from None (no compression), a dict of Blosc options or a codec."""
+    if compressor == "default":
+        compressor = DEFAULT_COMPRESSOR
+    if compressor is None:
+        return None
+    if isinstance(compressor, dict):
+        return zarr.codecs.BloscCodec(typesize=4, **compressor)
+    return compressor
+
+
+def _zarr_store(url: str, storage_options: dict | None, *, read_only: bool):
+    if is_local(url):
+        return zarr.storage.LocalStore(local_path(url), read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(
+        url, storage_options=storage_options or {}, read_only=read_only
+    )
+
+
+def is_store(url: str, storage_options: dict | None = None) -> bool:
+    """True if ``url`` holds a Zarr group (has a root ``zarr.json``)."""
+    fs, path = get_fs(url, storage_options)
+    return fs.exists(path.rstrip("/") + "/zarr.json")
+
+
+def _ome_attrs(shape_xyzt, affine, t_r, name: str) -> dict:
+    """OME-Zarr 0.5 multiscales for one level, axes (t,) z, y, x, as nifti-zarr writes them."""
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    axes = [
+        {"name": "z", "type": "space", "unit": "millimeter"},
+        {"name": "y", "type": "space", "unit": "millimeter"},
+        {"name": "x", "type": "space", "unit": "millimeter"},
+    ]
+    scale = [float(zooms[2]), float(zooms[1]), float(zooms[0])]
+    if len(shape_xyzt) == 4:
+        axes.insert(0, {"name": "t", "type": "time", "unit": "second"})
+        scale.insert(0, float(t_r or 1.0))
+    multiscale = {
+        "name": name,
+        "axes": axes,
+        "datasets": [
+            {
+                "path": DATA_PATH,
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": [0.0] * len(scale)},
+                ],
+            }
+        ],
+    }
+    return {"version": "0.5", "multiscales": [multiscale]}
+
+
+def prepare_destination(
+    dst: str, storage_options: dict | None, overwrite: bool, *, name: str = "dst"
+) -> None:
+    """Refuse an existing destination unless ``overwrite``; then remove it; check writability."""
+    fs, path = get_fs(dst, storage_options)
+    if fs.exists(path):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{name}={redact(dst)!r} already exists; expected a new path, or pass "
+                "overwrite=True to replace it."
+            )
+        if fs.isdir(path) and fs.ls(path) and not is_store(dst, storage_options):
+            raise OutputExistsError(
+                f"{name}={redact(dst)!r} is a non-empty directory that is not a zarr store; "
+                "refusing to delete it even with overwrite=True."
+            )
+        fs.rm(path, recursive=True)
+    if is_local(dst):
+        import os
+
+        parent = os.path.dirname(os.path.abspath(local_path(dst)))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            from lazyconn.exceptions import OutputNotWritableError
+
+            reason = "does not exist" if not os.path.isdir(parent) else "is not writable"
+            raise OutputNotWritableError(
+                f"{name}={redact(dst)!r} cannot be written: its directory {parent!r} {reason}; "
+                "expected a destination in a writable directory."
+            )
+
+
+def create_store(
+    dst: str,
+    *,
+    header_bytes: bytes,
+    chunks=None,
+    compressor="default",
+    storage_options: dict | None = None,
+    source: str | None = None,
+    name: str = "dst",
+):
+    """Write the metadata of a new (incomplete) store and return its voxel zarr array.
+
+    The array holds the NIfTI's unscaled voxels (native byte order), axes reversed to
+    OME-Zarr's (t, z, y, x). Call :func:`mark_complete` after the last chunk.
+    """
+    header = parse_header(header_bytes, "header", "header")
+    shape = tuple(int(s) for s in header.get_data_shape())
+    raw_dtype = header.get_data_dtype().newbyteorder("=")
+    slope, inter = slope_inter(header)
+    if chunks is None:
+        chunks = default_chunks(shape, raw_dtype)
+    chunks = tuple(int(min(c, s)) for c, s in zip(chunks, shape))
+    if len(chunks) != len(shape) or any(c < 1 for c in chunks):
+        raise ParameterError(
+            f"chunks={chunks!r} is not valid for shape {shape}; expected {len(shape)} "
+            "positive integers (x, y, z[, t])."
+        )
+    affine = header.get_best_affine()
+    t_r = None
+    if len(shape) == 4:
+        t_unit = header.get_xyzt_units()[1]
+        t_r = float(header.get_zooms()[3]) * {"msec": 1e-3, "usec": 1e-6}.get(t_unit, 1.0)
+    attrs = {
+        "ome": _ome_attrs(shape, affine, t_r, (source or "").rsplit("/", 1)[-1]),
+        "lazyconn": {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "complete": False,
+            "uuid": uuid.uuid4().hex,
+            "shape": list(shape),
+            "axes_stored": ["t", "z", "y", "x"][4 - len(shape) :],
+            "chunks": list(chunks),
+            "dtype": raw_dtype.str,
+            "scaled_dtype": scaled_dtype(raw_dtype, slope, inter).str,
+            "scl_slope": float(slope),
+            "scl_inter": float(inter),
+            "affine": np.asarray(affine, dtype=float).tolist(),
+            "t_r": t_r,
+            "xyzt_units": list(header.get_xyzt_units()),
+            "source": redact(source) if source else None,
+        },
+    }
+    store = _zarr_store(dst, storage_options, read_only=False)
+    group = zarr.create_group(store, attributes=attrs, overwrite=True)
+    raw = np.frombuffer(header_bytes, dtype=np.uint8)
+    hdr_array = group.create_array(
+        HEADER_PATH, shape=raw.shape, dtype=np.uint8, chunks=raw.shape, compressors=None
+    )
+    hdr_array[...] = raw
+    codec = make_compressor(compressor)
+    return group.create_array(
+        DATA_PATH,
+        shape=shape[::-1],
+        dtype=raw_dtype,
+        chunks=chunks[::-1],
+        compressors=[codec] if codec is not None else None,
+        fill_value=0,
+        dimension_names=["t", "z", "y", "x"][4 - len(shape) :],
+    )
+
+
+def mark_complete(dst: str, storage_options: dict | None = None) -> None:
+    """Set ``lazyconn.complete = true``: the last write of a conversion."""
+    group = zarr.open_group(_zarr_store(dst, storage_options, read_only=False), mode="r+")
+    meta = dict(group.attrs["lazyconn"])
+    meta["complete"] = True
+    group.attrs["lazyconn"] = meta
+
+
+class StoreInfo:
+    """What :func:`open_store` found: the voxel array, header and scaling."""
+
+    def __init__(self, array, header, header_bytes, meta, url):
+        self.array = array
+        self.header = header
+        self.header_bytes = header_bytes
+        self.meta = meta
+        self.url = url
+        self.shape = tuple(int(s) for s in header.get_data_shape())
+        self.slope, self.inter = slope_inter(header)
+        self.raw_dtype = np.dtype(array.dtype)
+        self.dtype = scaled_dtype(self.raw_dtype, self.slope, self.inter)
+        if meta and "affine" in meta:
+            self.affine = np.asarray(meta["affine"], dtype=np.float64)
+        else:
+            self.affine = header.get_best_affine()
+
+
+def open_store(url, storage_options: dict | None = None, *, name: str = "src") -> StoreInfo:
+    """Open a lazyconn (or plain NIfTI-Zarr) store; refuse one without its completion marker."""
+    url = check_url(name, url)
+    check_exists(name, url, storage_options, expected="a lazyconn zarr store")
+    shown = redact(url)
+    try:
+        group = zarr.open_group(_zarr_store(url, storage_options, read_only=True), mode="r")
+    except Exception as exc:
+        raise InputFileError(
+            f"{name}={shown!r} is not a zarr group ({type(exc).__name__}); expected a lazyconn "
+            "zarr store."
+        ) from None
+    attrs = group.attrs.asdict()
+    meta = attrs.get("lazyconn")
+    if meta is not None:
+        if meta.get("format") != FORMAT_NAME or meta.get("format_version", 0) > FORMAT_VERSION:
+            raise InputFileError(
+                f"{name}={shown!r} has format {meta.get('format')!r} version "
+                f"{meta.get('format_version')!r}; expected {FORMAT_NAME!r} version "
+                f"<= {FORMAT_VERSION}."
+            )
+        if meta.get("complete") is not True:
+            raise IncompleteStoreError(
+                f"{name}={shown!r} is an incomplete lazyconn store (its completion marker "
+                "'lazyconn.complete' is not set: an interrupted conversion?); expected a "
+                "complete store: convert it again with overwrite=True."
+            )
+    elif not ("ome" in attrs or "multiscales" in attrs):
+        raise InputFileError(
+            f"{name}={shown!r} is a zarr group without lazyconn or NIfTI-Zarr metadata; "
+            "expected a lazyconn zarr store."
+        )
+    try:
+        header_bytes = np.asarray(group[HEADER_PATH][...]).tobytes()
+        array = group[DATA_PATH]
+    except KeyError as exc:
+        raise InputFileError(
+            f"{name}={shown!r} lacks its {exc.args[0]!r} array; expected a NIfTI-Zarr store with "
+            f"'{DATA_PATH}' (voxels) and '{HEADER_PATH}' (header bytes)."
+        ) from None
+    header = parse_header(header_bytes, name, url)
+    if tuple(array.shape[::-1]) != tuple(header.get_data_shape()):
+        raise InputFileError(
+            f"{name}={shown!r} has voxel array shape {array.shape} (t,z,y,x) but header shape "
+            f"{header.get_data_shape()}; expected the reverse of the header shape."
+        )
+    return StoreInfo(array, header, header_bytes, meta, url)
+
+
+def chunks_xyzt(info: StoreInfo) -> tuple[int, ...]:
+    return tuple(int(c) for c in info.array.chunks[::-1])
+
+
+__all__ = [
+    "DEFAULT_COMPRESSOR",
+    "create_store",
+    "is_store",
+    "mark_complete",
+    "open_store",
+    "prepare_destination",
+]
