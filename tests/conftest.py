@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-pytest_plugins = []
+pytest_plugins = ["lazyconn.testing.group", "lazyconn.testing.imaging"]
 
 
 @pytest.fixture

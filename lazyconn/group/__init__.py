@@ -1,0 +1,1 @@
+"""Group analyses: one dask graph over many subjects, with a results store."""

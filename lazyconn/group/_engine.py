@@ -1,0 +1,222 @@
+"""Running one picklable per-subject step over many subjects as one dask graph.
+
+The graph: one task per subject that is not in the results store (the subject's own chunk
+graph, read -> clean -> extract -> matrix, runs inside that task with dask's synchronous
+scheduler), then a tree reduction (``split_every`` partials per node) of the subjects'
+results to a group partial. Parallelism is across subjects; each worker thread holds one
+subject's working set at a time, so memory per worker does not grow with the number of
+subjects, and a task lost with its worker is simply run again elsewhere.
+
+Each result is written to the results store on the client as soon as it arrives, so a run
+that crashes keeps everything finished before the crash; the next run computes only what
+is missing.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dask
+import numpy as np
+from dask.delayed import delayed
+
+from lazyconn.exceptions import SubjectError
+from lazyconn.group._cache import ResultStore
+from lazyconn.group._cluster import client_context
+from lazyconn.group._report import StageTimer, SubjectProgress
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject's inputs, its display name and its results-store key."""
+
+    name: str
+    img: Any
+    confounds: Any = None
+    sample_mask: Any = None
+    key: str = ""
+
+
+@dataclass
+class Outcome:
+    """What a subject task returns: its result and how long it took."""
+
+    name: str
+    result: np.ndarray
+    seconds: float
+    cached: bool = False
+
+
+@dataclass
+class Failure:
+    """A subject that failed (with ``on_error="skip"``): its name and the error text."""
+
+    name: str
+    error: str
+    traceback: str = field(default="", repr=False)
+
+    def __str__(self) -> str:
+        return self.error
+
+
+def _describe(subject: Subject) -> str:
+    img = subject.img
+    src = img if isinstance(img, str) else getattr(img, "source", None)
+    return f"subject {subject.name!r}" + (f" ({src})" if src and src != subject.name else "")
+
+
+def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Failure:
+    """Run ``step(subject)`` with the synchronous scheduler; name the subject in any error."""
+    t0 = time.perf_counter()
+    try:
+        # Inside a task (threads or a distributed worker) the subject's graph runs in place.
+        with dask.config.set(scheduler="sync"):
+            result = np.asarray(step(subject))
+    except Exception as exc:  # noqa: BLE001 - every failure is reported against its subject
+        message = f"{_describe(subject)} failed: {type(exc).__name__}: {exc}"
+        if on_error == "raise":
+            raise SubjectError(message) from exc
+        return Failure(subject.name, message, traceback.format_exc())
+    return Outcome(subject.name, result, time.perf_counter() - t0)
+
+
+def _partial(chunk_fn: Callable, items: list) -> Any:
+    """Partial of a list of outcomes/partials, failures dropped (None when nothing is left)."""
+    return chunk_fn([o.result for o in items if isinstance(o, Outcome)])
+
+
+def _combine(combine_fn: Callable, partials: list) -> Any:
+    partials = [p for p in partials if p is not None]
+    return combine_fn(partials) if partials else None
+
+
+def tree_reduce(leaves: list, chunk_fn: Callable, combine_fn: Callable, split_every: int = 8):
+    """A delayed tree reduction: ``chunk_fn`` on groups of outcomes, then ``combine_fn`` up."""
+    if not leaves:
+        return None
+    level = [
+        delayed(_partial, pure=True)(chunk_fn, leaves[i : i + split_every])
+        for i in range(0, len(leaves), split_every)
+    ]
+    while len(level) > 1:
+        level = [
+            delayed(_combine, pure=True)(combine_fn, level[i : i + split_every])
+            for i in range(0, len(level), split_every)
+        ]
+    return level[0]
+
+
+def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
+    return [
+        delayed(run_subject, pure=True)(step, s, on_error, dask_key_name=f"lazyconn-subject-{s.key}")
+        for s in subjects
+    ]
+
+
+def _run_local(tasks, group, on_result):
+    from dask.callbacks import Callback
+
+    names = {t.key: i for i, t in enumerate(tasks)}
+
+    class _Arrivals(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in names:
+                on_result(result)
+
+    with _Arrivals():
+        _, group_value = dask.compute(tasks, group)
+    return group_value
+
+
+def _run_distributed(client, tasks, group, on_result):
+    from distributed import as_completed
+
+    futures = client.compute([*tasks, group] if group is not None else list(tasks))
+    subject_futures = futures[: len(tasks)]
+    try:
+        for future in as_completed(subject_futures, loop=client.loop):
+            on_result(future.result())  # re-raises SubjectError of on_error="raise"
+        return futures[-1].result() if group is not None else None
+    finally:
+        client.cancel(futures)
+
+
+def run_group(
+    step: Callable,
+    subjects: list[Subject],
+    *,
+    chunk_fn: Callable,
+    combine_fn: Callable,
+    store: ResultStore | None = None,
+    client=None,
+    n_workers: int | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    split_every: int = 8,
+    store_attrs: Callable[[Subject], dict] | None = None,
+) -> dict:
+    """Compute ``step`` for every subject (cached ones read back) and the group partial.
+
+    Returns a dict: ``outcomes`` (name -> Outcome, in input order), ``failures``
+    (name -> Failure), ``partial`` (the combined partial of every successful subject, or
+    None), ``timings`` (seconds per stage).
+    """
+    timer = StageTimer()
+    outcomes: dict[str, Outcome] = {}
+    failures: dict[str, Failure] = {}
+    with timer("cache_lookup"):
+        todo = []
+        for s in subjects:
+            hit = store.get(s.key) if store is not None else None
+            if hit is None:
+                todo.append(s)
+            else:
+                result, attrs = hit
+                outcomes[s.name] = Outcome(s.name, result, attrs.get("seconds", 0.0), True)
+        cached = [outcomes[s.name] for s in subjects if s.name in outcomes]
+    by_name = {s.name: s for s in todo}
+    bar = SubjectProgress(len(todo), enabled=progress)
+
+    def on_result(outcome):
+        if isinstance(outcome, Failure):
+            failures[outcome.name] = outcome
+            bar.update(failed=True)
+            return
+        outcomes[outcome.name] = outcome
+        if store is not None:
+            s = by_name[outcome.name]
+            attrs = {"subject": s.name, "seconds": outcome.seconds}
+            attrs.update(store_attrs(s) if store_attrs else {})
+            store.put(s.key, outcome.result, attrs)
+        bar.update()
+
+    with timer("compute"):
+        tasks = _subject_tasks(step, todo, on_error)
+        group = tree_reduce(tasks, chunk_fn, combine_fn, split_every)
+        try:
+            if not tasks:
+                new_partial = None
+            else:
+                with client_context(client, n_workers=n_workers) as c:
+                    if c is None:
+                        new_partial = _run_local(tasks, group, on_result)
+                    else:
+                        new_partial = _run_distributed(c, tasks, group, on_result)
+        finally:
+            bar.close()
+    with timer("aggregate"):
+        cached_partial = chunk_fn([o.result for o in cached]) if cached else None
+        partial = _combine(combine_fn, [new_partial, cached_partial])
+    ordered = {s.name: outcomes[s.name] for s in subjects if s.name in outcomes}
+    timings = dict(timer.seconds)
+    timings["total"] = timer.total()
+    return {
+        "outcomes": ordered,
+        "failures": failures,
+        "partial": partial,
+        "timings": timings,
+        "n_cached": len(cached),
+    }

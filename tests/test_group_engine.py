@@ -1,0 +1,254 @@
+"""The group engine (one graph over subjects, results store, schedulers, faults) on toy steps."""
+
+import io
+import os
+import signal
+import threading
+import time
+
+import dask
+import numpy as np
+import pytest
+
+from lazyconn.exceptions import ClusterConnectionError, ParameterTypeError, SubjectError
+from lazyconn.group._cache import ResultStore, input_identity, params_token
+from lazyconn.group._engine import Subject, run_group, tree_reduce
+from lazyconn.group._report import SubjectProgress
+from lazyconn.testing.group import CorrcoefStep, add_sum_counts, sum_count, toy_study
+
+
+def _subjects(arrays, prefix="s"):
+    return [Subject(f"{prefix}{i}", a, key=f"k{prefix}{i}") for i, a in enumerate(arrays)]
+
+
+def _run(step, subjects, **kw):
+    kw.setdefault("progress", False)
+    return run_group(step, subjects, chunk_fn=sum_count, combine_fn=add_sum_counts, **kw)
+
+
+def test_local_results_and_tree_mean_match_numpy():
+    arrays = toy_study(19)
+    out = _run(CorrcoefStep(), _subjects(arrays), split_every=3)
+    expected = [np.corrcoef(a, rowvar=False) for a in arrays]
+    assert list(out["outcomes"]) == [f"s{i}" for i in range(19)]
+    for got, want in zip(out["outcomes"].values(), expected):
+        np.testing.assert_allclose(got.result, want, rtol=1e-12)
+    total, count = out["partial"]
+    assert count == 19
+    np.testing.assert_allclose(total / count, np.mean(expected, axis=0), rtol=1e-12)
+    assert set(out["timings"]) >= {"cache_lookup", "compute", "aggregate", "total"}
+
+
+def test_tree_reduce_builds_a_tree_and_stays_lazy():
+    leaves = [dask.delayed(lambda i: i)(i) for i in range(20)]
+    with dask.config.set(scheduler=lambda *a, **k: pytest.fail("computed while building")):
+        node = tree_reduce(leaves, sum_count, add_sum_counts, split_every=4)
+    graph = dict(node.__dask_graph__())
+    # 20 leaves, 5 chunk partials, 2 combines, 1 root.
+    assert len(graph) == 20 + 5 + 2 + 1
+    assert tree_reduce([], sum_count, add_sum_counts) is None
+
+
+def test_store_second_run_computes_nothing_and_gives_same_numbers(tmp_path):
+    arrays = toy_study(6)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    store = ResultStore(tmp_path / "store")
+    first = _run(CorrcoefStep(calls_dir=calls), _subjects(arrays), store=store)
+    assert len(os.listdir(calls)) == 6 and first["n_cached"] == 0
+    second = _run(CorrcoefStep(calls_dir=calls), _subjects(arrays), store=store)
+    assert len(os.listdir(calls)) == 6 and second["n_cached"] == 6
+    for a, b in zip(first["outcomes"].values(), second["outcomes"].values()):
+        np.testing.assert_array_equal(a.result, b.result)
+    np.testing.assert_array_equal(first["partial"][0], second["partial"][0])
+    assert sorted(store.keys()) == sorted(f"ks{i}" for i in range(6))
+
+
+def test_run_after_a_crash_computes_only_what_is_missing(tmp_path):
+    arrays = toy_study(5)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    store = ResultStore(tmp_path / "store")
+    crashing = _subjects(arrays)
+    crashing[3] = Subject("s3", np.zeros(3), key="ks3")  # 1-D: the step raises
+    with pytest.raises(SubjectError, match="subject 's3' failed: ValueError: expected a"):
+        _run(CorrcoefStep(calls_dir=calls), crashing, store=store, n_workers=1)
+    done_before = len(store.keys())
+    assert "ks3" not in store.keys()
+    n_calls = len(os.listdir(calls))
+    out = _run(CorrcoefStep(calls_dir=calls), _subjects(arrays), store=store)
+    assert out["n_cached"] == done_before
+    assert len(os.listdir(calls)) - n_calls == 5 - done_before
+    assert out["partial"][1] == 5
+
+
+def test_half_written_entry_reads_as_missing(tmp_path):
+    store = ResultStore(tmp_path / "store")
+    store.put("good", np.eye(3), {"subject": "a"})
+    result, attrs = store.get("good")
+    np.testing.assert_array_equal(result, np.eye(3))
+    assert attrs["complete"] is True and attrs["subject"] == "a"
+    # A crash between writing the array and marking it complete:
+    import zarr
+
+    group = zarr.open_group(tmp_path / "store" / "half", mode="w")
+    group.create_array("result", data=np.ones((3, 3)))
+    group.attrs.update({"shape": [3, 3]})
+    assert store.get("half") is None and "half" not in store
+    # A truncated array file (the marker written, the chunk lost) is also missing.
+    store.put("lost", np.eye(3))
+    chunks = [p for p in (tmp_path / "store" / "lost" / "result" / "c").rglob("*") if p.is_file()]
+    assert chunks
+    for chunk in chunks:
+        chunk.write_bytes(b"\x00")
+    assert store.get("lost") is None
+    assert store.keys() == ["good"]
+
+
+def test_store_rejects_non_path():
+    with pytest.raises(ParameterTypeError, match=r"cache_dir=3 has type int; expected a local"):
+        ResultStore(3)
+
+
+def test_skip_lists_failed_subject_and_finishes_others():
+    arrays = toy_study(4)
+    subjects = _subjects(arrays)
+    subjects[1] = Subject("bad-one", "/nonexistent/run.npy", key="kbad")
+    out = _run(CorrcoefStep(), subjects, on_error="skip")
+    assert list(out["outcomes"]) == ["s0", "s2", "s3"]
+    assert list(out["failures"]) == ["bad-one"]
+    assert "subject 'bad-one' (/nonexistent/run.npy) failed: FileNotFoundError" in str(
+        out["failures"]["bad-one"]
+    )
+    assert out["partial"][1] == 3
+
+
+def test_input_identity_changes_with_file_content(tmp_path):
+    path = tmp_path / "run.npy"
+    np.save(path, np.zeros((4, 2)))
+    before = input_identity(str(path))
+    assert input_identity(path) == before
+    time.sleep(0.01)
+    np.save(path, np.ones((5, 2)))
+    assert input_identity(str(path)) != before
+    a, b = np.zeros((3, 3)), np.zeros((3, 3))
+    assert input_identity(a) == input_identity(b)
+    b[0, 0] = 1
+    assert input_identity(a) != input_identity(b)
+
+
+def test_zarr_store_identity_follows_its_attributes(tmp_path):
+    import zarr
+
+    group = zarr.open_group(tmp_path / "run.zarr", mode="w")
+    group.attrs["checksum"] = "abc"
+    before = input_identity(tmp_path / "run.zarr")
+    group.attrs["checksum"] = "abd"
+    assert input_identity(tmp_path / "run.zarr") != before
+
+
+def test_params_token_tracks_parameters_and_ignores_verbosity():
+    from sklearn.covariance import LedoitWolf, ShrunkCovariance
+
+    class Est:
+        def __init__(self, radius=5.0, verbose=0, cov=None):
+            self.radius, self.verbose, self.cov = radius, verbose, cov
+
+        def get_params(self, deep=False):
+            return {"radius": self.radius, "verbose": self.verbose, "cov": self.cov}
+
+    base = params_token(Est(cov=LedoitWolf()))
+    assert params_token(Est(cov=LedoitWolf())) == base
+    assert params_token(Est(verbose=3, cov=LedoitWolf())) == base
+    assert params_token(Est(radius=6.0, cov=LedoitWolf())) != base
+    assert params_token(Est(cov=ShrunkCovariance())) != base
+    assert params_token(Est(cov=LedoitWolf(block_size=10))) != base
+    fitted = Est(cov=LedoitWolf())
+    fitted.mask_ = np.ones(3)  # a fitted state (e.g. a computed mask) is part of the key
+    assert params_token(fitted) != base
+
+
+def test_progress_bar_counts_subjects():
+    stream = io.StringIO()
+    bar = SubjectProgress(3, stream=stream)
+    bar.update()
+    bar.update(failed=True)
+    bar.update()
+    bar.close()
+    text = stream.getvalue()
+    assert "1/3" in text and "2/3, 1 failed" in text and text.endswith("\n")
+    assert "[" + "#" * 30 + "]" in text
+
+
+def test_progress_bar_in_a_local_run(capsys):
+    run_group(
+        CorrcoefStep(),
+        _subjects(toy_study(3)),
+        chunk_fn=sum_count,
+        combine_fn=add_sum_counts,
+        progress=True,
+    )
+    assert "[lazyconn] subjects" in capsys.readouterr().err
+
+
+def test_unreachable_scheduler_fails_fast_naming_the_address():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterConnectionError, match=f"no dask scheduler answers at '{address}'"):
+        _run(CorrcoefStep(), _subjects(toy_study(2)), client=address)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_bad_client_type():
+    with pytest.raises(ParameterTypeError, match=r"client=3\.5 has type float; expected None"):
+        _run(CorrcoefStep(), _subjects(toy_study(1)), client=3.5)
+
+
+@pytest.mark.cluster
+def test_distributed_equals_local_and_skips_failures(group_client, tmp_path):
+    arrays = toy_study(7)
+    local = _run(CorrcoefStep(), _subjects(arrays))
+    subjects = _subjects(arrays) + [Subject("broken", np.zeros(4), key="kbroken")]
+    remote = _run(CorrcoefStep(), subjects, client=group_client, on_error="skip", split_every=2)
+    assert list(remote["outcomes"]) == list(local["outcomes"])
+    for a, b in zip(local["outcomes"].values(), remote["outcomes"].values()):
+        np.testing.assert_array_equal(a.result, b.result)
+    np.testing.assert_allclose(remote["partial"][0], local["partial"][0], rtol=1e-12)
+    assert list(remote["failures"]) == ["broken"]
+    with pytest.raises(SubjectError, match="subject 'broken' failed: ValueError"):
+        _run(CorrcoefStep(), subjects, client=group_client)
+
+
+@pytest.mark.cluster
+def test_killed_worker_mid_run_gives_identical_results(group_client, tmp_path):
+    arrays = toy_study(10, seed=3)
+    reference = _run(CorrcoefStep(), _subjects(arrays))
+    store = ResultStore(tmp_path / "store")
+    pids = group_client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    killed = threading.Event()
+
+    def killer():
+        # Wait for the first result to land in the store, then SIGKILL one worker process.
+        deadline = time.time() + 30
+        while time.time() < deadline and not store.keys():
+            time.sleep(0.02)
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    out = _run(CorrcoefStep(sleep=0.25), _subjects(arrays), client=group_client, store=store)
+    thread.join(5)
+    assert killed.is_set()
+    assert victim not in group_client.run(os.getpid).values()
+    assert not out["failures"]
+    for a, b in zip(reference["outcomes"].values(), out["outcomes"].values()):
+        np.testing.assert_array_equal(a.result, b.result)
+    np.testing.assert_allclose(out["partial"][0], reference["partial"][0], rtol=1e-12)
+    assert len(store.keys()) == 10
