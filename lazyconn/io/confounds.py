@@ -165,7 +165,7 @@ def _check_finite(values: np.ndarray, names: list[str], where: str) -> None:
         row, col = np.argwhere(bad)[0]
         n_bad = int(bad.sum())
         raise ParameterError(
-            f"{where} column {names[col]!r} has a non-finite value ({values[row, col]!r}) at "
+            f"{where} column {names[col]!r} has a non-finite value ({float(values[row, col])!r}) at "
             f"row {row} ({n_bad} non-finite value(s) in total). Only n/a in the first row is "
             "filled (with the second-row value, as nilearn's load_confounds does); fill or "
             "drop the other missing values before cleaning."
