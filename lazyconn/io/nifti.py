@@ -52,6 +52,16 @@ def slope_inter(header) -> tuple[float, float]:
     return (1.0 if slope is None else slope), (0.0 if inter is None else inter)
 
 
+def header_bytes_with_dtype(header, dtype, nbytes: int) -> bytes:
+    """Header bytes (``nbytes`` long, extensions kept) for unscaled voxels of ``dtype``."""
+    header = header.copy()
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(None, None)
+    buf = io.BytesIO()
+    header.write_to(buf)
+    return buf.getvalue().ljust(nbytes, b"\0")[:nbytes]
+
+
 def check_ndim(name: str, url: str, shape) -> None:
     if len(shape) not in (3, 4):
         raise DimensionError(

@@ -1,0 +1,422 @@
+"""Streaming NIfTI(.gz) -> lazyconn zarr conversion with a bounded memory budget.
+
+A stored chunk holds the whole time axis, but a NIfTI is time-slowest on disk and a
+``.nii.gz`` can only be read sequentially. The conversion therefore runs in two steps
+per file (measured alternatives and figures: ``docs/format.md``):
+
+1. *stage*: one sequential pass decompresses (or, for a remote ``.nii``, downloads) the
+   voxel bytes into a raw scratch file on local disk. Memory: a few MB of buffers; the
+   written pages live in the OS page cache, not in the process.
+2. *assemble*: each work unit (all ``x`` chunks of one ``(y, z)`` chunk row, split
+   along ``x`` if over budget) is read back with ``os.preadv`` straight into its
+   ``(t, z, y, x)`` buffer (one contiguous run per time point and z plane), then
+   written as zarr chunks. Units run in parallel; each holds ``unit_bytes`` at most.
+
+A local uncompressed ``.nii`` skips staging: units read the source file in place.
+The store's completion marker is written by a final task after every unit, so an
+interrupted conversion leaves a store that ``load`` refuses and ``convert`` redoes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import dask
+import numpy as np
+import zarr
+from dask.base import tokenize
+
+from lazyconn._utils import check_type
+from lazyconn.config import default_chunks
+from lazyconn.exceptions import (
+    IncompleteStoreError,
+    InputFileError,
+    OutputNotWritableError,
+    ParameterError,
+)
+from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
+from lazyconn.io.nifti import NiftiFile, header_bytes_with_dtype, scale
+from lazyconn.io.store import (
+    _zarr_store,
+    create_store,
+    is_store,
+    mark_complete,
+    open_store,
+    prepare_destination,
+)
+
+try:  # ISA-L inflates ~1.6x faster than zlib; optional.
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - depends on the environment
+    _inflate = zlib
+
+#: Bytes of voxels one work unit holds (a few units run at once).
+DEFAULT_UNIT_BYTES = 128 * 2**20
+_STAGE_BLOCK = 4 * 2**20
+
+
+class _Job:
+    """Everything one file's conversion tasks need (small and picklable)."""
+
+    def __init__(self, nifti, dst, dst_options, header_bytes, out_dtype, chunks, unit_bytes,
+                 scratch_dir):
+        self.nifti = nifti
+        self.dst = dst
+        self.dst_options = dst_options
+        self.header_bytes = header_bytes
+        self.out_dtype = out_dtype  # None: store the file's unscaled values
+        self.shape4 = tuple(nifti.shape) + (1,) * (4 - nifti.ndim)
+        self.chunks4 = tuple(chunks) + (1,) * (4 - len(chunks))
+        self.scratch_dir = scratch_dir
+        self.in_place = is_local(nifti.url) and not nifti.compressed
+        self.units = _plan_units(self.shape4, self.chunks4, nifti.raw_dtype.itemsize, unit_bytes)
+        self.token = tokenize(nifti.token, dst, chunks, out_dtype, unit_bytes)
+
+    def __repr__(self):
+        return f"<convert {redact(self.nifti.url)!r} -> {redact(self.dst)!r}>"
+
+
+def _plan_units(shape4, chunks4, itemsize, unit_bytes):
+    """(x0, x1, y0, y1, z0, z1) work units: one (y, z) chunk row, whole x if it fits."""
+    X, Y, Z, T = shape4
+    cx, cy, cz, _ = chunks4
+    per_x_chunk = cx * cy * cz * T * itemsize
+    x_step = max(1, unit_bytes // max(per_x_chunk, 1)) * cx
+    units = []
+    for z0 in range(0, Z, cz):
+        for y0 in range(0, Y, cy):
+            for x0 in range(0, X, x_step):
+                units.append((x0, min(x0 + x_step, X), y0, min(y0 + cy, Y), z0, min(z0 + cz, Z)))
+    return units
+
+
+# --- the tasks --------------------------------------------------------------------
+def _stage(job: _Job):
+    """(path, offset) of the raw voxel bytes: the source itself, or a local scratch copy."""
+    nifti = job.nifti
+    if job.in_place:
+        return local_path(nifti.url), nifti.offset
+    os.makedirs(job.scratch_dir, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(prefix="lazyconn-stage-", suffix=".raw", dir=job.scratch_dir)
+    try:
+        fs, path = get_fs(nifti.url, nifti.storage_options)
+        with os.fdopen(fd, "wb", buffering=0) as out, fs.open(path, "rb") as src:
+            written = _copy_voxels(src, out, nifti)
+        if written < nifti.data_nbytes:
+            raise InputFileError(
+                f"src={redact(nifti.url)!r} is truncated: it holds {written} voxel bytes; "
+                f"expected {nifti.data_nbytes} ({nifti.shape} {nifti.raw_dtype})."
+            )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(scratch)
+        raise
+    return scratch, 0
+
+
+def _copy_voxels(src, out, nifti) -> int:
+    """Stream the voxel bytes of ``src`` (gzip or not) into ``out``; return bytes written."""
+    skip, remaining = nifti.offset, nifti.data_nbytes
+    state = _inflate.decompressobj(31) if nifti.compressed else None
+    pending = b""
+    while remaining > 0:
+        if not pending:
+            pending = src.read(_STAGE_BLOCK)
+            if not pending:
+                break
+        if state is None:
+            data, pending = pending, b""
+        else:
+            try:
+                data = state.decompress(pending, _STAGE_BLOCK)
+            except zlib.error as exc:
+                raise InputFileError(
+                    f"src={redact(nifti.url)!r} is corrupt: gzip data error ({exc}); expected a "
+                    "valid .nii.gz."
+                ) from None
+            pending = state.unconsumed_tail
+            if state.eof:
+                pending = state.unused_data
+                state = _inflate.decompressobj(31)
+        if skip:
+            cut = min(skip, len(data))
+            data, skip = data[cut:], skip - cut
+        data = data[:remaining]
+        out.write(data)
+        remaining -= len(data)
+    return nifti.data_nbytes - remaining
+
+
+def _read_unit(fd, base, job: _Job, unit) -> np.ndarray:
+    """The unit's voxels as a (t, z, y, x) array in the file's dtype, via preadv."""
+    x0, x1, y0, y1, z0, z1 = unit
+    X, Y, Z, T = job.shape4
+    dtype = job.nifti.raw_dtype
+    item = dtype.itemsize
+    block = np.empty((T, z1 - z0, y1 - y0, x1 - x0), dtype=dtype)
+    frame = X * Y * Z * item
+    full_x, full_y = (x0, x1) == (0, X), (y0, y1) == (0, Y)
+    flat = block.reshape(T, -1).view(np.uint8)
+    for t in range(T):
+        row = flat[t]
+        if full_x and full_y:  # the z planes are one run
+            _pread(fd, row, base + t * frame + z0 * X * Y * item)
+            continue
+        for zi, z in enumerate(range(z0, z1)):
+            if full_x:  # each z plane's y rows are one run
+                n = (y1 - y0) * X * item
+                _pread(fd, row[zi * n : (zi + 1) * n], base + t * frame + (z * Y + y0) * X * item)
+            else:
+                n = (x1 - x0) * item
+                for yi, y in enumerate(range(y0, y1)):
+                    k = (zi * (y1 - y0) + yi) * n
+                    _pread(fd, row[k : k + n], base + t * frame + ((z * Y + y) * X + x0) * item)
+    return block
+
+
+def _pread(fd, buf: np.ndarray, offset: int) -> None:
+    view = memoryview(buf)
+    got = os.preadv(fd, [view], offset)
+    while 0 < got < len(view):  # short reads are legal
+        more = os.preadv(fd, [view[got:]], offset + got)
+        if more == 0:
+            break
+        got += more
+    if got < len(view):
+        raise InputFileError(f"unexpected end of voxel data at byte {offset + got}.")
+
+
+def _open_data_array(job: _Job):
+    group = zarr.open_group(_zarr_store(job.dst, job.dst_options, read_only=False), mode="r+")
+    return group["0"]
+
+
+def _write_unit(staged, job: _Job, unit) -> int:
+    path, base = staged
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        block = _read_unit(fd, base, job, unit)
+    finally:
+        os.close(fd)
+    if job.out_dtype is not None:
+        block = scale(block, job.nifti.slope, job.nifti.inter).astype(job.out_dtype)
+    elif not block.dtype.isnative:
+        block = block.astype(block.dtype.newbyteorder("="))
+    x0, x1, y0, y1, z0, z1 = unit
+    array = _open_data_array(job)
+    if job.nifti.ndim == 3:
+        array[z0:z1, y0:y1, x0:x1] = block[0]
+    else:
+        array[:, z0:z1, y0:y1, x0:x1] = block
+    return block.nbytes
+
+
+def _finish(_units, staged, job: _Job) -> str:
+    mark_complete(job.dst, job.dst_options)
+    if not job.in_place:
+        with contextlib.suppress(OSError):
+            os.remove(staged[0])
+    return job.dst
+
+
+def _convert_one(job: _Job, n_threads: int = 2) -> str:
+    """All of one file's steps in one task (distributed: the scratch file stays local)."""
+    staged = _stage(job)
+    try:
+        with ThreadPoolExecutor(n_threads) as pool:
+            done = list(pool.map(lambda u: _write_unit(staged, job, u), job.units))
+    except BaseException:
+        if not job.in_place:
+            with contextlib.suppress(OSError):
+                os.remove(staged[0])
+        raise
+    return _finish(done, staged, job)
+
+
+def _graph(job: _Job):
+    """Local dask graph of one file: stage -> units -> finish."""
+    staged = dask.delayed(_stage, pure=True)(job, dask_key_name=f"convert-stage-{job.token}")
+    units = [
+        dask.delayed(_write_unit, pure=True)(
+            staged, job, unit, dask_key_name=f"convert-unit-{job.token}-{i}"
+        )
+        for i, unit in enumerate(job.units)
+    ]
+    return dask.delayed(_finish, pure=True)(
+        units, staged, job, dask_key_name=f"convert-finish-{job.token}"
+    )
+
+
+def _client():
+    try:
+        from distributed import get_client
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+# --- public -----------------------------------------------------------------------
+def convert(
+    src,
+    dst,
+    *,
+    chunks=None,
+    overwrite: bool = False,
+    dtype=None,
+    compressor="default",
+    storage_options: dict | None = None,
+    dst_storage_options: dict | None = None,
+    unit_bytes: int = DEFAULT_UNIT_BYTES,
+    scratch_dir=None,
+    progress: bool = True,
+    compute: bool = True,
+):
+    """Convert NIfTI runs (``.nii``/``.nii.gz``, paths or URLs) to lazyconn zarr stores.
+
+    Streams with bounded memory whatever the run size: one sequential decompression
+    pass to a local scratch file, then chunk assembly by ``pread`` (see the module
+    docstring and ``docs/format.md``). Many files run as one dask graph.
+
+    Parameters
+    ----------
+    src : str, path or list of them
+        NIfTI files (local paths or fsspec URLs).
+    dst : str, path or list of them
+        Store paths/URLs, one per ``src``.
+    chunks : tuple of int, optional
+        Stored chunk shape (x, y, z[, t]); default spatial blocks of about 32 MB with the
+        whole time axis (``lazyconn.config.default_chunks``).
+    overwrite : bool
+        Replace existing stores. An *incomplete* lazyconn store (interrupted
+        conversion) is always redone.
+    dtype : None or float dtype
+        None (default) stores the file's own values and its ``scl_slope``/``scl_inter``
+        (lossless; reading applies the scaling exactly as nibabel). A float dtype stores
+        scaled values in that dtype. An integer dtype is refused when the file has
+        scaling (the integers would not be the image's values).
+    compressor : "default", None, dict or zarr codec
+        See ``LazyImage.to_zarr``.
+    storage_options, dst_storage_options : dict, optional
+        fsspec options for the sources, and for the destinations if they differ.
+    unit_bytes : int
+        Voxel bytes held by one work unit (several run in parallel).
+    scratch_dir : str, optional
+        Local directory for the staged raw copy of a ``.nii.gz`` (default: the system
+        temporary directory). On a multi-host cluster each file is converted by one
+        worker, so a worker-local directory is right.
+    progress : bool
+        Show a progress bar (dask's ProgressBar, or ``distributed.progress`` when a
+        distributed client is active).
+    compute : bool
+        If False, return the dask Delayed objects (one per file) instead of running.
+
+    Returns
+    -------
+    list of str or str
+        The destination(s), as given.
+    """
+    single = not isinstance(src, (list, tuple))
+    srcs = [src] if single else list(src)
+    dsts = [dst] if not isinstance(dst, (list, tuple)) else list(dst)
+    if len(srcs) != len(dsts):
+        raise ParameterError(
+            f"dst has {len(dsts)} entries but src has {len(srcs)}; expected one destination "
+            "per source."
+        )
+    check_type("unit_bytes", unit_bytes, int, "an int (bytes)")
+    if unit_bytes <= 0:
+        raise ParameterError(f"unit_bytes={unit_bytes!r} is not valid; expected an int > 0.")
+    if dst_storage_options is None:
+        dst_storage_options = storage_options
+    scratch_dir = os.fspath(scratch_dir) if scratch_dir is not None else tempfile.gettempdir()
+    jobs = [
+        _make_job(s, d, chunks, overwrite, dtype, compressor, storage_options,
+                  dst_storage_options, unit_bytes, scratch_dir)
+        for s, d in zip(srcs, dsts)
+    ]
+    client = _client()
+    if client is not None:
+        tasks = [dask.delayed(_convert_one, pure=False)(job) for job in jobs]
+    else:
+        tasks = [_graph(job) for job in jobs]
+    if not compute:
+        return tasks[0] if single else tasks
+    if client is not None:
+        futures = client.compute(tasks)
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(futures)
+        client.gather(futures)
+    else:
+        ctx = contextlib.nullcontext()
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            ctx = ProgressBar()
+        with ctx:
+            dask.compute(*tasks)
+    return dsts[0] if single else dsts
+
+
+def _make_job(src, dst, chunks, overwrite, dtype, compressor, src_options, dst_options,
+              unit_bytes, scratch_dir) -> _Job:
+    dst = check_url("dst", dst)
+    nifti = NiftiFile(src, src_options)
+    slope, inter = nifti.slope, nifti.inter
+    header_bytes, out_dtype = nifti.header_bytes, None
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        scaled = (slope, inter) != (1.0, 0.0)
+        if dtype.kind in "iub" and scaled:
+            raise ParameterError(
+                f"dtype={dtype.name!r} cannot hold the values of src={redact(src)!r}: it stores "
+                f"{nifti.raw_dtype.name} with scl_slope={slope!r}, scl_inter={inter!r}; expected "
+                "dtype=None (store the integers and their scaling, lossless) or a float dtype."
+            )
+        if dtype.kind not in "fiub":
+            raise ParameterError(
+                f"dtype={dtype.name!r} is not valid; expected None, a float or an integer dtype."
+            )
+        if dtype != nifti.raw_dtype or scaled:
+            out_dtype = dtype
+            header_bytes = header_bytes_with_dtype(nifti.header, dtype, len(nifti.header_bytes))
+    if chunks is None:
+        chunks = default_chunks(nifti.shape, out_dtype or nifti.raw_dtype)
+    _prepare(dst, dst_options, overwrite)
+    try:
+        create_store(
+            dst, header_bytes=header_bytes, chunks=chunks, compressor=compressor,
+            storage_options=dst_options, source=nifti.url,
+        )
+    except PermissionError:
+        raise OutputNotWritableError(
+            f"dst={redact(dst)!r} cannot be written (permission denied); expected a writable "
+            "destination."
+        ) from None
+    stored = tuple(int(c) for c in _open_chunks(dst, dst_options))
+    return _Job(nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir)
+
+
+def _prepare(dst, dst_options, overwrite):
+    """An interrupted conversion (incomplete lazyconn store) is redone without asking."""
+    if not overwrite and is_store(dst, dst_options):
+        try:
+            open_store(dst, dst_options, name="dst")
+        except IncompleteStoreError:
+            overwrite = True
+        except InputFileError:
+            pass  # not a lazyconn store: prepare_destination refuses it
+    prepare_destination(dst, dst_options, overwrite)
+
+
+def _open_chunks(dst, dst_options):
+    group = zarr.open_group(_zarr_store(dst, dst_options, read_only=True), mode="r")
+    return group["0"].chunks[::-1]
