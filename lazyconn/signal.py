@@ -224,7 +224,8 @@ def _plan_run(rows, confounds, keep, *, detrend, filter_type, sos, butter, high_
     conf = None if confounds is None else confounds[rows]
     if filter_type == "cosine":
         conf = tk.append_cosine_drift(conf, tk.cosine_drift(n, high_pass, t_r))
-    interpolate = keep is not None and sos is not None
+    # nilearn keys scrubbing on the filter *type*: a band collapsed by clamping still interpolates
+    interpolate = keep is not None and filter_type == "butterworth"
     n_proc = n
     keep_after = keep
     if keep is not None:
@@ -260,8 +261,8 @@ def _plan_run(rows, confounds, keep, *, detrend, filter_type, sos, butter, high_
             conf = tk.detrend(conf)
         if sos is not None:
             conf = tk.butterworth_apply(conf, sos, butter["padtype"], butter["padlen"])
-            if keep_after is not None:
-                conf = conf[keep_after]
+        if interpolate:
+            conf = conf[keep_after]
         q = tk.confound_basis(tk.scale_confounds(conf, standardize_confounds))
     n_out = n if keep is None else keep.size
     if n_out == 1 and standardize is not None:

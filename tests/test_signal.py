@@ -415,3 +415,15 @@ def test_butterworth_function(rng):
     direct = sp_signal.sosfiltfilt(sp_signal.butter(5, [0.02, 0.1], "band", output="sos", fs=0.5),
                                    x, axis=0)
     np.testing.assert_allclose(lazy.compute(), direct, atol=1e-12)
+
+
+def test_sample_mask_with_collapsed_band(data):
+    """Both cut-offs clamped to the same value: nilearn warns, does not filter, but still
+    interpolates/detrends the full series before censoring. Same here."""
+    x, conf = data
+    with pytest.warns(UserWarning, match="returned unfiltered"):
+        ours = lsignal.clean(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3,
+                             low_pass=0.4, t_r=2.0)
+    ref = _nilearn(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4,
+                   t_r=2.0)
+    assert_close(ours, ref, 1e-9)

@@ -220,7 +220,8 @@ def append_cosine_drift(confounds, drift: np.ndarray):
     return np.hstack((confounds, drift))
 
 
-def interpolate_censored(x: np.ndarray, keep: np.ndarray, t_r: float, extrapolate: bool):
+def interpolate_censored(x: np.ndarray, keep: np.ndarray, t_r: float, extrapolate: bool, *,
+                         inplace: bool = False):
     """Replace the censored frames of ``x`` by a cubic spline through the kept frames.
 
     Returns ``(x_filled, keep_shifted)``. Without ``extrapolate``, the censored frames
@@ -234,7 +235,8 @@ def interpolate_censored(x: np.ndarray, keep: np.ndarray, t_r: float, extrapolat
     censored = np.setdiff1d(np.arange(n), keep, assume_unique=True)
     if not extrapolate:
         censored = censored[(censored > keep[0]) & (censored < keep[-1])]
-    x = np.array(x, dtype=np.float64, copy=True)
+    if not inplace:
+        x = np.array(x, dtype=np.float64, copy=True)
     if censored.size:
         times = np.arange(n) * t_r
         spline = CubicSpline(times[keep], x[keep], axis=0, extrapolate=extrapolate)
@@ -271,21 +273,24 @@ class RunPlan:
 
 
 def clean_run_before_standardize(x: np.ndarray, plan: RunPlan):
-    """Steps 2-6 of nilearn's ``clean`` on one run: returns ``(x, original_mean)`` in float64."""
+    """Steps 2-6 of nilearn's ``clean`` on one run: returns ``(x, original_mean)`` in float64.
+
+    ``x`` is never modified (one float64 working copy is made).
+    """
     keep = plan.keep
-    if keep is not None:
-        if plan.interpolate:
-            x, keep = interpolate_censored(x, keep, plan.t_r, plan.extrapolate)
-        else:
-            x = np.asarray(x, dtype=np.float64)[keep]
-    x = np.array(x, dtype=np.float64, copy=True)
+    if keep is not None and not plan.interpolate:
+        x = np.asarray(x)[keep].astype(np.float64, copy=False)  # censor before anything (no/cosine filter)
+    else:
+        x = np.array(x, dtype=np.float64, copy=True)
+    if keep is not None and plan.interpolate:
+        x, keep = interpolate_censored(x, keep, plan.t_r, plan.extrapolate, inplace=True)
     original_mean = x.mean(axis=0)
     if plan.detrend:
         x = detrend(x)
     if plan.sos is not None:
         x = butterworth_apply(x, plan.sos, plan.padtype, plan.padlen)
-        if keep is not None:
-            x = x[keep]
+    if keep is not None and plan.interpolate:
+        x = x[keep]  # censored frames leave after filtering (even if the filter was a no-op)
     if plan.q is not None:
         x = project_out(x, plan.q)
     return x, original_mean
@@ -314,6 +319,13 @@ def finish_run(x: np.ndarray, original_mean: np.ndarray, plan: RunPlan, restore:
     return standardize(x, plan.standardize)
 
 
+def _run_rows(block, plan):
+    rows = plan.rows
+    if rows.size == block.shape[0] and rows[-1] == rows.size - 1:
+        return block  # the only run: no fancy-index copy
+    return block[rows]
+
+
 def clean_block(block: np.ndarray, plans: tuple[RunPlan, ...], *, ensure_finite: bool = False,
                 out_dtype=np.float64, psc_flags=None) -> np.ndarray:
     """The whole voxel part of ``clean`` on one (T, v) block; runs are stacked in plan order."""
@@ -322,7 +334,7 @@ def clean_block(block: np.ndarray, plans: tuple[RunPlan, ...], *, ensure_finite:
         block = np.where(np.isfinite(block), block, 0)
     outs = []
     for i, plan in enumerate(plans):
-        x, mean = clean_run_before_standardize(block[plan.rows], plan)
+        x, mean = clean_run_before_standardize(_run_rows(block, plan), plan)
         restore = None if psc_flags is None else bool(np.asarray(psc_flags)[i])
         outs.append(finish_run(x, mean, plan, restore))
     out = outs[0] if len(outs) == 1 else np.vstack(outs)
@@ -336,7 +348,7 @@ def psc_stats_block(block: np.ndarray, plans: tuple[RunPlan, ...], *, ensure_fin
         block = np.where(np.isfinite(block), block, 0)
     stats = np.zeros((2 * len(plans), 1))
     for i, plan in enumerate(plans):
-        x, mean = clean_run_before_standardize(block[plan.rows], plan)
+        x, mean = clean_run_before_standardize(_run_rows(block, plan), plan)
         stats[2 * i : 2 * i + 2, 0] = psc_needs_mean(x, mean)
     return stats
 
