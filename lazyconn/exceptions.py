@@ -71,3 +71,7 @@ class LazyconnWarning(UserWarning):
 
 class BoundingBoxError(LazyconnError, ValueError):
     """A resampling target's field of view contains none of the data (nilearn's name)."""
+
+
+class MaskWarning(LazyconnWarning):
+    """A computed mask is suspicious (e.g. empty), as nilearn's ``MaskWarning``."""

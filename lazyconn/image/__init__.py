@@ -2,5 +2,34 @@
 
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
+from lazyconn.image.image import (
+    binarize_img,
+    check_same_fov,
+    get_data,
+    index_img,
+    math_img,
+    mean_img,
+    new_img_like,
+    smooth_img,
+    threshold_img,
+)
+from lazyconn.image.resampling import resample_img, resample_to_img
+from lazyconn.image.templates import load_mni152_brain_mask, load_mni152_template
 
-__all__ = ["LazyImage", "load"]
+__all__ = [
+    "LazyImage",
+    "binarize_img",
+    "check_same_fov",
+    "get_data",
+    "index_img",
+    "load",
+    "load_mni152_brain_mask",
+    "load_mni152_template",
+    "math_img",
+    "mean_img",
+    "new_img_like",
+    "resample_img",
+    "resample_to_img",
+    "smooth_img",
+    "threshold_img",
+]

@@ -1,0 +1,539 @@
+"""Image functions with nilearn's names, arguments and defaults, returning lazy LazyImages.
+
+Inputs are anything :func:`lazyconn.load` accepts (LazyImage, nibabel image, path); where
+nilearn accepts a 4-D image, a list of 3-D images is stacked along time. Nothing here
+computes voxels: results are LazyImages over dask graphs.
+
+Differences from nilearn (all caused by laziness) are listed in each docstring; the common
+ones: the header of a result carries the result's dtype (nilearn copies the reference's
+data dtype, which quantises on save), ``cal_min``/``cal_max`` are not filled (that would
+need a compute), and value-dependent warnings (e.g. "threshold exceeds the maximum") are not
+emitted.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from lazyconn._utils import warn
+from lazyconn.config import float_dtype_for
+from lazyconn.exceptions import (
+    DimensionError,
+    GridMismatchError,
+    LazyconnWarning,
+    ParameterError,
+    ParameterTypeError,
+)
+from lazyconn.image._lazyimage import LazyImage
+from lazyconn.image._load import load
+from lazyconn.ops import spatial
+
+__all__ = [
+    "binarize_img",
+    "check_same_fov",
+    "get_data",
+    "index_img",
+    "math_img",
+    "mean_img",
+    "new_img_like",
+    "smooth_img",
+    "threshold_img",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# input coercion and checks (shared with resampling, masking, _cleaning)
+# ---------------------------------------------------------------------------------------
+def _is_list_of_images(obj) -> bool:
+    return isinstance(obj, (list, tuple))
+
+
+def load_img(img, name: str = "img") -> LazyImage:
+    """``load`` a 3-D or 4-D image; a list of 3-D images is stacked along time."""
+    if _is_list_of_images(img):
+        return _stack(img, name)
+    return load(img)
+
+
+def _stack(imgs, name: str) -> LazyImage:
+    if len(imgs) == 0:
+        raise ParameterError(f"{name}=[] is empty; expected at least one image.")
+    loaded = [load(im) for im in imgs]
+    for i, im in enumerate(loaded):
+        if im.ndim != 3:
+            raise DimensionError(
+                f"{name}[{i}] has shape {im.shape} ({im.ndim}-D); a list of images must "
+                "hold 3-D images (they are stacked along time into one 4-D image)."
+            )
+    check_same_fov(*loaded, names=[f"{name}[{i}]" for i in range(len(loaded))])
+    first = loaded[0]
+    data = da.stack([im.data for im in loaded], axis=-1).rechunk({3: -1})
+    return LazyImage(data, first.affine, first.header, source=first.source)
+
+
+def load_4d(imgs, name: str = "imgs") -> LazyImage:
+    """A 4-D LazyImage from a 4-D image or a list of 3-D images (DimensionError otherwise)."""
+    img = load_img(imgs, name)
+    if img.ndim != 4:
+        raise DimensionError(
+            f"{name} has shape {img.shape} ({img.ndim}-D); expected a 4-D image "
+            "(or a list of 3-D images)."
+        )
+    return img
+
+
+def load_3d(img, name: str = "img") -> LazyImage:
+    """A 3-D LazyImage; a 4-D image with one volume is squeezed, as nilearn does."""
+    img = load(img) if not _is_list_of_images(img) else load_img(img, name)
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = LazyImage(img.data[..., 0], img.affine, img.header, source=img.source)
+    if img.ndim != 3:
+        raise DimensionError(
+            f"{name} has shape {img.shape} ({img.ndim}-D); expected a 3-D image."
+        )
+    return img
+
+
+def check_same_fov(*imgs, names=None, raise_error: bool = True) -> bool:
+    """True if all images share shape[:3] and affine (np.allclose), as nilearn.
+
+    With ``raise_error`` (default), a GridMismatchError names both images' shapes and
+    affines instead.
+    """
+    names = names or [f"img_#{i}" for i in range(len(imgs))]
+    ref, ref_name = imgs[0], names[0]
+    for img, name in zip(imgs[1:], names[1:], strict=True):
+        same = tuple(img.shape[:3]) == tuple(ref.shape[:3]) and np.allclose(
+            img.affine, ref.affine
+        )
+        if not same:
+            if not raise_error:
+                return False
+            raise GridMismatchError(
+                f"{ref_name} (shape {tuple(ref.shape[:3])}, affine "
+                f"{np.round(ref.affine, 4).tolist()}) and {name} (shape "
+                f"{tuple(img.shape[:3])}, affine {np.round(img.affine, 4).tolist()}) are not "
+                "on the same voxel grid; expected equal shapes and affines. Resample one "
+                "onto the other with lazyconn.image.resample_to_img."
+            )
+    return True
+
+
+def load_mask_img(mask_img, allow_empty: bool = False, name: str = "mask_img"):
+    """Validate and read a mask (eager: masks are small): (bool numpy array, affine).
+
+    As nilearn's ``masking.load_mask_img``: NaN/inf -> 0, then the mask must hold 0 and one
+    other value (ParameterError otherwise) and must not be empty unless ``allow_empty``.
+    """
+    if isinstance(mask_img, nib.spatialimages.SpatialImage) and len(mask_img.shape) == 3:
+        # In memory or on disk already: read it without a dask compute.
+        data, affine = np.asanyarray(mask_img.dataobj), mask_img.affine
+    else:
+        img = load_3d(mask_img, name)
+        data, affine = np.asarray(img.data.compute()), img.affine
+    data = spatial.ensure_finite(data)
+    values = np.unique(data)
+    if len(values) == 1:
+        if values[0] == 0 and not allow_empty:
+            raise ParameterError(
+                f"{name} is invalid as it is empty: it masks all data (every voxel is 0)."
+            )
+    elif len(values) == 2:
+        if 0 not in values:
+            raise ParameterError(
+                f"{name}: background of the mask must be represented with 0. "
+                f"Given mask contains: {values}."
+            )
+    else:
+        shown = values if len(values) < 8 else f"{values[:7]}... ({len(values)} values)"
+        raise ParameterError(
+            f"{name} is not made of 2 values: {shown}. Cannot interpret as true or false; "
+            "expected 0 for background and one value for the mask."
+        )
+    return data.astype(bool), affine
+
+
+# ---------------------------------------------------------------------------------------
+# basic constructors
+# ---------------------------------------------------------------------------------------
+def new_img_like(ref_niimg, data, affine=None, copy_header=True) -> LazyImage:
+    """A new LazyImage on the reference's grid (nilearn's ``new_img_like``).
+
+    ``data`` may be a numpy or dask array. bool data become uint8. int64 numpy data that fit
+    are cast to int32 with a warning, as nilearn; int64 *dask* data are kept (checking the
+    range would compute). The header is copied from the reference (``copy_header=True``)
+    with its scaling reset; unlike nilearn its data dtype is set to the new data's dtype.
+    """
+    if _is_list_of_images(ref_niimg):
+        ref_niimg = ref_niimg[0]
+    ref = load(ref_niimg)
+    if not isinstance(data, (np.ndarray, da.Array)):
+        raise ParameterTypeError(
+            f"data has type {type(data).__name__}; expected a numpy or dask array."
+        )
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    if isinstance(data, np.ndarray) and data.dtype in (np.int64, np.uint64) and data.size:
+        info = np.iinfo(np.int32)
+        if info.min <= data.min() and data.max() <= info.max:
+            warn(
+                "Data array used to create a new image contains 64-bit ints; "
+                "converted to int32 for compatibility (as nilearn does).",
+                LazyconnWarning,
+            )
+            data = data.astype(np.int32)
+    if isinstance(data, np.ndarray):
+        data = da.from_array(data, chunks=_default_chunks_for(data))
+    header = None
+    if copy_header:
+        header = ref.header.copy()
+        header.set_slope_inter(None, None)
+    return LazyImage(data, ref.affine if affine is None else affine, header, source=None)
+
+
+def _default_chunks_for(arr):
+    from lazyconn.config import default_chunks
+
+    return default_chunks(arr.shape, arr.dtype)
+
+
+def get_data(img) -> da.Array:
+    """The voxels of an image as a dask array (nilearn returns numpy; compute it if needed)."""
+    return load_img(img).data
+
+
+# ---------------------------------------------------------------------------------------
+# smoothing
+# ---------------------------------------------------------------------------------------
+def smooth_array(arr, affine, fwhm=None, ensure_finite=True, copy=True):
+    """Lazy nilearn ``smooth_array`` on a dask (or numpy) 3-D/4-D array.
+
+    Integers are promoted (int64/uint64 -> float64, others -> float32); floats keep their
+    dtype. ``copy`` is accepted for signature parity (dask arrays are never modified).
+    """
+    del copy
+    if isinstance(arr, np.ndarray):
+        arr = da.from_array(arr, chunks=_default_chunks_for(arr))
+    if isinstance(fwhm, (int, float)) and not isinstance(fwhm, bool) and fwhm == 0:
+        warn(
+            f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
+            "Setting it to None (no smoothing will be performed)",
+            LazyconnWarning,
+        )
+        fwhm = None
+    if isinstance(fwhm, str) and fwhm != "fast":
+        raise ParameterError(
+            f"fwhm={fwhm!r} is not valid; expected a number (mm), a sequence of 3 numbers, "
+            "None, or 'fast'."
+        )
+    if isinstance(fwhm, bool):
+        raise ParameterError(f"fwhm={fwhm!r} is not valid; expected a number (mm), None, or 'fast'.")
+    sigmas = None
+    if fwhm is not None and not isinstance(fwhm, str):
+        sigmas = spatial.fwhm_to_sigma(fwhm, affine)  # validates before any graph is built
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(float_dtype_for(arr.dtype))
+    if ensure_finite:
+        arr = spatial.ensure_finite(arr)
+    if fwhm == "fast":
+        return spatial.fast_smooth(arr)
+    if sigmas is None:
+        return arr
+    return spatial.gaussian_smooth(arr, sigmas)
+
+
+def smooth_img(imgs, fwhm):
+    """Smooth images with a Gaussian filter along the three spatial axes (lazy).
+
+    Same parameters and results as ``nilearn.image.smooth_img``: ``fwhm`` in mm (scalar,
+    3 values with ``None`` entries meaning no smoothing on that axis, ``"fast"``, ``None``,
+    or 0 -> warning and no smoothing); NaN/inf become 0 first. A list of images gives a list
+    of results, as in nilearn. Negative or non-finite fwhm values raise ParameterError
+    (nilearn silently skips negative ones).
+    """
+    single = not _is_list_of_images(imgs)
+    out = []
+    for img in [imgs] if single else imgs:
+        img = load(img)
+        data = smooth_array(img.data, img.affine, fwhm=fwhm, ensure_finite=True)
+        out.append(img.with_data(data))
+    return out[0] if single else out
+
+
+# ---------------------------------------------------------------------------------------
+# mean, index, math
+# ---------------------------------------------------------------------------------------
+def _mean_dtype(dtype) -> np.dtype:
+    return np.mean(np.zeros(1, dtype=dtype)).dtype
+
+
+def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
+    """Lazy nilearn ``compute_mean``: (mean over time, affine), optionally resampled/smoothed.
+
+    The mean is accumulated in float64 and cast to numpy's result dtype (float32 stays
+    float32), so it can differ from numpy's float32 summation in the last bits.
+    """
+    from lazyconn.image.resampling import resample_img
+
+    img = load_img(imgs, "imgs")
+    data = img.data
+    if img.ndim == 4:
+        data = data.mean(axis=-1, dtype=np.float64).astype(_mean_dtype(data.dtype))
+    mean = resample_img(
+        LazyImage(data, img.affine, img.header),
+        target_affine=target_affine,
+        target_shape=target_shape,
+        copy=False,
+    )
+    data = mean.data
+    if smooth:
+        nan_mask = da.isnan(data)
+        data = smooth_array(data, np.eye(4), fwhm=smooth, ensure_finite=True)
+        data = da.where(nan_mask, np.nan, data).astype(data.dtype)
+    return data, mean.affine
+
+
+def mean_img(imgs, target_affine=None, target_shape=None, verbose=0, n_jobs=1, copy_header=True):
+    """Mean over time of a 4-D image, or unweighted mean of per-image means for a list.
+
+    As ``nilearn.image.mean_img``: every mean is resampled (continuous) to the target grid,
+    the first image's grid when no complete target is given. ``verbose`` and ``n_jobs`` are
+    accepted and ignored (dask schedules the work).
+    """
+    del verbose, n_jobs
+    if not _is_list_of_images(imgs):
+        imgs = [imgs]
+    if len(imgs) == 0:
+        raise ParameterError("imgs=[] is empty; expected at least one image.")
+    first = load(imgs[0])
+    running, first_affine = compute_mean(first, target_affine, target_shape)
+    if target_affine is None or target_shape is None:
+        target_affine, target_shape = first_affine, running.shape[:3]
+    for img in imgs[1:]:
+        this, _ = compute_mean(img, target_affine, target_shape)
+        running = running + this.astype(running.dtype)
+    running = running / float(len(imgs))
+    return new_img_like(first, running, target_affine, copy_header=copy_header)
+
+
+def index_img(imgs, index):
+    """Select volumes of a 4-D image along time (int -> 3-D image), as nilearn.
+
+    pandas objects are turned into numpy; an int out of range raises IndexError.
+    """
+    img = load_4d(imgs)
+    if hasattr(index, "values") and hasattr(index, "iloc"):
+        index = index.to_numpy().ravel()
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        n = img.shape[3]
+        if index < -n or index >= n:
+            raise IndexError(
+                f"Integer index {index} out of range for last dimension with size {n}"
+            )
+    if isinstance(index, (list, tuple)):
+        index = np.asarray(index)
+    data = img.data[..., index]
+    if data.ndim == 4 and len(data.chunks[3]) > 1:
+        data = data.rechunk({3: -1})
+    return new_img_like(img, data, img.affine)
+
+
+def math_img(formula: str, copy_header_from=None, **imgs):
+    """Evaluate a numpy formula on images given as keyword arguments (lazy).
+
+    The names in ``formula`` are bound to the images' dask arrays and ``np`` to numpy;
+    numpy functions dispatch to dask, so the result stays lazy. All images must share one
+    grid (GridMismatchError otherwise). Images not in the formula -> warning, as nilearn.
+    """
+    check_type_str = isinstance(formula, str)
+    if not check_type_str:
+        raise ParameterTypeError(
+            f"formula={formula!r} has type {type(formula).__name__}; expected a str."
+        )
+    missing = [k for k in imgs if k not in formula and k != copy_header_from]
+    if missing:
+        warn(f"Some images ({missing}) are not mentioned in the formula={formula!r}.", LazyconnWarning)
+    if not imgs:
+        raise ParameterError("math_img got no images; pass them as keyword arguments.")
+    loaded = {k: load_img(v, k) for k, v in imgs.items()}
+    check_same_fov(*loaded.values(), names=list(loaded))
+    if copy_header_from is not None and copy_header_from not in loaded:
+        raise ParameterError(
+            f"copy_header_from={copy_header_from!r} is not one of the images "
+            f"{list(loaded)}."
+        )
+    scope = {k: v.data for k, v in loaded.items()}
+    scope["np"] = np
+    try:
+        result = eval(formula, scope)  # noqa: S307 - the formula is the user's own code
+    except Exception as exc:
+        exc.args = (f"Input formula couldn't be processed, you provided '{formula}',", *exc.args)
+        raise
+    if not isinstance(result, (np.ndarray, da.Array)):
+        result = np.asarray(result)
+    if result.ndim not in (3, 4):
+        raise DimensionError(
+            f"formula={formula!r} gives an array of shape {result.shape}; expected a 3-D or "
+            "4-D image."
+        )
+    last = list(loaded.values())[-1]
+    if copy_header_from is None:
+        return new_img_like(last, result, last.affine, copy_header=False)
+    src = loaded[copy_header_from]
+    if result.ndim != src.ndim:
+        raise DimensionError(
+            "Cannot copy the header. The result of the formula has a different number of "
+            f"dimensions ({result.ndim}) than {copy_header_from!r} ({src.ndim})."
+        )
+    return new_img_like(src, result, src.affine)
+
+
+# ---------------------------------------------------------------------------------------
+# thresholding
+# ---------------------------------------------------------------------------------------
+def _parse_threshold(threshold, two_sided: bool, name: str = "threshold"):
+    """(value, is_percentile) with nilearn's ``check_threshold`` validation."""
+    if isinstance(threshold, str):
+        msg = (
+            f'If "{name}" is given as string it should be a number followed by the percent '
+            f'sign, e.g. "25.3%"; got {name}={threshold!r}.'
+        )
+        if not threshold.endswith("%"):
+            raise ParameterError(msg)
+        try:
+            value = float(threshold[:-1])
+        except ValueError:
+            raise ParameterError(msg) from None
+        if value < 0:
+            raise ParameterError(f"{name}={threshold!r}: should not be a negative percentile value.")
+        if value > 100:
+            raise ParameterError(f"{name}={threshold!r}: a percentile must be within 0% and 100%.")
+        return value, True
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
+        threshold, bool
+    )
+    if not ok:
+        raise ParameterTypeError(
+            f"{name}={threshold!r} should be either a number or a string finishing with a "
+            "percent sign."
+        )
+    value = float(threshold)
+    if value < 0 and two_sided:
+        raise ParameterError(f'"{name}"={threshold!r} should not be a negative value when two_sided=True.')
+    return value, False
+
+
+def _percentile_cutoff(block: np.ndarray, mask, q: float, two_sided: bool) -> np.ndarray:
+    values = block.ravel() if mask is None else block[mask]
+    values = np.abs(values) if two_sided else values[values >= 0]
+    # == scipy.stats.scoreatpercentile (linear interpolation), without importing scipy.stats
+    return np.asarray(np.percentile(values, q) + 1e-5)
+
+
+def _cluster_threshold_volume(vol: np.ndarray, cluster_threshold) -> np.ndarray:
+    """nilearn's ``_apply_cluster_size_threshold``: drop 6-connected clusters per sign."""
+    vol = vol.copy()
+    structure = ndimage.generate_binary_structure(3, 1)
+    for sign in np.unique(np.sign(vol)):
+        labels, _ = ndimage.label((vol * sign) > 0, structure)
+        sizes = np.bincount(labels.ravel())
+        small = sizes < cluster_threshold
+        small[0] = False
+        vol[small[labels]] = 0
+    return vol
+
+
+def _cluster_threshold_block(block, cluster_threshold):
+    if block.ndim == 3:
+        return _cluster_threshold_volume(block, cluster_threshold)
+    out = np.empty_like(block)
+    for t in range(block.shape[3]):
+        out[..., t] = _cluster_threshold_volume(block[..., t], cluster_threshold)
+    return out
+
+
+def threshold_img(
+    img,
+    threshold,
+    cluster_threshold=0,
+    two_sided=True,
+    mask_img=None,
+    copy=True,
+    copy_header=True,
+):
+    """Set to 0 voxels below a threshold (and clusters smaller than ``cluster_threshold``).
+
+    As ``nilearn.image.threshold_img`` (0.14.1 semantics): NaN -> 0; ``mask_img`` zeroes
+    outside voxels and restricts the percentile statistics to in-mask entries (resampled
+    with nearest interpolation when its grid differs); ``"q%"`` thresholds use
+    ``scoreatpercentile`` (+1e-5) of |data| (two-sided) or of the non-negative entries.
+    The percentile is an exact lazy reduction (one task over all entries: meant for
+    statistical maps, not long runs). Cluster thresholding labels each volume whole.
+    The warnings about a threshold outside the data range are not emitted (they would
+    need a compute). ``copy`` is accepted for parity (inputs are never modified).
+    """
+    del copy
+    value, is_pct = _parse_threshold(threshold, two_sided)
+    ok = isinstance(cluster_threshold, (int, float, np.integer, np.floating)) and not isinstance(
+        cluster_threshold, bool
+    )
+    if not ok or cluster_threshold < 0:
+        raise ParameterError(
+            f"cluster_threshold={cluster_threshold!r} is not valid; expected a number >= 0."
+        )
+    img = load_img(img)
+    data = spatial.ensure_finite(img.data)
+    mask = None
+    if mask_img is not None:
+        from lazyconn.image.resampling import resample_img
+
+        mask_img = load_3d(mask_img, "mask_img")
+        if not check_same_fov(img, mask_img, raise_error=False):
+            mask_img = resample_img(
+                mask_img,
+                target_affine=img.affine,
+                target_shape=img.shape[:3],
+                interpolation="nearest",
+            )
+        mask, _ = load_mask_img(mask_img)
+        data = da.where(mask if data.ndim == 3 else mask[..., None], data, data.dtype.type(0))
+    if is_pct:
+        # Exact order statistics need every entry in one task.
+        whole = data.rechunk(-1)
+        cutoff = whole.map_blocks(
+            _percentile_cutoff,
+            mask,
+            value,
+            two_sided,
+            chunks=(),
+            drop_axis=list(range(whole.ndim)),
+            dtype=np.float64,
+            meta=np.empty((), dtype=np.float64),
+        )
+    else:
+        cutoff = value
+    if two_sided:
+        zero = (data > -cutoff) & (data < cutoff)
+    elif is_pct or value >= 0:
+        zero = data < cutoff
+    else:
+        zero = data > cutoff
+    data = da.where(zero, data.dtype.type(0), data)
+    if cluster_threshold > 0:
+        full = data.rechunk({0: -1, 1: -1, 2: -1})
+        data = full.map_blocks(
+            _cluster_threshold_block, cluster_threshold, dtype=data.dtype
+        ).rechunk(img.data.chunks)
+    return new_img_like(img, data, img.affine, copy_header=copy_header)
+
+
+def binarize_img(img, threshold=0.0, mask_img=None, two_sided=False, copy_header=True):
+    """int8 image: 1 where ``threshold_img(img, threshold, ...)`` is non-zero, else 0."""
+    thr = threshold_img(
+        img, threshold, mask_img=mask_img, two_sided=two_sided, copy_header=copy_header
+    )
+    return new_img_like(thr, (thr.data != 0).astype(np.int8), thr.affine, copy_header=copy_header)
+

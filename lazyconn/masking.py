@@ -1,0 +1,334 @@
+"""Brain masks and masking, with nilearn's names, arguments and defaults.
+
+When things compute:
+
+* ``apply_mask`` and ``unmask`` are lazy: they return a dask (T, V) array / a LazyImage
+  over one graph (see :mod:`lazyconn.ops.voxels`). Only the *mask* is read, eagerly: it is
+  small and its voxel list shapes the graph.
+* ``compute_epi_mask``, ``compute_multi_epi_mask``, ``compute_brain_mask`` and
+  ``intersect_masks`` compute: a mask is the "fit" part of a pipeline and is small by
+  nature. The mean image of each run is a lazy reduction (one pass over the run, all runs
+  of ``compute_multi_epi_mask`` in one ``dask.compute``); thresholding, morphology and
+  connected components then run in numpy on the 3-D mean. Results are LazyImages over
+  in-memory masks (uint8/int8, as nilearn).
+
+Voxel order on V is C order of the 3-D index, as nilearn's ``data[mask]``.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+from scipy.ndimage import binary_dilation, binary_erosion
+
+from lazyconn._utils import check_in, warn
+from lazyconn.config import default_chunks
+from lazyconn.exceptions import (
+    DimensionError,
+    GridMismatchError,
+    MaskWarning,
+    ParameterError,
+    ParameterTypeError,
+)
+from lazyconn.image._lazyimage import LazyImage
+from lazyconn.image.image import (
+    check_same_fov,
+    compute_mean,
+    load_3d,
+    load_img,
+    load_mask_img,
+    new_img_like,
+    smooth_array,
+)
+from lazyconn.image.resampling import resample_to_img
+from lazyconn.image.templates import load_mni152_template
+from lazyconn.ops import spatial
+from lazyconn.ops.voxels import c_positions, gather, scatter
+
+__all__ = [
+    "apply_mask",
+    "compute_brain_mask",
+    "compute_epi_mask",
+    "compute_multi_epi_mask",
+    "intersect_masks",
+    "load_mask_img",
+    "unmask",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# apply_mask / unmask (lazy)
+# ---------------------------------------------------------------------------------------
+def _check_mask_grid(img, mask, mask_affine):
+    if not np.allclose(mask_affine, img.affine) or mask.shape != tuple(img.shape[:3]):
+        raise GridMismatchError(
+            f"mask_img (shape {mask.shape}, affine {np.round(mask_affine, 4).tolist()}) and "
+            f"imgs (shape {tuple(img.shape[:3])}, affine {np.round(img.affine, 4).tolist()}) "
+            "are not on the same voxel grid; expected equal shapes and affines. Resample the "
+            "mask with lazyconn.image.resample_to_img(mask_img, imgs, interpolation='nearest')."
+        )
+
+
+def _masked_array(img, mask, dtype="f", smoothing_fwhm=None, ensure_finite=True):
+    """The 4-D (or 3-D) dask array that ``apply_mask`` selects from (cast, cleaned, smoothed)."""
+    data = img.data
+    if dtype == "f":
+        dtype = data.dtype if data.dtype.kind == "f" else np.float32
+    data = data.astype(dtype)
+    if smoothing_fwhm is not None:
+        # nilearn: smoothing implies ensure_finite, and runs on the full volume.
+        return smooth_array(data, img.affine, fwhm=smoothing_fwhm, ensure_finite=True)
+    if ensure_finite:
+        data = spatial.ensure_finite(data)
+    return data
+
+
+def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True):
+    """Extract the in-mask voxels of images: a lazy (T, V) dask array ((V,) for a 3-D image).
+
+    As ``nilearn.masking.apply_mask``: the mask must hold 0 and one other value and share
+    the images' grid (GridMismatchError otherwise); ``dtype="f"`` keeps float data and casts
+    others to float32; ``smoothing_fwhm`` smooths the whole volume before masking (and
+    implies ``ensure_finite``); NaN/inf become 0 when ``ensure_finite``. With
+    ``ensure_finite=False`` non-finite values propagate into the result, as in nilearn.
+
+    The result is chunked along voxels with the whole time axis in every chunk; voxels are
+    in C order of the 3-D index. A list of 3-D images is stacked along time.
+    """
+    mask, mask_affine = load_mask_img(mask_img)
+    img = load_img(imgs, "imgs")
+    _check_mask_grid(img, mask, mask_affine)
+    data = _masked_array(img, mask, dtype, smoothing_fwhm, ensure_finite)
+    if data.ndim == 3:
+        return gather(data[..., None], mask)[0]
+    return gather(data, mask)
+
+
+def unmask(X, mask_img, order="F"):
+    """Put (T, V) data back into a lazy 4-D image ((V,) -> 3-D), zeros outside the mask.
+
+    ``X`` may be a numpy or dask array (or a list of them -> list of images). The output is
+    chunked in lazyconn's spatial blocks. ``order`` is accepted for nilearn parity (memory
+    layout is dask's business). bool data become uint8, as nilearn.
+    """
+    check_in("order", order, ("F", "C"))
+    if isinstance(X, list) and X and not np.isscalar(X[0]):
+        return [unmask(x, mask_img, order=order) for x in X]
+    if not isinstance(X, da.Array):
+        X = np.asanyarray(X)
+    mask, affine = load_mask_img(mask_img)
+    if X.ndim not in (1, 2):
+        raise DimensionError(f"Masked data X must be 2D or 1D array; got shape: {X.shape}.")
+    n_vox = int(mask.sum())
+    if X.shape[-1] != n_vox:
+        raise ParameterTypeError(
+            f"X has shape {X.shape}; expected {n_vox} voxels on its last axis (the number of "
+            "voxels in mask_img): X must be of shape (samples, n_voxels) or (n_voxels,)."
+        )
+    x2 = X if X.ndim == 2 else X[None, :]
+    if isinstance(x2, np.ndarray):
+        per_vox = max(1, x2.shape[0] * x2.dtype.itemsize)
+        x2 = da.from_array(x2, chunks=(-1, max(1, (32 * 2**20) // per_vox)))
+    if x2.dtype == bool:
+        x2 = x2.astype(np.uint8)
+    chunks3 = default_chunks(mask.shape + (x2.shape[0],), x2.dtype)[:3]
+    chunks3 = da.core.normalize_chunks(chunks3, mask.shape)
+    out = scatter(x2, c_positions(mask), chunks3)
+    if X.ndim == 1:
+        out = out[..., 0]
+    return LazyImage(out, affine)
+
+
+# ---------------------------------------------------------------------------------------
+# masks (computed: small by nature)
+# ---------------------------------------------------------------------------------------
+def _post_process_mask(mask, affine, opening=2, connected=True, warning_msg=""):
+    """Opening, largest connected component, closing: nilearn's ``_post_process_mask``."""
+    if opening:
+        opening = int(opening)
+        mask = binary_erosion(mask, iterations=opening)
+    mask_any = mask.any()
+    if not mask_any:
+        warn(f"Computed an empty mask. {warning_msg}", MaskWarning)
+    if connected and mask_any:
+        mask = spatial.largest_connected_component(mask)
+    if opening:
+        mask = binary_dilation(mask, iterations=2 * opening)
+        mask = binary_erosion(mask, iterations=opening)
+    return mask, affine
+
+
+def _check_cutoffs(lower_cutoff, upper_cutoff):
+    for name, v in (("lower_cutoff", lower_cutoff), ("upper_cutoff", upper_cutoff)):
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        if not ok or not 0 <= v <= 1:
+            raise ParameterError(f"{name}={v!r} is not valid; expected a fraction in [0, 1].")
+    if lower_cutoff >= upper_cutoff:
+        raise ParameterError(
+            f"lower_cutoff={lower_cutoff!r} must be smaller than upper_cutoff={upper_cutoff!r}."
+        )
+
+
+def _epi_mask_from_mean(mean_epi, affine, lower_cutoff, upper_cutoff, connected, opening,
+                        exclude_zeros, ensure_finite, name="epi_img"):
+    if ensure_finite:
+        mean_epi = np.asarray(spatial.ensure_finite(mean_epi))
+    sorted_input = np.sort(np.ravel(mean_epi))
+    if exclude_zeros:
+        sorted_input = sorted_input[sorted_input != 0]
+    if sorted_input.size < 2 or sorted_input[0] == sorted_input[-1]:
+        value = sorted_input[0] if sorted_input.size else 0
+        raise ParameterError(
+            f"{name}: its mean image is constant ({value!r} everywhere"
+            f"{' once zeros are excluded' if exclude_zeros else ''}), so there is no "
+            "brain/background contrast to threshold; expected an EPI run (not all zeros, "
+            "not detrended)."
+        )
+    lo = int(np.floor(lower_cutoff * len(sorted_input)))
+    up = min(int(np.floor(upper_cutoff * len(sorted_input))), len(sorted_input) - 1)
+    delta = sorted_input[lo + 1 : up + 1] - sorted_input[lo:up]
+    ia = delta.argmax()
+    threshold = 0.5 * (sorted_input[ia + lo] + sorted_input[ia + lo + 1])
+    mask = mean_epi >= threshold
+    return _post_process_mask(
+        mask, affine, opening=opening, connected=connected,
+        warning_msg="Are you sure that input data are EPI images not detrended. ",
+    )
+
+
+def _lazy_epi_mean(epi_img, target_affine, target_shape, opening):
+    return compute_mean(
+        epi_img, target_affine=target_affine, target_shape=target_shape,
+        smooth=(1 if opening else False),
+    )
+
+
+def compute_epi_mask(
+    epi_img,
+    lower_cutoff=0.2,
+    upper_cutoff=0.85,
+    connected=True,
+    opening=2,
+    exclude_zeros=False,
+    ensure_finite=True,
+    target_affine=None,
+    target_shape=None,
+    memory=None,
+    verbose=0,
+) -> LazyImage:
+    """Brain mask of an EPI run (nilearn's histogram heuristic), computed.
+
+    Same steps and results as ``nilearn.masking.compute_epi_mask``: mean over time
+    (resampled to the target if given), 1-voxel-fwhm smoothing when ``opening``, the
+    least-dense point of the sorted values between the cutoffs, then opening, largest
+    connected component and closing. The mean is one lazy reduction, computed once.
+    A run whose mean is constant (e.g. all zeros) raises ParameterError (nilearn returns an
+    arbitrary box). ``memory`` and ``verbose`` are accepted and ignored.
+    """
+    del memory, verbose
+    _check_cutoffs(lower_cutoff, upper_cutoff)
+    img = load_img(epi_img, "epi_img")
+    mean, affine = _lazy_epi_mean(img, target_affine, target_shape, opening)
+    mask, affine = _epi_mask_from_mean(
+        np.asarray(mean.compute()), affine, lower_cutoff, upper_cutoff, connected, opening,
+        exclude_zeros, ensure_finite,
+    )
+    return new_img_like(img, mask, affine)
+
+
+def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> LazyImage:
+    """Voxels in more than ``threshold`` x n of the masks (int8), as nilearn (computed).
+
+    ``threshold`` in [0, 1] (1: intersection, 0: union, clipped to 1 - 1e-7); the largest
+    6-connected component is kept when ``connected``. Masks must share one grid.
+    """
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
+        threshold, bool
+    )
+    if not ok or not 0 <= threshold <= 1:
+        raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
+    threshold = min(threshold, 1 - 1.0e-7)
+    if not isinstance(mask_imgs, (list, tuple)) or len(mask_imgs) == 0:
+        raise ParameterError(
+            f"mask_imgs={mask_imgs!r}: no mask provided for intersection; expected a "
+            "non-empty list of 3-D masks."
+        )
+    imgs = [load_3d(m, f"mask_imgs[{i}]") for i, m in enumerate(mask_imgs)]
+    check_same_fov(*imgs, names=[f"mask_imgs[{i}]" for i in range(len(imgs))])
+    grp = None
+    for i, img in enumerate(imgs):
+        mask, _ = load_mask_img(img, allow_empty=True, name=f"mask_imgs[{i}]")
+        grp = mask.astype(int) if grp is None else grp + mask
+    grp = grp > (threshold * len(imgs))
+    if np.any(grp) and connected:
+        grp = spatial.largest_connected_component(grp)
+    return new_img_like(imgs[0], grp.astype(np.int8), imgs[0].affine)
+
+
+def compute_multi_epi_mask(
+    epi_imgs,
+    lower_cutoff=0.2,
+    upper_cutoff=0.85,
+    connected=True,
+    opening=2,
+    threshold=0.5,
+    target_affine=None,
+    target_shape=None,
+    exclude_zeros=False,
+    n_jobs=1,
+    memory=None,
+    verbose=0,
+) -> LazyImage:
+    """Common EPI mask of several runs: per-run ``compute_epi_mask``, then ``intersect_masks``.
+
+    All runs' mean images are computed in one ``dask.compute`` (dask parallelises;
+    ``n_jobs``, ``memory`` and ``verbose`` are accepted and ignored).
+    """
+    del n_jobs, memory, verbose
+    if not isinstance(epi_imgs, (list, tuple)) or len(epi_imgs) == 0:
+        raise ParameterTypeError(
+            f"epi_imgs={epi_imgs!r}: an empty object was passed instead of a list of images."
+        )
+    _check_cutoffs(lower_cutoff, upper_cutoff)
+    imgs = [load_img(e, f"epi_imgs[{i}]") for i, e in enumerate(epi_imgs)]
+    lazy = [_lazy_epi_mean(img, target_affine, target_shape, opening) for img in imgs]
+    means = dask.compute(*[m for m, _ in lazy])
+    masks = []
+    for i, (img, mean, (_, affine)) in enumerate(zip(imgs, means, lazy, strict=True)):
+        mask, affine = _epi_mask_from_mean(
+            np.asarray(mean), affine, lower_cutoff, upper_cutoff, connected, opening,
+            exclude_zeros, True, name=f"epi_imgs[{i}]",
+        )
+        masks.append(new_img_like(img, mask, affine))
+    return intersect_masks(masks, threshold=threshold, connected=connected)
+
+
+def compute_brain_mask(
+    target_img,
+    threshold=0.5,
+    connected=True,
+    opening=2,
+    memory=None,
+    verbose=0,
+    mask_type="whole-brain",
+) -> LazyImage:
+    """Whole-brain mask: the 1 mm MNI152 template resampled (cubic, no clip) onto the grid of
+    ``target_img``, kept where >= ``threshold``, then nilearn's opening/closing (computed).
+
+    Only the shape and affine of ``target_img`` are used (its voxels are never read).
+    Difference: only ``mask_type="whole-brain"`` is available (lazyconn does not ship the
+    grey/white-matter templates); ``memory`` and ``verbose`` are ignored.
+    """
+    del memory, verbose
+    check_in("mask_type", mask_type, ("whole-brain",))
+    target = load_img(target_img, "target_img")
+    template = load_mni152_template(resolution=1)
+    resampled = resample_to_img(template, target)
+    mask = (np.asarray(resampled.data.compute()) >= threshold).astype("int8")
+    mask, affine = _post_process_mask(
+        mask, target.affine, opening=opening, connected=connected,
+        warning_msg=f"{mask_type} mask is empty, lower the threshold or check your input FOV",
+    )
+    return new_img_like(target, mask, affine)
+

@@ -1,0 +1,201 @@
+"""apply_mask / unmask: parity with nilearn, C voxel order, laziness, errors."""
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import pytest
+from nilearn import masking as nmasking
+
+from lazyconn import masking as lmasking
+from lazyconn.exceptions import DimensionError, GridMismatchError, ParameterError, ParameterTypeError
+from lazyconn.image import load
+from lazyconn.ops.voxels import block_positions, c_positions, gather, scatter
+from lazyconn.testing.imaging import (
+    brain_blob,
+    grid_affine,
+    inaccessible_image,
+    lazy_uneven,
+    synthetic_epi,
+)
+from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
+
+
+def _mask_img(shape3, rng, dtype=np.uint8, affine=None):
+    mask = brain_blob(shape3, 0.4) & (rng.random(shape3) > 0.2)
+    return nib.Nifti1Image(mask.astype(dtype), grid_affine() if affine is None else affine)
+
+
+@pytest.mark.parametrize("smoothing_fwhm", [None, 5, 8.5])
+@pytest.mark.parametrize("dtype", ["f", np.float64])
+def test_apply_mask_matches_nilearn(epi_img, rng, smoothing_fwhm, dtype):
+    img, lazy = epi_img
+    mask = _mask_img(img.shape[:3], rng)
+    expected = nmasking.apply_mask(img, mask, dtype=dtype, smoothing_fwhm=smoothing_fwhm)
+    result = lmasking.apply_mask(lazy, mask, dtype=dtype, smoothing_fwhm=smoothing_fwhm)
+    assert isinstance(result, da.Array)
+    assert result.dtype == expected.dtype
+    assert len(result.chunks[0]) == 1  # whole time axis per chunk
+    np.testing.assert_array_equal(result.compute(), expected)
+
+
+@pytest.mark.parametrize("target_bytes", [1, 400, 4000, None])
+def test_gather_c_order_any_chunk_size(rng, target_bytes):
+    x = rng.standard_normal((13, 11, 12, 6)).astype(np.float32)
+    mask = rng.random((13, 11, 12)) > 0.5
+    arr = da.from_array(x, chunks=((5, 8), (4, 7), (3, 4, 5), (6,)))
+    out = gather(arr, mask, target_bytes=target_bytes)
+    np.testing.assert_array_equal(out.compute(), x[mask].T)
+    # chunks never straddle an x-block: each depends on one x-slab only
+    bounds = np.cumsum((0,) + out.chunks[1])
+    slab_edges = [0, int(mask[:5].sum()), int(mask.sum())]
+    assert set(slab_edges) <= set(bounds.tolist())
+
+
+def test_gather_scatter_block_order_roundtrip(rng):
+    x = rng.standard_normal((7, 8, 9, 4))
+    mask = rng.random((7, 8, 9)) > 0.6
+    chunks = ((3, 4), (5, 3), (2, 4, 3), (4,))
+    arr = da.from_array(x, chunks=chunks)
+    xb = gather(arr, mask, order="block")
+    pos = block_positions(mask, chunks[:3])
+    np.testing.assert_array_equal(xb.compute()[:, pos[mask]], x[mask].T)
+    back = scatter(xb, pos, ((4, 3), (8,), (5, 4))).compute()
+    np.testing.assert_array_equal(back, np.where(mask[..., None], x, 0))
+
+
+def test_apply_mask_3d_image_gives_1d(rng):
+    img = synthetic_epi((13, 11, 12), rng)
+    mask = _mask_img((13, 11, 12), rng)
+    expected = nmasking.apply_mask(img, mask)
+    result = lmasking.apply_mask(load(img, chunks=((5, 8), (4, 7), (3, 4, 5))), mask)
+    assert result.shape == expected.shape == (int(np.asarray(mask.dataobj).sum()),)
+    np.testing.assert_array_equal(result.compute(), expected)
+
+
+def test_apply_mask_int_data_and_list_of_3d(rng):
+    shape = (7, 8, 9)
+    vols = [nib.Nifti1Image((rng.random(shape) * 100).astype(np.int16), grid_affine()) for _ in range(4)]
+    mask = _mask_img(shape, rng, dtype=np.int32)
+    expected = nmasking.apply_mask(vols, mask)
+    result = lmasking.apply_mask([lazy_uneven(v) for v in vols], mask)
+    assert result.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(result.compute(), expected)
+
+
+def test_apply_mask_non_finite(rng):
+    img = synthetic_epi((7, 8, 9, 20), rng)
+    data = np.asarray(img.dataobj).copy()
+    blob = brain_blob((7, 8, 9), 0.4)
+    i, j, k = np.argwhere(blob)[3]
+    data[i, j, k, 2] = np.nan
+    data[i, j, k, 5] = np.inf
+    img = nib.Nifti1Image(data, img.affine)
+    mask = nib.Nifti1Image(blob.astype(np.uint8), img.affine)
+    lazy = lazy_uneven(img)
+    np.testing.assert_array_equal(
+        lmasking.apply_mask(lazy, mask).compute(), nmasking.apply_mask(img, mask)
+    )
+    # ensure_finite=False: non-finite values propagate, as in nilearn
+    expected = nmasking.apply_mask(img, mask, ensure_finite=False)
+    result = lmasking.apply_mask(lazy, mask, ensure_finite=False).compute()
+    assert np.isnan(result).sum() == 1 and np.isinf(result).sum() == 1
+    np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_unmask_matches_nilearn(rng, ndim):
+    mask = _mask_img((13, 11, 12), rng)
+    n = int(np.asarray(mask.dataobj).sum())
+    X = rng.standard_normal((15, n) if ndim == 2 else (n,)).astype(np.float32)
+    expected = nmasking.unmask(X, mask).get_fdata(dtype=np.float32)
+    for x in (X, da.from_array(X, chunks=(-1, 37) if ndim == 2 else 37)):
+        result = lmasking.unmask(x, mask)
+        assert result.shape == expected.shape and result.dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(result.data), expected)
+
+
+def test_unmask_bool_becomes_uint8_and_list(rng):
+    mask = _mask_img((7, 8, 9), rng)
+    n = int(np.asarray(mask.dataobj).sum())
+    X = rng.random((3, n)) > 0.5
+    result = lmasking.unmask([X, X[0]], mask)
+    assert [r.ndim for r in result] == [4, 3]
+    assert result[0].dtype == np.uint8
+    np.testing.assert_array_equal(
+        np.asarray(result[0].data), np.asanyarray(nmasking.unmask(X, mask).dataobj)
+    )
+
+
+def test_apply_unmask_roundtrip_restores_in_mask_voxels(epi_img, rng):
+    img, lazy = epi_img
+    mask = _mask_img(img.shape[:3], rng)
+    back = lmasking.unmask(lmasking.apply_mask(lazy, mask), mask)
+    m = np.asarray(mask.dataobj).astype(bool)
+    np.testing.assert_array_equal(
+        np.asarray(back.data), np.where(m[..., None], np.asarray(img.dataobj), 0)
+    )
+
+
+def test_apply_mask_and_unmask_are_lazy(rng):
+    img = inaccessible_image((13, 11, 12, 15))
+    mask = _mask_img((13, 11, 12), rng)
+    n = int(np.asarray(mask.dataobj).sum())
+    with raise_if_dask_computes():
+        X = lmasking.apply_mask(img, mask, smoothing_fwhm=6)
+        back = lmasking.unmask(X, mask)
+        other = lmasking.unmask(inaccessible_dask_array((15, n), (15, 40)), mask)
+    assert X.shape == (15, n)
+    assert back.shape == other.shape == (13, 11, 12, 15)
+
+
+# --- errors ------------------------------------------------------------------------------
+def test_apply_mask_grid_mismatch(rng):
+    img = inaccessible_image((13, 11, 12, 15))
+    shifted = grid_affine()
+    shifted[0, 3] += 1
+    with pytest.raises(GridMismatchError, match=r"mask_img \(shape \(13, 11, 12\).*imgs \(shape"):
+        lmasking.apply_mask(img, _mask_img((13, 11, 12), rng, affine=shifted))
+    with pytest.raises(GridMismatchError, match=r"mask_img \(shape \(7, 8, 9\).*\(13, 11, 12\)"):
+        lmasking.apply_mask(img, _mask_img((7, 8, 9), rng))
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (np.zeros((7, 8, 9)), "mask_img is invalid as it is empty"),
+        (np.full((7, 8, 9), 2.0), None),
+        (np.arange(7 * 8 * 9).reshape(7, 8, 9) % 3, "mask_img is not made of 2 values"),
+    ],
+)
+def test_apply_mask_bad_masks(values, match):
+    img = inaccessible_image((7, 8, 9, 20))
+    if match is None:  # one non-zero value only: a valid full mask
+        assert lmasking.apply_mask(img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32)).shape == (20, 504)
+        return
+    with pytest.raises(ParameterError, match=match):
+        lmasking.apply_mask(img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32))
+
+
+def test_mask_without_zero_background():
+    values = np.where(np.arange(504).reshape(7, 8, 9) % 2, 1, 2)
+    with pytest.raises(ParameterError, match="background of the mask must be represented with 0"):
+        lmasking.apply_mask(inaccessible_image((7, 8, 9, 20)), nib.Nifti1Image(values, grid_affine(), dtype=np.int32))
+
+
+def test_unmask_errors(rng):
+    mask = _mask_img((7, 8, 9), rng)
+    n = int(np.asarray(mask.dataobj).sum())
+    with pytest.raises(DimensionError, match="Masked data X must be 2D or 1D array"):
+        lmasking.unmask(np.zeros((2, 3, n)), mask)
+    with pytest.raises(ParameterTypeError, match=rf"expected {n} voxels"):
+        lmasking.unmask(np.zeros((2, n + 1)), mask)
+    with pytest.raises(DimensionError, match=r"mask_img has shape \(7, 8, 9, 2\)"):
+        lmasking.unmask(np.zeros(n), nib.Nifti1Image(np.ones((7, 8, 9, 2)), grid_affine()))
+
+
+def test_positions_helpers(rng):
+    mask = rng.random((5, 6, 7)) > 0.5
+    pos = c_positions(mask)
+    assert (pos[mask] == np.arange(mask.sum())).all() and (pos[~mask] == -1).all()
+    bpos = block_positions(mask, ((2, 3), (6,), (7,)))
+    np.testing.assert_array_equal(bpos, pos)  # y and z whole: block order is C order
