@@ -1,0 +1,266 @@
+"""Region signals as one pass over a run's spatial chunks.
+
+A region masker's extraction is linear in the voxels for sphere/label means and for the
+least-squares fit on maps: signals (T, K) = X (T, V) @ W (V, K). Smoothing is linear too,
+so ``W.T @ smooth(X) = (smooth*(W)).T @ X`` where ``smooth*`` is the ADJOINT of nilearn's
+smoothing (scipy ``gaussian_filter1d`` with ``mode="reflect"`` is not self-adjoint at the
+image edges: its adjoint filters the zero-padded weights and folds the margins back
+through the reflection). Each spatial chunk of the run is read once, multiplied by the
+rows of W that fall into it, and the (T, K) partial products are summed in a tree.
+"""
+
+from __future__ import annotations
+
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from scipy import ndimage, sparse
+
+_FWHM_OVER_SIGMA = np.sqrt(8 * np.log(2))
+
+
+# --------------------------------------------------------------------------- smoothing
+def smoothing_sigmas(affine, fwhm):
+    """Per-axis sigma in voxels, as ``nilearn.image.smooth_array`` derives them."""
+    fwhm = np.asarray([fwhm]).ravel()
+    fwhm = np.asarray([0.0 if f is None else f for f in fwhm], dtype=np.float64)
+    vox_size = np.sqrt(np.sum(np.asarray(affine)[:3, :3] ** 2, axis=0))
+    return np.broadcast_to(fwhm / (_FWHM_OVER_SIGMA * vox_size), (3,)).copy()
+
+
+def _gaussian_weights(sigma, truncate=4.0):
+    """The 1-D kernel scipy's ``gaussian_filter1d`` correlates with."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
+    return phi / phi.sum()
+
+
+def _reflect_index(q, n):
+    """scipy's mode="reflect" (half-sample symmetric) index map onto [0, n)."""
+    m = np.mod(q, 2 * n)
+    return np.where(m >= n, 2 * n - 1 - m, m)
+
+
+def _gaussian_adjoint_axis(vol, start, n, axis, weights):
+    """Adjoint of reflect-mode correlation with ``weights`` along ``axis``.
+
+    ``vol`` covers global positions [start, start + vol.shape[axis]) of an axis of
+    length ``n``; its support must be at least ``radius`` away from the cropped ends
+    that are not image edges (callers extend the box), so nothing is lost.
+    """
+    r = (len(weights) - 1) // 2
+    if r == 0:
+        return vol * weights[0]
+    pad = [(0, 0)] * vol.ndim
+    pad[axis] = (r, r)
+    z = ndimage.correlate1d(np.pad(vol, pad), weights[::-1], axis=axis, mode="constant")
+    length = vol.shape[axis]
+    q = np.arange(start - r, start + length + r)
+    inside = (q >= start) & (q < start + length)
+    out = np.take(z, np.flatnonzero(inside), axis=axis)
+    # fold the reflected margins back onto the voxels they were copied from; margins
+    # whose mirror lies outside this box hold only zeros (the box extends past the halo)
+    target = _reflect_index(q, n) - start
+    outside = np.flatnonzero(((q < 0) | (q >= n)) & (target >= 0) & (target < length))
+    if outside.size:
+        target = target[outside]
+        moved = np.moveaxis(out, axis, 0)
+        np.add.at(moved, target, np.moveaxis(np.take(z, outside, axis=axis), axis, 0))
+    return out
+
+
+def _fast_smooth(vol):
+    """nilearn's ``fwhm="fast"`` filter; symmetric with zero borders, hence self-adjoint."""
+    out = vol.copy()
+    w = 0.2 * vol
+    for ax in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+        out[tuple(lo)] += w[tuple(hi)]
+        out[tuple(hi)] += w[tuple(lo)]
+    return out / 2.2
+
+
+def smoothing_halo(affine, fwhm):
+    """Half-width (voxels) of the smoothing kernel along each spatial axis."""
+    if fwhm is None:
+        return np.zeros(3, dtype=int)
+    if isinstance(fwhm, str):
+        return np.ones(3, dtype=int)
+    sig = smoothing_sigmas(affine, fwhm)
+    return np.array([int(4.0 * s + 0.5) if s > 0 else 0 for s in sig])
+
+
+def smooth_adjoint(vol, start, shape, affine, fwhm):
+    """Apply the adjoint of nilearn's smoothing to a weight volume (float64).
+
+    ``vol`` is a box of the image starting at voxel ``start``; it must extend
+    ``smoothing_halo`` voxels past its support (or to the image edge).
+    """
+    vol = np.asarray(vol, dtype=np.float64)
+    if fwhm is None:
+        return vol
+    if isinstance(fwhm, str):
+        return _fast_smooth(vol)
+    for axis, sigma in enumerate(smoothing_sigmas(affine, fwhm)):
+        if sigma > 0:
+            vol = _gaussian_adjoint_axis(vol, start[axis], shape[axis], axis,
+                                         _gaussian_weights(sigma))
+    return vol
+
+
+def region_weights(regions, shape, affine=None, fwhm=None, values=None):
+    """Sparse (V, K) weight matrix of regions given as flat C-order voxel indices.
+
+    Parameters
+    ----------
+    regions : list of int arrays, the voxels of each region
+    shape : 3-tuple, the image grid
+    affine, fwhm : smoothing to fold in (adjoint), or fwhm=None
+    values : list of float arrays (same lengths as ``regions``), default all ones
+    """
+    shape = tuple(int(s) for s in shape)
+    halo = smoothing_halo(affine, fwhm)
+    rows, cols, vals = [], [], []
+    for k, idx in enumerate(regions):
+        idx = np.asarray(idx, dtype=np.int64)
+        v = np.ones(idx.size) if values is None else np.asarray(values[k], dtype=np.float64)
+        if fwhm is not None and idx.size:
+            ijk = np.array(np.unravel_index(idx, shape)).T
+            lo = np.maximum(ijk.min(axis=0) - halo, 0)
+            hi = np.minimum(ijk.max(axis=0) + 1 + halo, shape)
+            box = np.zeros(tuple(hi - lo))
+            np.add.at(box, tuple((ijk - lo).T), v)
+            box = smooth_adjoint(box, lo, shape, affine, fwhm)
+            loc = np.flatnonzero(box)
+            bijk = np.array(np.unravel_index(loc, box.shape)).T + lo
+            idx = np.ravel_multi_index(bijk.T, shape)
+            v = box.ravel()[loc]
+        rows.append(idx)
+        cols.append(np.full(idx.size, k, dtype=np.int64))
+        vals.append(v)
+    n = int(np.prod(shape))
+    w = sparse.csr_matrix(
+        (np.concatenate(vals) if vals else np.empty(0),
+         (np.concatenate(rows) if rows else np.empty(0, int),
+          np.concatenate(cols) if cols else np.empty(0, int))),
+        shape=(n, len(regions)),
+    )
+    w.sum_duplicates()
+    return w
+
+
+# --------------------------------------------------------------------------- graphs
+def _block_slices(chunks):
+    """Per spatial block: (block index, starts, stops)."""
+    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in chunks[:3]]
+    return bounds
+
+
+def _split_rows(rows, shape, chunks):
+    """Group flat voxel indices by spatial block; return {block: (positions, local flat)}."""
+    bounds = _block_slices(chunks)
+    ijk = np.array(np.unravel_index(rows, shape))
+    bidx = [np.searchsorted(b, c, side="right") - 1 for b, c in zip(bounds, ijk)]
+    key = np.ravel_multi_index(bidx, tuple(len(c) for c in chunks[:3]))
+    order = np.argsort(key, kind="stable")
+    key_sorted = key[order]
+    groups = {}
+    starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
+    ends = np.r_[starts[1:], key_sorted.size]
+    for s, e in zip(starts, ends):
+        pos = order[s:e]
+        b = tuple(int(x[pos[0]]) for x in bidx)
+        loc = [ijk[a, pos] - bounds[a][b[a]] for a in range(3)]
+        bshape = tuple(int(chunks[a][b[a]]) for a in range(3))
+        groups[b] = (pos, np.ravel_multi_index(loc, bshape))
+    return groups
+
+
+def _finite_rows(block, local):
+    x = block.reshape(-1, block.shape[-1])[local]
+    if x.dtype.kind == "f":
+        x = np.where(np.isfinite(x), x, 0)
+    return x
+
+
+def _partial_product(block, local, wt):
+    """(1, T, K) partial: the block's selected voxel rows times their weights."""
+    x = _finite_rows(block, local).astype(np.float64, copy=False)
+    return np.asarray((wt @ x).T)[None]
+
+
+def region_reduce(data, weights, *, split_every=8):
+    """Lazy (T, K) float64 ``X @ W`` for a 4-D dask run and sparse (V, K) weights.
+
+    One task per spatial chunk holding non-zero weights; chunks without weights are not
+    even read. Partial products are summed in a tree (``split_every`` at a time).
+    """
+    shape = data.shape[:3]
+    weights = sparse.csr_matrix(weights)
+    n_k = weights.shape[1]
+    rows = np.flatnonzero(np.diff(weights.indptr))
+    groups = _split_rows(rows, shape, data.chunks)
+    name = "lazyconn-region-partial-" + tokenize(data.name, weights.data, weights.indices,
+                                                   weights.indptr, data.chunks)
+    dsk = {}
+    n_t = len(data.chunks[3])
+    for n, (b, (pos, local)) in enumerate(sorted(groups.items())):
+        wb = weights[rows[pos]]
+        dense = wb.nnz > 0.25 * wb.shape[0] * wb.shape[1]
+        wt = wb.T.toarray() if dense else wb.T.tocsr()
+        for t in range(n_t):
+            dsk[(name, n, t, 0)] = (_partial_product, (data.name, *b, t), local, wt)
+    if not dsk:  # no voxel carries weight: zeros, and nothing is read
+        return da.zeros((data.shape[3], n_k), chunks=(data.chunks[3], n_k), dtype=np.float64)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+    partials = da.Array(graph, name, chunks=((1,) * len(groups), data.chunks[3], (n_k,)),
+                        dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64))
+    return partials.sum(axis=0, split_every=split_every)
+
+
+def _gather_rows(block, local):
+    return _finite_rows(block, local)
+
+
+def gather_voxels(data, flat_idx):
+    """Lazy (V_sel, T) time series of the selected voxels, in block order.
+
+    Returns the dask array and the permutation ``order`` such that row r of the result
+    is voxel ``flat_idx[order[r]]``.
+    """
+    flat_idx = np.asarray(flat_idx, dtype=np.int64)
+    groups = _split_rows(flat_idx, data.shape[:3], data.chunks)
+    name = "lazyconn-gather-" + tokenize(data.name, flat_idx, data.chunks)
+    dsk = {}
+    order, sizes = [], []
+    for n, (b, (pos, local)) in enumerate(sorted(groups.items())):
+        order.append(pos)
+        sizes.append(pos.size)
+        for t in range(len(data.chunks[3])):
+            dsk[(name, n, t)] = (_gather_rows, (data.name, *b, t), local)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+    out = da.Array(graph, name, chunks=(tuple(sizes), data.chunks[3]), dtype=data.dtype,
+                   meta=np.empty((0, 0), dtype=data.dtype))
+    return out, (np.concatenate(order) if order else np.empty(0, dtype=np.int64))
+
+
+def n_chunks_touched(data, weights):
+    """How many spatial chunks a reduction reads (for docs, tests and benchmarks)."""
+    rows = np.flatnonzero(np.diff(sparse.csr_matrix(weights).indptr))
+    return len(_split_rows(rows, data.shape[:3], data.chunks))
+
+
+__all__ = [
+    "gather_voxels",
+    "n_chunks_touched",
+    "region_reduce",
+    "region_weights",
+    "smooth_adjoint",
+    "smoothing_halo",
+    "smoothing_sigmas",
+]

@@ -1,0 +1,343 @@
+"""Machinery shared by every masker: parameters, runs, confounds, cleaning, compute.
+
+A masker builds, for each run, ``extract -> signal.clean -> cast`` as one dask graph;
+``transform`` computes every run given to it with ONE ``dask.compute`` call (or returns
+the lazy results with ``compute=False``).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import dask
+import dask.array as da
+import nibabel as nib
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from lazyconn import signal
+from lazyconn._utils import check_in
+from lazyconn.exceptions import (
+    DimensionError,
+    NotFittedError,
+    ParameterError,
+    ParameterTypeError,
+)
+from lazyconn.image import LazyImage, load
+from lazyconn.image.image import load_mask_img
+from lazyconn.io.confounds import sanitize_confounds
+from lazyconn.maskers._weights import gather_voxels
+
+_STANDARDIZE = ("zscore_sample", "psc", True, False, None)
+
+
+def target_dtype(source_dtype, dtype):
+    """nilearn's ``get_target_dtype``: None, "auto" (int32 / float32) or a dtype."""
+    if dtype is None:
+        return None
+    source_dtype = np.dtype(source_dtype)
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = np.int32 if source_dtype.kind == "i" else np.float32
+    dtype = np.dtype(dtype)
+    return None if dtype == source_dtype else dtype
+
+
+def as_4d(img: LazyImage) -> tuple[LazyImage, bool]:
+    """A 4-D view of a run (a 3-D image becomes one volume) and whether it was 3-D."""
+    if img.ndim == 3:
+        return img.with_data(img.data[..., None]), True
+    if img.ndim != 4:
+        raise DimensionError(f"imgs has shape {img.shape}; expected a 3-D or 4-D image.")
+    return img, False
+
+
+def to_nifti_3d(img) -> nib.Nifti1Image:
+    """A small fitted image (mask, labels) as an in-memory nibabel image."""
+    return load(img).to_nifti()
+
+
+def check_grid(img: LazyImage, shape, affine, what: str, hint: str):
+    """GridMismatchError-like ParameterError if ``img`` is not on the (shape, affine) grid."""
+    from lazyconn.exceptions import GridMismatchError
+
+    if tuple(img.shape[:3]) != tuple(shape) or not np.allclose(img.affine, affine):
+        raise GridMismatchError(
+            f"imgs (shape {tuple(img.shape[:3])}, affine {np.round(img.affine, 4).tolist()}) "
+            f"and {what} (shape {tuple(shape)}, affine {np.round(affine, 4).tolist()}) are "
+            f"not on the same voxel grid; {hint}"
+        )
+
+
+class BaseMasker(TransformerMixin, BaseEstimator):
+    """Base class of lazyconn's maskers (scikit-learn estimator, nilearn's API).
+
+    Subclasses implement ``_fit(imgs)`` (sets the fitted attributes and ``n_elements_``),
+    ``_extract(img)`` (a 4-D LazyImage -> lazy (T, n_elements_) signals before cleaning)
+    and ``inverse_transform``.
+
+    ``memory`` and ``memory_level`` are accepted for compatibility with nilearn and
+    ignored: lazyconn does not cache with joblib (the group layer caches results).
+    ``reports`` and ``cmap`` are accepted and ignored (no HTML reports).
+    """
+
+    #: Multi-run maskers append high-variance confounds after the user's (nilearn's order).
+    _hv_confounds_last = False
+    #: Whether a list of 3-D images is one run (nilearn's non-Multi maskers concatenate it).
+    _list_of_3d_is_one_run = True
+
+    # ------------------------------------------------------------------ parameters
+    def _check_common_params(self):
+        check_in("standardize", self.standardize, _STANDARDIZE)
+        for name in ("detrend", "standardize_confounds", "high_variance_confounds"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ParameterTypeError(f"{name}={value!r} has type {type(value).__name__}; "
+                                         "expected True or False.")
+        for name in ("low_pass", "high_pass", "t_r"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, numbers.Real) or value <= 0):
+                raise ParameterError(f"{name}={value!r} is not valid; expected None or a "
+                                     "number > 0.")
+        fwhm = self.smoothing_fwhm
+        if fwhm is not None and not (isinstance(fwhm, str) and fwhm == "fast"):
+            values = np.asarray([fwhm]).ravel()
+            ok = all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                   and v >= 0) for v in values)
+            if not ok or values.size not in (1, 3):
+                raise ParameterError(
+                    f"smoothing_fwhm={fwhm!r} is not valid; expected None, 'fast', a number "
+                    ">= 0 (mm) or 3 of them."
+                )
+        if self.dtype is not None:
+            if isinstance(self.dtype, str) and self.dtype == "auto":
+                pass
+            else:
+                try:
+                    dt = np.dtype(self.dtype)
+                except TypeError as exc:
+                    raise ParameterTypeError(
+                        f"dtype={self.dtype!r} is not a numpy dtype; expected None, 'auto' or "
+                        "a numeric dtype."
+                    ) from exc
+                if dt == bool:
+                    raise ParameterTypeError("dtype=bool is not valid; 'dtype' cannot be bool.")
+        if self.clean_args is not None and not isinstance(self.clean_args, dict):
+            raise ParameterTypeError(
+                f"clean_args={self.clean_args!r} has type {type(self.clean_args).__name__}; "
+                "expected a dict of extra arguments for lazyconn.signal.clean."
+            )
+        if (self.low_pass is not None or self.high_pass is not None) and self.t_r is None:
+            if (self.clean_args or {}).get("filter", "butterworth") is not False:
+                raise ParameterError(
+                    f"low_pass={self.low_pass!r}, high_pass={self.high_pass!r} need the "
+                    "repetition time, but t_r=None; expected t_r=<seconds between volumes> "
+                    "(the masker does not read it from the image header, as in nilearn)."
+                )
+
+    def _fitted_smoothing(self):
+        fwhm = self.smoothing_fwhm
+        if isinstance(fwhm, numbers.Real) and not isinstance(fwhm, bool) and fwhm == 0:
+            return None  # nilearn warns and does not smooth
+        return fwhm
+
+    def _standardize(self):
+        return {True: "zscore_sample", False: None}.get(self.standardize, self.standardize) \
+            if isinstance(self.standardize, (bool, np.bool_)) else self.standardize
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, imgs=None, y=None):
+        """Fit the masker (load and check masks / regions; compute a mask if needed).
+
+        Parameters
+        ----------
+        imgs : image or list of images, optional
+            Images the regions are resampled to (``resampling_target="data"``) or the mask
+            is computed from.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        del y
+        self._check_common_params()
+        self.clean_args_ = {} if self.clean_args is None else dict(self.clean_args)
+        self.mask_img_ = self._load_mask()
+        self._weights_cache = {}
+        return self._fit(imgs)
+
+    def _load_mask(self):
+        """The ``mask_img`` as a 3-D binary nibabel image, validated (None if not given)."""
+        if self.mask_img is None:
+            return None
+        img = load(self.mask_img)
+        if img.ndim == 4:  # nilearn: a voxel is in the mask if all volumes are non-zero
+            img = img.with_data((img.data != 0).all(axis=3))
+        mask, affine = load_mask_img(img)
+        return nib.Nifti1Image(mask.astype(np.int8), affine)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "n_elements_")
+
+    def _check_fitted(self):
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    @property
+    def _n_features_out(self):
+        return self.n_elements_
+
+    def get_feature_names_out(self, input_features=None):
+        """Output feature names: ``<classname lower><i>`` (nilearn's default)."""
+        del input_features
+        self._check_fitted()
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_elements_)], dtype=object)
+
+    # ------------------------------------------------------------------ transform
+    def _split_runs(self, imgs):
+        """(list of LazyImage runs, whether a single run was given)."""
+        if isinstance(imgs, (list, tuple)):
+            if len(imgs) == 0:
+                raise ParameterError("imgs=[] is empty; expected an image or a list of runs.")
+            runs = [load(im) for im in imgs]
+            if self._list_of_3d_is_one_run and all(r.ndim == 3 for r in runs):
+                from lazyconn.image.image import load_4d
+
+                return [load_4d(list(imgs))], True
+            return runs, False
+        return [load(imgs)], True
+
+    @staticmethod
+    def _per_run(name, value, n_runs, single):
+        if single:
+            return [value]
+        if value is None:
+            return [None] * n_runs
+        if not isinstance(value, (list, tuple)) or len(value) != n_runs:
+            got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) \
+                else f"a {type(value).__name__}"
+            raise ParameterError(
+                f"{name} is {got} but imgs holds {n_runs} runs; expected None or a list "
+                f"with one {name} entry per run."
+            )
+        return list(value)
+
+    def transform(self, imgs, confounds=None, sample_mask=None, *, compute=True):
+        """Extract signals from one run or a list of runs.
+
+        Parameters
+        ----------
+        imgs : 3-D/4-D image (path, nibabel image, LazyImage) or list of runs
+            A 3-D image gives a 1-D output. A list gives a list of outputs (for nilearn's
+            non-Multi maskers a list of 3-D images is one 4-D run, as nilearn reads it).
+        confounds : confounds of one run, or a list with one entry per run
+            Arrays, DataFrames or TSV/CSV paths (nilearn's ``signal.clean`` inputs); ``n/a``
+            in the first row (fMRIPrep) is filled with the second row's values.
+        sample_mask : kept volumes of one run, or a list with one entry per run
+        compute : bool, default=True
+            lazyconn only. True: numpy arrays, all runs computed in one ``dask.compute``.
+            False: the lazy dask arrays (a list for a list input); nothing is read.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_features) (1-D for a 3-D image), dask array, or a list.
+        """
+        self._check_fitted()
+        runs, single = self._split_runs(imgs)
+        confs = self._per_run("confounds", confounds, len(runs), single)
+        masks = self._per_run("sample_mask", sample_mask, len(runs), single)
+        outs = [self._transform_run(img, c, m) for img, c, m in zip(runs, confs, masks)]
+        if compute:
+            outs = [np.asarray(o) for o in dask.compute(*outs)]
+        return outs[0] if single else outs
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True,
+                      **fit_params):
+        """``fit(imgs)`` then ``transform(imgs, confounds, sample_mask, compute=compute)``."""
+        del y
+        return self.fit(imgs, **fit_params).transform(
+            imgs, confounds=confounds, sample_mask=sample_mask, compute=compute
+        )
+
+    def _input_dtype(self, img):
+        """dtype the voxels are cast to before anything (nilearn's ``check_niimg(dtype=)``)."""
+        return target_dtype(img.dtype, self.dtype) or img.dtype
+
+    def _output_dtype(self, source_dtype):
+        """Final cast of the cleaned signals (nilearn's ``_get_target_dtype``)."""
+        out = target_dtype(source_dtype, self.dtype)
+        if out is None and self.dtype is not None:
+            out = np.dtype(source_dtype)
+        return out
+
+    def _transform_run(self, img: LazyImage, confounds, sample_mask):
+        img4, was_3d = as_4d(img)
+        if was_3d and (confounds is not None or self.high_variance_confounds
+                       or self.low_pass is not None or self.high_pass is not None):
+            raise DimensionError(
+                f"imgs has shape {img.shape} (3-D, one volume), but confounds, filtering or "
+                "high_variance_confounds need a run; expected a 4-D image (x, y, z, time)."
+            )
+        n_t = img4.shape[3]
+        in_dtype = self._input_dtype(img4)
+        if in_dtype != img4.dtype:
+            img4 = img4.with_data(img4.data.astype(in_dtype))
+        signals = self._extract(img4)
+        signals = self._clean(signals, img4, confounds, sample_mask, n_t)
+        out_dtype = self._output_dtype(img.dtype)
+        if out_dtype is not None:
+            signals = signals.astype(out_dtype)
+        if was_3d:
+            signals = signals[0]
+        return signals
+
+    # ------------------------------------------------------------------ cleaning
+    def _clean_kwargs(self):
+        kwargs = dict(
+            detrend=self.detrend,
+            standardize=self._standardize(),
+            standardize_confounds=self.standardize_confounds,
+            t_r=self.t_r,
+            low_pass=self.low_pass,
+            high_pass=self.high_pass,
+        )
+        runs = getattr(self, "runs", None)
+        if runs is not None:
+            kwargs["runs"] = runs
+        kwargs.update(self.clean_args_)
+        return kwargs
+
+    def _clean(self, signals, img4, confounds, sample_mask, n_t):
+        """``lazyconn.signal.clean`` on the lazy (T, F) signals, as nilearn's maskers call it."""
+        kwargs = self._clean_kwargs()
+        user = sanitize_confounds(confounds, n_t) if confounds is not None else None
+        if not self.high_variance_confounds:
+            return signal.clean(signals, confounds=user, sample_mask=sample_mask, **kwargs)
+        # Validate everything (and get the output length) with the user's confounds only.
+        probe = signal.clean(signals, confounds=user, sample_mask=sample_mask, **kwargs)
+        hv = self._high_variance_confounds(img4)
+        x = signals.rechunk({0: -1})
+        return da.blockwise(
+            _clean_with_hv, "tf", x, "tf", hv, "tc",
+            dtype=probe.dtype, adjust_chunks={"t": probe.shape[0]}, concatenate=True,
+            user=user, sample_mask=sample_mask, hv_last=self._hv_confounds_last,
+            kwargs=kwargs,
+        )
+
+    @staticmethod
+    def _high_variance_confounds(img4):
+        """nilearn's ``image.high_variance_confounds`` on the raw run (whole box, no mask)."""
+        n_vox = int(np.prod(img4.shape[:3]))
+        series, _ = gather_voxels(img4.data, np.arange(n_vox))
+        # voxel order does not matter for the result; NaN become 0 (nilearn would fail)
+        return signal.high_variance_confounds(series.T).rechunk(-1)
+
+
+def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):
+    confounds = [hv] if user is None else ([user, hv] if hv_last else [hv, user])
+    return signal.clean(x, confounds=confounds, sample_mask=sample_mask, **kwargs)

@@ -1,0 +1,279 @@
+"""NiftiLabelsMasker: one signal per label of an atlas (mean by default)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from lazyconn._utils import check_in, warn
+from lazyconn.exceptions import ParameterError, ParameterTypeError
+from lazyconn.image import load
+from lazyconn.image.image import check_same_fov, load_3d
+from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
+from lazyconn.maskers._weights import gather_voxels
+
+_STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "standard_deviation", "variance")
+_LINEAR = ("mean", "sum")
+
+
+def _labels_dtype(data_dtype):
+    """nilearn's ``img_to_signals_labels`` output dtype."""
+    return np.dtype(np.float32) if np.dtype(data_dtype) == np.float32 else np.dtype(np.float64)
+
+
+class _LabelsFinish:
+    """sums (T, K) -> per-label mean (or sum), zero columns for masked-out kept labels."""
+
+    def __init__(self, counts, dtype, strategy):
+        self.counts = np.asarray(counts, dtype=np.float64)
+        self.dtype = np.dtype(dtype)
+        self.strategy = strategy
+
+    def __call__(self, sums):
+        if self.strategy == "sum":
+            return sums.astype(self.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(self.counts > 0, sums / np.maximum(self.counts, 1), 0.0)
+        return out.astype(self.dtype)
+
+
+def _reduce_gathered(x, labels_of_rows, index, strategy, dtype):
+    """Non-linear strategies: scipy.ndimage per volume on the gathered (V_sel, T) voxels."""
+    func = getattr(ndimage, strategy)
+    out = np.asarray([func(x[:, t], labels=labels_of_rows, index=index)
+                      for t in range(x.shape[1])], dtype=dtype)
+    return out.reshape(x.shape[1], len(index))
+
+
+class NiftiLabelsMasker(RegionMasker):
+    """Region signals from a labels image (nilearn's ``NiftiLabelsMasker``).
+
+    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
+    ``reports``, ``cmap``, ``verbose`` are accepted and ignored. ``lut`` is accepted but
+    only its presence is checked (region names come from ``labels`` or the label values).
+
+    ``strategy="mean"`` and ``"sum"`` are linear: each run is read once, chunk by chunk,
+    and the per-label sums are accumulated in float64 (smoothing folded into the weights
+    by its adjoint). ``"median"``, ``"minimum"``, ``"maximum"``, ``"standard_deviation"``
+    and ``"variance"`` need each label's voxels together: the labelled voxels of the run
+    (smoothed first if asked) are gathered into one (V_labelled, T) array and reduced with
+    ``scipy.ndimage`` like nilearn, so memory grows with the labelled volume.
+
+    Attributes
+    ----------
+    labels_img_ : nibabel image (resampled to the data if ``resampling_target="data"``)
+    mask_img_ : nibabel image or None
+    n_elements_ : int, number of regions (labels other than ``background_label``)
+    region_ids_ : dict, {"background": background_label, 0: first label, ...}
+    region_names_ : dict, {0: name, ...}
+    """
+
+    def __init__(
+        self,
+        labels_img=None,
+        labels=None,
+        lut=None,
+        background_label=0,
+        mask_img=None,
+        smoothing_fwhm=None,
+        standardize=False,
+        standardize_confounds=True,
+        high_variance_confounds=False,
+        detrend=False,
+        low_pass=None,
+        high_pass=None,
+        t_r=None,
+        dtype=None,
+        resampling_target="data",
+        memory=None,
+        memory_level=1,
+        verbose=0,
+        strategy="mean",
+        keep_masked_labels=False,
+        reports=True,
+        cmap=None,
+        clean_args=None,
+    ):
+        self.labels_img = labels_img
+        self.labels = labels
+        self.lut = lut
+        self.background_label = background_label
+        self.mask_img = mask_img
+        self.smoothing_fwhm = smoothing_fwhm
+        self.standardize = standardize
+        self.standardize_confounds = standardize_confounds
+        self.high_variance_confounds = high_variance_confounds
+        self.detrend = detrend
+        self.low_pass = low_pass
+        self.high_pass = high_pass
+        self.t_r = t_r
+        self.dtype = dtype
+        self.resampling_target = resampling_target
+        self.memory = memory
+        self.memory_level = memory_level
+        self.verbose = verbose
+        self.strategy = strategy
+        self.keep_masked_labels = keep_masked_labels
+        self.reports = reports
+        self.cmap = cmap
+        self.clean_args = clean_args
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, imgs):
+        check_in("strategy", self.strategy, _STRATEGIES)
+        check_in("resampling_target", self.resampling_target, ("labels", "data", None))
+        if self.labels_img is None:
+            raise ParameterError("labels_img=None; expected a 3-D labels image (atlas).")
+        if self.labels is not None:
+            if self.lut is not None:
+                raise ParameterError("Pass either labels or a lookup table (lut) to the "
+                                     "masker, but not both.")
+            if not isinstance(self.labels, list) or not all(isinstance(x, str)
+                                                            for x in self.labels):
+                raise ParameterTypeError(f"labels={self.labels!r}; expected a list of strings.")
+        labels = load_3d(self.labels_img, "labels_img")
+        ldata = np.asarray(labels.data.compute())
+        ldata = np.where(np.isfinite(ldata), ldata, 0) if ldata.dtype.kind == "f" else ldata
+        if np.all(ldata == self.background_label):
+            raise ParameterError(
+                f"labels_img has no label: every voxel equals background_label="
+                f"{self.background_label!r} (nilearn: 'Image has no label.')."
+            )
+        self.labels_img_ = nib.Nifti1Image(ldata, labels.affine)
+        self._all_labels = [v for v in np.unique(ldata).tolist() if v != self.background_label]
+        if imgs is not None:
+            run = self._split_runs(imgs)[0][0]
+            if self.resampling_target is None:
+                imgs_ = [labels, run] + ([load(self.mask_img_)] if self.mask_img_ else [])
+                names = ["labels_img", "imgs"] + (["mask_img"] if self.mask_img_ else [])
+                check_same_fov(*imgs_, names=names)
+            elif self.resampling_target == "data":
+                self.labels_img_ = self._labels_on_grid(run.shape[:3], run.affine)
+        self.n_elements_ = len(self._all_labels)
+        if self.mask_img_ is not None and self.resampling_target is None:
+            check_same_fov(labels, load(self.mask_img_), names=["labels_img", "mask_img"])
+        return self
+
+    def _labels_on_grid(self, shape, affine):
+        """Fitted labels on a grid (nearest resampling), as a nibabel image."""
+        img = self.labels_img_
+        if tuple(img.shape[:3]) == tuple(shape) and np.allclose(img.affine, affine):
+            return img
+        from lazyconn.image import resample_img
+
+        res = resample_img(img, target_affine=affine, target_shape=tuple(shape),
+                           interpolation="nearest")
+        return nib.Nifti1Image(np.asarray(load(res).data.compute()), affine)
+
+    @property
+    def region_ids_(self):
+        self._check_fitted()
+        ids = {"background": self.background_label}
+        ids.update(dict(enumerate(self._all_labels)))
+        return ids
+
+    @property
+    def region_names_(self):
+        self._check_fitted()
+        if self.labels is not None:
+            names = [n for n in self.labels if n.lower() != "background"]
+            return dict(enumerate(names[: self.n_elements_]))
+        return {i: str(v) for i, v in enumerate(self._all_labels)}
+
+    def get_feature_names_out(self, input_features=None):
+        """Region names (nilearn returns the label names)."""
+        del input_features
+        return np.asarray(list(self.region_names_.values()), dtype=object)
+
+    # ------------------------------------------------------------------ transform
+    def _transform_run(self, img, confounds, sample_mask):
+        if self.resampling_target == "labels":
+            lab = self.labels_img_
+            if tuple(img.shape[:3]) != tuple(lab.shape[:3]) or not np.allclose(img.affine,
+                                                                                 lab.affine):
+                from lazyconn.image import resample_img
+
+                img = load(resample_img(img, target_affine=lab.affine,
+                                        target_shape=lab.shape[:3]))
+        elif self.resampling_target is None:
+            check_same_fov(load(self.labels_img_), img, names=["labels_img", "imgs"])
+        return super()._transform_run(img, confounds, sample_mask)
+
+    def _plan(self, img4):
+        shape, affine = img4.shape[:3], img4.affine
+        ldata = np.asarray(self._labels_on_grid(shape, affine).dataobj)
+        mask = mask_on_grid(self.mask_img_, shape, affine)
+        before = set(np.unique(ldata).tolist())
+        if mask is not None:
+            ldata = np.where(mask, ldata, self.background_label)
+            after = set(np.unique(ldata).tolist())
+            lost = before - after
+            if lost and not self.keep_masked_labels:
+                if len(after - {self.background_label}) == 0:
+                    raise ParameterError("No label left after applying mask to the labels "
+                                         "image (mask_img and labels_img do not overlap).")
+                warn(f"After applying mask to the labels image, the following labels were "
+                     f"removed: {sorted(lost)}. Out of {len(before)} labels, the masked labels "
+                     f"image only contains {len(after)} labels (including background).")
+        present = np.unique(ldata).tolist()
+        index = sorted(before) if self.keep_masked_labels else present
+        index = [v for v in index if v != self.background_label]
+        flat = ldata.ravel()
+        order = np.argsort(flat, kind="stable")
+        sorted_vals = flat[order]
+        regions = []
+        for v in index:
+            lo, hi = np.searchsorted(sorted_vals, [v, v], side="left")[0], \
+                np.searchsorted(sorted_vals, v, side="right")
+            regions.append(np.sort(order[lo:hi]))
+        dtype = _labels_dtype(self._smoothed_dtype(img4.dtype))
+        counts = [r.size for r in regions]
+        if self.strategy in _LINEAR:
+            weights = self._weights(regions, shape, affine)
+            finish = _LabelsFinish(counts, dtype, self.strategy)
+            return RegionPlan(weights, finish, sum(counts))
+        return RegionPlan(None, (regions, index, dtype), sum(counts))
+
+    def _extract(self, img4):
+        if self.strategy in _LINEAR:
+            return super()._extract(img4)
+        key = (tuple(img4.shape[:3]), np.asarray(img4.affine).tobytes(), str(img4.dtype))
+        cache = self.__dict__.setdefault("_weights_cache", {})
+        if key not in cache:
+            cache[key] = self._plan(img4)
+        regions, index, dtype = cache[key].finish
+        data = img4
+        fwhm = self._fitted_smoothing()
+        if fwhm is not None:
+            from lazyconn.image import smooth_img
+
+            data = load(smooth_img(img4, fwhm))
+        flat = np.concatenate(regions) if regions else np.empty(0, np.int64)
+        row_labels = np.concatenate([np.full(r.size, v, dtype=np.float64)
+                                     for r, v in zip(regions, index)])
+        x, order = gather_voxels(data.data, flat)
+        x = x.rechunk({0: -1, 1: -1})
+        return da.map_blocks(_reduce_gathered, x, row_labels[order], np.asarray(index),
+                             self.strategy, dtype, dtype=dtype,
+                             chunks=((img4.shape[3],), (len(index),)))
+
+    def inverse_transform(self, signals):
+        """Image from region signals: each labelled voxel gets its region's signal."""
+        self._check_fitted()
+        x = np.atleast_1d(np.asarray(signals))
+        if x.shape[-1] != self.n_elements_ or x.ndim > 2:
+            raise ParameterError(f"signals has shape {x.shape}; expected (n_samples, "
+                                 f"{self.n_elements_}) or ({self.n_elements_},).")
+        ldata = np.asarray(self.labels_img_.dataobj)
+        if self.mask_img_ is not None:
+            mask = mask_on_grid(self.mask_img_, ldata.shape, self.labels_img_.affine)
+            ldata = np.where(mask, ldata, self.background_label)
+        x2 = np.atleast_2d(x)
+        out = np.zeros(ldata.shape + (x2.shape[0],), dtype=x.dtype)
+        for k, v in enumerate(self._all_labels):
+            out[ldata == v] = x2[:, k]
+        if x.ndim == 1:
+            out = out[..., 0]
+        return nib.Nifti1Image(out, self.labels_img_.affine)

@@ -1,0 +1,318 @@
+"""Region maskers (spheres, labels, maps): shared suite + masker-specific behaviour vs nilearn."""
+
+import warnings
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import pytest
+from nilearn import maskers as nilearn_maskers
+
+from lazyconn.exceptions import GridMismatchError, ParameterError
+from lazyconn.image import LazyImage
+from lazyconn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
+from lazyconn.maskers._spheres import sphere_voxels
+from lazyconn.maskers._weights import n_chunks_touched, region_weights, smooth_adjoint
+from lazyconn.testing.maskers import (
+    CLEAN,
+    SHAPE,
+    TOL,
+    MaskerSuite,
+    lazy,
+    quiet,
+    tiny_affine,
+    tiny_run,
+)
+
+# seeds in world mm on the tiny grid (origin (-10, -12, -9), 3 mm voxels); two touch borders
+SEEDS = [(-10.0, -12.0, -9.0), (0.0, 0.0, 0.0), (8.0, 9.0, 10.0), (5.0, -3.0, 14.0)]
+
+
+def tiny_labels(seed=0):
+    rng = np.random.default_rng(seed)
+    return nib.Nifti1Image(rng.integers(0, 5, SHAPE).astype(np.int16), tiny_affine())
+
+
+def tiny_maps(seed=0, negative=False):
+    rng = np.random.default_rng(seed)
+    lab = np.asarray(tiny_labels(seed).dataobj)
+    maps = np.stack([(lab == i) * rng.random(SHAPE) for i in range(1, 5)], -1)
+    maps[..., 0] += 0.1 * rng.random(SHAPE)  # overlapping, well-conditioned
+    if negative:
+        maps[..., 1] -= 0.05
+    return nib.Nifti1Image(maps.astype(np.float32), tiny_affine())
+
+
+class TestSpheresSuite(MaskerSuite):
+    lazy_cls = NiftiSpheresMasker
+    reference_cls = nilearn_maskers.NiftiSpheresMasker
+
+    def make_kwargs(self, case):
+        kw = dict(seeds=SEEDS, radius=4.0)
+        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+
+
+class TestLabelsSuite(MaskerSuite):
+    lazy_cls = NiftiLabelsMasker
+    reference_cls = nilearn_maskers.NiftiLabelsMasker
+
+    def make_kwargs(self, case):
+        kw = dict(labels_img=tiny_labels())
+        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+
+
+class TestMapsSuite(MaskerSuite):
+    lazy_cls = NiftiMapsMasker
+    reference_cls = nilearn_maskers.NiftiMapsMasker
+    # nilearn's float32 lstsq is 1.2e-4 away from its own float64 result on the "clean"
+    # case; lazyconn (float64 normal equations) is 1.5e-5 away from it.
+    tol = 3e-4
+
+    def make_kwargs(self, case):
+        kw = dict(maps_img=tiny_maps())
+        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+
+
+def nilearn_masker(name, **kwargs):
+    return getattr(nilearn_maskers, name)(**kwargs)
+
+
+# ---------------------------------------------------------------------------- spheres
+def _nilearn_spheres(seeds, affine, shape, radius, mask):
+    from nilearn.maskers.nifti_spheres_masker import apply_mask_and_get_affinity
+
+    img = nib.Nifti1Image(np.zeros(shape + (1,), np.float32), affine)
+    mimg = None if mask is None else nib.Nifti1Image(mask.astype(np.int8), affine)
+    _, adj = apply_mask_and_get_affinity(seeds, img, radius, True, mask_img=mimg)
+    cand = np.flatnonzero(mask.ravel()) if mask is not None else np.arange(np.prod(shape))
+    adj = adj.tocsr()
+    return [np.sort(cand[adj[i].indices]) for i in range(len(seeds))]
+
+
+@pytest.mark.parametrize("trial", range(24))
+def test_sphere_voxels_exactly_as_nilearn(trial):
+    rng = np.random.default_rng(100 + trial)
+    shape = tuple(int(s) for s in rng.integers(6, 13, 3))
+    affine = np.diag(list(rng.choice([1.0, 2.0, 2.5, 3.0], 3)) + [1.0])
+    affine[:3, 3] = rng.choice([-10.0, -9.5, 0.0, 5.25], 3)  # half-integer world grids too
+    if trial % 3 == 0:
+        affine[0, 1] = 0.3  # sheared grid
+    corner = affine[:3, :3] @ np.array(shape) + affine[:3, 3]
+    lo, hi = np.minimum(affine[:3, 3], corner), np.maximum(affine[:3, 3], corner)
+    seeds = [list(np.round(rng.uniform(lo, hi), trial % 2)) for _ in range(4)]
+    radius = [None, 2.0, 3.0, 4.5][trial % 4]
+    mask = rng.random(shape) > 0.3 if trial % 4 == 1 else None
+    try:
+        expected = _nilearn_spheres(seeds, affine, shape, radius, mask)
+    except ValueError:
+        with pytest.raises(ParameterError, match="These spheres are empty"):
+            sphere_voxels(seeds, affine, shape, radius, mask=mask, allow_overlap=True)
+        return
+    got = sphere_voxels(seeds, affine, shape, radius, mask=mask, allow_overlap=True)
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_nearest_voxel_rounds_half_to_even():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -10.0
+    # world 1.0 -> index 5.5 -> 6 ; world 3.0 -> 6.5 -> 6
+    (a,), (b,) = sphere_voxels([(1.0, 1.0, 1.0), (3.0, 3.0, 3.0)], affine, (10, 10, 10), None,
+                               allow_overlap=True)
+    assert a == b == np.ravel_multi_index((6, 6, 6), (10, 10, 10))
+
+
+def test_truncated_coordinate_quirk_adds_second_voxel():
+    affine = np.eye(4)
+    affine[:3, 3] = -9.5  # world centres at half-integers
+    seeds = [(0.9, 0.9, 0.9)]  # nearest: world 0.5; int(-0.5) == int(0.9) == 0 adds world -0.5
+    expected = _nilearn_spheres(seeds, affine, (20, 20, 20), None, None)
+    got = sphere_voxels(seeds, affine, (20, 20, 20), None)
+    assert got[0].size == 2
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_seed_outside_image_error():
+    masker = NiftiSpheresMasker([(0.0, 0.0, 0.0), (200.0, 0.0, 0.0)], radius=3.0)
+    with pytest.raises(ParameterError, match=r"These spheres are empty: \[1\].*outside the image"):
+        masker.fit(lazy(tiny_run()))
+
+
+def test_overlapping_spheres_error_and_allow_overlap():
+    seeds = [(0.0, 0.0, 0.0), (3.0, 0.0, 0.0)]
+    with pytest.raises(ParameterError, match=r"Overlap detected between spheres: seeds \[0, 1\]"):
+        NiftiSpheresMasker(seeds, radius=4.0).fit(lazy(tiny_run()))
+    img = tiny_run()
+    ref = quiet(nilearn_masker("NiftiSpheresMasker", seeds=seeds, radius=4.0,
+                               allow_overlap=True).fit_transform, img)
+    got = NiftiSpheresMasker(seeds, radius=4.0, allow_overlap=True).fit_transform(lazy(img))
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+
+
+def test_spheres_with_mask_match_nilearn():
+    rng = np.random.default_rng(3)
+    mask = nib.Nifti1Image((rng.random(SHAPE) > 0.4).astype(np.int8), tiny_affine())
+    img = tiny_run()
+    kw = dict(seeds=SEEDS, radius=5.0, mask_img=mask, smoothing_fwhm=5)
+    ref = quiet(nilearn_masker("NiftiSpheresMasker", **kw).fit_transform, img)
+    got = NiftiSpheresMasker(**kw).fit_transform(lazy(img))
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+    sig = got[:3]
+    ref_img = quiet(nilearn_masker("NiftiSpheresMasker", **kw).fit(img).inverse_transform, sig)
+    ours_img = NiftiSpheresMasker(**kw).fit(lazy(img)).inverse_transform(sig)
+    np.testing.assert_allclose(ours_img.get_fdata(), ref_img.get_fdata(), rtol=1e-6)
+
+
+def test_integer_image_means_truncated_like_nilearn():
+    rng = np.random.default_rng(4)
+    img = nib.Nifti1Image(rng.integers(0, 100, SHAPE + (12,)).astype(np.int16), tiny_affine())
+    ref = quiet(nilearn_masker("NiftiSpheresMasker", seeds=SEEDS, radius=5.0).fit_transform, img)
+    got = NiftiSpheresMasker(SEEDS, radius=5.0).fit_transform(lazy(img))
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)  # truncated means: exact
+
+
+def test_seeds_validation_messages():
+    with pytest.raises(ParameterError, match="Seed #1 is of length 2 instead of 3"):
+        NiftiSpheresMasker([(0, 0, 0), (1, 2)]).fit()
+    with pytest.raises(ParameterError, match="Given seed list is of type"):
+        NiftiSpheresMasker(3).fit()
+
+
+# ---------------------------------------------------------------------------- smoothing
+@pytest.mark.parametrize("fwhm", [4.0, 6.0, 30.0, (4.0, None, 8.0), "fast"])
+def test_smoothing_adjoint_identity(fwhm):
+    """<W, S X> == <S* W, X> with S nilearn's own smoothing, including at the image edges."""
+    from nilearn.image.image import smooth_array
+
+    rng = np.random.default_rng(5)
+    affine = np.diag([3.0, 2.0, 2.5, 1.0])
+    x, w = rng.standard_normal((2,) + SHAPE)
+    lhs = np.sum(w * smooth_array(x, affine, fwhm))
+    rhs = np.sum(smooth_adjoint(w, (0, 0, 0), SHAPE, affine, fwhm) * x)
+    assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("fwhm", [6.0, 12.0, "fast"])
+def test_local_weights_match_smoothing_data_at_borders(fwhm):
+    """Regions touching the image border: X @ smooth*(W) == smooth(X) @ W (nilearn smoothing)."""
+    from nilearn.image.image import smooth_array
+
+    rng = np.random.default_rng(6)
+    affine = np.diag([3.0, 2.0, 2.5, 1.0])
+    data = rng.standard_normal(SHAPE + (5,))
+    regions = [np.array([0, 1, 9]), np.array([100, 101, 200]), np.array([np.prod(SHAPE) - 1])]
+    w = region_weights(regions, SHAPE, affine, fwhm)
+    got = (w.T @ data.reshape(-1, 5)).T
+    sm = smooth_array(data, affine, fwhm).reshape(-1, 5)
+    expected = np.stack([sm[r].sum(axis=0) for r in regions], axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_reduction_reads_only_chunks_with_weights():
+    run = lazy(tiny_run())
+    w = region_weights([np.array([0])], SHAPE)
+    assert n_chunks_touched(run.data, w) == 1
+
+
+# ---------------------------------------------------------------------------- labels
+@pytest.mark.parametrize("strategy", ["sum", "median", "minimum", "maximum",
+                                      "standard_deviation", "variance"])
+def test_labels_strategies_match_nilearn(strategy):
+    img = tiny_run()
+    kw = dict(labels_img=tiny_labels(), strategy=strategy, smoothing_fwhm=5)
+    ref = quiet(nilearn_masker("NiftiLabelsMasker", **kw).fit_transform, img)
+    got = NiftiLabelsMasker(**kw).fit_transform(lazy(img))
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+
+
+def test_labels_background_label_and_mask_match_nilearn():
+    img = tiny_run()
+    rng = np.random.default_rng(8)
+    mask = nib.Nifti1Image((rng.random(SHAPE) > 0.3).astype(np.int8), tiny_affine())
+    kw = dict(labels_img=tiny_labels(), background_label=2, mask_img=mask)
+    ref_masker = nilearn_masker("NiftiLabelsMasker", **kw)
+    ref = quiet(ref_masker.fit_transform, img)
+    ours = NiftiLabelsMasker(**kw)
+    got = ours.fit_transform(lazy(img))
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+    assert list(ours.get_feature_names_out()) == list(ref_masker.get_feature_names_out())
+    inv_ref = quiet(ref_masker.inverse_transform, ref[:2])
+    np.testing.assert_allclose(ours.inverse_transform(got[:2]).get_fdata(), inv_ref.get_fdata(),
+                               rtol=TOL, atol=TOL)
+
+
+def test_labels_on_other_grid_without_resampling_error():
+    other = nib.Nifti1Image(np.asarray(tiny_labels().dataobj), np.diag([2.0, 2.0, 2.0, 1.0]))
+    with pytest.raises(GridMismatchError, match="labels_img .* not on the same voxel grid"):
+        NiftiLabelsMasker(other, resampling_target=None).fit(lazy(tiny_run()))
+
+
+def test_labels_no_label_error():
+    empty = nib.Nifti1Image(np.zeros(SHAPE, np.int16), tiny_affine())
+    with pytest.raises(ParameterError, match="labels_img has no label"):
+        NiftiLabelsMasker(empty).fit()
+
+
+# ---------------------------------------------------------------------------- maps
+def test_maps_allow_overlap_false_zeroes_negative_values_like_nilearn():
+    img = tiny_run()
+    lab = np.asarray(tiny_labels().dataobj)
+    maps = np.stack([(lab == i) * 1.0 for i in range(1, 5)], -1).astype(np.float32)
+    maps[..., 1] -= 0.05 * (lab == 0)  # negatives where no other map is positive
+    mimg = nib.Nifti1Image(maps, tiny_affine())
+    kw = dict(maps_img=mimg, allow_overlap=False)
+    ref = quiet(nilearn_masker("NiftiMapsMasker", **kw).fit_transform, img)
+    got = NiftiMapsMasker(**kw).fit_transform(lazy(img))
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+    with pytest.raises(ParameterError, match="Overlap detected in the maps"):
+        NiftiMapsMasker(tiny_maps(), allow_overlap=False).fit_transform(lazy(img))
+
+
+def test_maps_with_mask_and_inverse_match_nilearn():
+    img = tiny_run()
+    rng = np.random.default_rng(9)
+    mask = nib.Nifti1Image((rng.random(SHAPE) > 0.3).astype(np.int8), tiny_affine())
+    kw = dict(maps_img=tiny_maps(), mask_img=mask, smoothing_fwhm=6)
+    ref_masker = nilearn_masker("NiftiMapsMasker", **kw)
+    ref = quiet(ref_masker.fit_transform, img)
+    ours = NiftiMapsMasker(**kw)
+    got = ours.fit_transform(lazy(img))
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+    inv_ref = quiet(ref_masker.inverse_transform, ref[:2])
+    np.testing.assert_allclose(ours.inverse_transform(ref[:2]).get_fdata(), inv_ref.get_fdata(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_maps_on_other_grid_without_resampling_error():
+    maps = tiny_maps()
+    other = nib.Nifti1Image(np.asarray(maps.dataobj), np.diag([2.0, 2.0, 2.0, 1.0]))
+    with pytest.raises(GridMismatchError, match="maps_img .* not on the same voxel grid"):
+        NiftiMapsMasker(other, resampling_target=None).fit(lazy(tiny_run()))
+
+
+def test_maps_no_map_error():
+    empty = nib.Nifti1Image(np.zeros(SHAPE + (2,), np.float32), tiny_affine())
+    with pytest.raises(ParameterError, match="maps_img contains no map"):
+        NiftiMapsMasker(empty).fit()
+
+
+def test_maps_lazy_result_is_one_pass():
+    """The (T, K) graph reads every chunk once: one task per chunk feeds the reduction."""
+    run = lazy(tiny_run())
+    out = NiftiMapsMasker(tiny_maps()).fit(run).transform(run, compute=False)
+    graph = dict(out.__dask_graph__())
+    reads = [k for k in graph if isinstance(k, tuple) and k[0] == run.data.name]
+    partials = [k for k in graph if isinstance(k, tuple) and "region-partial" in str(k[0])]
+    assert len(partials) == len(reads) == run.data.npartitions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(out.compute()).all()
+
+
+def test_uneven_time_chunks_supported():
+    img = tiny_run()
+    data = da.from_array(np.asarray(img.dataobj), chunks=(4, 4, 5, 15))
+    got = NiftiLabelsMasker(tiny_labels()).fit_transform(LazyImage(data, img.affine))
+    ref = quiet(nilearn_masker("NiftiLabelsMasker", labels_img=tiny_labels()).fit_transform, img)
+    np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
