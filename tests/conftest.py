@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-pytest_plugins = ["lazyconn.testing.group", "lazyconn.testing.imaging"]
+pytest_plugins = ["lazyconn.testing.group", "lazyconn.testing.imaging", "lazyconn.testing.s3", "lazyconn.testing.storage"]
 
 
 @pytest.fixture

@@ -24,8 +24,10 @@ class _RawView:
         return self.nifti.read_raw(key)
 
 
-def gzip_slab_chunks(shape, dtype, target_bytes: int = DEFAULT_CHUNK_BYTES):
+def gzip_slab_chunks(shape, dtype, target_bytes: int | None = None):
     """Whole volumes, slabs along the last (slowest on disk) axis of about ``target_bytes``."""
+    if target_bytes is None:
+        target_bytes = DEFAULT_CHUNK_BYTES
     frame = int(np.prod(shape[:-1])) * np.dtype(dtype).itemsize
     slab = max(1, min(int(shape[-1]), target_bytes // max(frame, 1)))
     return tuple(shape[:-1]) + (slab,)

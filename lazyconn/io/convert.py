@@ -35,7 +35,6 @@ from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
     IncompleteStoreError,
     InputFileError,
-    OutputNotWritableError,
     ParameterError,
 )
 from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
@@ -391,16 +390,10 @@ def _make_job(src, dst, chunks, overwrite, dtype, compressor, src_options, dst_o
     if chunks is None:
         chunks = default_chunks(nifti.shape, out_dtype or nifti.raw_dtype)
     _prepare(dst, dst_options, overwrite)
-    try:
-        create_store(
-            dst, header_bytes=header_bytes, chunks=chunks, compressor=compressor,
-            storage_options=dst_options, source=nifti.url,
-        )
-    except PermissionError:
-        raise OutputNotWritableError(
-            f"dst={redact(dst)!r} cannot be written (permission denied); expected a writable "
-            "destination."
-        ) from None
+    create_store(
+        dst, header_bytes=header_bytes, chunks=chunks, compressor=compressor,
+        storage_options=dst_options, source=nifti.url,
+    )
     stored = tuple(int(c) for c in _open_chunks(dst, dst_options))
     return _Job(nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir)
 

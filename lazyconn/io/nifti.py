@@ -159,7 +159,7 @@ def read_gzip_range(fs, path: str, url: str, key, start: int, out: np.ndarray) -
         fobj.seek(cpos)
         while upos < stop:
             if not pending:
-                if upos >= next_checkpoint:
+                if upos >= next_checkpoint and state is not None:
                     index.add(upos, cpos, state.copy())
                     next_checkpoint = (upos // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY
                 pending = fobj.read(READ_BLOCK)
@@ -167,6 +167,8 @@ def read_gzip_range(fs, path: str, url: str, key, start: int, out: np.ndarray) -
                 if not pending:
                     raise _truncated(url, stop, upos)
             want = (start - upos) if upos < start else (stop - upos)
+            if state is None:  # a new gzip member starts
+                state = zlib.decompressobj(31)
             try:
                 chunk = state.decompress(pending, min(want, INFLATE_STEP))
             except zlib.error as exc:
@@ -176,8 +178,7 @@ def read_gzip_range(fs, path: str, url: str, key, start: int, out: np.ndarray) -
                 ) from None
             pending = state.unconsumed_tail
             if state.eof:  # end of a gzip member: another may follow
-                pending = state.unused_data
-                state = zlib.decompressobj(31)
+                pending, state = state.unused_data, None
             n = len(chunk)
             lo, hi = max(upos, start), min(upos + n, stop)
             if hi > lo:
@@ -315,6 +316,9 @@ class NiftiFile:
 def _normalize_key(key, shape) -> tuple[slice, ...]:
     if not isinstance(key, tuple):
         key = (key,)
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
     key = key + (slice(None),) * (len(shape) - len(key))
     out = []
     for k, n in zip(key, shape):

@@ -116,7 +116,12 @@ def prepare_destination(
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             from lazyconn.exceptions import OutputNotWritableError
 
-            reason = "does not exist" if not os.path.isdir(parent) else "is not writable"
+            if os.path.isdir(parent):
+                reason = "is not writable"
+            elif os.path.exists(parent):
+                reason = "is a file, not a directory"
+            else:
+                reason = "does not exist"
             raise OutputNotWritableError(
                 f"{name}={redact(dst)!r} cannot be written: its directory {parent!r} {reason}; "
                 "expected a destination in a writable directory."
@@ -175,14 +180,23 @@ def create_store(
             "source": redact(source) if source else None,
         },
     }
-    store = _zarr_store(dst, storage_options, read_only=False)
-    group = zarr.create_group(store, attributes=attrs, overwrite=True)
-    raw = np.frombuffer(header_bytes, dtype=np.uint8)
-    hdr_array = group.create_array(
-        HEADER_PATH, shape=raw.shape, dtype=np.uint8, chunks=raw.shape, compressors=None
-    )
-    hdr_array[...] = raw
     codec = make_compressor(compressor)
+    try:
+        store = _zarr_store(dst, storage_options, read_only=False)
+        group = zarr.create_group(store, attributes=attrs, overwrite=True)
+        raw = np.frombuffer(header_bytes, dtype=np.uint8)
+        hdr_array = group.create_array(
+            HEADER_PATH, shape=raw.shape, dtype=np.uint8, chunks=raw.shape, compressors=None
+        )
+        hdr_array[...] = raw
+    except OSError as exc:
+        from lazyconn.exceptions import OutputNotWritableError
+
+        raise OutputNotWritableError(
+            f"{name}={redact(dst)!r} cannot be written ({type(exc).__name__}: "
+            f"{getattr(exc, 'strerror', None) or 'write failed'}); expected a writable "
+            "destination."
+        ) from None
     return group.create_array(
         DATA_PATH,
         shape=shape[::-1],

@@ -1,0 +1,165 @@
+"""Lazy NIfTI reading: values equal nibabel's, header-only open, picklable graphs."""
+
+import pickle
+import time
+
+import cloudpickle
+import dask
+import nibabel as nib
+import numpy as np
+import pytest
+
+import lazyconn
+from lazyconn.io import nifti as nifti_mod
+from lazyconn.testing.laziness import raise_if_dask_computes
+
+UNEVEN = (4, 5, 6, 20)  # two uneven chunks per spatial axis of (7, 8, 9, 20)
+
+
+@pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
+@pytest.mark.parametrize(
+    "dtype, slope, inter",
+    [(np.float32, None, None), (np.int16, 0.5, 3.0), (np.uint8, 2.0, None), (np.float64, None, None)],
+)
+def test_lazy_equals_nibabel(make_nifti, name, dtype, slope, inter):
+    path, ref = make_nifti(name, dtype=dtype, slope=slope, inter=inter)
+    img = lazyconn.load(path, chunks=UNEVEN)
+    assert img.chunks == ((4, 3), (5, 3), (6, 3), (20,))
+    assert img.dtype == ref.dtype  # nibabel's dtype for the scaled data
+    out = img.data.compute()
+    assert out.dtype == ref.dtype
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(img.affine, nib.load(path).affine)
+    assert img.t_r == 2.0
+
+
+def test_gzip_default_chunks_are_time_slabs(make_nifti, monkeypatch):
+    path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 50))
+    frame = 7 * 8 * 9 * 4
+    from lazyconn.io import _dask
+
+    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", 12 * frame)
+    img = lazyconn.load(path)
+    assert img.chunks == ((7,), (8,), (9,), (12, 12, 12, 12, 2))
+    np.testing.assert_array_equal(img.data.compute(), ref)
+    # Any slab, in any order, gives nibabel's values (checkpoints are reused).
+    np.testing.assert_array_equal(img.data[..., 30:41].compute(), ref[..., 30:41])
+    np.testing.assert_array_equal(img.data[2:5, :, 3, 7:9].compute(), ref[2:5, :, 3, 7:9])
+
+
+def test_gzip_checkpoints_avoid_redecompression(make_nifti, monkeypatch):
+    path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 60))
+    monkeypatch.setattr(nifti_mod, "CHECKPOINT_EVERY", 4096)
+    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 512)
+    nifti = nifti_mod.NiftiFile(path)
+    calls = []
+    real = nifti_mod.zlib.decompressobj
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(nifti_mod.zlib, "decompressobj", counting)
+    frame = 7 * 8 * 9 * 4
+    for t in range(0, 60, 10):  # sequential slabs
+        got = nifti[:, :, :, t : t + 10]
+        np.testing.assert_array_equal(got, ref[..., t : t + 10])
+    # One fresh decompressor for the first slab; later slabs resume from a snapshot.
+    assert len(calls) == 1
+    index = nifti_mod._gzip_index(nifti.token)
+    assert len(index.points) >= 60 * frame // 4096 - 2
+
+
+def test_open_reads_header_only(tmp_path, affine):
+    """A 4.3 GB run opens in well under a second: the voxels are never touched."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((91, 109, 91, 1200))
+    hdr.set_data_dtype(np.float32)
+    hdr.set_zooms((2, 2, 2, 0.72))
+    path = tmp_path / "big.nii"
+    with open(path, "wb") as f:
+        img = nib.Nifti1Image(np.zeros((1, 1, 1, 1), np.float32), affine, hdr)
+        header = img.header
+        header.set_data_shape((91, 109, 91, 1200))
+        header.write_to(f)
+        f.truncate(352 + 91 * 109 * 91 * 1200 * 4)  # sparse: no data written
+    with raise_if_dask_computes():
+        start = time.perf_counter()
+        img = lazyconn.load(str(path))
+        assert time.perf_counter() - start < 1.0
+    assert img.shape == (91, 109, 91, 1200)
+    assert img.data.nbytes == 91 * 109 * 91 * 1200 * 4
+    assert abs(img.t_r - 0.72) < 1e-6
+    assert "size=4." in repr(img) and "GiB" in repr(img)
+
+
+def test_gzip_open_reads_header_only(tmp_path, make_nifti):
+    """A .nii.gz cut in half: load reads only the header and succeeds; reading fails."""
+    path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 200))
+    data = open(path, "rb").read()
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    with raise_if_dask_computes():
+        img = lazyconn.load(str(bad))
+    assert img.shape == (7, 8, 9, 200)
+    # The part before the cut is readable.
+    np.testing.assert_array_equal(nifti_mod.NiftiFile(str(bad))[..., :10], ref[..., :10])
+    with pytest.raises(lazyconn.exceptions.InputFileError, match=r"cut.nii.gz.*truncated"):
+        img.data.compute()
+
+
+@pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
+def test_graph_pickles_and_computes(make_nifti, name):
+    path, ref = make_nifti(name)
+    img = lazyconn.load(path, chunks=UNEVEN)
+    graph = (img.data * 2).sum(axis=-1)
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        back = pickle.loads(dumps(graph))
+        np.testing.assert_allclose(back.compute(scheduler="sync"), (ref * 2).sum(-1), rtol=1e-6)
+    # The file handle pickles to its description, not an open file.
+    handle = nifti_mod.NiftiFile(path)
+    clone = pickle.loads(pickle.dumps(handle))
+    np.testing.assert_array_equal(clone[1:3, :, :, 4:6], ref[1:3, :, :, 4:6])
+
+
+@pytest.mark.cluster
+def test_computes_on_distributed(make_nifti, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    p_nii, ref = make_nifti("a.nii")
+    p_gz, ref_gz = make_nifti("b.nii.gz")
+    store = str(tmp_path / "b.zarr")
+    lazyconn.load(p_gz).to_zarr(store, chunks=UNEVEN)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        results = client.compute(
+            [lazyconn.load(p).data.mean(axis=-1) for p in (p_nii, p_gz, store)], sync=True
+        )
+    np.testing.assert_allclose(results[0], ref.mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(results[1], ref_gz.mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(results[2], ref_gz.mean(-1), rtol=1e-6)
+
+
+def test_file_backed_nibabel_image_is_read_lazily(make_nifti):
+    path, ref = make_nifti("run.nii.gz", dtype=np.int16, slope=0.25)
+    nimg = nib.load(path)
+    with raise_if_dask_computes():
+        img = lazyconn.load(nimg, chunks=UNEVEN)
+    assert not nimg.in_memory  # nibabel did not cache the voxels
+    np.testing.assert_array_equal(img.data.compute(), ref)
+    np.testing.assert_array_equal(img.affine, nimg.affine)
+
+
+def test_deterministic_names(make_nifti):
+    path, _ = make_nifti("run.nii")
+    assert lazyconn.load(path).data.name == lazyconn.load(path).data.name
+    assert lazyconn.load(path).data.name != lazyconn.load(path, chunks=UNEVEN).data.name
+
+
+def test_3d_images(make_nifti):
+    for name in ("vol.nii", "vol.nii.gz"):
+        path, ref = make_nifti(name, shape=(7, 8, 9))
+        img = lazyconn.load(path, chunks=(4, 5, 6))
+        assert img.t_r is None
+        with dask.config.set(scheduler="sync"):
+            np.testing.assert_array_equal(img.data.compute(), ref)
