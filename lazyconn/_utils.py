@@ -31,7 +31,8 @@ def find_stack_level() -> int:
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn, pointing at the caller of lazyconn."""
-    warnings.warn(message, category, stacklevel=find_stack_level() + 1)
+    # find_stack_level counts its own frame, which stands in for this one.
+    warnings.warn(message, category, stacklevel=find_stack_level())
 
 
 def check_in(name: str, value: Any, allowed: Iterable[Any]) -> Any:

@@ -421,9 +421,32 @@ def test_sample_mask_with_collapsed_band(data):
     """Both cut-offs clamped to the same value: nilearn warns, does not filter, but still
     interpolates/detrends the full series before censoring. Same here."""
     x, conf = data
-    with pytest.warns(UserWarning, match="returned unfiltered"):
+    with pytest.warns(UserWarning) as record:
         ours = lsignal.clean(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3,
                              low_pass=0.4, t_r=2.0)
+    messages = " ".join(str(r.message) for r in record)
+    assert "high_pass=0.3 Hz is at or above" in messages and "returned unfiltered" in messages
     ref = _nilearn(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4,
                    t_r=2.0)
     assert_close(ours, ref, 1e-9)
+
+
+def test_warnings_point_at_the_caller(data):
+    x, _ = data
+    with pytest.warns(UserWarning, match="Nyquist") as record:
+        lsignal.clean(x, low_pass=0.3, t_r=2.0)
+    assert record[0].filename == __file__
+
+
+def test_psc_zero_mean_column(data):
+    x, _ = data
+    x = x.copy()
+    x[:, 4] = 0.0
+    for kw in (dict(detrend=False, filter=False), dict(low_pass=0.1, t_r=2.0)):
+        with pytest.warns(UserWarning, match="psc standardization strategy is meaningless"):
+            ours = lsignal.clean(x, standardize="psc", **kw)
+        ref = _nilearn(x, standardize="psc", **kw)
+        assert_close(ours, ref, 1e-9)
+        lazy = lsignal.clean(da.from_array(x, chunks=(T, UNEVEN)), standardize="psc", **kw)
+        with pytest.warns(UserWarning, match="psc standardization"):
+            assert_close(lazy.compute(scheduler="sync"), ref, 1e-9)
