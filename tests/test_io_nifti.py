@@ -130,7 +130,7 @@ def test_computes_on_distributed(make_nifti, tmp_path):
     store = str(tmp_path / "b.zarr")
     lazyconn.load(p_gz).to_zarr(store, chunks=UNEVEN)
     with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
     ) as cluster, distributed.Client(cluster) as client:
         results = client.compute(
             [lazyconn.load(p).data.mean(axis=-1) for p in (p_nii, p_gz, store)], sync=True

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,6 +72,9 @@ class _Job:
         self.shape4 = tuple(nifti.shape) + (1,) * (4 - nifti.ndim)
         self.chunks4 = tuple(chunks) + (1,) * (4 - len(chunks))
         self.scratch_dir = scratch_dir
+        self.scratch_path = os.path.join(
+            scratch_dir, f"lazyconn-stage-{uuid.uuid4().hex}.raw"
+        )
         self.in_place = is_local(nifti.url) and not nifti.compressed
         self.units = _plan_units(self.shape4, self.chunks4, nifti.raw_dtype.itemsize, unit_bytes)
         self.token = tokenize(nifti.token, dst, chunks, out_dtype, unit_bytes)
@@ -100,10 +104,10 @@ def _stage(job: _Job):
     if job.in_place:
         return local_path(nifti.url), nifti.offset
     os.makedirs(job.scratch_dir, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix="lazyconn-stage-", suffix=".raw", dir=job.scratch_dir)
+    scratch = job.scratch_path
     try:
         fs, path = get_fs(nifti.url, nifti.storage_options)
-        with os.fdopen(fd, "wb", buffering=0) as out, fs.open(path, "rb") as src:
+        with open(scratch, "wb", buffering=0) as out, fs.open(path, "rb") as src:
             written = _copy_voxels(src, out, nifti)
         if written < nifti.data_nbytes:
             raise InputFileError(
@@ -111,10 +115,15 @@ def _stage(job: _Job):
                 f"expected {nifti.data_nbytes} ({nifti.shape} {nifti.raw_dtype})."
             )
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(scratch)
+        _remove_scratch(job)
         raise
     return scratch, 0
+
+
+def _remove_scratch(job: _Job) -> None:
+    if not job.in_place:
+        with contextlib.suppress(OSError):
+            os.remove(job.scratch_path)
 
 
 def _copy_voxels(src, out, nifti) -> int:
@@ -216,9 +225,7 @@ def _write_unit(staged, job: _Job, unit) -> int:
 
 def _finish(_units, staged, job: _Job) -> str:
     mark_complete(job.dst, job.dst_options)
-    if not job.in_place:
-        with contextlib.suppress(OSError):
-            os.remove(staged[0])
+    _remove_scratch(job)
     return job.dst
 
 
@@ -229,9 +236,7 @@ def _convert_one(job: _Job, n_threads: int = 2) -> str:
         with ThreadPoolExecutor(n_threads) as pool:
             done = list(pool.map(lambda u: _write_unit(staged, job, u), job.units))
     except BaseException:
-        if not job.in_place:
-            with contextlib.suppress(OSError):
-                os.remove(staged[0])
+        _remove_scratch(job)
         raise
     return _finish(done, staged, job)
 
@@ -360,8 +365,13 @@ def convert(
             from dask.diagnostics import ProgressBar
 
             ctx = ProgressBar()
-        with ctx:
-            dask.compute(*tasks)
+        try:
+            with ctx:
+                dask.compute(*tasks)
+        except BaseException:
+            for job in jobs:  # the stores stay incomplete: load refuses them
+                _remove_scratch(job)
+            raise
     return dsts[0] if single else dsts
 
 

@@ -92,6 +92,22 @@ def _ome_attrs(shape_xyzt, affine, t_r, name: str) -> dict:
     return {"version": "0.5", "multiscales": [multiscale]}
 
 
+def _remove_tree(fs, path: str, attempts: int = 5) -> None:
+    """Remove a store; retry while straggling writers of a failed run still add files."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            fs.rm(path, recursive=True)
+            return
+        except OSError:
+            if attempt == attempts - 1 or not fs.exists(path):
+                if not fs.exists(path):
+                    return
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def prepare_destination(
     dst: str, storage_options: dict | None, overwrite: bool, *, name: str = "dst"
 ) -> None:
@@ -108,7 +124,7 @@ def prepare_destination(
                 f"{name}={redact(dst)!r} is a non-empty directory that is not a zarr store; "
                 "refusing to delete it even with overwrite=True."
             )
-        fs.rm(path, recursive=True)
+        _remove_tree(fs, path)
     if is_local(dst):
         import os
 
@@ -126,6 +142,28 @@ def prepare_destination(
                 f"{name}={redact(dst)!r} cannot be written: its directory {parent!r} {reason}; "
                 "expected a destination in a writable directory."
             )
+
+
+def check_chunks(chunks, shape) -> tuple[int, ...]:
+    """Stored chunks: (x, y, z) blocks, and always the whole time axis of a 4-D image."""
+    given = chunks
+    try:
+        chunks = tuple(int(c) for c in chunks)
+    except (TypeError, ValueError):
+        chunks = ()
+    if len(chunks) == 3 and len(shape) == 4:
+        chunks += (int(shape[3]),)
+    if (
+        len(chunks) != len(shape)
+        or any(c < 1 for c in chunks)
+        or (len(shape) == 4 and chunks[3] < shape[3])
+    ):
+        raise ParameterError(
+            f"chunks={given!r} is not valid for shape {tuple(shape)}; expected positive "
+            "integers (x, y, z), optionally followed by the whole time axis "
+            f"({shape[3] if len(shape) == 4 else 'none for 3-D'}): a stored chunk never splits time."
+        )
+    return tuple(min(c, int(s)) for c, s in zip(chunks, shape))
 
 
 def create_store(
@@ -149,12 +187,7 @@ def create_store(
     slope, inter = slope_inter(header)
     if chunks is None:
         chunks = default_chunks(shape, raw_dtype)
-    chunks = tuple(int(min(c, s)) for c, s in zip(chunks, shape))
-    if len(chunks) != len(shape) or any(c < 1 for c in chunks):
-        raise ParameterError(
-            f"chunks={chunks!r} is not valid for shape {shape}; expected {len(shape)} "
-            "positive integers (x, y, z[, t])."
-        )
+    chunks = check_chunks(chunks, shape)
     affine = header.get_best_affine()
     t_r = None
     if len(shape) == 4:

@@ -1,0 +1,122 @@
+"""Streaming conversion: lossless, chunked for processing, parallel, interruption-safe."""
+
+import gzip
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+
+import lazyconn
+from lazyconn.exceptions import IncompleteStoreError, ParameterError
+from lazyconn.io import convert as convert_mod
+
+UNEVEN = (4, 5, 6, 20)
+
+
+@pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
+@pytest.mark.parametrize(
+    "dtype, slope, inter", [(np.float32, None, None), (np.int16, 0.5, 3.0), (">f4", None, None)]
+)
+@pytest.mark.parametrize("unit_bytes", [10**9, 3000])  # whole rows, and rows split along x
+def test_convert_is_lossless(make_nifti, tmp_path, name, dtype, slope, inter, unit_bytes):
+    path, ref = make_nifti(name, dtype=dtype, slope=slope, inter=inter)
+    store = str(tmp_path / "run.zarr")
+    assert lazyconn.convert(path, store, chunks=UNEVEN, unit_bytes=unit_bytes, progress=False) == store
+    img = lazyconn.load(store)
+    assert img.chunks == ((4, 3), (5, 3), (6, 3), (20,))
+    assert img.dtype == ref.dtype
+    np.testing.assert_array_equal(img.data.compute(), ref)
+    np.testing.assert_array_equal(img.affine, nib.load(path).affine)
+    out = str(tmp_path / "back.nii")
+    img.to_nifti(out)
+    original = open(path, "rb").read()
+    if name.endswith(".gz"):
+        original = gzip.decompress(original)
+    assert open(out, "rb").read() == original
+
+
+def test_unit_plan_covers_every_voxel_once():
+    units = convert_mod._plan_units((7, 8, 9, 20), (4, 5, 6, 20), 4, 2 * 4 * 5 * 6 * 20 * 4 - 1)
+    seen = np.zeros((7, 8, 9), int)
+    for x0, x1, y0, y1, z0, z1 in units:
+        seen[x0:x1, y0:y1, z0:z1] += 1
+        assert x1 - x0 <= 4  # budget forces one x chunk per unit
+    assert (seen == 1).all()
+    whole = convert_mod._plan_units((7, 8, 9, 20), (4, 5, 6, 20), 4, 10**9)
+    assert len(whole) == 4 and all((u[0], u[1]) == (0, 7) for u in whole)
+
+
+def test_convert_many_files_in_one_graph(make_nifti, tmp_path, capsys):
+    made = [make_nifti(f"s{i}.nii.gz", shape=(7, 8, 9, 10 + i)) for i in range(3)]
+    dsts = [str(tmp_path / f"s{i}.zarr") for i in range(3)]
+    delayed = lazyconn.convert([p for p, _ in made], dsts, chunks=(4, 5, 6), compute=False)
+    assert len(delayed) == 3
+    out = lazyconn.convert([p for p, _ in made], dsts, chunks=(4, 5, 6), overwrite=True)
+    assert out == dsts
+    assert "100% Completed" in capsys.readouterr().out  # dask's ProgressBar
+    for (_, ref), dst in zip(made, dsts):
+        np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
+
+
+def test_convert_float_dtype_and_refusal_for_scaled_integers(make_nifti, tmp_path):
+    path, ref = make_nifti("run.nii.gz", dtype=np.int16, slope=0.5, inter=3.0)
+    store = str(tmp_path / "f.zarr")
+    lazyconn.convert(path, store, dtype="float32", progress=False)
+    img = lazyconn.load(store)
+    assert img.dtype == np.float32
+    np.testing.assert_array_equal(img.data.compute(), ref.astype(np.float32))
+    assert zarr.open_group(store, mode="r").attrs["lazyconn"]["scl_slope"] == 1.0
+    with pytest.raises(
+        ParameterError,
+        match=r"dtype='int16' cannot hold the values of src=.*run.nii.gz.*scl_slope=0.5.*"
+        r"expected dtype=None",
+    ):
+        lazyconn.convert(path, str(tmp_path / "i.zarr"), dtype="int16")
+    assert not os.path.exists(tmp_path / "i.zarr")
+
+
+@pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
+def test_interrupted_conversion_is_detected_and_redone(make_nifti, tmp_path, monkeypatch, name):
+    path, ref = make_nifti(name)
+    store = str(tmp_path / "run.zarr")
+    real = convert_mod._write_unit
+    calls = []
+
+    def crash_after_one(staged, job, unit):
+        calls.append(unit)
+        if len(calls) > 1:
+            raise RuntimeError("simulated crash mid-write")
+        return real(staged, job, unit)
+
+    monkeypatch.setattr(convert_mod, "_write_unit", crash_after_one)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        lazyconn.convert(path, store, chunks=UNEVEN, progress=False, scratch_dir=tmp_path / "s")
+    scratch = tmp_path / "s"  # the staged copy is removed (a local .nii is read in place)
+    assert not scratch.exists() or os.listdir(scratch) == []
+    with pytest.raises(IncompleteStoreError, match=r"run.zarr.*incomplete.*interrupted"):
+        lazyconn.load(store)
+    monkeypatch.setattr(convert_mod, "_write_unit", real)
+    lazyconn.convert(path, store, chunks=UNEVEN, progress=False)  # no overwrite needed
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+
+
+def test_scratch_file_is_removed(make_nifti, tmp_path):
+    path, _ = make_nifti("run.nii.gz")
+    scratch = tmp_path / "scratch"
+    lazyconn.convert(path, str(tmp_path / "r.zarr"), scratch_dir=scratch, progress=False)
+    assert os.listdir(scratch) == []
+
+
+@pytest.mark.cluster
+def test_convert_on_distributed_client(make_nifti, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    made = [make_nifti(f"s{i}.nii.gz") for i in range(2)]
+    dsts = [str(tmp_path / f"s{i}.zarr") for i in range(2)]
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster):
+        lazyconn.convert([p for p, _ in made], dsts, chunks=UNEVEN, progress=False)
+    for (_, ref), dst in zip(made, dsts):
+        np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)

@@ -1,0 +1,146 @@
+"""The zarr store format: lossless round trips, layout, completion marker."""
+
+import gzip
+import json
+import os
+
+import dask
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+
+import lazyconn
+from lazyconn.exceptions import IncompleteStoreError
+from lazyconn.io import store as store_mod
+from lazyconn.testing.laziness import raise_if_dask_computes
+
+UNEVEN = (4, 5, 6, 20)
+
+
+def _nii_bytes(path):
+    data = open(path, "rb").read()
+    return gzip.decompress(data) if path.endswith(".gz") else data
+
+
+@pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
+@pytest.mark.parametrize(
+    "dtype, slope, inter", [(np.float32, None, None), (np.int16, 0.5, 3.0), (">i2", 2.0, -1.0)]
+)
+def test_nifti_zarr_nifti_is_bit_identical(make_nifti, tmp_path, name, dtype, slope, inter):
+    path, ref = make_nifti(name, dtype=dtype, slope=slope, inter=inter)
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(path).to_zarr(store, chunks=UNEVEN)
+    img = lazyconn.load(store)
+    assert img.chunks == ((4, 3), (5, 3), (6, 3), (20,))
+    assert img.dtype == ref.dtype
+    np.testing.assert_array_equal(img.data.compute(), ref)
+    np.testing.assert_array_equal(img.affine, nib.load(path).affine)
+    assert img.t_r == 2.0
+    out = str(tmp_path / "back.nii")
+    img.to_nifti(out)
+    # Same header bytes (every field, extensions), same stored integers and scaling.
+    assert _nii_bytes(out) == _nii_bytes(path)
+    back = nib.load(out)
+    assert back.dataobj.slope == nib.load(path).dataobj.slope
+    np.testing.assert_array_equal(back.dataobj[...], ref)
+
+
+def test_in_memory_image_round_trip(tmp_path, rng, affine):
+    data = rng.standard_normal((7, 8, 9, 20)).astype(np.float32)
+    nimg = nib.Nifti1Image(data, affine)
+    nimg.header.set_zooms((3, 3, 3, 1.5))
+    lazy = lazyconn.load(nimg, chunks=UNEVEN)
+    store = str(tmp_path / "mem.zarr")
+    lazy.to_zarr(store)
+    img = lazyconn.load(store)
+    np.testing.assert_array_equal(img.data.compute(), data)
+    np.testing.assert_array_equal(img.affine, affine)
+    assert img.t_r == 1.5
+    # A derived image (no source file) is stored with a fresh header of its own dtype.
+    derived = img.with_data(img.data * 2 + 1)
+    derived.to_zarr(str(tmp_path / "derived.zarr"))
+    back = lazyconn.load(str(tmp_path / "derived.zarr"))
+    np.testing.assert_array_equal(back.data.compute(), data * 2 + 1)
+    nifti = str(tmp_path / "derived.nii.gz")
+    derived.to_nifti(nifti)
+    np.testing.assert_array_equal(nib.load(nifti).get_fdata(dtype=np.float32), data * 2 + 1)
+    np.testing.assert_array_equal(nib.load(nifti).affine, affine)
+
+
+def test_store_layout_and_metadata(make_nifti, tmp_path):
+    path, ref = make_nifti("run.nii.gz", dtype=np.int16, slope=0.5, inter=3.0)
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(path).to_zarr(store, chunks=UNEVEN)
+    group = zarr.open_group(store, mode="r")
+    assert group.metadata.zarr_format == 3
+    voxels = group["0"]
+    assert voxels.shape == (20, 9, 8, 7)  # OME-Zarr axis order t, z, y, x
+    assert voxels.chunks == (20, 6, 5, 4)  # whole time axis in every chunk
+    assert voxels.dtype == np.int16  # the file's integers, scaling kept apart
+    assert voxels.metadata.dimension_names == ("t", "z", "y", "x")
+    meta = group.attrs["lazyconn"]
+    assert meta["complete"] is True
+    assert meta["scl_slope"] == 0.5 and meta["scl_inter"] == 3.0
+    assert meta["t_r"] == 2.0
+    np.testing.assert_array_equal(meta["affine"], nib.load(path).affine)
+    header = bytes(np.asarray(group["nifti"][...]))
+    assert header == _nii_bytes(path)[:352]
+    ome = group.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in ome["axes"]] == ["t", "z", "y", "x"]
+    assert ome["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 3.0, 3.0, 3.0]
+    # Stored raw integers are nibabel's unscaled values.
+    unscaled = np.asarray(nib.load(path).dataobj.get_unscaled())
+    np.testing.assert_array_equal(np.asarray(voxels[...]).transpose(3, 2, 1, 0), unscaled)
+
+
+def test_completion_marker_is_written_last(make_nifti, tmp_path):
+    path, _ = make_nifti("run.nii")
+    store = str(tmp_path / "run.zarr")
+    delayed = lazyconn.load(path).to_zarr(store, chunks=UNEVEN, compute=False)
+    # Metadata exists, marked incomplete, before any voxel is written.
+    with pytest.raises(IncompleteStoreError, match=r"run.zarr.*incomplete lazyconn store"):
+        lazyconn.load(store)
+    assert not os.path.exists(os.path.join(store, "0", "c"))
+    delayed.compute()
+    assert lazyconn.load(store).shape == (7, 8, 9, 20)
+
+
+def test_store_load_is_lazy_and_pickles(make_nifti, tmp_path):
+    import pickle
+
+    path, ref = make_nifti("run.nii")
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(path).to_zarr(store, chunks=UNEVEN)
+    with raise_if_dask_computes():
+        img = lazyconn.load(store)
+        graph = img.data.mean(axis=-1)
+    back = pickle.loads(pickle.dumps(graph))
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_allclose(back.compute(), ref.mean(-1), rtol=1e-6)
+    # Re-chunking on load keeps values.
+    np.testing.assert_array_equal(lazyconn.load(store, chunks=(3, 3, 9, 20)).data.compute(), ref)
+
+
+def test_3d_store(make_nifti, tmp_path):
+    path, ref = make_nifti("vol.nii.gz", shape=(7, 8, 9))
+    store = str(tmp_path / "vol.zarr")
+    lazyconn.load(path).to_zarr(store, chunks=(4, 5, 6))
+    group = zarr.open_group(store, mode="r")
+    assert group["0"].shape == (9, 8, 7)
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+
+
+def test_default_codec_is_blosc_zstd_shuffle(make_nifti, tmp_path):
+    path, _ = make_nifti("run.nii")
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(path).to_zarr(store)
+    meta = json.load(open(os.path.join(store, "0", "zarr.json")))
+    blosc = [c for c in meta["codecs"] if c["name"] == "blosc"][0]["configuration"]
+    assert (blosc["cname"], blosc["clevel"], blosc["shuffle"]) == ("zstd", 1, "shuffle")
+    assert store_mod.DEFAULT_COMPRESSOR == {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"}
+    # No compression is available too.
+    lazyconn.load(path).to_zarr(str(tmp_path / "raw.zarr"), compressor=None)
+    np.testing.assert_array_equal(
+        lazyconn.load(str(tmp_path / "raw.zarr")).data.compute(), lazyconn.load(store).data.compute()
+    )
