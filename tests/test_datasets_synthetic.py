@@ -1,0 +1,158 @@
+"""make_synthetic_fmri: layout, file formats, determinism, and that nilearn recovers the truth."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from lazyconn.datasets import make_synthetic_fmri
+from lazyconn.exceptions import OutputExistsError, ParameterError, ParameterTypeError
+
+SMALL = dict(n_timepoints=40, resolution=8, n_networks=3)
+
+MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return make_synthetic_fmri(2, data_dir=tmp_path_factory.mktemp("small"), **SMALL)
+
+
+def _md5(path):
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def test_layout_and_names(small):
+    root = Path(small.data_dir)
+    assert small.subjects == ["sub-01", "sub-02"]
+    for sub, func, conf in zip(small.subjects, small.func, small.confounds):
+        assert Path(func) == (
+            root / sub / "func"
+            / f"{sub}_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+        )
+        assert Path(conf) == root / sub / "func" / f"{sub}_task-rest_desc-confounds_timeseries.tsv"
+        assert Path(func).is_file() and Path(conf).is_file()
+        assert (root / sub / "func"
+                / f"{sub}_task-rest_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz").is_file()
+    description = json.loads((root / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert not list(root.rglob("*.part*"))
+    assert small.t_r == 2.0
+
+
+def test_bold_image_matches_nilearn_grid(small):
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+
+    img = nib.load(small.func[0])
+    template = load_mni152_template(resolution=8)
+    assert img.shape == template.shape + (40,) == (26, 30, 25, 40)
+    np.testing.assert_array_equal(img.affine, template.affine)
+    assert img.get_data_dtype() == np.float32
+    assert img.header.get_zooms() == (8.0, 8.0, 8.0, 2.0)
+    assert img.header.get_xyzt_units() == ("mm", "sec")
+    data = img.get_fdata(dtype=np.float32)
+    mask = nib.load(small.mask).get_fdata() > 0
+    np.testing.assert_array_equal(mask, load_mni152_brain_mask(resolution=8).get_fdata() > 0)
+    assert np.all(data[~mask] == 0)
+    assert data[mask].min() > 100  # positive BOLD-like baseline, so EPI masks work
+    assert 500 < data[mask].mean() < 2000
+
+
+def test_confounds_table_like_fmriprep(small):
+    for path in small.confounds:
+        raw = Path(path).read_text().splitlines()
+        header = raw[0].split("\t")
+        table = pd.read_csv(path, sep="\t")
+        assert list(table.columns) == header
+        expected = (
+            ["global_signal", "csf", "white_matter", "framewise_displacement"]
+            + [f"a_comp_cor_{k:02d}" for k in range(6)]
+            + [c for c in header if c.startswith("cosine")]
+            + [name for m in MOTION for name in (m, f"{m}_derivative1")]
+        )
+        assert header == expected
+        assert len(table) == 40
+        # fMRIPrep writes n/a exactly in the first row of FD and of the derivatives
+        first = raw[1].split("\t")
+        na_cols = {c for c, v in zip(header, first) if v == "n/a"}
+        assert na_cols == {"framewise_displacement"} | {f"{m}_derivative1" for m in MOTION}
+        assert not any("n/a" in line for line in raw[2:])
+        assert table.iloc[1:].notna().all().all()
+        motion = table[MOTION].to_numpy()
+        np.testing.assert_allclose(
+            table[[f"{m}_derivative1" for m in MOTION]].to_numpy()[1:], np.diff(motion, axis=0)
+        )
+        diff = np.abs(np.diff(motion, axis=0))
+        fd = diff[:, :3].sum(1) + 50 * diff[:, 3:].sum(1)
+        np.testing.assert_allclose(table["framewise_displacement"].to_numpy()[1:], fd)
+        compcor = table[[f"a_comp_cor_{k:02d}" for k in range(6)]].to_numpy()
+        np.testing.assert_allclose(compcor.T @ compcor, np.eye(6), atol=1e-6)
+
+
+def test_global_csf_wm_are_means_of_the_data(small):
+    data = nib.load(small.func[1]).get_fdata()
+    mask = nib.load(small.mask).get_fdata() > 0
+    table = pd.read_csv(small.confounds[1], sep="\t")
+    np.testing.assert_allclose(table["global_signal"], data[mask].mean(axis=0), rtol=1e-6)
+    # CSF darker than white matter on the T1-like baseline
+    assert table["csf"].mean() < table["white_matter"].mean()
+
+
+def test_deterministic_and_prefix_stable(small, tmp_path):
+    again = make_synthetic_fmri(3, data_dir=tmp_path, **SMALL)
+    for k in range(2):
+        assert _md5(again.func[k]) == _md5(small.func[k])
+        assert _md5(again.confounds[k]) == _md5(small.confounds[k])
+    assert _md5(again.func[0]) != _md5(again.func[1])
+    other = make_synthetic_fmri(1, data_dir=tmp_path / "other", random_state=1, **SMALL)
+    assert _md5(other.func[0]) != _md5(small.func[0])
+
+
+def test_reuses_a_complete_dataset_and_refuses_other_params(small, tmp_path):
+    first = make_synthetic_fmri(1, data_dir=tmp_path, **SMALL)
+    stamp = Path(first.func[0]).stat().st_mtime_ns
+    digest = _md5(first.func[0])
+    second = make_synthetic_fmri(1, data_dir=tmp_path, **SMALL)
+    assert Path(second.func[0]).stat().st_mtime_ns == stamp
+    with pytest.raises(OutputExistsError, match="already holds a synthetic dataset"):
+        make_synthetic_fmri(1, data_dir=tmp_path, random_state=3, **SMALL)
+    third = make_synthetic_fmri(1, data_dir=tmp_path, random_state=3, overwrite=True, **SMALL)
+    assert third.func == first.func
+    assert _md5(third.func[0]) != digest
+
+
+def test_default_data_dir_is_a_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYCONN_DATA", str(tmp_path))
+    a = make_synthetic_fmri(1, **SMALL)
+    assert Path(a.data_dir).parent == tmp_path / "synthetic_fmri"
+    b = make_synthetic_fmri(1, **SMALL)
+    assert a.data_dir == b.data_dir
+    c = make_synthetic_fmri(1, random_state=5, **SMALL)
+    assert c.data_dir != a.data_dir
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n_subjects=0), ParameterError, r"n_subjects=0 is not valid"),
+        (dict(n_subjects=1.5), ParameterTypeError, r"n_subjects=1.5 has type float"),
+        (dict(n_networks=7), ParameterError, r"n_networks=7 is not valid; expected an int in \[1, 6\]"),
+        (dict(n_timepoints=10), ParameterError, r"n_timepoints=10 is too small for 12"),
+        (dict(resolution=-2), ParameterError, r"resolution=-2 is not valid"),
+        (dict(t_r=0), ParameterError, r"t_r=0 is not valid"),
+        (dict(random_state="a"), ParameterTypeError, r"random_state='a' has type str"),
+        (dict(data_dir=3), ParameterTypeError, r"data_dir=3 has type int"),
+        (dict(n_jobs=0), ParameterError, r"n_jobs=0 is not valid"),
+    ],
+)
+def test_parameter_errors(kwargs, error, match, tmp_path):
+    params = dict(SMALL, data_dir=tmp_path)
+    params.update(kwargs)
+    n_subjects = params.pop("n_subjects", 1)
+    with pytest.raises(error, match=match):
+        make_synthetic_fmri(n_subjects, **params)
+    assert not list(tmp_path.iterdir())
