@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -85,7 +86,8 @@ def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Fa
 
 def _partial(chunk_fn: Callable, items: list) -> Any:
     """Partial of a list of outcomes/partials, failures dropped (None when nothing is left)."""
-    return chunk_fn([o.result for o in items if isinstance(o, Outcome)])
+    results = [o.result for o in items if isinstance(o, Outcome)]
+    return chunk_fn(results) if results else None
 
 
 def _combine(combine_fn: Callable, partials: list) -> Any:
@@ -110,8 +112,13 @@ def tree_reduce(leaves: list, chunk_fn: Callable, combine_fn: Callable, split_ev
 
 
 def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
+    # Task names: readable, and unique per run, so a re-run on a long-lived cluster never
+    # meets the keys of a cancelled earlier run still being released.
+    run = uuid.uuid4().hex[:8]
     return [
-        delayed(run_subject, pure=True)(step, s, on_error, dask_key_name=f"lazyconn-subject-{s.key}")
+        delayed(run_subject, pure=True)(
+            step, s, on_error, dask_key_name=f"lazyconn-subject-{s.name}-{run}-{s.key[:12]}"
+        )
         for s in subjects
     ]
 
@@ -140,16 +147,17 @@ def _run_distributed(client, tasks, group, on_result):
         for future in as_completed(subject_futures, loop=client.loop):
             on_result(future.result())  # re-raises SubjectError of on_error="raise"
         return futures[-1].result() if group is not None else None
-    finally:
-        client.cancel(futures)
+    except BaseException:
+        client.cancel(futures)  # stop the other subjects (finished ones are in the store)
+        raise
 
 
 def run_group(
     step: Callable,
     subjects: list[Subject],
     *,
-    chunk_fn: Callable,
-    combine_fn: Callable,
+    chunk_fn: Callable | None,
+    combine_fn: Callable | None,
     store: ResultStore | None = None,
     client=None,
     n_workers: int | None = None,
@@ -161,8 +169,8 @@ def run_group(
     """Compute ``step`` for every subject (cached ones read back) and the group partial.
 
     Returns a dict: ``outcomes`` (name -> Outcome, in input order), ``failures``
-    (name -> Failure), ``partial`` (the combined partial of every successful subject, or
-    None), ``timings`` (seconds per stage).
+    (name -> Failure), ``partial`` (the combined partial of every successful subject; None
+    without ``chunk_fn``, which skips the tree), ``timings`` (seconds per stage), ``n_cached``.
     """
     timer = StageTimer()
     outcomes: dict[str, Outcome] = {}
@@ -195,7 +203,7 @@ def run_group(
 
     with timer("compute"):
         tasks = _subject_tasks(step, todo, on_error)
-        group = tree_reduce(tasks, chunk_fn, combine_fn, split_every)
+        group = tree_reduce(tasks, chunk_fn, combine_fn, split_every) if chunk_fn else None
         try:
             if not tasks:
                 new_partial = None
@@ -208,8 +216,10 @@ def run_group(
         finally:
             bar.close()
     with timer("aggregate"):
-        cached_partial = chunk_fn([o.result for o in cached]) if cached else None
-        partial = _combine(combine_fn, [new_partial, cached_partial])
+        partial = None
+        if chunk_fn is not None:
+            cached_partial = chunk_fn([o.result for o in cached]) if cached else None
+            partial = _combine(combine_fn, [new_partial, cached_partial])
     ordered = {s.name: outcomes[s.name] for s in subjects if s.name in outcomes}
     timings = dict(timer.seconds)
     timings["total"] = timer.total()

@@ -72,3 +72,40 @@ def group_client():
         silence_logs=logging.ERROR,
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
+
+
+#: World coordinates (mm) of the seeds planted by :func:`tiny_study`.
+TINY_SEEDS = ((-4.0, -3.0, 6.0), (8.0, 9.0, 3.0), (-1.0, 12.0, 15.0))
+
+
+def tiny_study(directory, n_subjects: int = 4, shape=(10, 11, 12, 40), seed: int = 0):
+    """Small 4-D runs (``.nii`` files) with correlated signals planted at :data:`TINY_SEEDS`.
+
+    Returns (paths, confounds): a list of paths and a list of (T, 2) confound arrays.
+    """
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [-13.0, -12.0, -9.0]
+    ijk = np.indices(shape[:3]).reshape(3, -1).T
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    mixing = np.array([[1.0, 0.6, 0.0], [0.0, 0.8, 0.5], [0.3, 0.0, 1.0]])
+    paths, confounds = [], []
+    for s in range(n_subjects):
+        n_t = shape[3]
+        data = 100.0 + rng.standard_normal(shape)
+        latent = rng.standard_normal((n_t, 3)) @ mixing
+        conf = rng.standard_normal((n_t, 2))
+        for k, centre in enumerate(TINY_SEEDS):
+            near = np.linalg.norm(world - np.asarray(centre), axis=1) <= 7.0
+            i, j, m = ijk[near].T
+            data[i, j, m, :] += 3.0 * latent[:, k] + conf @ np.array([1.0, -0.5])
+        img = nib.Nifti1Image(data.astype(np.float32), affine)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header.set_zooms((3.0, 3.0, 3.0, 2.0))
+        path = os.path.join(os.fspath(directory), f"sub-{s:02d}_bold.nii")
+        nib.save(img, path)
+        paths.append(path)
+        confounds.append(conf)
+    return paths, confounds

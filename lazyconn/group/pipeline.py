@@ -1,0 +1,338 @@
+"""GroupConnectome: per-subject connectomes and their group aggregate, as one dask graph."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from dask.base import tokenize
+from sklearn.base import BaseEstimator, clone
+
+from lazyconn._utils import check_in, check_type
+from lazyconn.connectome import ConnectivityMeasure, combine, partial_sum
+from lazyconn.exceptions import (
+    ParameterError,
+    ParameterTypeError,
+    SubjectError,
+)
+from lazyconn.group._cache import ResultStore, input_identity, params_token
+from lazyconn.group._engine import Subject, run_group
+from lazyconn.image import LazyImage, load
+
+
+class _ConnectomeStep:
+    """Picklable per-subject step: read -> (smooth) -> extract -> clean -> covariance -> matrix.
+
+    Runs on a worker; its chunk graph executes there with the synchronous scheduler.
+    """
+
+    def __init__(self, masker, connectivity, storage_options=None):
+        self.masker = masker
+        self.connectivity = connectivity
+        self.storage_options = storage_options
+
+    def __call__(self, subject: Subject) -> np.ndarray:
+        img = subject.img
+        if self.storage_options and isinstance(img, (str, os.PathLike)):
+            img = load(img, storage_options=self.storage_options)
+        signals = self.masker.transform(
+            img, confounds=subject.confounds, sample_mask=subject.sample_mask
+        )
+        covariance = self.connectivity.subject_covariance(signals)
+        if self.connectivity.kind == "tangent":
+            return covariance  # the tangent vectors need the group's geometric mean first
+        return self.connectivity.subject_connectivity(covariance)
+
+
+def _is_single_run(obj) -> bool:
+    import nibabel as nib
+
+    return isinstance(obj, (str, os.PathLike, LazyImage, nib.spatialimages.SpatialImage)) or (
+        isinstance(obj, np.ndarray)
+    )
+
+
+_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr|\.npy)/?$")
+
+
+def _default_names(imgs) -> list[str]:
+    names = []
+    for i, img in enumerate(imgs):
+        src = os.fspath(img) if isinstance(img, (str, os.PathLike)) else None
+        if src is None and isinstance(img, LazyImage) and img.source:
+            src = img.source
+        names.append(_SUFFIX.sub("", Path(src.rstrip("/")).name) if src else f"subject-{i}")
+    if len(set(names)) != len(names):  # same file names in different folders
+        names = [f"{n}-{i}" for i, n in enumerate(names)]
+    return names
+
+
+def _short(value) -> str:
+    """repr for messages; arrays and images by type and shape."""
+    if hasattr(value, "shape") and not isinstance(value, (str, os.PathLike)):
+        return f"<{type(value).__name__} of shape {tuple(value.shape)}>"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _per_subject(name: str, value, n: int) -> list:
+    if value is None:
+        return [None] * n
+    if not isinstance(value, (list, tuple)):
+        raise ParameterTypeError(
+            f"{name}={_short(value)} has type {type(value).__name__}; expected None or a list with "
+            f"one entry per subject ({n})."
+        )
+    if len(value) != n:
+        raise ParameterError(
+            f"{name} has {len(value)} entries but imgs has {n} subjects; expected one "
+            f"{name} entry per subject (None for none)."
+        )
+    return list(value)
+
+
+class GroupConnectome(BaseEstimator):
+    """Connectomes of many subjects and their group aggregate, computed as one dask graph.
+
+    For each subject (one run each) the masker extracts region signals (read -> smooth ->
+    extract -> clean, as ``masker.transform``) and the connectivity measure turns them into a
+    matrix; across subjects the matrices are reduced in a tree to the group mean (for
+    ``kind="tangent"``: the geometric mean of the covariances, then every subject's tangent
+    matrix). Equivalent to nilearn's loop::
+
+        ts = [masker.fit_transform(img, confounds=c) for img, c in zip(imgs, confounds)]
+        conn = ConnectivityMeasure(kind=...).fit(ts)
+        conn.transform(ts), conn.mean_
+
+    but parallel across subjects on any dask scheduler, with every subject's result kept in a
+    results store so a re-run, or a run after a crash, computes only what is missing.
+
+    Parameters
+    ----------
+    masker : lazyconn masker
+        Any lazyconn masker (``NiftiSpheresMasker``, ``NiftiLabelsMasker``...). Cloned and
+        fitted without images if not fitted yet (give ``NiftiMasker`` a ``mask_img``, or
+        pass it fitted).
+    connectivity : lazyconn.connectome.ConnectivityMeasure, optional
+        Default: ``ConnectivityMeasure()`` (nilearn's default, ``kind="covariance"``).
+        ``vectorize`` and ``discard_diagonal`` do not apply here: matrices are kept square.
+    cache_dir : str or Path, optional
+        Directory of the results store (a Zarr v3 group). Each subject's result is keyed by
+        its input's identity (path + size + mtime, a zarr store's metadata, a URL's
+        ETag/mtime, or a hash of in-memory data) and by the masker's and measure's
+        parameters and lazyconn's version; a changed parameter never reuses a stale result.
+        Results are written as they arrive (array first, then a completion mark). None: no
+        store. With a remote scheduler the store is written by this (client) process.
+    client : None, "local", str or distributed.Client, default=None
+        Where to compute. None: dask's current scheduler (threads by default); "local": a
+        ``LocalCluster`` of ``n_workers`` single-threaded processes, started and closed by
+        ``fit``; an address (``"tcp://host:8786"``): connect, failing within seconds with
+        :class:`~lazyconn.exceptions.ClusterConnectionError` if nothing answers; a
+        ``distributed.Client``: used as is.
+    n_workers : int, optional
+        Workers of ``client="local"`` (default: the usable cores).
+    on_error : {"raise", "skip"}, default="raise"
+        A subject whose processing fails raises
+        :class:`~lazyconn.exceptions.SubjectError` naming it ("raise", subjects finished
+        before are kept in the store), or is listed in ``failed_`` while the others finish
+        ("skip").
+    progress : bool, default=True
+        Show a progress bar of subjects on stderr.
+    storage_options : dict, optional
+        fsspec options for URL inputs (``s3://...``).
+
+    Attributes
+    ----------
+    masker_ : the fitted masker used
+    connectivity_ : ConnectivityMeasure
+        Fitted on the group (``mean_``, ``whitening_``), as ``ConnectivityMeasure.fit``.
+    subject_matrices_ : numpy.ndarray (n_subjects, n_regions, n_regions)
+        One matrix of ``kind`` per successful subject, in input order.
+    group_matrix_ : numpy.ndarray (n_regions, n_regions)
+        ``connectivity_.mean_``.
+    subjects_ : list of str
+        Names of the successful subjects (``subjects`` given to ``fit``, or derived from the
+        file names), matching ``subject_matrices_``.
+    failed_ : dict
+        Subject name -> error message, for ``on_error="skip"``.
+    n_cached_ : int
+        Subjects read back from the results store instead of computed.
+    timings_ : dict
+        Seconds per stage (``cache_lookup``, ``compute``, ``aggregate``, ``group``,
+        ``total``) and per computed subject (``subjects``: name -> seconds).
+
+    Notes
+    -----
+    Not in nilearn. Parallelism is across subjects: each subject's chunk graph runs in one
+    task, so memory per worker is one subject's working set whatever the number of subjects,
+    and a task lost with a worker is re-run elsewhere (the results do not change).
+    """
+
+    def __init__(
+        self,
+        masker,
+        connectivity=None,
+        *,
+        cache_dir=None,
+        client=None,
+        n_workers=None,
+        on_error="raise",
+        progress=True,
+        storage_options=None,
+    ):
+        self.masker = masker
+        self.connectivity = connectivity
+        self.cache_dir = cache_dir
+        self.client = client
+        self.n_workers = n_workers
+        self.on_error = on_error
+        self.progress = progress
+        self.storage_options = storage_options
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self):
+        for method in ("fit", "transform"):
+            if not callable(getattr(self.masker, method, None)):
+                raise ParameterTypeError(
+                    f"masker={self.masker!r} has type {type(self.masker).__name__}; expected a "
+                    "lazyconn masker (e.g. lazyconn.maskers.NiftiSpheresMasker)."
+                )
+        connectivity = ConnectivityMeasure() if self.connectivity is None else self.connectivity
+        check_type(
+            "connectivity", connectivity, ConnectivityMeasure,
+            "a lazyconn.connectome.ConnectivityMeasure",
+        )
+        connectivity._check_params()
+        check_in("on_error", self.on_error, ("raise", "skip"))
+        if self.n_workers is not None and (
+            isinstance(self.n_workers, bool) or not isinstance(self.n_workers, (int, np.integer))
+            or self.n_workers < 1
+        ):
+            raise ParameterError(
+                f"n_workers={self.n_workers!r} is not valid; expected None or an integer >= 1."
+            )
+        return connectivity
+
+    def _fitted_masker(self):
+        if hasattr(self.masker, "__sklearn_is_fitted__") and self.masker.__sklearn_is_fitted__():
+            return self.masker
+        return clone(self.masker).fit()
+
+    def _subjects(self, imgs, confounds, sample_mask, subjects, masker, connectivity):
+        """Validated inputs as Subject records with their results-store keys (reads no voxels)."""
+        if _is_single_run(imgs) or not isinstance(imgs, (list, tuple)):
+            raise ParameterTypeError(
+                f"imgs={_short(imgs)} is a single {type(imgs).__name__}; expected a list of runs, "
+                "one per subject (e.g. [img] for one subject)."
+            )
+        n = len(imgs)
+        if n == 0:
+            raise ParameterError("imgs=[] is empty; expected a list of runs, one per subject.")
+        confounds = _per_subject("confounds", confounds, n)
+        sample_mask = _per_subject("sample_mask", sample_mask, n)
+        names = _default_names(imgs) if subjects is None else _per_subject("subjects", subjects, n)
+        names = [str(s) for s in names]
+        if len(set(names)) != n:
+            dup = sorted({s for s in names if names.count(s) > 1})
+            raise ParameterError(f"subjects has duplicate names {dup}; expected unique names.")
+        stored = "covariance" if connectivity.kind == "tangent" else "connectivity"
+        params = params_token(masker, connectivity, extra={"stored": stored})
+        records = []
+        for name, img, conf, mask in zip(names, imgs, confounds, sample_mask):
+            identity = input_identity(img, self.storage_options)
+            key = tokenize(identity, input_identity(conf, self.storage_options),
+                           input_identity(mask), params)
+            records.append(Subject(name, img, conf, mask, key))
+        return records, params
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, imgs, y=None, confounds=None, sample_mask=None, subjects=None):
+        """Compute every subject's matrix (cached ones read back) and the group matrix.
+
+        Parameters
+        ----------
+        imgs : list of runs
+            One 4-D run per subject: paths (``.nii``, ``.nii.gz``, zarr stores), URLs,
+            nibabel images or LazyImages.
+        y : ignored
+        confounds : list, optional
+            One entry per subject (array, DataFrame, TSV path such as fMRIPrep's, or None).
+        sample_mask : list, optional
+            One entry per subject (kept volumes, or None).
+        subjects : list of str, optional
+            Subject names used in ``subjects_``, ``failed_``, messages and the store
+            (default: the file names without extension, or ``subject-<i>``).
+
+        Returns
+        -------
+        self
+        """
+        del y
+        connectivity = self._check_params()
+        masker = self._fitted_masker()
+        records, params = self._subjects(
+            imgs, confounds, sample_mask, subjects, masker, connectivity
+        )
+        store = None if self.cache_dir is None else ResultStore(self.cache_dir)
+        tangent = connectivity.kind == "tangent"
+        step = _ConnectomeStep(masker, connectivity, self.storage_options)
+        kind = connectivity.kind
+
+        def attrs(subject):
+            img = subject.img
+            where = os.fspath(img) if isinstance(img, (str, os.PathLike)) else "in-memory"
+            return {"input": where, "kind": kind, "params": params}
+
+        out = run_group(
+            step,
+            records,
+            chunk_fn=None if tangent else partial_sum,
+            combine_fn=None if tangent else combine,
+            store=store,
+            client=self.client,
+            n_workers=self.n_workers,
+            on_error=self.on_error,
+            progress=self.progress,
+            store_attrs=attrs,
+        )
+        outcomes, failures = out["outcomes"], out["failures"]
+        if not outcomes:
+            first = next(iter(failures.values()))
+            raise SubjectError(
+                f"every subject failed ({len(failures)}); the first: {first.error}"
+            )
+        timings = dict(out["timings"])
+        t0 = time.perf_counter()
+        fitted = clone(connectivity)
+        results = [o.result for o in outcomes.values()]
+        if tangent:
+            fitted.fit_from_covariances(results)
+            matrices = np.stack([
+                fitted.subject_connectivity(c, f"covariance of subject {name!r}")
+                for name, c in zip(outcomes, results)
+            ])
+        else:
+            fitted.fit_from_partial(out["partial"])
+            matrices = np.stack(results)
+        timings["group"] = time.perf_counter() - t0
+        timings["total"] += timings["group"]
+        timings["subjects"] = {n: o.seconds for n, o in outcomes.items() if not o.cached}
+        self.masker_ = masker
+        self.connectivity_ = fitted
+        self.subject_matrices_ = matrices
+        self.group_matrix_ = fitted.mean_
+        self.subjects_ = list(outcomes)
+        self.failed_ = {name: f.error for name, f in failures.items()}
+        self.n_cached_ = out["n_cached"]
+        self.timings_ = timings
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "group_matrix_")
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, subjects=None):
+        """``fit`` then return ``subject_matrices_``."""
+        return self.fit(imgs, y, confounds, sample_mask, subjects).subject_matrices_
