@@ -18,21 +18,14 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage, sparse
 
-_FWHM_OVER_SIGMA = np.sqrt(8 * np.log(2))
+from lazyconn.ops import spatial
+
 
 
 # --------------------------------------------------------------------------- smoothing
-def smoothing_sigmas(affine, fwhm):
-    """Per-axis sigma in voxels, as ``nilearn.image.smooth_array`` derives them."""
-    fwhm = np.asarray([fwhm]).ravel()
-    fwhm = np.asarray([0.0 if f is None else f for f in fwhm], dtype=np.float64)
-    vox_size = np.sqrt(np.sum(np.asarray(affine)[:3, :3] ** 2, axis=0))
-    return np.broadcast_to(fwhm / (_FWHM_OVER_SIGMA * vox_size), (3,)).copy()
-
-
 def _gaussian_weights(sigma, truncate=4.0):
     """The 1-D kernel scipy's ``gaussian_filter1d`` correlates with."""
-    radius = int(truncate * float(sigma) + 0.5)
+    radius = spatial.gaussian_halfwidth(sigma, truncate)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
     return phi / phi.sum()
@@ -72,27 +65,13 @@ def _gaussian_adjoint_axis(vol, start, n, axis, weights):
     return out
 
 
-def _fast_smooth(vol):
-    """nilearn's ``fwhm="fast"`` filter; symmetric with zero borders, hence self-adjoint."""
-    out = vol.copy()
-    w = 0.2 * vol
-    for ax in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
-        out[tuple(lo)] += w[tuple(hi)]
-        out[tuple(hi)] += w[tuple(lo)]
-    return out / 2.2
-
-
 def smoothing_halo(affine, fwhm):
     """Half-width (voxels) of the smoothing kernel along each spatial axis."""
     if fwhm is None:
         return np.zeros(3, dtype=int)
     if isinstance(fwhm, str):
         return np.ones(3, dtype=int)
-    sig = smoothing_sigmas(affine, fwhm)
-    return np.array([int(4.0 * s + 0.5) if s > 0 else 0 for s in sig])
+    return np.array([spatial.gaussian_halfwidth(s) for s in spatial.fwhm_to_sigma(fwhm, affine)])
 
 
 def smooth_adjoint(vol, start, shape, affine, fwhm):
@@ -105,8 +84,9 @@ def smooth_adjoint(vol, start, shape, affine, fwhm):
     if fwhm is None:
         return vol
     if isinstance(fwhm, str):
-        return _fast_smooth(vol)
-    for axis, sigma in enumerate(smoothing_sigmas(affine, fwhm)):
+        # nilearn's fwhm="fast" filter is symmetric with zero borders: self-adjoint
+        return spatial.fast_smooth_block(vol)
+    for axis, sigma in enumerate(spatial.fwhm_to_sigma(fwhm, affine)):
         if sigma > 0:
             vol = _gaussian_adjoint_axis(vol, start[axis], shape[axis], axis,
                                          _gaussian_weights(sigma))
@@ -155,15 +135,9 @@ def region_weights(regions, shape, affine=None, fwhm=None, values=None):
 
 
 # --------------------------------------------------------------------------- graphs
-def _block_slices(chunks):
-    """Per spatial block: (block index, starts, stops)."""
-    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in chunks[:3]]
-    return bounds
-
-
 def _split_rows(rows, shape, chunks):
     """Group flat voxel indices by spatial block; return {block: (positions, local flat)}."""
-    bounds = _block_slices(chunks)
+    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in chunks[:3]]
     ijk = np.array(np.unravel_index(rows, shape))
     bidx = [np.searchsorted(b, c, side="right") - 1 for b, c in zip(bounds, ijk)]
     key = np.ravel_multi_index(bidx, tuple(len(c) for c in chunks[:3]))
@@ -223,32 +197,6 @@ def region_reduce(data, weights, *, split_every=8):
     return partials.sum(axis=0, split_every=split_every)
 
 
-def _gather_rows(block, local):
-    return _finite_rows(block, local)
-
-
-def gather_voxels(data, flat_idx):
-    """Lazy (V_sel, T) time series of the selected voxels, in block order.
-
-    Returns the dask array and the permutation ``order`` such that row r of the result
-    is voxel ``flat_idx[order[r]]``.
-    """
-    flat_idx = np.asarray(flat_idx, dtype=np.int64)
-    groups = _split_rows(flat_idx, data.shape[:3], data.chunks)
-    name = "lazyconn-gather-" + tokenize(data.name, flat_idx, data.chunks)
-    dsk = {}
-    order, sizes = [], []
-    for n, (b, (pos, local)) in enumerate(sorted(groups.items())):
-        order.append(pos)
-        sizes.append(pos.size)
-        for t in range(len(data.chunks[3])):
-            dsk[(name, n, t)] = (_gather_rows, (data.name, *b, t), local)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
-    out = da.Array(graph, name, chunks=(tuple(sizes), data.chunks[3]), dtype=data.dtype,
-                   meta=np.empty((0, 0), dtype=data.dtype))
-    return out, (np.concatenate(order) if order else np.empty(0, dtype=np.int64))
-
-
 def n_chunks_touched(data, weights):
     """How many spatial chunks a reduction reads (for docs, tests and benchmarks)."""
     rows = np.flatnonzero(np.diff(sparse.csr_matrix(weights).indptr))
@@ -256,11 +204,9 @@ def n_chunks_touched(data, weights):
 
 
 __all__ = [
-    "gather_voxels",
     "n_chunks_touched",
     "region_reduce",
     "region_weights",
     "smooth_adjoint",
     "smoothing_halo",
-    "smoothing_sigmas",
 ]

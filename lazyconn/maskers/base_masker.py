@@ -26,7 +26,6 @@ from lazyconn.exceptions import (
 from lazyconn.image import LazyImage, load
 from lazyconn.image.image import load_mask_img
 from lazyconn.io.confounds import sanitize_confounds
-from lazyconn.maskers._weights import gather_voxels
 
 _STANDARDIZE = ("zscore_sample", "psc", True, False, None)
 
@@ -332,10 +331,12 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     @staticmethod
     def _high_variance_confounds(img4):
         """nilearn's ``image.high_variance_confounds`` on the raw run (whole box, no mask)."""
-        n_vox = int(np.prod(img4.shape[:3]))
-        series, _ = gather_voxels(img4.data, np.arange(n_vox))
-        # voxel order does not matter for the result; NaN become 0 (nilearn would fail)
-        return signal.high_variance_confounds(series.T).rechunk(-1)
+        from lazyconn import image
+
+        hv = getattr(image, "high_variance_confounds", None)
+        if hv is None:
+            from lazyconn.image._cleaning import high_variance_confounds as hv
+        return hv(img4).rechunk(-1)
 
 
 def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):

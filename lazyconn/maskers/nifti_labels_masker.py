@@ -12,7 +12,8 @@ from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
 from lazyconn.image.image import check_same_fov, load_3d
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
-from lazyconn.maskers._weights import gather_voxels
+from lazyconn.ops import spatial
+from lazyconn.ops.voxels import gather
 
 _STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "standard_deviation", "variance")
 _LINEAR = ("mean", "sum")
@@ -40,11 +41,10 @@ class _LabelsFinish:
 
 
 def _reduce_gathered(x, labels_of_rows, index, strategy, dtype):
-    """Non-linear strategies: scipy.ndimage per volume on the gathered (V_sel, T) voxels."""
+    """Non-linear strategies: scipy.ndimage per volume on the gathered (T, V_sel) voxels."""
     func = getattr(ndimage, strategy)
-    out = np.asarray([func(x[:, t], labels=labels_of_rows, index=index)
-                      for t in range(x.shape[1])], dtype=dtype)
-    return out.reshape(x.shape[1], len(index))
+    out = np.asarray([func(row, labels=labels_of_rows, index=index) for row in x], dtype=dtype)
+    return out.reshape(x.shape[0], len(index))
 
 
 class NiftiLabelsMasker(RegionMasker):
@@ -250,12 +250,14 @@ class NiftiLabelsMasker(RegionMasker):
             from lazyconn.image import smooth_img
 
             data = load(smooth_img(img4, fwhm))
-        flat = np.concatenate(regions) if regions else np.empty(0, np.int64)
-        row_labels = np.concatenate([np.full(r.size, v, dtype=np.float64)
-                                     for r, v in zip(regions, index)])
-        x, order = gather_voxels(data.data, flat)
-        x = x.rechunk({0: -1, 1: -1})
-        return da.map_blocks(_reduce_gathered, x, row_labels[order], np.asarray(index),
+        selected = np.zeros(img4.shape[:3], dtype=bool)
+        row_labels = np.zeros(img4.shape[:3], dtype=np.float64)
+        for r, v in zip(regions, index):
+            selected.flat[r] = True
+            row_labels.flat[r] = v
+        # (T, V_labelled) in C order, NaN -> 0 as nilearn; one chunk: ndimage needs a label whole
+        x = gather(spatial.ensure_finite(data.data), selected, order="C").rechunk(-1)
+        return da.map_blocks(_reduce_gathered, x, row_labels[selected], np.asarray(index),
                              self.strategy, dtype, dtype=dtype,
                              chunks=((img4.shape[3],), (len(index),)))
 

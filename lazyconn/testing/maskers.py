@@ -78,6 +78,11 @@ class MaskerSuite:
         return self.lazy_cls(**kw), self.reference_cls(**kw)
 
     @staticmethod
+    def ref_confounds(confounds):
+        """Confounds as the reference wants them for one image (Multi maskers: a list)."""
+        return confounds
+
+    @staticmethod
     def confounds(seed=1, n_t=N_T):
         return np.random.default_rng(seed).standard_normal((n_t, 3))
 
@@ -117,7 +122,8 @@ class MaskerSuite:
         ours, ref = self.both(case)
         img = tiny_run()
         conf = self.confounds() if case == "clean" else None
-        expected = quiet(ref.fit_transform, img, confounds=conf)
+        expected = quiet(ref.fit_transform, img,
+                         confounds=None if conf is None else self.ref_confounds(conf))
         got = ours.fit_transform(lazy(img), confounds=conf)
         assert got.dtype == expected.dtype and got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
@@ -148,6 +154,13 @@ class MaskerSuite:
         img = nib.Nifti1Image(data, tiny_affine())
         expected = quiet(ref.fit_transform, img)
         np.testing.assert_allclose(ours.fit_transform(lazy(img)), expected, atol=TOL, rtol=TOL)
+
+    def test_high_variance_confounds_like_nilearn(self):
+        ours, ref = self.both("plain", high_variance_confounds=True, detrend=True)
+        img = tiny_run()
+        expected = quiet(ref.fit_transform, img, confounds=self.ref_confounds(self.confounds()))
+        got = ours.fit_transform(lazy(img), confounds=self.confounds())
+        np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
 
     # -- laziness and runs ---------------------------------------------------------------
     def test_compute_false_reads_nothing(self):

@@ -1,0 +1,254 @@
+"""NiftiMasker: in-mask voxel time series (T, V), cleaned."""
+
+from __future__ import annotations
+
+import inspect
+
+import nibabel as nib
+import numpy as np
+
+from lazyconn import masking
+from lazyconn._utils import warn
+from lazyconn.exceptions import ParameterError
+from lazyconn.image import load
+from lazyconn.maskers.base_masker import BaseMasker
+
+
+def _border_data(data, border_size):
+    return np.concatenate([
+        data[:border_size].ravel(), data[-border_size:].ravel(),
+        data[:, :border_size].ravel(), data[:, -border_size:].ravel(),
+        data[:, :, :border_size].ravel(), data[:, :, -border_size:].ravel(),
+    ])
+
+
+def _compute_background_mask(data_imgs, border_size=2, connected=False, opening=False,
+                             target_affine=None, target_shape=None, memory=None, verbose=0):
+    """nilearn's ``compute_background_mask`` (mean image; border median is the background).
+
+    Private stand-in: ``lazyconn.masking`` has no ``compute_background_mask`` yet; it is
+    used only when that function is missing.
+    """
+    del memory, verbose
+    from lazyconn.image.image import compute_mean
+
+    data, affine = compute_mean(data_imgs, target_affine=target_affine,
+                                target_shape=target_shape)
+    data = np.asarray(data.compute() if hasattr(data, "compute") else data)
+    border = _border_data(data, border_size)
+    if np.isnan(border).any():
+        mask = np.logical_not(np.isnan(data))
+    else:
+        mask = data != np.median(border)
+    mask, affine = masking._post_process_mask(
+        mask, affine, opening=opening, connected=connected,
+        warning_msg="Are you sure that input images have a homogeneous background.")
+    return nib.Nifti1Image(mask.astype(np.int8), affine)
+
+
+def _multi_background_mask(data_imgs, border_size=2, upper_cutoff=0.85, connected=True,
+                           opening=2, threshold=0.5, target_affine=None, target_shape=None,
+                           exclude_zeros=False, n_jobs=1, memory=None, verbose=0):
+    """nilearn's ``compute_multi_background_mask``: per-run masks, then ``intersect_masks``."""
+    del upper_cutoff, exclude_zeros, n_jobs
+    masks = [_compute_background_mask(img, border_size=border_size, connected=connected,
+                                      opening=opening, target_affine=target_affine,
+                                      target_shape=target_shape, memory=memory,
+                                      verbose=verbose) for img in data_imgs]
+    return masking.intersect_masks(masks, threshold=threshold, connected=connected)
+
+
+def mask_strategy_function(strategy, multi=False):
+    """The mask-computing function of a ``mask_strategy`` (nilearn's names)."""
+    if strategy == "background":
+        if multi:
+            return getattr(masking, "compute_multi_background_mask", _multi_background_mask)
+        return getattr(masking, "compute_background_mask", _compute_background_mask)
+    if strategy == "epi":
+        return masking.compute_multi_epi_mask if multi else masking.compute_epi_mask
+    if strategy in ("whole-brain-template", "gm-template", "wm-template"):
+        mask_type = {"whole-brain-template": "whole-brain", "gm-template": "gm",
+                     "wm-template": "wm"}[strategy]
+        brain = getattr(masking, "compute_multi_brain_mask", None) if multi else None
+
+        def compute(imgs, **kwargs):
+            if brain is not None:
+                return brain(imgs, mask_type=mask_type, **kwargs)
+            target = imgs[0] if isinstance(imgs, (list, tuple)) else imgs
+            allowed = inspect.signature(masking.compute_brain_mask).parameters
+            kwargs = {k: v for k, v in kwargs.items() if k in allowed}
+            return masking.compute_brain_mask(target, mask_type=mask_type, **kwargs)
+
+        compute.__signature__ = inspect.signature(masking.compute_brain_mask)
+        return compute
+    raise ParameterError(
+        f"Unknown value of mask_strategy {strategy!r}. Acceptable values are 'background', "
+        "'epi', 'whole-brain-template', 'gm-template', and 'wm-template'."
+    )
+
+
+class NiftiMasker(BaseMasker):
+    """In-mask voxel time series, cleaned (nilearn's ``NiftiMasker``).
+
+    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
+    ``reports``, ``cmap`` and ``verbose`` are accepted and ignored.
+
+    ``transform`` builds read -> smooth -> mask -> clean as one graph: a lazy (T, V) array
+    chunked along voxels (whole time axis per chunk); with ``compute=True`` (default) it is
+    computed into numpy like nilearn's output. The output is large by nature: use
+    ``compute=False`` to keep it out of memory.
+
+    Mask strategies: 'background', 'epi', 'whole-brain-template' (and 'gm-template',
+    'wm-template' where ``lazyconn.masking.compute_brain_mask`` supports them).
+    Images on another grid than the mask are resampled onto the mask's grid (continuous
+    interpolation, with nilearn's warning); nilearn first crops the mask, which gives the
+    same in-mask values.
+
+    Attributes
+    ----------
+    mask_img_ : nibabel image, the mask (resampled to target_affine / target_shape)
+    affine_ : (4, 4) array
+    n_elements_ : int, number of in-mask voxels
+    """
+
+    _multi = False
+
+    def __init__(
+        self,
+        mask_img=None,
+        runs=None,
+        smoothing_fwhm=None,
+        standardize=False,
+        standardize_confounds=True,
+        detrend=False,
+        high_variance_confounds=False,
+        low_pass=None,
+        high_pass=None,
+        t_r=None,
+        target_affine=None,
+        target_shape=None,
+        mask_strategy="background",
+        mask_args=None,
+        dtype=None,
+        memory=None,
+        memory_level=1,
+        verbose=0,
+        reports=True,
+        cmap="gray",
+        clean_args=None,
+    ):
+        self.mask_img = mask_img
+        self.runs = runs
+        self.smoothing_fwhm = smoothing_fwhm
+        self.standardize = standardize
+        self.standardize_confounds = standardize_confounds
+        self.detrend = detrend
+        self.high_variance_confounds = high_variance_confounds
+        self.low_pass = low_pass
+        self.high_pass = high_pass
+        self.t_r = t_r
+        self.target_affine = target_affine
+        self.target_shape = target_shape
+        self.mask_strategy = mask_strategy
+        self.mask_args = mask_args
+        self.dtype = dtype
+        self.memory = memory
+        self.memory_level = memory_level
+        self.verbose = verbose
+        self.reports = reports
+        self.cmap = cmap
+        self.clean_args = clean_args
+
+    # ------------------------------------------------------------------ fit
+    def _compute_mask(self, imgs):
+        compute = mask_strategy_function(self.mask_strategy, multi=self._multi)
+        params = inspect.signature(compute).parameters
+        kwargs, skipped = {}, []
+        for key, value in (self.mask_args or {}).items():
+            (kwargs.__setitem__(key, value) if key in params else skipped.append(key))
+        if skipped:
+            warn(f"The following arguments are not supported by the masking strategy "
+                 f"{self.mask_strategy!r}: {skipped}")
+        if self._multi and "target_affine" in params:
+            kwargs.setdefault("target_affine", self.target_affine)
+            kwargs.setdefault("target_shape", self.target_shape)
+        mask = compute(imgs, **kwargs)
+        return load(mask).to_nifti()
+
+    def _fit(self, imgs):
+        if self.mask_img_ is None:
+            if imgs is None:
+                raise ParameterError(
+                    f"Parameter 'imgs' must be provided to {type(self).__name__}.fit() if no "
+                    "mask is passed to mask_img (imgs=None, mask_img=None)."
+                )
+            if self._multi:
+                runs = imgs if isinstance(imgs, (list, tuple)) else [imgs]
+                self.mask_img_ = self._compute_mask([load(r) for r in runs])
+            else:
+                self.mask_img_ = self._compute_mask(self._split_runs(imgs)[0][0])
+        elif imgs is not None:
+            warn(f"[{type(self).__name__}.fit] Generation of a mask has been requested "
+                 "(imgs != None) while a mask was given at masker creation. Given mask will "
+                 "be used.", RuntimeWarning)
+        mask = self.mask_img_
+        if self.target_affine is not None or self.target_shape is not None:
+            from lazyconn.image import resample_img
+
+            mask = load(resample_img(mask, target_affine=self.target_affine,
+                                     target_shape=self.target_shape,
+                                     interpolation="nearest")).to_nifti()
+        data = np.asarray(mask.dataobj).astype(bool)
+        if not data.any():
+            raise ParameterError("The mask is invalid as it is empty: it masks all data.")
+        self.mask_img_ = nib.Nifti1Image(data.astype(np.int8), mask.affine)
+        self.affine_ = self.mask_img_.affine if self.target_affine is None else \
+            np.asarray(self.target_affine)
+        self.n_elements_ = int(data.sum())
+        return self
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True,
+                      **fit_params):
+        """``fit(imgs)`` then ``transform`` (no warning about the given mask, as nilearn)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
+            self.fit(imgs, y, **fit_params)
+        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask,
+                              compute=compute)
+
+    # ------------------------------------------------------------------ transform
+    def _input_dtype(self, img):
+        return img.dtype  # NiftiMasker casts only the output (nilearn)
+
+    def _transform_run(self, img, confounds, sample_mask):
+        mask = self.mask_img_
+        if tuple(img.shape[:3]) != tuple(mask.shape) or not np.allclose(img.affine,
+                                                                        mask.affine):
+            from lazyconn.image import resample_img
+
+            warn("imgs are being resampled to the mask_img resolution. This process is "
+                 "memory intensive. You might want to provide a target_affine that is equal "
+                 "to the affine of the imgs or resample the mask beforehand to save memory "
+                 "and computation time.")
+            img = load(resample_img(img, target_affine=mask.affine, target_shape=mask.shape))
+        return super()._transform_run(img, confounds, sample_mask)
+
+    def _extract(self, img4):
+        return masking.apply_mask(img4, self.mask_img_,
+                                  smoothing_fwhm=self._fitted_smoothing())
+
+    def inverse_transform(self, X):
+        """Put (T, V) / (V,) data back into a 4-D / 3-D nibabel image (zeros outside)."""
+        self._check_fitted()
+        x = np.atleast_1d(np.asarray(X))
+        if x.ndim > 2 or x.shape[-1] != self.n_elements_:
+            raise ParameterError(f"X has shape {x.shape}; expected (n_samples, "
+                                 f"{self.n_elements_}) or ({self.n_elements_},).")
+        if x.dtype == bool:
+            x = x.astype(np.int32 if self.dtype is None else self.dtype)
+        out_dtype = x.dtype if self.dtype is None else np.dtype(
+            np.float32 if self.dtype == "auto" else self.dtype)
+        img = load(masking.unmask(x, self.mask_img_)).to_nifti()
+        return nib.Nifti1Image(np.asarray(img.dataobj).astype(out_dtype), img.affine)
