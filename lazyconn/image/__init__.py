@@ -1,6 +1,7 @@
 """Image model: LazyImage, ``load`` and image functions with nilearn's names."""
 
 from lazyconn.image._lazyimage import LazyImage
+from lazyconn.image._cleaning import clean_img, high_variance_confounds
 from lazyconn.image._load import load
 from lazyconn.image.image import (
     binarize_img,
@@ -20,7 +21,9 @@ __all__ = [
     "LazyImage",
     "binarize_img",
     "check_same_fov",
+    "clean_img",
     "get_data",
+    "high_variance_confounds",
     "index_img",
     "load",
     "load_mni152_brain_mask",

@@ -5,6 +5,7 @@ The 1 mm ICBM152 2009a T1 template ships in ``lazyconn/data`` (the file nilearn 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import dask.array as da
@@ -38,15 +39,9 @@ def _check_resolution(resolution):
     return resolution or 1
 
 
-def load_mni152_template(resolution=None) -> LazyImage:
-    """The skull-stripped MNI152 T1 template, float32 scaled to [0, 1] (nilearn's semantics).
-
-    ``resolution`` (mm, default 1): other values resample with a 3x3 affine
-    ``eye(3) * resolution`` (bounding box + 1 voxel, cubic, clipped), as nilearn does, giving
-    e.g. (99, 117, 95) at 2 mm. Difference: the header's data dtype is float32 (nilearn keeps
-    uint8, which would quantise the template if saved).
-    """
-    resolution = _check_resolution(resolution)
+@functools.lru_cache(maxsize=3)
+def _template(resolution):
+    """(read-only float32 voxels, affine, header) of the template at ``resolution``, cached."""
     img = nib.load(MNI152_FILE_PATH)
     data = np.asarray(img.dataobj).astype(np.float32)
     data /= data.max()
@@ -55,7 +50,22 @@ def load_mni152_template(resolution=None) -> LazyImage:
     )
     if resolution != 1:
         template = resample_img(template, np.eye(3) * resolution)
-    return template
+        data = np.asarray(template.data.compute())
+    data.flags.writeable = False
+    return data, template.affine, template.header
+
+
+def load_mni152_template(resolution=None) -> LazyImage:
+    """The skull-stripped MNI152 T1 template, float32 scaled to [0, 1] (nilearn's semantics).
+
+    ``resolution`` (mm, default 1): other values resample with a 3x3 affine
+    ``eye(3) * resolution`` (bounding box + 1 voxel, cubic, clipped), as nilearn does, giving
+    e.g. (99, 117, 95) at 2 mm. The template is package data, read (and resampled) eagerly
+    once per resolution and cached. Difference: the header's data dtype is float32 (nilearn
+    keeps uint8, which would quantise the template if saved).
+    """
+    data, affine, header = _template(float(_check_resolution(resolution)))
+    return LazyImage(da.from_array(data, chunks=default_chunks(data.shape, data.dtype)), affine, header)
 
 
 def load_mni152_brain_mask(resolution=None, threshold=0.2) -> LazyImage:
