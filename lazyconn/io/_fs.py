@@ -34,6 +34,11 @@ def check_url(name: str, url) -> str:
             f"{name}={url!r} has type {type(url).__name__}; expected a path or URL string."
         )
     url = os.fspath(url)
+    if redact(url) != url:
+        raise ParameterError(
+            f"{name}={redact(url)!r} has credentials in its URL (user:password@, shown "
+            "removed); expected them in storage_options, where they are never shown or stored."
+        )
     scheme = url_scheme(url)
     if scheme is not None and scheme not in known_implementations:
         raise ParameterError(

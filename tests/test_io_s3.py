@@ -1,0 +1,100 @@
+"""Object stores: a real S3-compatible server (moto) on 127.0.0.1; credentials never leak."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import lazyconn
+from lazyconn.exceptions import IncompleteStoreError, InputNotFoundError, OutputExistsError
+from lazyconn.testing.s3 import FAKE_KEY, FAKE_SECRET
+
+pytestmark = pytest.mark.s3
+UNEVEN = (4, 5, 6, 20)
+
+
+def _put(bucket, options, local, key):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options)
+    fs.put(local, f"{bucket[5:]}/{key}")
+    return f"{bucket}/{key}"
+
+
+@pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
+def test_load_and_convert_from_s3_to_s3(make_nifti, s3_bucket, name):
+    bucket, options = s3_bucket
+    path, ref = make_nifti(name, dtype=np.int16, slope=0.5, inter=1.0)
+    url = _put(bucket, options, path, name)
+    img = lazyconn.load(url, storage_options=options, chunks=UNEVEN)
+    np.testing.assert_array_equal(img.data.compute(), ref)
+    store = f"{bucket}/run.zarr"
+    lazyconn.convert(url, store, storage_options=options, chunks=UNEVEN, progress=False)
+    back = lazyconn.load(store, storage_options=options)
+    assert back.chunks == ((4, 3), (5, 3), (6, 3), (20,))
+    np.testing.assert_array_equal(back.data.compute(), ref)
+    # The graph pickles with what workers need to reach the server.
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(back.data)).compute(), ref)
+    back.to_zarr(f"{bucket}/copy.zarr", storage_options=options)
+    np.testing.assert_array_equal(
+        lazyconn.load(f"{bucket}/copy.zarr", storage_options=options).data.compute(), ref
+    )
+
+
+def test_s3_errors(make_nifti, s3_bucket):
+    bucket, options = s3_bucket
+    with pytest.raises(InputNotFoundError, match=r"src='s3://.*/missing.nii.gz' does not exist"):
+        lazyconn.load(f"{bucket}/missing.nii.gz", storage_options=options)
+    path, _ = make_nifti("run.nii")
+    store = f"{bucket}/run.zarr"
+    lazyconn.load(path).to_zarr(store, storage_options=options)
+    with pytest.raises(OutputExistsError, match=r"dst='s3://.*/run.zarr' already exists"):
+        lazyconn.convert(path, store, dst_storage_options=options)
+    import zarr
+
+    from lazyconn.io.store import _zarr_store
+
+    group = zarr.open_group(_zarr_store(store, options, read_only=False), mode="r+")
+    meta = dict(group.attrs["lazyconn"])
+    meta["complete"] = False
+    group.attrs["lazyconn"] = meta
+    with pytest.raises(IncompleteStoreError, match=r"s3://.*/run.zarr' is an incomplete"):
+        lazyconn.load(store, storage_options=options)
+
+
+def test_credentials_never_leak(make_nifti, s3_bucket, capsys):
+    """The fake secret is absent from reprs, error messages and every file of the store."""
+    import s3fs
+
+    bucket, options = s3_bucket
+    path, _ = make_nifti("run.nii.gz")
+    url = _put(bucket, options, path, "run.nii.gz")
+    # A URL with user:password@ in it is shown without them too.
+    creds_url = f"s3://{FAKE_KEY}:{FAKE_SECRET}@{url[5:]}"
+    texts = []
+    img = lazyconn.load(url, storage_options=options)
+    texts += [repr(img), str(img), repr(img.source)]
+    store = f"{bucket}/run.zarr"
+    lazyconn.convert(url, store, storage_options=options)
+    texts.append(repr(lazyconn.load(store, storage_options=options)))
+    for bad in (
+        lambda: lazyconn.load(f"{bucket}/missing.nii", storage_options=options),
+        lambda: lazyconn.convert(url, store, storage_options=options),
+        lambda: lazyconn.load(creds_url.replace("run.nii.gz", "nope.nii"), storage_options=options),
+        lambda: lazyconn.load("nope://" + FAKE_KEY + ":" + FAKE_SECRET + "@host/x.nii"),
+        lambda: lazyconn.convert(creds_url, f"{bucket}/other.zarr", storage_options=options),
+    ):
+        with pytest.raises(Exception) as info:
+            bad()
+        texts += [str(info.value), repr(info.value)]
+        assert isinstance(info.value, lazyconn.exceptions.LazyconnError)
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+    fs = s3fs.S3FileSystem(**options)
+    files = fs.find(store[5:])
+    assert any(f.endswith("zarr.json") for f in files)
+    for f in files:
+        texts.append(fs.cat(f).decode("latin-1"))
+    for text in texts:
+        assert FAKE_SECRET not in text
+        assert FAKE_KEY not in text
