@@ -176,7 +176,9 @@ def filtfilt_padlen(sos: np.ndarray, padtype="odd", padlen=None) -> int:
 
 def butterworth_apply(x: np.ndarray, sos: np.ndarray, padtype="odd", padlen=None) -> np.ndarray:
     """Zero-phase filtering of each column (``sosfiltfilt`` along time)."""
-    return sp_signal.sosfiltfilt(sos, x, axis=0, padtype=padtype, padlen=padlen)
+    # scipy's IIR loop is ~2x faster along a contiguous axis: filter the transpose.
+    xt = np.ascontiguousarray(x.T)
+    return sp_signal.sosfiltfilt(sos, xt, axis=-1, padtype=padtype, padlen=padlen).T
 
 
 def cosine_drift(n_samples: int, high_pass: float, t_r: float) -> np.ndarray:
