@@ -178,7 +178,7 @@ def _epi_mask_from_mean(mean_epi, affine, lower_cutoff, upper_cutoff, connected,
     if exclude_zeros:
         sorted_input = sorted_input[sorted_input != 0]
     if sorted_input.size < 2 or sorted_input[0] == sorted_input[-1]:
-        value = sorted_input[0] if sorted_input.size else 0
+        value = float(sorted_input[0]) if sorted_input.size else 0.0
         raise ParameterError(
             f"{name}: its mean image is constant ({value!r} everywhere"
             f"{' once zeros are excluded' if exclude_zeros else ''}), so there is no "
@@ -248,7 +248,6 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> LazyImage:
     )
     if not ok or not 0 <= threshold <= 1:
         raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
-    threshold = min(threshold, 1 - 1.0e-7)
     if not isinstance(mask_imgs, (list, tuple)) or len(mask_imgs) == 0:
         raise ParameterError(
             f"mask_imgs={mask_imgs!r}: no mask provided for intersection; expected a "
@@ -256,14 +255,22 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> LazyImage:
         )
     imgs = [load_3d(m, f"mask_imgs[{i}]") for i, m in enumerate(mask_imgs)]
     check_same_fov(*imgs, names=[f"mask_imgs[{i}]" for i in range(len(imgs))])
-    grp = None
-    for i, img in enumerate(imgs):
-        mask, _ = load_mask_img(img, allow_empty=True, name=f"mask_imgs[{i}]")
-        grp = mask.astype(int) if grp is None else grp + mask
-    grp = grp > (threshold * len(imgs))
+    masks = [
+        load_mask_img(m, allow_empty=True, name=f"mask_imgs[{i}]")[0]
+        for i, m in enumerate(mask_imgs)
+    ]
+    grp = _intersect(masks, threshold, connected)
+    return new_img_like(imgs[0], grp, imgs[0].affine)
+
+
+def _intersect(masks, threshold, connected):
+    """int8 count > threshold x n (threshold already validated), largest component."""
+    threshold = min(threshold, 1 - 1.0e-7)
+    grp = sum(m.astype(int) for m in masks)
+    grp = grp > (threshold * len(masks))
     if np.any(grp) and connected:
         grp = spatial.largest_connected_component(grp)
-    return new_img_like(imgs[0], grp.astype(np.int8), imgs[0].affine)
+    return grp.astype(np.int8)
 
 
 def compute_multi_epi_mask(
@@ -294,14 +301,26 @@ def compute_multi_epi_mask(
     imgs = [load_img(e, f"epi_imgs[{i}]") for i, e in enumerate(epi_imgs)]
     lazy = [_lazy_epi_mean(img, target_affine, target_shape, opening) for img in imgs]
     means = dask.compute(*[m for m, _ in lazy])
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
+        threshold, bool
+    )
+    if not ok or not 0 <= threshold <= 1:
+        raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
     masks = []
-    for i, (img, mean, (_, affine)) in enumerate(zip(imgs, means, lazy, strict=True)):
+    for i, (mean, (_, affine)) in enumerate(zip(means, lazy, strict=True)):
         mask, affine = _epi_mask_from_mean(
             np.asarray(mean), affine, lower_cutoff, upper_cutoff, connected, opening,
             exclude_zeros, True, name=f"epi_imgs[{i}]",
         )
-        masks.append(new_img_like(img, mask, affine))
-    return intersect_masks(masks, threshold=threshold, connected=connected)
+        masks.append(mask)
+    # Every mask is on the grid of its mean, i.e. the (common) target grid.
+    shapes = {m.shape for m in masks}
+    if len(shapes) > 1:
+        raise GridMismatchError(
+            f"epi_imgs have different grids (mask shapes {sorted(shapes)}); give target_affine "
+            "and target_shape to resample them onto one grid."
+        )
+    return new_img_like(imgs[0], _intersect(masks, threshold, connected), lazy[0][1])
 
 
 def compute_brain_mask(
