@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+from dask.array.overlap import ensure_minimum_chunksize
 from scipy import ndimage
 
 from lazyconn.exceptions import ParameterError
@@ -63,25 +64,49 @@ def gaussian_halfwidth(sigma: float, truncate: float = 4.0) -> int:
     return int(truncate * float(sigma) + 0.5) if sigma > 0 else 0
 
 
-def gaussian_block(block: np.ndarray, sigmas, truncate: float = 4.0) -> np.ndarray:
+def gaussian_block(block: np.ndarray, sigmas, truncate: float = 4.0, halos=None) -> np.ndarray:
     """Sequential 1-D Gaussian passes over the spatial axes, written in the block's dtype.
 
     Same operations, in the same order, as nilearn's ``smooth_array`` (scipy reflect mode),
     so results are bit-identical when the block holds the whole image.
+
+    ``halos`` (one ``(before, after)`` pair per spatial axis) marks context voxels around the
+    block: each axis's halo is cropped right after that axis's pass, since later passes only
+    need the block's own extent on earlier axes. This is exact (a 1-D pass along an axis
+    mixes values only along that axis) and saves most of the halo work: with 19-voxel blocks
+    and a 5-voxel halo, 2.1x the block's volume is filtered instead of 3 x 3.6x.
     """
     out = np.array(block, copy=True)
     for axis, s in enumerate(sigmas):
         if s > 0:
             ndimage.gaussian_filter1d(out, s, axis=axis, output=out, truncate=truncate)
+        if halos is not None and any(halos[axis]):
+            before, after = halos[axis]
+            index = [slice(None)] * out.ndim
+            index[axis] = slice(before, out.shape[axis] - after)
+            out = np.ascontiguousarray(out[tuple(index)])
     return out
+
+
+def _gaussian_halo_block(block, sigmas, truncate, depth, block_info=None):
+    # boundary="none": blocks on the image edge have no halo on that side.
+    info = block_info[0]
+    loc, num = info["chunk-location"], info["num-chunks"]
+    halos = [
+        (0 if loc[a] == 0 else depth[a], 0 if loc[a] == num[a] - 1 else depth[a])
+        for a in range(len(sigmas))
+    ]
+    return gaussian_block(block, sigmas, truncate, halos=halos)
 
 
 def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
     """Gaussian smoothing of the 3 spatial axes of a 3-D or 4-D dask array.
 
-    One ``map_overlap`` with depth = kernel half-width per spatial axis (0 on time) and
+    One overlap with depth = kernel half-width per spatial axis (0 on time) and
     ``boundary="none"``, so at the true image edges scipy's reflect mode sees exactly what
-    the eager code sees. The dtype is kept (float input expected).
+    the eager code sees, then one ``map_blocks`` whose kernel crops each axis's halo right
+    after filtering along it (:func:`gaussian_block`). The dtype is kept (float input
+    expected); output chunks are the input's.
     """
     sigmas = [float(s) for s in sigmas]
     depth = {i: gaussian_halfwidth(s, truncate) for i, s in enumerate(sigmas)}
@@ -95,14 +120,19 @@ def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
     if whole:
         arr = arr.rechunk(whole)
         depth.update(dict.fromkeys(whole, 0))
-    out = arr.map_overlap(
-        gaussian_block,
-        depth=depth,
-        boundary="none",
+    # Blocks thinner than the halo are merged with a neighbour (as map_overlap does).
+    work = arr.rechunk(
+        tuple(ensure_minimum_chunksize(max(depth[a], 1), c) for a, c in enumerate(arr.chunks))
+    )
+    padded = da.overlap.overlap(work, depth=depth, boundary="none")
+    out = padded.map_blocks(
+        _gaussian_halo_block,
+        tuple(sigmas),
+        truncate,
+        depth,
+        chunks=work.chunks,
         dtype=arr.dtype,
         meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
-        sigmas=tuple(sigmas),
-        truncate=truncate,
     )
     return _keep_chunks(out, chunks)
 
