@@ -450,3 +450,37 @@ def test_psc_zero_mean_column(data):
         lazy = lsignal.clean(da.from_array(x, chunks=(T, UNEVEN)), standardize="psc", **kw)
         with pytest.warns(UserWarning, match="psc standardization"):
             assert_close(lazy.compute(scheduler="sync"), ref, 1e-9)
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _chunks_1d(draw, n):
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=4))) if n > 1 else []
+    edges = [0, *cuts, n]
+    return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_lazy_equals_eager_any_chunking(data):
+    n_t = data.draw(st.integers(40, 70), label="T")
+    n_v = data.draw(st.integers(1, 12), label="V")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_t, n_v)) + rng.uniform(-5, 5, n_v)
+    kw = dict(
+        detrend=data.draw(st.booleans(), label="detrend"),
+        standardize=data.draw(st.sampled_from(["zscore_sample", "psc", None]), label="std"),
+        confounds=rng.normal(size=(n_t, 2)) if data.draw(st.booleans(), label="conf") else None,
+        **data.draw(st.sampled_from([FILTERS["none"], dict(low_pass=0.2, t_r=1.0),
+                                     FILTERS["cosine"]]), label="filter"),
+    )
+    eager = _ours(x, **kw)
+    chunks = (data.draw(_chunks_1d(n_t), label="tchunks"), data.draw(_chunks_1d(n_v), label="vchunks"))
+    lazy = _ours(da.from_array(x, chunks=chunks), **kw).compute()
+    np.testing.assert_allclose(lazy, eager, rtol=1e-10, atol=1e-10)
