@@ -1,0 +1,188 @@
+"""Benchmark: smooth + clean a BOLD run, lazyconn (zarr -> zarr) vs nilearn (NIfTI -> memory).
+
+The pipeline of issue #3::
+
+    clean_img(smooth_img(run, 6), detrend=True, standardize="zscore_sample",
+              low_pass=0.1, high_pass=0.01, t_r=0.72, confounds=<(T, 6)>, mask_img=<mask>)
+
+- lazyconn reads the run from a lazyconn zarr store (made once with ``lazyconn.convert``;
+  its time and memory are reported separately) and writes the result to a zarr store
+  (``LazyImage.to_zarr``): one streaming pass, 2 threads;
+- nilearn reads the same run from an uncompressed ``.nii`` (its fastest input) and keeps
+  the result in memory (no write: favours nilearn).
+
+Each step runs in its own subprocess, which reports its wall time (work only, imports
+excluded) and its peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``). Outputs are compared on
+a strided sample of voxels (every 7th along each axis, all time points).
+
+Usage::
+
+    python benchmarks/bench_clean.py --small             # 40 x 48 x 40 x 150, seconds
+    python benchmarks/bench_clean.py                     # 91 x 109 x 91 x 400 (1.4 GB)
+    python benchmarks/bench_clean.py --shape 91 109 91 1200   # HCP size (4.3 GB)
+
+Data go to benchmarks/_data/ (git-ignored); big files are removed at the end unless
+``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_convert import fmri_like_volumes  # noqa: E402  (same synthetic run as bench_convert)
+
+T_R = 0.72
+FWHM = 6.0
+SAMPLE = (slice(None, None, 7),) * 3
+
+
+def write_inputs(workdir: Path, shape):
+    """Uncompressed run .nii (streamed volume by volume), brain mask .nii.gz, confounds .npy."""
+    import nibabel as nib
+
+    shape3, n_vols = tuple(shape[:3]), int(shape[3])
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [90, -126, -72]
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape3 + (n_vols,))
+    header.set_data_dtype(np.float32)
+    header.set_zooms((2.0, 2.0, 2.0, T_R))
+    header.set_xyzt_units("mm", "sec")
+    header.set_sform(affine, code=4)
+    header.set_qform(affine, code=4)
+    header.set_data_offset(352)
+    mask = None
+    with open(workdir / "run.nii", "wb") as f:
+        header.write_to(f)
+        f.write(b"\0" * (352 - f.tell()))
+        for vol in fmri_like_volumes(shape3, n_vols):
+            if mask is None:
+                mask = vol != 0
+            f.write(vol.tobytes(order="F"))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), workdir / "mask.nii.gz")
+    rng = np.random.default_rng(42)
+    np.save(workdir / "confounds.npy", rng.standard_normal((n_vols, 6)))
+    return int(mask.sum())
+
+
+# ---------------------------------------------------------------------------------- children
+def child_convert(workdir: Path):
+    import lazyconn
+
+    t0 = time.perf_counter()
+    lazyconn.convert(str(workdir / "run.nii"), str(workdir / "run.zarr"), overwrite=True, progress=False)
+    return time.perf_counter() - t0
+
+
+def child_lazyconn(workdir: Path):
+    import lazyconn
+    from lazyconn import image
+
+    confounds = np.load(workdir / "confounds.npy")
+    t0 = time.perf_counter()
+    run = lazyconn.load(str(workdir / "run.zarr"))
+    cleaned = image.clean_img(
+        image.smooth_img(run, FWHM), detrend=True, standardize="zscore_sample", low_pass=0.1,
+        high_pass=0.01, t_r=T_R, confounds=confounds, mask_img=str(workdir / "mask.nii.gz"),
+    )
+    cleaned.to_zarr(str(workdir / "clean.zarr"), overwrite=True)
+    wall = time.perf_counter() - t0
+    out = lazyconn.load(str(workdir / "clean.zarr"))
+    np.save(workdir / "sample_lazyconn.npy", np.asarray(out.data[SAMPLE].compute()))
+    return wall
+
+
+def child_nilearn(workdir: Path):
+    from nilearn import image
+
+    confounds = np.load(workdir / "confounds.npy")
+    t0 = time.perf_counter()
+    cleaned = image.clean_img(
+        image.smooth_img(str(workdir / "run.nii"), FWHM), detrend=True,
+        standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=T_R,
+        confounds=confounds, mask_img=str(workdir / "mask.nii.gz"),
+    )
+    data = np.asanyarray(cleaned.dataobj)
+    wall = time.perf_counter() - t0
+    np.save(workdir / "sample_nilearn.npy", np.asarray(data[SAMPLE]))
+    return wall
+
+
+CHILDREN = {"convert": child_convert, "lazyconn": child_lazyconn, "nilearn": child_nilearn}
+
+
+def run_child(name: str, workdir: Path) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="40 x 48 x 40 x 150 (seconds)")
+    parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("X", "Y", "Z", "T"))
+    parser.add_argument("--workdir", default=str(HERE / "_data" / "clean"))
+    parser.add_argument("--skip-nilearn", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the data files")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+
+    if args.child:
+        wall = CHILDREN[args.child](workdir)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak}))
+        return 0
+
+    shape = tuple(args.shape) if args.shape else ((40, 48, 40, 150) if args.small else (91, 109, 91, 400))
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    n_mask = write_inputs(workdir, shape)
+    print(f"inputs: run {shape} float32 ({np.prod(shape) * 4 / 2**30:.2f} GiB), "
+          f"{n_mask} mask voxels, written in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    results = {"shape": shape, "n_mask_voxels": n_mask, "cpu_count": os.cpu_count()}
+    names = ["convert", "lazyconn"] + ([] if args.skip_nilearn else ["nilearn"])
+    for name in names:
+        results[name] = run_child(name, workdir)
+        r = results[name]
+        print(f"{name:9s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB",
+              flush=True)
+    if not args.skip_nilearn:
+        a = np.load(workdir / "sample_lazyconn.npy").astype(np.float64)
+        b = np.load(workdir / "sample_nilearn.npy").astype(np.float64)
+        results["max_abs_diff_over_max_abs"] = float(np.abs(a - b).max() / np.abs(b).max())
+        results["time_ratio_lazyconn_over_nilearn"] = results["lazyconn"]["wall_s"] / results["nilearn"]["wall_s"]
+        print(f"ratio lazyconn/nilearn wall: {results['time_ratio_lazyconn_over_nilearn']:.2f}; "
+              f"max |diff| / max |nilearn| on the sample: {results['max_abs_diff_over_max_abs']:.2e}")
+    out = HERE / "_data" / f"bench_clean_{'x'.join(map(str, shape))}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+    if not args.keep:
+        shutil.rmtree(workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
