@@ -333,9 +333,12 @@ def clean(
         ``'zscore_sample'``/``None``.
     sample_mask : array of kept volume indices, boolean array, or list of those (one per run)
         Scrubbing (see Notes). Indices must be strictly increasing.
-    confounds : ndarray, pandas.DataFrame, str, os.PathLike, or list of those, optional
+    confounds : ndarray, dask array, pandas.DataFrame, str, os.PathLike, or list of those
         Regressors of shape (n_samples, n_confounds). Paths may be fsspec URLs (pass
-        ``storage_options=`` as a keyword). See Notes for missing values.
+        ``storage_options=`` as a keyword). See Notes for missing values. A (small) dask
+        array, e.g. lazy high-variance confounds, stays lazy when ``signals`` is a dask
+        array: the confound processing then runs inside the graph, once, and its warnings
+        and value errors appear at compute time.
     standardize_confounds : bool, default=True
         Z-score confounds before the projection; if False they are divided by their
         maximum absolute value (not demeaned).
@@ -415,39 +418,76 @@ def clean(
     out_dtype = float_dtype_for(signals.dtype)
 
     run_rows = _sanitize_runs(runs, n_samples)
-    confounds = sanitize_confounds(confounds, n_samples, storage_options=storage_options)
     masks = _sanitize_sample_mask(sample_mask, run_rows, runs)
+    lazy_confounds = _check_lazy_confounds(confounds, n_samples)
+    if lazy_confounds and not is_dask:
+        confounds = dask.compute(confounds)[0]  # numpy signals: everything eager
+        lazy_confounds = False
 
     sos = None
     if filter_type == "butterworth":
         sos = tk.butterworth_sos(t_r, low_pass, high_pass, butter["order"])
-    plans = tuple(
-        _plan_run(rows, confounds, keep, detrend=detrend, filter_type=filter_type, sos=sos,
-                  butter=butter, high_pass=high_pass, t_r=t_r, extrapolate=extrapolate,
-                  standardize_confounds=standardize_confounds, standardize=standardize)
-        for rows, keep in zip(run_rows, masks)
-    )
-    n_out = sum(p.n_out for p in plans)
+    options = dict(detrend=detrend, filter_type=filter_type, sos=sos, butter=butter,
+                   high_pass=high_pass, t_r=t_r, extrapolate=extrapolate,
+                   standardize_confounds=standardize_confounds, standardize=standardize)
+    n_out = sum(rows.size if keep is None else keep.size for rows, keep in zip(run_rows, masks))
 
+    if lazy_confounds:
+        # Small lazy confounds (e.g. high-variance confounds of the same run): the plan is
+        # built inside the graph, once, from their computed values.
+        plans = dask.delayed(_build_plans, pure=True)(
+            confounds, n_samples, storage_options, run_rows, masks, options)
+        plans_token = plans.key
+    else:
+        plans = _build_plans(confounds, n_samples, storage_options, run_rows, masks, options)
+        plans_token = _plan_token(plans)
     if not is_dask:
         return tk.clean_block(signals, plans, ensure_finite=ensure_finite, out_dtype=out_dtype)
 
     x = tk.single_time_chunk(signals)
-    token = tokenize(x.name, _plan_token(plans), ensure_finite, str(out_dtype))
+    token = tokenize(x.name, plans_token, ensure_finite, str(out_dtype))
     psc_flags = None
     if standardize == "psc":
-        psc_flags = dask.delayed(_flags_from_stats)(_psc_stats(x, plans, ensure_finite, token))
+        stats = _psc_stats(x, plans, len(run_rows), ensure_finite, token)
+        psc_flags = dask.delayed(_flags_from_stats)(stats)
     return tk.map_time_blocks(
         tk.clean_block, x, n_out, out_dtype, name=f"clean-{token}", plans=plans,
         ensure_finite=ensure_finite, out_dtype=out_dtype, psc_flags=psc_flags,
     )
 
 
-def _psc_stats(x, plans, ensure_finite, token):
+def _build_plans(confounds, n_samples, storage_options, run_rows, masks, options):
+    confounds = sanitize_confounds(confounds, n_samples, storage_options=storage_options)
+    return tuple(_plan_run(rows, confounds, keep, **options) for rows, keep in zip(run_rows, masks))
+
+
+def _check_lazy_confounds(confounds, n_samples):
+    """True if some confounds are dask arrays; their shapes are checked now (values later)."""
+    items = confounds if isinstance(confounds, (list, tuple)) else [confounds]
+    lazy = False
+    for i, item in enumerate(items):
+        if not isinstance(item, da.Array):
+            continue
+        lazy = True
+        where = f"confounds[{i}]" if isinstance(confounds, (list, tuple)) else "confounds"
+        if item.ndim not in (1, 2):
+            raise DimensionError(
+                f"{where} is an array of shape {item.shape}; expected 1-D (one regressor) or "
+                "2-D (time points x regressors)."
+            )
+        if item.shape[0] != n_samples:
+            raise ParameterError(
+                f"{where} has {item.shape[0]} rows but the signals have {n_samples} time "
+                "points; expected one confound row per volume."
+            )
+    return lazy
+
+
+def _psc_stats(x, plans, n_runs, ensure_finite, token):
     """Per-run sums of |mean(clean)| and |original mean| over all features (lazy, (2 n_runs,))."""
     per_block = da.map_blocks(
         tk.psc_stats_block, x, plans=plans, ensure_finite=ensure_finite,
-        chunks=((2 * len(plans),), (1,) * x.numblocks[1]), dtype=np.float64,
+        chunks=((2 * n_runs,), (1,) * x.numblocks[1]), dtype=np.float64,
         meta=np.empty((0, 0)), name=f"clean-psc-stats-{token}",
     )
     return per_block.sum(axis=1)

@@ -484,3 +484,21 @@ def test_lazy_equals_eager_any_chunking(data):
     chunks = (data.draw(_chunks_1d(n_t), label="tchunks"), data.draw(_chunks_1d(n_v), label="vchunks"))
     lazy = _ours(da.from_array(x, chunks=chunks), **kw).compute()
     np.testing.assert_allclose(lazy, eager, rtol=1e-10, atol=1e-10)
+
+
+def test_lazy_confounds(data):
+    """Dask confounds (e.g. lazy high-variance confounds) stay lazy and give the same numbers."""
+    x, conf = data
+    ref = _nilearn(x, confounds=[conf[:, :2], conf[:, 2]], low_pass=0.1, t_r=2.0,
+                   standardize="psc")
+    lazy_conf = [da.from_array(conf[:, :2], chunks=(40, 1)), da.from_array(conf[:, 2])]
+    arr = inaccessible_dask_array((T, V), chunks=(T, UNEVEN))
+    with raise_if_dask_computes():
+        lsignal.clean(arr, confounds=lazy_conf, low_pass=0.1, t_r=2.0, standardize="psc")
+        out = lsignal.clean(da.from_array(x, chunks=(T, UNEVEN)), confounds=lazy_conf,
+                            low_pass=0.1, t_r=2.0, standardize="psc")
+    assert_close(out.compute(), ref, 1e-9)
+    assert_close(lsignal.clean(x, confounds=lazy_conf, low_pass=0.1, t_r=2.0,
+                               standardize="psc"), ref, 1e-9)
+    with pytest.raises(ParameterError, match=r"confounds\[1\] has 79 rows"):
+        lsignal.clean(arr, confounds=[lazy_conf[0], da.zeros(T - 1)])
