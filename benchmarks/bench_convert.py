@@ -1,0 +1,248 @@
+"""Benchmark: streaming NIfTI.gz -> lazyconn zarr conversion of an HCP-sized run.
+
+Writes (streaming) a 91 x 109 x 91 x 1200 float32 run (4.3 GB raw) as .nii.gz with
+zlib level 1, then reports, in the same run on the same file:
+
+- ``gzip -dc FILE > /dev/null`` wall time (the reference) and conversion wall time,
+  as a throughput ratio (goal >= 0.8x);
+- peak RSS of the conversion, run in a subprocess (psutil polling of the process
+  tree every 20 ms, and ``getrusage(RUSAGE_CHILDREN).ru_maxrss``) (goal <= 1 GB);
+- ``lazyconn.load`` time of the .nii.gz and of the store, and the time to read the
+  whole store back (decompress every chunk);
+- with ``--codecs``: size ratio and speeds of a few codecs on one stored chunk.
+
+Usage::
+
+    python benchmarks/bench_convert.py            # HCP size (~2-3 min, ~6 GB temp disk)
+    python benchmarks/bench_convert.py --small    # 91 x 109 x 91 x 100, seconds
+    python benchmarks/bench_convert.py --codecs   # add the codec table
+
+Data go to benchmarks/_data/ (git-ignored) and big files are deleted at the end
+(``--keep`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHAPE3 = (91, 109, 91)
+
+
+def fmri_like_volumes(shape3, n_vols, seed=0):
+    """Yield float32 volumes like a masked, preprocessed BOLD run.
+
+    A smooth positive "brain" (an ellipsoid, ~30% of the box, zeros outside as in
+    HCP's masked MNI-space runs) times (1 + slow drift + 2% Gaussian noise per voxel).
+    """
+    rng = np.random.default_rng(seed)
+    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape3]
+    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
+    inside = (x**2 / 0.75 + y**2 / 0.85 + z**2 / 0.7) < 0.68
+    base = np.where(inside, 9000 + 2500 * np.cos(3 * x) * np.sin(2 * y) + 800 * z, 0)
+    base = base.astype(np.float32)
+    drift = np.cumsum(rng.standard_normal(n_vols)) * 0.001
+    for t in range(n_vols):
+        noise = rng.standard_normal(shape3, dtype=np.float32)
+        vol = base * (np.float32(1 + drift[t]) + np.float32(0.02) * noise)
+        yield vol.astype(np.float32)
+
+
+def write_run(path: Path, shape3, n_vols, compresslevel=1):
+    """Stream a .nii.gz: nibabel's header bytes, then one volume at a time through zlib."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape3 + (n_vols,))
+    header.set_data_dtype(np.float32)
+    header.set_zooms((2.0, 2.0, 2.0, 0.72))
+    header.set_xyzt_units("mm", "sec")
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [90, -126, -72]
+    header.set_sform(affine, code=4)
+    header.set_qform(affine, code=4)
+    header.set_data_offset(352)
+    import io
+
+    buf = io.BytesIO()
+    header.write_to(buf)
+    comp = zlib.compressobj(compresslevel, zlib.DEFLATED, 31)
+    with open(path, "wb") as f:
+        f.write(comp.compress(buf.getvalue().ljust(352, b"\0")))
+        for vol in fmri_like_volumes(shape3, n_vols):
+            f.write(comp.compress(vol.tobytes(order="F")))
+        f.write(comp.flush())
+
+
+def timed(cmd, shell=False):
+    start = time.perf_counter()
+    subprocess.run(cmd, shell=shell, check=True)
+    return time.perf_counter() - start
+
+
+def run_measured(args):
+    """Run a Python subprocess; return (wall seconds, peak RSS bytes by polling, ru_maxrss)."""
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", *args])
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
+            peak = max(peak, rss)
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"conversion failed with status {proc.returncode}")
+    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, peak, max(maxrss, before) * 1024
+
+
+def codec_table(shape3, n_vols):
+    """Size ratio and speeds of codecs on one default-sized chunk of the synthetic run."""
+    import numcodecs
+
+    from lazyconn.config import default_chunks
+
+    cx, cy, cz, _ = default_chunks(shape3 + (n_vols,), np.float32)
+    x0, y0, z0 = shape3[0] // 2 - cx // 2, shape3[1] // 2 - cy // 2, shape3[2] // 3
+    block = np.stack(
+        [v[x0 : x0 + cx, y0 : y0 + cy, z0 : z0 + cz] for v in fmri_like_volumes(shape3, n_vols)]
+    )
+    block = np.ascontiguousarray(block.transpose(0, 3, 2, 1))  # stored (t, z, y, x)
+    codecs = {
+        "blosc zstd-1 shuffle (default)": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE),
+        "blosc zstd-3 shuffle": numcodecs.Blosc("zstd", 3, numcodecs.Blosc.SHUFFLE),
+        "blosc zstd-5 shuffle": numcodecs.Blosc("zstd", 5, numcodecs.Blosc.SHUFFLE),
+        "blosc zstd-1 bitshuffle": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE),
+        "blosc zstd-1 noshuffle": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.NOSHUFFLE),
+        "blosc lz4-5 shuffle": numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE),
+        "zstd-1 (no shuffle)": numcodecs.Zstd(1),
+        "zstd-3 (no shuffle)": numcodecs.Zstd(3),
+        "lz4 (no shuffle)": numcodecs.LZ4(),
+        "zlib-1 (gzip's deflate)": numcodecs.Zlib(1),
+    }
+    rows = []
+    nbytes = block.nbytes
+    for name, codec in codecs.items():
+        enc = codec.encode(block)
+        reps = 3
+        start = time.perf_counter()
+        for _ in range(reps):
+            enc = codec.encode(block)
+        enc_s = (time.perf_counter() - start) / reps
+        start = time.perf_counter()
+        for _ in range(reps):
+            codec.decode(enc)
+        dec_s = (time.perf_counter() - start) / reps
+        rows.append((name, nbytes / len(enc), nbytes / enc_s / 1e6, nbytes / dec_s / 1e6))
+    print(f"\nCodecs on one stored chunk {block.shape} (t, z, y, x) float32, {nbytes / 2**20:.1f} MiB:")
+    print("| codec | ratio | compress MB/s | decompress MB/s |\n|---|---|---|---|")
+    for name, ratio, c, d in rows:
+        print(f"| {name} | {ratio:.2f} | {c:.0f} | {d:.0f} |")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="100 volumes instead of 1200")
+    parser.add_argument("--volumes", type=int, help="number of volumes (overrides --small)")
+    parser.add_argument("--compresslevel", type=int, default=1, help="gzip level of the run")
+    parser.add_argument("--codecs", action="store_true", help="also measure codecs")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--data-dir", default=str(HERE / "_data"))
+    args = parser.parse_args(argv)
+
+    n_vols = args.volumes or (100 if args.small else 1200)
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    src = data / f"run_{n_vols}.nii.gz"
+    dst = data / f"run_{n_vols}.zarr"
+    scratch = data / "scratch"
+    results = {"shape": list(SHAPE3) + [n_vols], "raw_bytes": int(np.prod(SHAPE3)) * n_vols * 4}
+    try:
+        if not src.exists():
+            start = time.perf_counter()
+            write_run(src, SHAPE3, n_vols, args.compresslevel)
+            results["write_s"] = time.perf_counter() - start
+        results["gz_bytes"] = src.stat().st_size
+        gunzip = [timed(f"gzip -dc {src} > /dev/null", shell=True)]
+        shutil.rmtree(dst, ignore_errors=True)
+        code = (
+            "import lazyconn; "
+            f"lazyconn.convert({str(src)!r}, {str(dst)!r}, scratch_dir={str(scratch)!r}, "
+            "progress=False)"
+        )
+        wall, peak, maxrss = run_measured([code])
+        gunzip.append(timed(f"gzip -dc {src} > /dev/null", shell=True))
+        results.update(
+            gunzip_s=gunzip, convert_s=wall, ratio=min(gunzip) / wall, ratio_mean=np.mean(gunzip) / wall,
+            peak_rss_poll=peak, peak_rss_maxrss=maxrss,
+        )
+
+        import lazyconn
+
+        start = time.perf_counter()
+        img = lazyconn.load(str(src))
+        results["load_gz_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        store = lazyconn.load(str(dst))
+        results["load_store_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        total = store.data.sum(dtype=np.float64).compute()
+        results["read_store_s"] = time.perf_counter() - start
+        results["store_bytes"] = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+        results["chunks"] = [c[0] for c in store.chunks]
+        # Spot check against nibabel: a few time points of one chunk's region.
+        import nibabel as nib
+
+        proxy = nib.load(str(src)).dataobj
+        ref = proxy[10:30, 20:50, 30:40, n_vols - 5 :]
+        np.testing.assert_array_equal(store.data[10:30, 20:50, 30:40, -5:].compute(), ref)
+        results["checked"] = True
+        results["sum"] = float(total)
+        del img
+    finally:
+        if not args.keep:
+            for path in (src, dst, scratch):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists():
+                    path.unlink()
+    gb = results["raw_bytes"] / 1e9
+    print(f"run {tuple(results['shape'])} float32: {gb:.2f} GB raw, "
+          f"{results['gz_bytes'] / 1e9:.2f} GB gzip level {args.compresslevel}")
+    print(f"gzip -dc > /dev/null: {', '.join(f'{g:.1f}' for g in results['gunzip_s'])} s")
+    print(f"lazyconn.convert:     {results['convert_s']:.1f} s "
+          f"({gb / results['convert_s'] * 1e3:.0f} MB/s raw)  -> ratio to gunzip "
+          f"{results['ratio']:.2f}x (vs mean gunzip {results['ratio_mean']:.2f}x)")
+    print(f"peak RSS of conversion: {results['peak_rss_poll'] / 2**20:.0f} MiB (polling), "
+          f"{results['peak_rss_maxrss'] / 2**20:.0f} MiB (ru_maxrss)")
+    print(f"load(.nii.gz): {results['load_gz_s'] * 1e3:.1f} ms; load(store): "
+          f"{results['load_store_s'] * 1e3:.1f} ms; read whole store: {results['read_store_s']:.1f} s "
+          f"({gb / results['read_store_s'] * 1e3:.0f} MB/s); store {results['store_bytes'] / 1e9:.2f} GB "
+          f"(ratio {results['raw_bytes'] / results['store_bytes']:.2f}), chunks {tuple(results['chunks'])}")
+    if args.codecs:
+        results["codecs"] = codec_table(SHAPE3, n_vols)
+    (data / f"results_{n_vols}.json").write_text(json.dumps(results, indent=1, default=float))
+    return results
+
+
+if __name__ == "__main__":
+    main()
