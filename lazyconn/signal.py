@@ -31,7 +31,6 @@ from lazyconn.ops import temporal as tk
 __all__ = ["butterworth", "clean", "high_variance_confounds"]
 
 _FILTERS = ("butterworth", "cosine", False)
-_STANDARDIZE = ("zscore_sample", "psc", True, False, None)
 _BUTTERWORTH_KWARGS = ("order", "padtype", "padlen", "copy")
 _PADTYPES = ("odd", "even", "constant", None)
 
@@ -47,7 +46,9 @@ def _check_cutoff(name, value):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ParameterError(f"{name}={value!r} is not valid; expected None or a frequency in Hz > 0.")
+        raise ParameterError(
+            f"{name}={value!r} is not valid; expected None or a frequency in Hz > 0."
+        )
     if value <= 0:
         raise ParameterError(
             f"{name}={value!r} is not valid; expected None or a frequency in Hz > 0 "
@@ -75,21 +76,29 @@ def _check_standardize(standardize):
 
 def _check_filter(filter, low_pass, high_pass, t_r):
     """nilearn's ``_check_filter_parameters``; returns the active filter (or False)."""
-    if isinstance(filter, (bool, np.bool_)) and filter:
-        filter = "invalid"
-    if filter is not False and filter not in ("butterworth", "cosine"):
+    valid = (isinstance(filter, (bool, np.bool_)) and not filter) or (
+        isinstance(filter, str) and filter in _FILTERS
+    )
+    if not valid:
         raise ParameterError(
             f"filter={filter!r} is not valid; expected 'butterworth', 'cosine' or False."
         )
     if t_r is not None and (
-        isinstance(t_r, bool) or not isinstance(t_r, numbers.Real) or not np.isfinite(t_r) or t_r <= 0
+        isinstance(t_r, bool)
+        or not isinstance(t_r, numbers.Real)
+        or not np.isfinite(t_r)
+        or t_r <= 0
     ):
-        raise ParameterError(f"t_r={t_r!r} is not valid; expected the repetition time in seconds (> 0) or None.")
+        raise ParameterError(
+            f"t_r={t_r!r} is not valid; expected the repetition time in seconds (> 0) or None."
+        )
     low_pass = _check_cutoff("low_pass", low_pass)
     high_pass = _check_cutoff("high_pass", high_pass)
-    if filter is False:
+    if not filter:
         if low_pass is not None or high_pass is not None:
-            warn("No filter type selected but cutoff frequency provided. Will not perform filtering.")
+            warn(
+                "No filter type selected but cutoff frequency provided. Will not perform filtering."
+            )
         return False, low_pass, high_pass
     if filter == "cosine":
         if t_r is None or high_pass is None:
@@ -133,7 +142,9 @@ def _split_kwargs(kwargs):
         butter[name] = value
     order = butter.get("order", 5)
     if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
-        raise ParameterError(f"butterworth__order={order!r} is not valid; expected an integer >= 1.")
+        raise ParameterError(
+            f"butterworth__order={order!r} is not valid; expected an integer >= 1."
+        )
     padtype = butter.get("padtype", "odd")
     if padtype not in _PADTYPES:
         raise ParameterError(
@@ -143,7 +154,9 @@ def _split_kwargs(kwargs):
     if padlen is not None and (
         isinstance(padlen, bool) or not isinstance(padlen, numbers.Integral) or padlen < 0
     ):
-        raise ParameterError(f"butterworth__padlen={padlen!r} is not valid; expected None or an integer >= 0.")
+        raise ParameterError(
+            f"butterworth__padlen={padlen!r} is not valid; expected None or an integer >= 0."
+        )
     return {"order": int(order), "padtype": padtype, "padlen": padlen}, storage_options
 
 
@@ -163,7 +176,9 @@ def _sanitize_runs(runs, n_samples):
 def _one_sample_mask(mask, n, where):
     mask = np.asarray(mask)
     if mask.ndim != 1:
-        raise ParameterError(f"{where} has shape {mask.shape}; expected a 1-D array of kept volumes.")
+        raise ParameterError(
+            f"{where} has shape {mask.shape}; expected a 1-D array of kept volumes."
+        )
     if mask.dtype == bool:
         if mask.shape[0] != n:
             raise ParameterError(
@@ -197,9 +212,11 @@ def _one_sample_mask(mask, n, where):
 def _sanitize_sample_mask(sample_mask, run_rows, given_runs):
     if sample_mask is None:
         return [None] * len(run_rows)
-    if isinstance(sample_mask, (list, tuple)) and (
-        len(sample_mask) == 0 or all(np.ndim(m) == 1 for m in sample_mask)
-    ) and not all(isinstance(m, (bool, np.bool_, numbers.Integral)) for m in sample_mask):
+    if (
+        isinstance(sample_mask, (list, tuple))
+        and (len(sample_mask) == 0 or all(np.ndim(m) == 1 for m in sample_mask))
+        and not all(isinstance(m, (bool, np.bool_, numbers.Integral)) for m in sample_mask)
+    ):
         masks = list(sample_mask)
     else:
         masks = [sample_mask]
@@ -217,8 +234,21 @@ def _sanitize_sample_mask(sample_mask, run_rows, given_runs):
 # --------------------------------------------------------------------------- plans
 
 
-def _plan_run(rows, confounds, keep, *, detrend, filter_type, sos, butter, high_pass, t_r,
-              extrapolate, standardize_confounds, standardize):
+def _plan_run(
+    rows,
+    confounds,
+    keep,
+    *,
+    detrend,
+    filter_type,
+    sos,
+    butter,
+    high_pass,
+    t_r,
+    extrapolate,
+    standardize_confounds,
+    standardize,
+):
     """Process one run's confounds eagerly and return the voxel kernel's plan."""
     n = rows.shape[0]
     conf = None if confounds is None else confounds[rows]
@@ -266,7 +296,9 @@ def _plan_run(rows, confounds, keep, *, detrend, filter_type, sos, butter, high_
         q = tk.confound_basis(tk.scale_confounds(conf, standardize_confounds))
     n_out = n if keep is None else keep.size
     if n_out == 1 and standardize is not None:
-        warn("Standardization of 3D signal has been requested but would lead to zero values. Skipping.")
+        warn(
+            "Standardization of 3D signal has been requested but would lead to zero values. Skipping."
+        )
     return tk.RunPlan(
         rows=rows,
         keep=keep,
@@ -285,8 +317,19 @@ def _plan_run(rows, confounds, keep, *, detrend, filter_type, sos, butter, high_
 
 def _plan_token(plans):
     return [
-        (p.rows, p.keep, p.interpolate, p.extrapolate, p.t_r, p.detrend, p.sos, p.padtype,
-         p.padlen, p.q, p.standardize)
+        (
+            p.rows,
+            p.keep,
+            p.interpolate,
+            p.extrapolate,
+            p.t_r,
+            p.detrend,
+            p.sos,
+            p.padtype,
+            p.padlen,
+            p.q,
+            p.standardize,
+        )
         for p in plans
     ]
 
@@ -427,16 +470,25 @@ def clean(
     sos = None
     if filter_type == "butterworth":
         sos = tk.butterworth_sos(t_r, low_pass, high_pass, butter["order"])
-    options = dict(detrend=detrend, filter_type=filter_type, sos=sos, butter=butter,
-                   high_pass=high_pass, t_r=t_r, extrapolate=extrapolate,
-                   standardize_confounds=standardize_confounds, standardize=standardize)
+    options = dict(
+        detrend=detrend,
+        filter_type=filter_type,
+        sos=sos,
+        butter=butter,
+        high_pass=high_pass,
+        t_r=t_r,
+        extrapolate=extrapolate,
+        standardize_confounds=standardize_confounds,
+        standardize=standardize,
+    )
     n_out = sum(rows.size if keep is None else keep.size for rows, keep in zip(run_rows, masks))
 
     if lazy_confounds:
         # Small lazy confounds (e.g. high-variance confounds of the same run): the plan is
         # built inside the graph, once, from their computed values.
         plans = dask.delayed(_build_plans, pure=True)(
-            confounds, n_samples, storage_options, run_rows, masks, options)
+            confounds, n_samples, storage_options, run_rows, masks, options
+        )
         plans_token = plans.key
     else:
         plans = _build_plans(confounds, n_samples, storage_options, run_rows, masks, options)
@@ -451,8 +503,15 @@ def clean(
         stats = _psc_stats(x, plans, len(run_rows), ensure_finite, token)
         psc_flags = dask.delayed(_flags_from_stats)(stats)
     return tk.map_time_blocks(
-        tk.clean_block, x, n_out, out_dtype, name=f"clean-{token}", plans=plans,
-        ensure_finite=ensure_finite, out_dtype=out_dtype, psc_flags=psc_flags,
+        tk.clean_block,
+        x,
+        n_out,
+        out_dtype,
+        name=f"clean-{token}",
+        plans=plans,
+        ensure_finite=ensure_finite,
+        out_dtype=out_dtype,
+        psc_flags=psc_flags,
     )
 
 
@@ -486,9 +545,14 @@ def _check_lazy_confounds(confounds, n_samples):
 def _psc_stats(x, plans, n_runs, ensure_finite, token):
     """Per-run sums of |mean(clean)| and |original mean| over all features (lazy, (2 n_runs,))."""
     per_block = da.map_blocks(
-        tk.psc_stats_block, x, plans=plans, ensure_finite=ensure_finite,
-        chunks=((2 * n_runs,), (1,) * x.numblocks[1]), dtype=np.float64,
-        meta=np.empty((0, 0)), name=f"clean-psc-stats-{token}",
+        tk.psc_stats_block,
+        x,
+        plans=plans,
+        ensure_finite=ensure_finite,
+        chunks=((2 * n_runs,), (1,) * x.numblocks[1]),
+        dtype=np.float64,
+        meta=np.empty((0, 0)),
+        name=f"clean-psc-stats-{token}",
     )
     return per_block.sum(axis=1)
 
@@ -497,17 +561,30 @@ def _flags_from_stats(stats):
     return np.array([tk.psc_restore_flag(a, b) for a, b in np.asarray(stats).reshape(-1, 2)])
 
 
-def butterworth(signals, sampling_rate, low_pass=None, high_pass=None, order=5,
-                padtype="odd", padlen=None, copy=False):
+def butterworth(
+    signals,
+    sampling_rate,
+    low_pass=None,
+    high_pass=None,
+    order=5,
+    padtype="odd",
+    padlen=None,
+    copy=False,
+):
     """nilearn's ``signal.butterworth`` on a (T, F) or (T,) array (numpy or dask).
 
     Returns a new array (numpy input is never modified in place, unlike nilearn's
     ``copy=False``; ``copy`` is accepted for compatibility).
     """
     check_positive_rate = sampling_rate
-    if isinstance(check_positive_rate, bool) or not isinstance(check_positive_rate, numbers.Real) \
-            or not check_positive_rate > 0:
-        raise ParameterError(f"sampling_rate={sampling_rate!r} is not valid; expected a frequency in Hz > 0.")
+    if (
+        isinstance(check_positive_rate, bool)
+        or not isinstance(check_positive_rate, numbers.Real)
+        or not check_positive_rate > 0
+    ):
+        raise ParameterError(
+            f"sampling_rate={sampling_rate!r} is not valid; expected a frequency in Hz > 0."
+        )
     low_pass = _check_cutoff("low_pass", low_pass)
     high_pass = _check_cutoff("high_pass", high_pass)
     if low_pass is not None and high_pass is not None and high_pass >= low_pass:
@@ -515,8 +592,13 @@ def butterworth(signals, sampling_rate, low_pass=None, high_pass=None, order=5,
             f"high_pass={high_pass!r} is greater than or equal to low_pass={low_pass!r}; "
             "a band-pass filter needs high_pass < low_pass."
         )
-    butter, _ = _split_kwargs({"butterworth__order": order, "butterworth__padtype": padtype,
-                               "butterworth__padlen": padlen})
+    butter, _ = _split_kwargs(
+        {
+            "butterworth__order": order,
+            "butterworth__padtype": padtype,
+            "butterworth__padlen": padlen,
+        }
+    )
     sos = tk.butterworth_sos(1.0 / sampling_rate, low_pass, high_pass, butter["order"])
     is_dask = isinstance(signals, da.Array)
     if not is_dask:
@@ -532,14 +614,21 @@ def butterworth(signals, sampling_rate, low_pass=None, high_pass=None, order=5,
         )
 
     def kernel(block):
-        return tk.butterworth_apply(np.asarray(block, dtype=np.float64), sos, padtype, padlen).astype(dtype)
+        return tk.butterworth_apply(
+            np.asarray(block, dtype=np.float64), sos, padtype, padlen
+        ).astype(dtype)
 
     if not is_dask:
         return kernel(signals)
     if signals.ndim == 1:
         return da.from_delayed(dask.delayed(kernel)(signals), signals.shape, dtype=dtype)
-    return tk.map_time_blocks(kernel, signals, signals.shape[0], dtype,
-                              name=f"butterworth-{tokenize(signals.name, sos, padtype, padlen)}")
+    return tk.map_time_blocks(
+        kernel,
+        signals,
+        signals.shape[0],
+        dtype,
+        name=f"butterworth-{tokenize(signals.name, sos, padtype, padlen)}",
+    )
 
 
 # --------------------------------------------------------------------------- CompCor
@@ -570,8 +659,10 @@ def _top_eigenvectors(gram, n_samples, n_confounds):
 
 def _tree_sum(parts):
     while len(parts) > 1:
-        parts = [dask.delayed(np.add)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
+        parts = [
+            dask.delayed(np.add)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
     return parts[0]
 
 
@@ -597,16 +688,28 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
         accumulated over feature chunks (two passes: mean of squares, then Gram), so values
         agree to rounding. Signs of components are arbitrary (as in nilearn).
     """
-    if isinstance(n_confounds, bool) or not isinstance(n_confounds, numbers.Integral) or n_confounds < 1:
+    if (
+        isinstance(n_confounds, bool)
+        or not isinstance(n_confounds, numbers.Integral)
+        or n_confounds < 1
+    ):
         raise ParameterError(f"n_confounds={n_confounds!r} is not valid; expected an integer >= 1.")
-    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
-        raise ParameterError(f"percentile={percentile!r} is not valid; expected a number in [0, 100].")
+    if (
+        isinstance(percentile, bool)
+        or not isinstance(percentile, numbers.Real)
+        or not 0 <= percentile <= 100
+    ):
+        raise ParameterError(
+            f"percentile={percentile!r} is not valid; expected a number in [0, 100]."
+        )
     detrend = _check_bool("detrend", detrend)
     is_dask = isinstance(series, da.Array)
     if not is_dask:
         series = np.asarray(series)
     if series.ndim != 2:
-        raise DimensionError(f"series has shape {series.shape}; expected a 2-D array (time points, features).")
+        raise DimensionError(
+            f"series has shape {series.shape}; expected a 2-D array (time points, features)."
+        )
     n_samples = int(series.shape[0])
     n_out = min(int(n_confounds), n_samples)
     if not is_dask:
@@ -617,10 +720,17 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
     x = tk.single_time_chunk(series)
     token = tokenize(x.name, detrend, percentile, n_confounds)
     var = da.map_blocks(
-        _mean_squares_detrended, x, detrend, chunks=((1,), x.chunks[1]), dtype=np.float64,
-        meta=np.empty((0, 0)), name=f"hvc-meansq-{token}",
+        _mean_squares_detrended,
+        x,
+        detrend,
+        chunks=((1,), x.chunks[1]),
+        dtype=np.float64,
+        meta=np.empty((0, 0)),
+        name=f"hvc-meansq-{token}",
     )[0]
     threshold = dask.delayed(np.nanpercentile)(var, 100.0 - percentile)
-    grams = [dask.delayed(_gram_block)(block, threshold, detrend) for block in x.to_delayed().ravel()]
+    grams = [
+        dask.delayed(_gram_block)(block, threshold, detrend) for block in x.to_delayed().ravel()
+    ]
     vectors = dask.delayed(_top_eigenvectors)(_tree_sum(grams), n_samples, n_confounds)
     return da.from_delayed(vectors, (n_samples, n_out), dtype=np.float64)

@@ -26,14 +26,16 @@ T = 50
 def fmriprep_table(rng):
     """An fMRIPrep-like table: derivative columns and framewise_displacement start with n/a."""
     trans = np.cumsum(rng.normal(size=(T, 2)) * 0.05, axis=0)
-    df = pd.DataFrame({
-        "global_signal": 100 + rng.normal(size=T),
-        "trans_x": trans[:, 0],
-        "trans_y": trans[:, 1],
-        "trans_x_derivative1": np.r_[np.nan, np.diff(trans[:, 0])],
-        "trans_y_derivative1": np.r_[np.nan, np.diff(trans[:, 1])],
-        "framewise_displacement": np.r_[np.nan, np.abs(np.diff(trans, axis=0)).sum(1)],
-    })
+    df = pd.DataFrame(
+        {
+            "global_signal": 100 + rng.normal(size=T),
+            "trans_x": trans[:, 0],
+            "trans_y": trans[:, 1],
+            "trans_x_derivative1": np.r_[np.nan, np.diff(trans[:, 0])],
+            "trans_y_derivative1": np.r_[np.nan, np.diff(trans[:, 1])],
+            "framewise_displacement": np.r_[np.nan, np.abs(np.diff(trans, axis=0)).sum(1)],
+        }
+    )
     return df
 
 
@@ -72,8 +74,11 @@ def test_other_nan_is_an_error_naming_column_and_row(fmriprep_table, tmp_path):
         sanitize_confounds(path, T)
     with pytest.raises(ParameterError, match=msg):
         lsignal.clean(np.zeros((T, 3)), confounds=df)
-    with pytest.raises(ParameterError, match=r"confounds\[1\] column 'column 0' has a non-finite "
-                       r"value \(inf\) at row 3"):
+    with pytest.raises(
+        ParameterError,
+        match=r"confounds\[1\] column 'column 0' has a non-finite "
+        r"value \(inf\) at row 3",
+    ):
         arr = np.ones((T, 1))
         arr[3] = np.inf
         sanitize_confounds([np.ones(T), arr], T)
@@ -86,8 +91,7 @@ def test_other_nan_is_an_error_naming_column_and_row(fmriprep_table, tmp_path):
 def test_delimiters_and_headers_match_nilearn(tmp_path, rng, sep, header):
     values = rng.normal(size=(T, 3))
     path = tmp_path / "conf.txt"
-    pd.DataFrame(values, columns=["a", "b", "c"]).to_csv(path, sep=sep, index=False,
-                                                          header=header)
+    pd.DataFrame(values, columns=["a", "b", "c"]).to_csv(path, sep=sep, index=False, header=header)
     got, names = read_confounds_file(path)
     np.testing.assert_allclose(got, values, rtol=1e-15)
     assert names == (["a", "b", "c"] if header else ["column 0", "column 1", "column 2"])
@@ -127,8 +131,11 @@ def test_urls_and_storage_options(tmp_path, rng):
         # storage_options reach fsspec: the chained cache writes where they say
         cache = tmp_path / "cache"
         x = rng.normal(size=(T, 3))
-        ours = lsignal.clean(x, confounds="simplecache::memory://lazyconn-test/conf.tsv",
-                             storage_options={"simplecache": {"cache_storage": str(cache)}})
+        ours = lsignal.clean(
+            x,
+            confounds="simplecache::memory://lazyconn-test/conf.tsv",
+            storage_options={"simplecache": {"cache_storage": str(cache)}},
+        )
         assert any(cache.iterdir())
         np.testing.assert_allclose(ours, nsignal.clean(x, confounds=values), atol=1e-10)
     finally:

@@ -28,8 +28,9 @@ def data(rng):
     trend = np.linspace(0, 3, T)[:, None] * rng.uniform(0.5, 2, V)
     slow = np.sin(np.arange(T) / 7.0)[:, None] * rng.uniform(0, 2, V)
     x = 100 + rng.uniform(-20, 20, V) + trend + slow + rng.normal(size=(T, V))
-    conf = np.column_stack([np.sin(np.arange(T) / 5.0), np.linspace(-1, 1, T) ** 2,
-                            rng.normal(size=T)])
+    conf = np.column_stack(
+        [np.sin(np.arange(T) / 5.0), np.linspace(-1, 1, T) ** 2, rng.normal(size=T)]
+    )
     return x, conf
 
 
@@ -112,8 +113,15 @@ def test_boolean_standardize_future_warning(data, standardize):
 def test_standardize_confounds_off_and_psc_without_detrend(data):
     x, conf = data
     check_all_paths(x, confounds=conf, standardize_confounds=False, low_pass=0.1, t_r=2.0)
-    check_all_paths(x, confounds=conf, standardize_confounds=False, detrend=False,
-                    standardize="psc", high_pass=0.02, t_r=2.0)
+    check_all_paths(
+        x,
+        confounds=conf,
+        standardize_confounds=False,
+        detrend=False,
+        standardize="psc",
+        high_pass=0.02,
+        t_r=2.0,
+    )
 
 
 def test_confound_input_kinds(data, tmp_path):
@@ -125,11 +133,20 @@ def test_confound_input_kinds(data, tmp_path):
     csv = tmp_path / "conf.csv"
     df.to_csv(csv, index=False)
     ref = _nilearn(x, confounds=conf, low_pass=0.1, t_r=2.0)
-    for confounds in (df, str(tsv), tsv, csv, [conf[:, :1], df[["b"]], conf[:, 2]],
-                      [conf[:, 0], str(csv)]):
+    for confounds in (
+        df,
+        str(tsv),
+        tsv,
+        csv,
+        [conf[:, :1], df[["b"]], conf[:, 2]],
+        [conf[:, 0], str(csv)],
+    ):
         kw = dict(confounds=confounds, low_pass=0.1, t_r=2.0)
-        expected = ref if not isinstance(confounds, list) or len(confounds) == 3 else \
-            _nilearn(x, confounds=[conf[:, 0], conf], low_pass=0.1, t_r=2.0)
+        expected = (
+            ref
+            if not isinstance(confounds, list) or len(confounds) == 3
+            else _nilearn(x, confounds=[conf[:, 0], conf], low_pass=0.1, t_r=2.0)
+        )
         assert_close(_ours(x, **kw), expected, 1e-9)
         # nilearn itself accepts these inputs: same numbers
         assert_close(_ours(x, **kw), _nilearn(x, **kw), 1e-9)
@@ -143,8 +160,15 @@ def test_rank_deficient_confounds_dropped(data):
 
 def test_butterworth_kwargs(data):
     x, conf = data
-    check_all_paths(x, confounds=conf, low_pass=0.1, t_r=2.0, butterworth__order=3,
-                    butterworth__padtype="even", butterworth__padlen=10)
+    check_all_paths(
+        x,
+        confounds=conf,
+        low_pass=0.1,
+        t_r=2.0,
+        butterworth__order=3,
+        butterworth__padtype="even",
+        butterworth__padlen=10,
+    )
     check_all_paths(x, high_pass=0.05, t_r=2.0, butterworth__padtype=None)
 
 
@@ -188,8 +212,14 @@ MIRROR_CENSORED = np.setdiff1d(np.arange(T), [0, 2, 30, 77, 79])
 @pytest.mark.parametrize("use_confounds", [False, True])
 def test_sample_mask_butterworth_matches_nilearn(data, extrapolate, use_confounds):
     x, conf = data
-    kw = dict(sample_mask=MIRROR_KEPT, low_pass=0.1, high_pass=0.01, t_r=2.0,
-              extrapolate=extrapolate, confounds=conf if use_confounds else None)
+    kw = dict(
+        sample_mask=MIRROR_KEPT,
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=2.0,
+        extrapolate=extrapolate,
+        confounds=conf if use_confounds else None,
+    )
     ref = check_all_paths(x, **kw)
     assert ref.shape == (MIRROR_KEPT.size, V)
 
@@ -201,8 +231,9 @@ def test_sample_mask_censoring_matches_nilearn(data, filt):
     for mask in (MIRROR_CENSORED, boolean):
         ref = check_all_paths(x, sample_mask=mask, confounds=conf, **FILTERS[filt])
     # a plain list of indices is one mask (nilearn reads it as one mask per run and fails)
-    assert_close(_ours(x, sample_mask=list(MIRROR_CENSORED), confounds=conf, **FILTERS[filt]),
-                 ref, 1e-9)
+    assert_close(
+        _ours(x, sample_mask=list(MIRROR_CENSORED), confounds=conf, **FILTERS[filt]), ref, 1e-9
+    )
 
 
 def _scrub_reference(x, keep, low_pass, high_pass, t_r, extrapolate):
@@ -212,8 +243,14 @@ def _scrub_reference(x, keep, low_pass, high_pass, t_r, extrapolate):
     filled = CubicSpline(times[keep], x[keep], axis=0, extrapolate=extrapolate)(times)
     filled[keep] = x[keep]
     lo, hi = (0, T) if extrapolate else (keep[0], keep[-1] + 1)
-    filtered = nsignal.clean(filled[lo:hi], detrend=True, standardize=None,
-                             low_pass=low_pass, high_pass=high_pass, t_r=t_r)
+    filtered = nsignal.clean(
+        filled[lo:hi],
+        detrend=True,
+        standardize=None,
+        low_pass=low_pass,
+        high_pass=high_pass,
+        t_r=t_r,
+    )
     kept = filtered[keep - lo]
     return (kept - kept.mean(0)) / kept.std(0, ddof=1)
 
@@ -223,8 +260,9 @@ def test_sample_mask_interpolation_fix(data, extrapolate):
     x, _ = data
     x = x.copy()
     x[[0, 2, 30, 77, 79]] += 50.0  # motion spikes on the censored frames
-    kw = dict(sample_mask=MIRROR_CENSORED, low_pass=0.1, high_pass=0.01, t_r=2.0,
-              extrapolate=extrapolate)
+    kw = dict(
+        sample_mask=MIRROR_CENSORED, low_pass=0.1, high_pass=0.01, t_r=2.0, extrapolate=extrapolate
+    )
     expected = _scrub_reference(x, MIRROR_CENSORED, 0.1, 0.01, 2.0, extrapolate)
     assert_close(_ours(x, **kw), expected, 1e-9)
     assert_close(_ours(da.from_array(x, chunks=(T, UNEVEN)), **kw).compute(), expected, 1e-9)
@@ -259,8 +297,9 @@ def test_runs_match_nilearn(data, rng):
     runs = np.repeat([2, 0, 1], [30, 25, 25])  # labels out of order: stacked by label
     check_all_paths(x, runs=runs, confounds=conf, high_pass=0.02, t_r=2.0)
     masks = [np.setdiff1d(np.arange(25), [3]), np.arange(2, 25), np.setdiff1d(np.arange(30), [9])]
-    check_all_paths(x, runs=runs, confounds=conf, sample_mask=masks, filter="cosine",
-                    high_pass=0.02, t_r=2.0)
+    check_all_paths(
+        x, runs=runs, confounds=conf, sample_mask=masks, filter="cosine", high_pass=0.02, t_r=2.0
+    )
     interleaved = rng.permutation(runs)
     check_all_paths(x, runs=interleaved, confounds=conf, filter=False)
 
@@ -270,10 +309,17 @@ def test_runs_forward_every_option(data):
     lazyconn applies them to each run: the reference is nilearn called run by run."""
     x, conf = data
     runs = np.repeat([0, 1], [45, 35])
-    kw = dict(confounds=conf, standardize_confounds=False, low_pass=0.15, t_r=2.0,
-              butterworth__padtype="even", butterworth__order=3)
-    expected = np.vstack([_nilearn(x[runs == r], **{**kw, "confounds": conf[runs == r]})
-                          for r in (0, 1)])
+    kw = dict(
+        confounds=conf,
+        standardize_confounds=False,
+        low_pass=0.15,
+        t_r=2.0,
+        butterworth__padtype="even",
+        butterworth__order=3,
+    )
+    expected = np.vstack(
+        [_nilearn(x[runs == r], **{**kw, "confounds": conf[runs == r]}) for r in (0, 1)]
+    )
     assert_close(_ours(x, runs=runs, **kw), expected, 1e-9)
     lazy = _ours(da.from_array(x, chunks=(T, UNEVEN)), runs=runs, **kw)
     assert_close(lazy.compute(), expected, 1e-9)
@@ -293,12 +339,16 @@ def test_bad_parameters(data):
     x, conf = data
     with pytest.raises(ParameterError, match="t_r=None but low_pass=0.1"):
         lsignal.clean(x, low_pass=0.1, t_r=None)
-    with pytest.raises(ParameterError, match=r"high_pass=0\.1 is greater than or equal to low_pass=0\.05"):
+    with pytest.raises(
+        ParameterError, match=r"high_pass=0\.1 is greater than or equal to low_pass=0\.05"
+    ):
         lsignal.clean(x, low_pass=0.05, high_pass=0.1)
     with pytest.raises(ParameterError, match="filter='cosine' needs both"):
         lsignal.clean(x, filter="cosine", t_r=2.0)
     with pytest.raises(ParameterError, match="filter='gaussian' is not valid"):
         lsignal.clean(x, filter="gaussian")
+    with pytest.raises(ParameterError, match="filter=True is not valid"):
+        lsignal.clean(x, filter=True)
     with pytest.raises(ParameterError, match="standardize='zscore' is not valid"):
         lsignal.clean(x, standardize="zscore")
     with pytest.raises(ParameterError, match="low_pass=0 is not valid"):
@@ -311,7 +361,9 @@ def test_bad_parameters(data):
         lsignal.clean(x, detrend=None)
     with pytest.raises(ParameterTypeError, match="unexpected keyword argument 'foo'"):
         lsignal.clean(x, foo=1)
-    with pytest.raises(ParameterTypeError, match="butterworth__bogus=1 is not a Butterworth option"):
+    with pytest.raises(
+        ParameterTypeError, match="butterworth__bogus=1 is not a Butterworth option"
+    ):
         lsignal.clean(x, butterworth__bogus=1, low_pass=0.1)
     with pytest.raises(ParameterError, match="butterworth__padtype='wrap' is not valid"):
         lsignal.clean(x, butterworth__padtype="wrap", low_pass=0.1)
@@ -325,8 +377,10 @@ def test_bad_parameters(data):
 
 def test_too_short_for_filter_padding(rng):
     x = rng.normal(size=(33, 4))
-    with pytest.raises(ParameterError, match="a run has 33 volumes to filter but the Butterworth "
-                       "filter pads 33 samples"):
+    with pytest.raises(
+        ParameterError,
+        match="a run has 33 volumes to filter but the Butterworth filter pads 33 samples",
+    ):
         lsignal.clean(x, low_pass=0.1, high_pass=0.01)
     with pytest.raises(ValueError, match="greater than padlen"):  # nilearn: scipy's message
         nsignal.clean(x, low_pass=0.1, high_pass=0.01)
@@ -351,9 +405,15 @@ def test_clean_builds_without_computing(data, standardize):
     _, conf = data
     arr = inaccessible_dask_array((T, V), chunks=(40, UNEVEN))
     with raise_if_dask_computes():
-        out = lsignal.clean(arr, confounds=conf, standardize=standardize,
-                            sample_mask=MIRROR_KEPT, low_pass=0.1, t_r=2.0,
-                            runs=None)
+        out = lsignal.clean(
+            arr,
+            confounds=conf,
+            standardize=standardize,
+            sample_mask=MIRROR_KEPT,
+            low_pass=0.1,
+            t_r=2.0,
+            runs=None,
+        )
     assert out.shape == (MIRROR_KEPT.size, V)
     assert out.chunks == ((MIRROR_KEPT.size,), UNEVEN)
     assert out.dtype == np.float32
@@ -387,8 +447,11 @@ def test_high_variance_confounds(rng, detrend):
     np.testing.assert_allclose(_align_signs(ours, ref), ref, atol=1e-12)
     with raise_if_dask_computes():
         lazy = lsignal.high_variance_confounds(
-            da.from_array(x, chunks=(60, (150, 97, 153))), n_confounds=4, percentile=5.0,
-            detrend=detrend)
+            da.from_array(x, chunks=(60, (150, 97, 153))),
+            n_confounds=4,
+            percentile=5.0,
+            detrend=detrend,
+        )
     assert lazy.shape == (60, 4)
     np.testing.assert_allclose(_align_signs(lazy.compute(), ref), ref, atol=1e-10)
 
@@ -407,13 +470,16 @@ def test_high_variance_confounds_laziness_and_errors():
 def test_butterworth_function(rng):
     x = rng.normal(size=(70, 9))
     ref = nsignal.butterworth(x.copy(), sampling_rate=0.5, low_pass=0.1, high_pass=0.02)
-    np.testing.assert_allclose(lsignal.butterworth(x, 0.5, low_pass=0.1, high_pass=0.02), ref,
-                               atol=1e-12)
-    lazy = lsignal.butterworth(da.from_array(x, chunks=(70, (4, 5))), 0.5, low_pass=0.1,
-                               high_pass=0.02)
+    np.testing.assert_allclose(
+        lsignal.butterworth(x, 0.5, low_pass=0.1, high_pass=0.02), ref, atol=1e-12
+    )
+    lazy = lsignal.butterworth(
+        da.from_array(x, chunks=(70, (4, 5))), 0.5, low_pass=0.1, high_pass=0.02
+    )
     np.testing.assert_allclose(lazy.compute(), ref, atol=1e-12)
-    direct = sp_signal.sosfiltfilt(sp_signal.butter(5, [0.02, 0.1], "band", output="sos", fs=0.5),
-                                   x, axis=0)
+    direct = sp_signal.sosfiltfilt(
+        sp_signal.butter(5, [0.02, 0.1], "band", output="sos", fs=0.5), x, axis=0
+    )
     np.testing.assert_allclose(lazy.compute(), direct, atol=1e-12)
 
 
@@ -422,12 +488,12 @@ def test_sample_mask_with_collapsed_band(data):
     interpolates/detrends the full series before censoring. Same here."""
     x, conf = data
     with pytest.warns(UserWarning) as record:
-        ours = lsignal.clean(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3,
-                             low_pass=0.4, t_r=2.0)
+        ours = lsignal.clean(
+            x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4, t_r=2.0
+        )
     messages = " ".join(str(r.message) for r in record)
     assert "high_pass=0.3 Hz is at or above" in messages and "returned unfiltered" in messages
-    ref = _nilearn(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4,
-                   t_r=2.0)
+    ref = _nilearn(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4, t_r=2.0)
     assert_close(ours, ref, 1e-9)
 
 
@@ -477,11 +543,16 @@ def test_lazy_equals_eager_any_chunking(data):
         detrend=data.draw(st.booleans(), label="detrend"),
         standardize=data.draw(st.sampled_from(["zscore_sample", "psc", None]), label="std"),
         confounds=rng.normal(size=(n_t, 2)) if data.draw(st.booleans(), label="conf") else None,
-        **data.draw(st.sampled_from([FILTERS["none"], dict(low_pass=0.2, t_r=1.0),
-                                     FILTERS["cosine"]]), label="filter"),
+        **data.draw(
+            st.sampled_from([FILTERS["none"], dict(low_pass=0.2, t_r=1.0), FILTERS["cosine"]]),
+            label="filter",
+        ),
     )
     eager = _ours(x, **kw)
-    chunks = (data.draw(_chunks_1d(n_t), label="tchunks"), data.draw(_chunks_1d(n_v), label="vchunks"))
+    chunks = (
+        data.draw(_chunks_1d(n_t), label="tchunks"),
+        data.draw(_chunks_1d(n_v), label="vchunks"),
+    )
     lazy = _ours(da.from_array(x, chunks=chunks), **kw).compute()
     np.testing.assert_allclose(lazy, eager, rtol=1e-10, atol=1e-10)
 
@@ -489,16 +560,33 @@ def test_lazy_equals_eager_any_chunking(data):
 def test_lazy_confounds(data):
     """Dask confounds (e.g. lazy high-variance confounds) stay lazy and give the same numbers."""
     x, conf = data
-    ref = _nilearn(x, confounds=[conf[:, :2], conf[:, 2]], low_pass=0.1, t_r=2.0,
-                   standardize="psc")
+    ref = _nilearn(x, confounds=[conf[:, :2], conf[:, 2]], low_pass=0.1, t_r=2.0, standardize="psc")
     lazy_conf = [da.from_array(conf[:, :2], chunks=(40, 1)), da.from_array(conf[:, 2])]
     arr = inaccessible_dask_array((T, V), chunks=(T, UNEVEN))
     with raise_if_dask_computes():
         lsignal.clean(arr, confounds=lazy_conf, low_pass=0.1, t_r=2.0, standardize="psc")
-        out = lsignal.clean(da.from_array(x, chunks=(T, UNEVEN)), confounds=lazy_conf,
-                            low_pass=0.1, t_r=2.0, standardize="psc")
+        out = lsignal.clean(
+            da.from_array(x, chunks=(T, UNEVEN)),
+            confounds=lazy_conf,
+            low_pass=0.1,
+            t_r=2.0,
+            standardize="psc",
+        )
     assert_close(out.compute(), ref, 1e-9)
-    assert_close(lsignal.clean(x, confounds=lazy_conf, low_pass=0.1, t_r=2.0,
-                               standardize="psc"), ref, 1e-9)
+    assert_close(
+        lsignal.clean(x, confounds=lazy_conf, low_pass=0.1, t_r=2.0, standardize="psc"), ref, 1e-9
+    )
     with pytest.raises(ParameterError, match=r"confounds\[1\] has 79 rows"):
         lsignal.clean(arr, confounds=[lazy_conf[0], da.zeros(T - 1)])
+
+
+def test_high_variance_confounds_float32(rng):
+    """float32 input: compared with nilearn on the same values in float64 (nilearn itself
+    works in float32 there, so its own float32 result is the less accurate one)."""
+    x = (rng.normal(size=(60, 300)) * rng.uniform(0.5, 3, 300)).astype(np.float32)
+    x[:, :6] += np.outer(np.cos(np.arange(60) / 4.0), rng.uniform(4, 6, 6)).astype(np.float32)
+    ref = nsignal.high_variance_confounds(x.astype(np.float64), n_confounds=3, percentile=3.0)
+    lazy = lsignal.high_variance_confounds(
+        da.from_array(x, chunks=(60, (100, 57, 143))), n_confounds=3, percentile=3.0
+    ).compute()
+    np.testing.assert_allclose(_align_signs(lazy, ref), ref, atol=1e-6)

@@ -88,10 +88,10 @@ def read_confounds_file(path, *, storage_options=None) -> tuple[np.ndarray, list
         delimiter = None  # whitespace
     if delimiter is not None and delimiter not in first:
         delimiter = None
-    fields = [f.strip().strip('"') for f in (first.split(delimiter) if delimiter else first.split())]
-    has_header = any(
-        not _is_number(f) and f.lower() not in _MISSING_TOKENS for f in fields
-    )
+    fields = [
+        f.strip().strip('"') for f in (first.split(delimiter) if delimiter else first.split())
+    ]
+    has_header = any(not _is_number(f) and f.lower() not in _MISSING_TOKENS for f in fields)
     body = lines[1:] if has_header else lines
     try:
         with np.errstate(invalid="ignore"):
@@ -109,9 +109,11 @@ def read_confounds_file(path, *, storage_options=None) -> tuple[np.ndarray, list
         ) from exc
     if values.size == 0:
         raise InputFileError(f"confounds file {str(path)!r} has a header but no rows.")
-    names = fields if has_header and len(fields) == values.shape[1] else [
-        f"column {j}" for j in range(values.shape[1])
-    ]
+    names = (
+        fields
+        if has_header and len(fields) == values.shape[1]
+        else [f"column {j}" for j in range(values.shape[1])]
+    )
     return values, names
 
 
@@ -195,8 +197,11 @@ def sanitize_confounds(confounds, n_samples: int, *, storage_options=None) -> np
         raise ParameterError("confounds=[] is empty; expected None or at least one confound.")
     arrays = []
     for i, item in enumerate(items):
-        where = "confounds" if len(items) == 1 and not isinstance(confounds, (list, tuple)) \
+        where = (
+            "confounds"
+            if len(items) == 1 and not isinstance(confounds, (list, tuple))
             else f"confounds[{i}]"
+        )
         if isinstance(item, (list, tuple)):
             raise ParameterTypeError(
                 f"{where} is a nested {type(item).__name__}; expected a numpy array, a "

@@ -91,7 +91,9 @@ def standardize(x: np.ndarray, method: str | None) -> np.ndarray:
         return zscore_sample(x)
     if method == "psc":
         return percent_signal_change(x)
-    raise ParameterError(f"standardize={method!r} is not valid; expected one of {STANDARDIZE_METHODS}.")
+    raise ParameterError(
+        f"standardize={method!r} is not valid; expected one of {STANDARDIZE_METHODS}."
+    )
 
 
 def scale_confounds(confounds: np.ndarray, standardize_confounds: bool) -> np.ndarray:
@@ -215,15 +217,15 @@ def append_cosine_drift(confounds, drift: np.ndarray):
     np.fill_diagonal(corr, 0)
     if np.sum(corr[:n_cos, :].ravel() > 0.9) > 0:
         warn(
-            "Cosine filter(s) exist in user supplied confounds. Use user supplied "
-            "regressors only."
+            "Cosine filter(s) exist in user supplied confounds. Use user supplied regressors only."
         )
         return confounds
     return np.hstack((confounds, drift))
 
 
-def interpolate_censored(x: np.ndarray, keep: np.ndarray, t_r: float, extrapolate: bool, *,
-                         inplace: bool = False):
+def interpolate_censored(
+    x: np.ndarray, keep: np.ndarray, t_r: float, extrapolate: bool, *, inplace: bool = False
+):
     """Replace the censored frames of ``x`` by a cubic spline through the kept frames.
 
     Returns ``(x_filled, keep_shifted)``. Without ``extrapolate``, the censored frames
@@ -281,7 +283,9 @@ def clean_run_before_standardize(x: np.ndarray, plan: RunPlan):
     """
     keep = plan.keep
     if keep is not None and not plan.interpolate:
-        x = np.asarray(x)[keep].astype(np.float64, copy=False)  # censor before anything (no/cosine filter)
+        x = np.asarray(x)[keep].astype(
+            np.float64, copy=False
+        )  # censor before anything (no/cosine filter)
     else:
         x = np.array(x, dtype=np.float64, copy=True)
     if keep is not None and plan.interpolate:
@@ -328,8 +332,14 @@ def _run_rows(block, plan):
     return block[rows]
 
 
-def clean_block(block: np.ndarray, plans: tuple[RunPlan, ...], *, ensure_finite: bool = False,
-                out_dtype=np.float64, psc_flags=None) -> np.ndarray:
+def clean_block(
+    block: np.ndarray,
+    plans: tuple[RunPlan, ...],
+    *,
+    ensure_finite: bool = False,
+    out_dtype=np.float64,
+    psc_flags=None,
+) -> np.ndarray:
     """The whole voxel part of ``clean`` on one (T, v) block; runs are stacked in plan order."""
     block = np.asarray(block)
     if ensure_finite:
