@@ -199,3 +199,39 @@ def test_positions_helpers(rng):
     assert (pos[mask] == np.arange(mask.sum())).all() and (pos[~mask] == -1).all()
     bpos = block_positions(mask, ((2, 3), (6,), (7,)))
     np.testing.assert_array_equal(bpos, pos)  # y and z whole: block order is C order
+
+
+# --- properties (hypothesis): any shape, any chunking, any mask --------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _chunked_case(draw):
+    shape = tuple(draw(st.integers(1, 7)) for _ in range(3)) + (draw(st.integers(1, 4)),)
+    chunks = []
+    for n in shape[:3]:
+        cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=3))) if n > 1 else []
+        edges = [0, *cuts, n]
+        chunks.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True)))
+    seed = draw(st.integers(0, 2**16))
+    density = draw(st.sampled_from([0.0, 0.3, 1.0]))
+    order = draw(st.sampled_from(["C", "block"]))
+    target = draw(st.sampled_from([1, 64, None]))
+    return shape, tuple(chunks) + ((shape[3],),), seed, density, order, target
+
+
+@settings(max_examples=25, deadline=None)
+@given(_chunked_case())
+def test_gather_scatter_property(case):
+    shape, chunks, seed, density, order, target = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    mask = rng.random(shape[:3]) < density
+    mask.flat[seed % mask.size] = True  # masks are never empty
+    arr = da.from_array(x, chunks=chunks)
+    got = gather(arr, mask, order=order, target_bytes=target)
+    pos = c_positions(mask) if order == "C" else block_positions(mask, chunks[:3])
+    np.testing.assert_array_equal(got.compute(scheduler="sync")[:, pos[mask]], x[mask].T)
+    back = scatter(got, pos, chunks[:3]).compute(scheduler="sync")
+    np.testing.assert_array_equal(back, np.where(mask[..., None], x, 0))
