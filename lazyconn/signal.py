@@ -498,6 +498,10 @@ def clean(
 
     x = tk.single_time_chunk(signals)
     token = tokenize(x.name, plans_token, ensure_finite, str(out_dtype))
+    if not lazy_confounds:
+        # One graph key for the plans (Q can be T x 100s): tasks share it instead of each
+        # carrying a copy to the workers.
+        plans = dask.delayed(plans, pure=True, traverse=False, name=f"clean-plans-{token}")
     psc_flags = None
     if standardize == "psc":
         stats = _psc_stats(x, plans, len(run_rows), ensure_finite, token)
