@@ -283,9 +283,8 @@ def clean_run_before_standardize(x: np.ndarray, plan: RunPlan):
     """
     keep = plan.keep
     if keep is not None and not plan.interpolate:
-        x = np.asarray(x)[keep].astype(
-            np.float64, copy=False
-        )  # censor before anything (no/cosine filter)
+        # no filter / cosine: censored frames leave before anything else
+        x = np.asarray(x)[keep].astype(np.float64, copy=False)
     else:
         x = np.array(x, dtype=np.float64, copy=True)
     if keep is not None and plan.interpolate:
