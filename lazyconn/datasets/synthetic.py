@@ -51,13 +51,13 @@ _NETWORK_LINKS = {
     ("default_mode", "salience"): -0.5,
 }
 # Region time course = sqrt(a) network + sqrt(b) homologous pair + sqrt(1 - a - b) own part.
-_SHARE_NETWORK = 0.5
-_SHARE_PAIR = 0.25
+_SHARE_NETWORK = 0.6
+_SHARE_PAIR = 0.15
 
 # Amplitudes, as fractions of the voxel baseline (BOLD percent signal change / 100).
-_NEURAL_AMPLITUDE = 0.02
-_NOISE_LEVEL = 0.01
-_PHYSIO_AMPLITUDE = (0.015, 0.01)  # global-like, spatially structured
+_NEURAL_AMPLITUDE = 0.03
+_NOISE_LEVEL = 0.008
+_PHYSIO_AMPLITUDE = (0.01, 0.006)  # global-like, spatially structured
 _DRIFT_AMPLITUDE = 0.02
 _FD_SPIKE = 0.02  # intensity drop per mm of framewise displacement
 _MOTION_RADIUS = 50.0  # mm, head radius used by framewise displacement (Power et al. 2012)
@@ -204,7 +204,7 @@ def _build_layout(resolution, n_networks, region_radius, seed) -> _Layout:
         if not np.any(inside & (nearest == region)):
             v = dist[:, region].argmin()
             nearest[v], near_dist[v], inside[v] = region, dist[v, region], True
-    sigma = region_radius / 2.0
+    sigma = 0.6 * region_radius
     weight = np.exp(-0.5 * (near_dist / sigma) ** 2)
     signal_index = np.flatnonzero(inside)
     signal_region = nearest[signal_index]
@@ -315,7 +315,7 @@ def _motion(rng, n_timepoints):
     scale = np.array([1.0, 1.0, 1.0, 0.02, 0.02, 0.02]) * mover  # rad ~ mm / 50
     steps = rng.normal(0.0, 0.05, size=(n_timepoints, 6))
     jerks = rng.random((n_timepoints, 1)) < 0.03
-    steps += jerks * rng.normal(0.0, 0.4, size=(n_timepoints, 6))
+    steps += jerks * rng.normal(0.0, 0.25, size=(n_timepoints, 6))
     params = np.zeros((n_timepoints, 6))
     for t in range(1, n_timepoints):
         params[t] = 0.85 * params[t - 1] + steps[t]
