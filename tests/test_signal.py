@@ -209,9 +209,14 @@ MIRROR_KEPT = np.setdiff1d(np.arange(T), [0, 1, 11, 12, 40, 57])
 MIRROR_CENSORED = np.setdiff1d(np.arange(T), [0, 2, 30, 77, 79])
 
 
+@pytest.mark.parametrize(
+    "detrend, standardize", [(True, "zscore_sample"), (False, "psc"), (False, None)]
+)
 @pytest.mark.parametrize("extrapolate", [False, True])
 @pytest.mark.parametrize("use_confounds", [False, True])
-def test_sample_mask_butterworth_matches_nilearn(data, extrapolate, use_confounds):
+def test_sample_mask_butterworth_matches_nilearn(
+    data, extrapolate, use_confounds, detrend, standardize
+):
     x, conf = data
     kw = dict(
         sample_mask=MIRROR_KEPT,
@@ -220,6 +225,8 @@ def test_sample_mask_butterworth_matches_nilearn(data, extrapolate, use_confound
         t_r=2.0,
         extrapolate=extrapolate,
         confounds=conf if use_confounds else None,
+        detrend=detrend,
+        standardize=standardize,
     )
     ref = check_all_paths(x, **kw)
     assert ref.shape == (MIRROR_KEPT.size, V)
