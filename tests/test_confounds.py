@@ -165,3 +165,21 @@ def test_bad_confound_inputs(tmp_path):
     with pytest.raises(ParameterError, match="confounds has 49 rows but the signals have 50"):
         sanitize_confounds(np.ones(T - 1), T)
     assert sanitize_confounds(None, T) is None
+
+
+@pytest.mark.s3
+def test_s3_url_with_storage_options(s3_bucket, fmriprep_table, rng):
+    bucket, options = s3_bucket
+    url = f"{bucket}/sub-01_desc-confounds_timeseries.tsv"
+    with fsspec.open(url, "wt", **options) as f:
+        fmriprep_table.to_csv(f, sep="\t", index=False, na_rep="n/a")
+    _, expected = prepare_output(fmriprep_table.copy(), demean=False)
+    expected = expected[fmriprep_table.columns].to_numpy()
+    np.testing.assert_allclose(sanitize_confounds(url, T, storage_options=options), expected,
+                               rtol=1e-15)
+    x = rng.normal(size=(T, 5))
+    ours = lsignal.clean(x, confounds=url, storage_options=options, high_pass=0.01, t_r=2.0)
+    np.testing.assert_allclose(ours, nsignal.clean(x, confounds=expected, high_pass=0.01,
+                                                   t_r=2.0), atol=1e-10)
+    with pytest.raises(InputNotFoundError, match="missing.tsv' does not exist"):
+        sanitize_confounds(f"{bucket}/missing.tsv", T, storage_options=options)
