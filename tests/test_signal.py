@@ -60,7 +60,9 @@ def assert_close(ours, ref, rtol):
 def check_all_paths(x, rtol64=1e-9, **kw):
     """numpy float64, dask float64 (uneven voxel chunks, split time), dask float32 vs nilearn float64."""
     ref = _nilearn(x, **kw)
+    before = x.copy()
     ours = _ours(x, **kw)
+    np.testing.assert_array_equal(x, before)  # the input is never modified
     assert isinstance(ours, np.ndarray) and ours.dtype == np.float64
     assert_close(ours, ref, rtol64)
     lazy = _ours(da.from_array(x, chunks=((30, T - 30), UNEVEN)), **kw)
@@ -180,6 +182,7 @@ def test_cutoff_above_nyquist_warns_and_clamps(data):
     assert_close(ours, _nilearn(x, low_pass=0.3, high_pass=0.01, t_r=2.0), 1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_ensure_finite(data):
     x, conf = data
     x = x.copy()
