@@ -422,7 +422,7 @@ def test_error_different_feature_counts(subjects):
 def test_error_bad_subject_types_and_dims(subjects):
     with pytest.raises(DimensionError, match=r"X is a 1-D array of shape \(40,\).*2-D"):
         ConnectivityMeasure().fit(subjects[0][:, 0])
-    with pytest.raises(DimensionError, match=r"X\[1\] has shape \(35,\) \(1-D\).*ts\[:, None\]"):
+    with pytest.raises(DimensionError, match=r"X\[1\] has shape \(35,\) \(1-D\).*Reshape.*ts\[:, None\]"):
         ConnectivityMeasure().fit([subjects[0], subjects[1][:, 0]])
     with pytest.raises(ParameterError, match="X\\[0\\] has type list; expected a 2-D numpy"):
         ConnectivityMeasure().fit([subjects[0].tolist()])
@@ -552,5 +552,57 @@ def test_sklearn_check_estimator_subset():
                   checks.check_estimators_unfitted,
                   checks.check_fit_check_is_fitted,
                   checks.check_n_features_in,
-                  checks.check_estimators_pickle):
+                  checks.check_estimators_pickle,
+                  checks.check_n_features_in_after_fitting,
+                  checks.check_complex_data,
+                  checks.check_estimators_empty_data_messages,
+                  checks.check_fit2d_predict1d,
+                  checks.check_estimator_sparse_array,
+                  checks.check_estimator_sparse_matrix,
+                  checks.check_estimators_nan_inf,
+                  checks.check_transformer_n_iter,
+                  checks.check_fit_idempotent,
+                  checks.check_fit2d_1sample,
+                  checks.check_fit2d_1feature):
         check(type(estimator).__name__, clone(estimator))
+
+
+def test_no_future_warning_like_nilearn(subjects):
+    """nilearn 0.14.1 emits no FutureWarning about ConnectivityMeasure defaults; neither do we."""
+    for kind in KINDS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            nilearn_connectome.ConnectivityMeasure(kind=kind).fit_transform(subjects)
+            ConnectivityMeasure(kind=kind).fit_transform(subjects)
+
+
+def test_error_estimator_without_covariance(subjects):
+    class NoCovariance:
+        def fit(self, X):
+            return self
+
+        def get_params(self, deep=True):
+            return {}
+
+    with pytest.raises(ParameterError, match="produced covariance_ of shape None; expected an "
+                       "attribute covariance_ of shape \\(6, 6\\)"):
+        ConnectivityMeasure(cov_estimator=NoCovariance()).fit(subjects)
+
+
+def test_vector_helpers_stay_lazy_on_dask(rng):
+    da = pytest.importorskip("dask.array")
+    from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
+
+    a = rng.standard_normal((7, 5, 5))
+    stack = a + a.transpose(0, 2, 1)
+    lazy = da.from_array(stack, chunks=(3, 5, 5))
+    with raise_if_dask_computes():
+        vec = connectome.sym_matrix_to_vec(lazy)
+        off = connectome.sym_matrix_to_vec(lazy, discard_diagonal=True)
+        back = connectome.vec_to_sym_matrix(off, diagonal=da.ones((7, 5), chunks=3))
+        connectome.sym_matrix_to_vec(inaccessible_dask_array((4, 6, 6), (2, 6, 6)))
+    np.testing.assert_array_equal(vec.compute(), nilearn_connectome.sym_matrix_to_vec(stack))
+    np.testing.assert_array_equal(
+        back.compute(),
+        nilearn_connectome.vec_to_sym_matrix(off.compute(), diagonal=np.ones((7, 5))),
+    )

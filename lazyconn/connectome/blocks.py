@@ -79,13 +79,18 @@ def check_time_series(time_series, name: str = "time_series", n_features: int | 
     DimensionError for a wrong number of dimensions or of features, ParameterError for
     empty or non-finite signals.
     """
+    if _is_sparse(time_series):
+        raise ParameterError(
+            f"{name} is a {type(time_series).__name__}: sparse input is not supported; "
+            "expected a dense 2-D numpy array of shape (n_samples, n_features)."
+        )
     if not isinstance(time_series, np.ndarray) and not _is_dask(time_series):
         raise ParameterError(
             f"{name} has type {type(time_series).__name__}; expected a 2-D numpy array of "
             "shape (n_samples, n_features), one per subject."
         )
     if time_series.ndim != 2:
-        hint = " For one region, use ts[:, None]." if time_series.ndim == 1 else ""
+        hint = " Reshape your data with ts[:, None] for one region." if time_series.ndim == 1 else ""
         raise DimensionError(
             f"{name} has shape {time_series.shape} ({time_series.ndim}-D); expected a 2-D "
             f"array of shape (n_samples, n_features).{hint}"
@@ -96,9 +101,16 @@ def check_time_series(time_series, name: str = "time_series", n_features: int | 
             f"expecting {n_features} features as input."
         )
     time_series = np.asarray(time_series)
-    if time_series.shape[0] < 1 or time_series.shape[1] < 1:
+    for axis, what in enumerate(("sample", "feature")):
+        if time_series.shape[axis] < 1:
+            raise ParameterError(
+                f"{name} has 0 {what}(s) (shape={time_series.shape}) while a minimum of 1 is "
+                "required."
+            )
+    if time_series.dtype.kind == "c":
         raise ParameterError(
-            f"{name} has shape {time_series.shape}; expected at least 1 sample and 1 feature."
+            f"{name} has dtype {time_series.dtype}: Complex data not supported; expected real "
+            "numbers."
         )
     if time_series.dtype.kind not in "biuf":
         raise ParameterError(
@@ -110,6 +122,10 @@ def check_time_series(time_series, name: str = "time_series", n_features: int | 
             "'Input contains NaN'). Clean or drop those samples first."
         )
     return time_series
+
+
+def _is_sparse(x) -> bool:
+    return type(x).__module__.startswith("scipy.sparse")
 
 
 def _zscore_sample(signals: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from lazyconn.connectome._linalg import (
 from lazyconn.connectome.blocks import (
     KINDS,
     _is_dask,
+    _is_sparse,
     check_cov_estimator,
     check_time_series,
     clean_vectors,
@@ -146,23 +147,30 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     def _check_subjects(self, X) -> list[np.ndarray]:
         """List of validated (n_samples, n_features) arrays; a single 2-D array is one subject."""
+        if _is_sparse(X):
+            check_time_series(X, "X")  # raises: sparse input is not supported
         if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
             raise ParameterTypeError(
                 f"X has type {type(X).__name__}; expected an iterable (e.g. a list) of 2-D "
                 "arrays of shape (n_samples, n_features), one per subject."
             )
-        if (isinstance(X, np.ndarray) or _is_dask(X)) and X.ndim == 2:
+        single = (isinstance(X, np.ndarray) or _is_dask(X)) and X.ndim == 2
+        if single:
             X = [X]  # nilearn's rule: one subject
         elif isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype != object:
             raise DimensionError(
                 f"X is a 1-D array of shape {X.shape}; expected a list of 2-D arrays of shape "
-                "(n_samples, n_features), one per subject (use ts[:, None] for one region)."
+                "(n_samples, n_features), one per subject. Reshape your data with ts[:, None] "
+                "for one region."
             )
         X = list(X)
         if not X:
             raise ParameterError("X=[] is empty; expected at least one subject's time series.")
         n_features = self.n_features_in_ if self.__sklearn_is_fitted__() else None
-        subjects = [check_time_series(x, f"X[{i}]", n_features) for i, x in enumerate(X)]
+        subjects = [
+            check_time_series(x, "X" if single else f"X[{i}]", n_features)
+            for i, x in enumerate(X)
+        ]
         features = [s.shape[1] for s in subjects]
         if len(set(features)) > 1:
             raise DimensionError(
