@@ -141,10 +141,26 @@ def run_info(args) -> int:
     return 0
 
 
+# --- demo -------------------------------------------------------------------------
+def add_demo(parser: argparse.ArgumentParser) -> None:
+    from lazyconn.group._demo import add_arguments
+
+    add_arguments(parser)
+
+
+def run_demo(args) -> int:
+    """Simulate a study, convert it to Zarr, compute Power-264 connectomes on a LocalCluster."""
+    from lazyconn import datasets
+    from lazyconn.group._demo import run
+
+    return run(args, datasets)  # datasets sit above group: passed in, not imported there
+
+
 #: name -> (add arguments, run). Add a subcommand with one line here.
 COMMANDS = {
     "convert": (add_convert, run_convert),
     "info": (add_info, run_info),
+    "demo": (add_demo, run_demo),
 }
 
 

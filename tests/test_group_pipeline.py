@@ -1,6 +1,5 @@
 """GroupConnectome against nilearn's loop over subjects, its results store, errors, schedulers."""
 
-import os
 import time
 
 import nibabel as nib
@@ -146,15 +145,3 @@ def test_preparing_the_graph_reads_no_voxels():
     assert [r.name for r in records] == ["subject-0", "subject-1", "subject-2"]
     # Same (inaccessible) data -> same key: in-memory images are keyed by their dask token.
     assert len({r.key for r in records}) == 1
-
-
-@pytest.mark.cluster
-def test_on_a_cluster_equals_local(study, group_client, tmp_path):
-    paths, confounds = study
-    local = _group("tangent").fit(paths, confounds=confounds)
-    remote = _group("tangent", client=group_client, cache_dir=tmp_path / "c").fit(
-        paths, confounds=confounds
-    )
-    np.testing.assert_allclose(remote.subject_matrices_, local.subject_matrices_, atol=1e-6)
-    np.testing.assert_allclose(remote.group_matrix_, local.group_matrix_, atol=1e-6)
-    assert len(os.listdir(tmp_path / "c")) == 4 + 1  # four entries and the group's zarr.json

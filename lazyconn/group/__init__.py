@@ -6,6 +6,13 @@ matrices (mean, or geometric mean for ``kind="tangent"``) on dask's local schedu
 Zarr results store (``cache_dir``) so re-runs compute only what is missing.
 """
 
-from lazyconn.group.pipeline import GroupConnectome
+import importlib
 
 __all__ = ["GroupConnectome"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `lazyconn demo --help` does not load scikit-learn.
+    if name == "GroupConnectome":
+        return importlib.import_module("lazyconn.group.pipeline").GroupConnectome
+    raise AttributeError(f"module 'lazyconn.group' has no attribute {name!r}")

@@ -1,0 +1,105 @@
+"""Every example in examples/ runs on small synthetic data (so they never rot), checked against
+nilearn on the same files or against the planted ground truth.
+
+Each example exposes ``main(small=False, plot=True, data_dir=None, output_dir=None)``.
+Plots are off here (nilearn's glass-brain plots take seconds each); ``test_demo`` covers
+plotting through ``lazyconn demo``.
+"""
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+DMN = [(0, -52, 18), (-46, -68, 32), (46, -68, 32), (1, 50, -5)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("example-data")
+
+
+def _nilearn_dmn(func, confounds, t_r):
+    from nilearn.maskers import NiftiSpheresMasker
+
+    # nilearn cannot read fMRIPrep's n/a; lazyconn fills the first row with the second's.
+    table = pd.read_csv(confounds, sep="\t", na_values="n/a").bfill(limit=1).to_numpy()
+    masker = NiftiSpheresMasker(DMN, radius=8, detrend=True, standardize="zscore_sample",
+                                low_pass=0.1, high_pass=0.01, t_r=t_r)
+    return masker.fit_transform(func, confounds=table)
+
+
+def _check_sphere_based_connectome(out):
+    from nilearn.connectome import ConnectivityMeasure
+
+    group = out["group"]
+    data = out["dataset"]
+    series = [_nilearn_dmn(f, c, data.t_r) for f, c in zip(data.func, data.confounds)]
+    np.testing.assert_allclose(out["dmn_time_series"], series[0], atol=2e-4)
+    reference = ConnectivityMeasure(kind="partial correlation")
+    per_subject = reference.fit_transform(series)
+    np.testing.assert_allclose(out["dmn_partial_correlation"], per_subject[0], atol=1e-4)
+    np.testing.assert_allclose(group.subject_matrices_, per_subject, atol=1e-4)
+    np.testing.assert_allclose(group.group_matrix_, reference.mean_, atol=1e-4)
+    for name in ("power", "dosenbach"):
+        cov = out[f"{name}_covariance"]
+        # standardized signals: a correlation-like covariance, strengths normalised to 1
+        np.testing.assert_allclose(np.diag(cov), 1.0, atol=0.05)
+        assert out[f"{name}_strength"].max() == pytest.approx(1.0)
+    assert out["power_covariance"].shape == (44, 44)
+    assert out["dosenbach_covariance"].shape == (32, 32)
+
+
+def _check_group_connectome(out):
+    from nilearn.connectome import ConnectivityMeasure
+    from nilearn.maskers import NiftiSpheresMasker
+
+    study = out["study"]
+    group, again = out["group"], out["again"]
+    assert again.n_cached_ == len(study.func) and group.n_cached_ == 0
+    np.testing.assert_array_equal(again.group_matrix_, group.group_matrix_)
+    series = []
+    for func, conf in zip(study.func, group_confounds(study)):
+        masker = NiftiSpheresMasker(seeds=study.region_coords, radius=8, detrend=True,
+                                    standardize="zscore_sample", low_pass=0.1, high_pass=0.01,
+                                    t_r=study.t_r)
+        series.append(masker.fit_transform(func, confounds=conf))
+    reference = ConnectivityMeasure(kind="correlation")
+    np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series),
+                               atol=1e-4)
+    tangent = ConnectivityMeasure(kind="tangent")
+    np.testing.assert_allclose(out["tangent"].subject_matrices_, tangent.fit_transform(series),
+                               atol=1e-3)
+    # The planted truth is recovered, and better with the confounds than without.
+    assert out["recovery"] > 0.7
+    assert out["recovery"] > out["recovery_without_confounds"] + 0.1
+
+
+def group_confounds(study):
+    columns = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+               "framewise_displacement", "csf", "white_matter"]
+    return [pd.read_csv(p, sep="\t")[columns].bfill(limit=1).to_numpy() for p in study.confounds]
+
+
+CHECKS = {
+    "plot_sphere_based_connectome": _check_sphere_based_connectome,
+    "group_connectome": _check_group_connectome,
+}
+
+
+def test_every_example_has_a_check():
+    assert {p.stem for p in EXAMPLES} == set(CHECKS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_on_small_data(path, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = runpy.run_path(str(path), run_name="example")
+    out = namespace["main"](small=True, plot=False, data_dir=data_dir / path.stem,
+                            output_dir=tmp_path / "out")
+    CHECKS[path.stem](out)
