@@ -21,6 +21,7 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 
+
 @pytest.fixture(autouse=True)
 def _single_blas_thread():
     """Tiny matrices: multi-threaded OpenBLAS only adds contention (10 ms per 6x6 inv)."""
@@ -67,12 +68,16 @@ def _assert_fitted_equal(ours, theirs, atol=ATOL):
 
 # standardize only matters for correlation (nilearn's rule)
 _KIND_STANDARDIZE = [(kind, True) for kind in KINDS] + [
-    ("correlation", False), ("correlation", "zscore_sample"), ("covariance", False)
+    ("correlation", False),
+    ("correlation", "zscore_sample"),
+    ("covariance", False),
 ]
 
 
 @pytest.mark.parametrize("kind,standardize", _KIND_STANDARDIZE)
-@pytest.mark.parametrize("vectorize,discard_diagonal", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize(
+    "vectorize,discard_diagonal", [(False, False), (True, False), (True, True)]
+)
 def test_fit_transform_matches_nilearn(subjects, kind, vectorize, discard_diagonal, standardize):
     theirs, ours = _pair(
         kind=kind, vectorize=vectorize, discard_diagonal=discard_diagonal, standardize=standardize
@@ -150,7 +155,9 @@ def test_confounds_match_nilearn(rng, kind):
     )
     np.testing.assert_allclose(
         ours.transform(subjects, confounds=confounds),
-        theirs.transform(subjects, confounds=confounds), rtol=0, atol=ATOL,
+        theirs.transform(subjects, confounds=confounds),
+        rtol=0,
+        atol=ATOL,
     )
     # DataFrame, 1-D and list forms, as signal.clean accepts them
     frame = pd.DataFrame(confounds, columns=["age", "motion"])
@@ -159,11 +166,15 @@ def test_confounds_match_nilearn(rng, kind):
     )
     np.testing.assert_allclose(
         ours.fit_transform(subjects, confounds=[confounds[:, 0], confounds[:, 1:]]),
-        expected, rtol=0, atol=ATOL,
+        expected,
+        rtol=0,
+        atol=ATOL,
     )
     np.testing.assert_allclose(
         ours.fit_transform(subjects, confounds=confounds[:, 0]),
-        theirs.fit_transform(subjects, confounds=confounds[:, 0]), rtol=0, atol=ATOL,
+        theirs.fit_transform(subjects, confounds=confounds[:, 0]),
+        rtol=0,
+        atol=ATOL,
     )
 
 
@@ -175,7 +186,9 @@ def test_confounds_from_csv_match_nilearn(rng, tmp_path):
     theirs, ours = _pair(kind="correlation", vectorize=True)
     np.testing.assert_allclose(
         ours.fit_transform(subjects, confounds=str(path)),
-        theirs.fit_transform(subjects, confounds=confounds), rtol=0, atol=ATOL,
+        theirs.fit_transform(subjects, confounds=confounds),
+        rtol=0,
+        atol=ATOL,
     )
 
 
@@ -214,7 +227,8 @@ def test_matrix_helpers_match_nilearn(rng):
         precision = np.linalg.inv(matrix)
         np.testing.assert_allclose(
             connectome.prec_to_partial(precision),
-            nilearn_connectome.prec_to_partial(precision), rtol=1e-15,
+            nilearn_connectome.prec_to_partial(precision),
+            rtol=1e-15,
         )
 
 
@@ -222,8 +236,10 @@ def test_helpers_keep_nilearn_dtypes(rng):
     a = rng.standard_normal((4, 4)).astype(np.float32)
     sym = a @ a.T
     for discard in (False, True):
-        assert (connectome.sym_matrix_to_vec(sym, discard).dtype
-                == nilearn_connectome.sym_matrix_to_vec(sym, discard).dtype)
+        assert (
+            connectome.sym_matrix_to_vec(sym, discard).dtype
+            == nilearn_connectome.sym_matrix_to_vec(sym, discard).dtype
+        )
     vec = connectome.sym_matrix_to_vec(sym, True)
     assert connectome.vec_to_sym_matrix(vec, np.ones(4, np.float32)).dtype == np.float64
 
@@ -247,7 +263,9 @@ def test_geometric_mean_matches_nilearn(rng):
     for kwargs in ({}, {"max_iter": 30}, {"init": matrices[1], "max_iter": 3, "tol": None}):
         np.testing.assert_allclose(
             connectome._geometric_mean(matrices, **kwargs),
-            nilearn_geometric_mean(matrices, **kwargs), rtol=0, atol=1e-10,
+            nilearn_geometric_mean(matrices, **kwargs),
+            rtol=0,
+            atol=1e-10,
         )
     # geometric mean of commuting (diagonal) matrices is the element-wise geometric mean
     diagonals = [np.diag([1.0, 4.0]), np.diag([4.0, 9.0])]
@@ -279,19 +297,24 @@ def test_blocks_in_any_grouping_equal_fit_transform(subjects, kind):
     else:
         matrices = [measure.subject_connectivity(c) for c in covariances]
         # two different tree shapes and orders
-        left = connectome.combine([connectome.partial_sum(matrices[:2]),
-                                   connectome.partial_sum(matrices[2:])])
-        right = connectome.combine([
-            connectome.partial_sum(matrices[4]),
-            connectome.combine([connectome.partial_sum(matrices[1:4]),
-                                connectome.partial_sum(matrices[:1])]),
-        ])
+        left = connectome.combine(
+            [connectome.partial_sum(matrices[:2]), connectome.partial_sum(matrices[2:])]
+        )
+        right = connectome.combine(
+            [
+                connectome.partial_sum(matrices[4]),
+                connectome.combine(
+                    [connectome.partial_sum(matrices[1:4]), connectome.partial_sum(matrices[:1])]
+                ),
+            ]
+        )
         assert left[1] == right[1] == len(subjects)
         np.testing.assert_allclose(connectome.finalize_mean(left), theirs.mean_, atol=ATOL)
         measure.fit_from_partial(right)
     _assert_fitted_equal(measure, theirs)
-    per_subject = np.array([pickle.loads(pickle.dumps(measure)).subject_transform(c)
-                            for c in covariances])
+    per_subject = np.array(
+        [pickle.loads(pickle.dumps(measure)).subject_transform(c) for c in covariances]
+    )
     np.testing.assert_allclose(per_subject, expected, rtol=0, atol=ATOL)
     np.testing.assert_allclose(per_subject, direct, rtol=0, atol=1e-12)
     np.testing.assert_allclose(measure.transform_covariances(covariances), expected, atol=ATOL)
@@ -312,10 +335,12 @@ def test_blocks_run_as_a_dask_tree_reduction(subjects):
 
     measure = ConnectivityMeasure(kind="partial correlation")
     covariances = [delayed(measure.subject_covariance)(ts) for ts in subjects]
-    sums = [delayed(connectome.partial_sum)([delayed(measure.subject_connectivity)(c)])
-            for c in covariances]
+    sums = [
+        delayed(connectome.partial_sum)([delayed(measure.subject_connectivity)(c)])
+        for c in covariances
+    ]
     while len(sums) > 1:  # pairwise tree
-        sums = [delayed(connectome.combine)(sums[i:i + 2]) for i in range(0, len(sums), 2)]
+        sums = [delayed(connectome.combine)(sums[i : i + 2]) for i in range(0, len(sums), 2)]
     total, covs = dask.compute(sums[0], covariances, scheduler="threads")
     measure.fit_from_partial(total)
     theirs = nilearn_connectome.ConnectivityMeasure(kind="partial correlation")
@@ -330,8 +355,10 @@ def test_clean_vectors_matches_nilearn_signal_clean(rng):
     vectors = rng.standard_normal((15, 10))
     confounds = rng.standard_normal((15, 3))
     np.testing.assert_allclose(
-        connectome.clean_vectors(vectors, confounds), clean(vectors, confounds=confounds),
-        rtol=0, atol=1e-10,
+        connectome.clean_vectors(vectors, confounds),
+        clean(vectors, confounds=confounds),
+        rtol=0,
+        atol=1e-10,
     )
 
 
@@ -341,7 +368,8 @@ def test_subject_covariance_does_not_modify_estimator(subjects):
     assert not hasattr(estimator, "covariance_")
     np.testing.assert_allclose(
         connectome.subject_covariance(subjects[0], estimator),
-        np.cov(subjects[0], rowvar=False, ddof=0), rtol=1e-12,
+        np.cov(subjects[0], rowvar=False, ddof=0),
+        rtol=1e-12,
     )
 
 
@@ -402,7 +430,9 @@ def test_dask_subjects_accepted(subjects):
     lazy = [da.from_array(s, chunks=(7, 4)) for s in subjects]
     np.testing.assert_allclose(
         ConnectivityMeasure(kind="tangent").fit_transform(lazy),
-        ConnectivityMeasure(kind="tangent").fit_transform(subjects), rtol=0, atol=1e-12,
+        ConnectivityMeasure(kind="tangent").fit_transform(subjects),
+        rtol=0,
+        atol=1e-12,
     )
 
 
@@ -422,7 +452,9 @@ def test_error_different_feature_counts(subjects):
 def test_error_bad_subject_types_and_dims(subjects):
     with pytest.raises(DimensionError, match=r"X is a 1-D array of shape \(40,\).*2-D"):
         ConnectivityMeasure().fit(subjects[0][:, 0])
-    with pytest.raises(DimensionError, match=r"X\[1\] has shape \(35,\) \(1-D\).*Reshape.*ts\[:, None\]"):
+    with pytest.raises(
+        DimensionError, match=r"X\[1\] has shape \(35,\) \(1-D\).*Reshape.*ts\[:, None\]"
+    ):
         ConnectivityMeasure().fit([subjects[0], subjects[1][:, 0]])
     with pytest.raises(ParameterError, match="X\\[0\\] has type list; expected a 2-D numpy"):
         ConnectivityMeasure().fit([subjects[0].tolist()])
@@ -440,9 +472,12 @@ def test_error_bad_subject_types_and_dims(subjects):
 
 
 def test_error_unknown_kind_and_params(subjects):
-    with pytest.raises(ParameterError, match="kind='foo' is not valid; expected one of "
-                       "'correlation', 'partial correlation', 'tangent', 'covariance', "
-                       "'precision'"):
+    with pytest.raises(
+        ParameterError,
+        match="kind='foo' is not valid; expected one of "
+        "'correlation', 'partial correlation', 'tangent', 'covariance', "
+        "'precision'",
+    ):
         ConnectivityMeasure(kind="foo").fit(subjects)
     with pytest.raises(ParameterError, match="cov_estimator='lw' is not valid.*'.fit\\(\\)'"):
         ConnectivityMeasure(cov_estimator="lw").fit(subjects)
@@ -467,33 +502,45 @@ def test_error_tangent_needs_a_group(subjects):
 def test_error_singular_covariance(rng):
     # T < F with the empirical covariance: singular, not positive definite
     subjects = [rng.standard_normal((4, 6)) for _ in range(3)]
-    with pytest.raises(ParameterError, match="Expected a symmetric positive definite matrix for "
-                       "the covariance of subject 0.*smallest eigenvalue.*LedoitWolf"):
+    with pytest.raises(
+        ParameterError,
+        match="Expected a symmetric positive definite matrix for "
+        "the covariance of subject 0.*smallest eigenvalue.*LedoitWolf",
+    ):
         ConnectivityMeasure(EmpiricalCovariance(), kind="tangent").fit(subjects)
     with pytest.raises(ValueError, match="Expected a symmetric positive definite matrix"):
         nilearn_connectome.ConnectivityMeasure(EmpiricalCovariance(), kind="tangent").fit(subjects)
     # an exactly singular covariance (zero column): ParameterError instead of LinAlgError
     zero = [np.hstack([s[:, :5], np.zeros((4, 1))]) for s in subjects]
     for kind in ("precision", "partial correlation"):
-        with pytest.raises(ParameterError, match=f"covariance of subject 0 is singular.*"
-                           f"kind='{kind}' inverts"):
+        with pytest.raises(
+            ParameterError, match=f"covariance of subject 0 is singular.*kind='{kind}' inverts"
+        ):
             ConnectivityMeasure(EmpiricalCovariance(), kind=kind).fit(zero)
     # tangent transform of a singular covariance, after a valid fit
     measure = ConnectivityMeasure(kind="tangent").fit(_subjects(rng))
     singular = np.zeros((6, 6))
-    with pytest.raises(ParameterError, match="Expected a symmetric positive definite matrix for "
-                       "covariance of subject 1"):
+    with pytest.raises(
+        ParameterError,
+        match="Expected a symmetric positive definite matrix for covariance of subject 1",
+    ):
         measure.transform_covariances([np.eye(6), singular])
     with pytest.raises(ParameterError, match="matrices\\[1\\].*not symmetric"):
         connectome._geometric_mean([np.eye(2), np.array([[1.0, 0.5], [0.0, 1.0]])])
 
 
 def test_error_vector_length(rng):
-    with pytest.raises(DimensionError, match=r"Vector of unsuitable shape \(3, 4\).*length 4; "
-                       "expected a triangular number"):
+    with pytest.raises(
+        DimensionError,
+        match=r"Vector of unsuitable shape \(3, 4\).*length 4; "
+        "expected a triangular number",
+    ):
         connectome.vec_to_sym_matrix(np.ones((3, 4)))
-    with pytest.raises(DimensionError, match=r"diagonal of shape \(3, 4\) incompatible.*"
-                       r"expected diagonal of shape \(3, 3\)"):
+    with pytest.raises(
+        DimensionError,
+        match=r"diagonal of shape \(3, 4\) incompatible.*"
+        r"expected diagonal of shape \(3, 3\)",
+    ):
         connectome.vec_to_sym_matrix(np.ones((3, 3)), diagonal=np.ones((3, 4)))
     with pytest.raises(DimensionError, match=r"symmetric has shape \(3, 4\); expected square"):
         connectome.sym_matrix_to_vec(np.ones((3, 4)))
@@ -506,17 +553,20 @@ def test_error_confounds(subjects):
         ConnectivityMeasure().fit_transform(subjects, confounds=np.ones((5, 1)))
     with pytest.raises(ParameterTypeError, match="confounds=3 has type int"):
         ConnectivityMeasure(vectorize=True).fit_transform(subjects, confounds=3)
-    with pytest.raises(DimensionError, match="confounds has 4 rows; expected one row per "
-                       "subject \\(5\\)"):
+    with pytest.raises(
+        DimensionError, match="confounds has 4 rows; expected one row per subject \\(5\\)"
+    ):
         ConnectivityMeasure(vectorize=True).fit_transform(subjects, confounds=np.ones((4, 1)))
 
 
 def test_not_fitted_errors(subjects):
     measure = ConnectivityMeasure(kind="tangent")
-    for call in (lambda: measure.transform(subjects),
-                 lambda: measure.inverse_transform(np.ones((2, 3, 3))),
-                 lambda: measure.transform_covariances([np.eye(3)] * 2),
-                 lambda: measure.subject_transform(np.eye(3))):
+    for call in (
+        lambda: measure.transform(subjects),
+        lambda: measure.inverse_transform(np.ones((2, 3, 3))),
+        lambda: measure.transform_covariances([np.eye(3)] * 2),
+        lambda: measure.subject_transform(np.eye(3)),
+    ):
         with pytest.raises(NotFittedError, match="not fitted yet. Call 'fit'"):
             call()
 
@@ -544,26 +594,28 @@ def test_sklearn_check_estimator_subset():
     from sklearn.utils import estimator_checks as checks
 
     estimator = ConnectivityMeasure()
-    for check in (checks.check_no_attributes_set_in_init,
-                  checks.check_parameters_default_constructible,
-                  checks.check_get_params_invariance,
-                  checks.check_set_params,
-                  checks.check_dont_overwrite_parameters,
-                  checks.check_estimators_unfitted,
-                  checks.check_fit_check_is_fitted,
-                  checks.check_n_features_in,
-                  checks.check_estimators_pickle,
-                  checks.check_n_features_in_after_fitting,
-                  checks.check_complex_data,
-                  checks.check_estimators_empty_data_messages,
-                  checks.check_fit2d_predict1d,
-                  checks.check_estimator_sparse_array,
-                  checks.check_estimator_sparse_matrix,
-                  checks.check_estimators_nan_inf,
-                  checks.check_transformer_n_iter,
-                  checks.check_fit_idempotent,
-                  checks.check_fit2d_1sample,
-                  checks.check_fit2d_1feature):
+    for check in (
+        checks.check_no_attributes_set_in_init,
+        checks.check_parameters_default_constructible,
+        checks.check_get_params_invariance,
+        checks.check_set_params,
+        checks.check_dont_overwrite_parameters,
+        checks.check_estimators_unfitted,
+        checks.check_fit_check_is_fitted,
+        checks.check_n_features_in,
+        checks.check_estimators_pickle,
+        checks.check_n_features_in_after_fitting,
+        checks.check_complex_data,
+        checks.check_estimators_empty_data_messages,
+        checks.check_fit2d_predict1d,
+        checks.check_estimator_sparse_array,
+        checks.check_estimator_sparse_matrix,
+        checks.check_estimators_nan_inf,
+        checks.check_transformer_n_iter,
+        checks.check_fit_idempotent,
+        checks.check_fit2d_1sample,
+        checks.check_fit2d_1feature,
+    ):
         check(type(estimator).__name__, clone(estimator))
 
 
@@ -584,8 +636,11 @@ def test_error_estimator_without_covariance(subjects):
         def get_params(self, deep=True):
             return {}
 
-    with pytest.raises(ParameterError, match="produced covariance_ of shape None; expected an "
-                       "attribute covariance_ of shape \\(6, 6\\)"):
+    with pytest.raises(
+        ParameterError,
+        match="produced covariance_ of shape None; expected an "
+        "attribute covariance_ of shape \\(6, 6\\)",
+    ):
         ConnectivityMeasure(cov_estimator=NoCovariance()).fit(subjects)
 
 

@@ -34,8 +34,9 @@ def group_signals(draw, max_subjects=4):
     """A few subjects' signals with more samples than regions (so covariances are SPD)."""
     n_features = draw(st.integers(1, 6))
     n_subjects = draw(st.integers(2, max_subjects))
-    lengths = draw(st.lists(st.integers(n_features + 2, 25), min_size=n_subjects,
-                            max_size=n_subjects))
+    lengths = draw(
+        st.lists(st.integers(n_features + 2, 25), min_size=n_subjects, max_size=n_subjects)
+    )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     mixing = rng.standard_normal((n_features, n_features))
     return [rng.standard_normal((t, n_features)) @ mixing for t in lengths]
@@ -82,8 +83,9 @@ def test_correlation_and_partial_correlation_invariants(subjects):
 @FAST
 @given(group_signals(max_subjects=5), st.data())
 def test_partial_sums_in_any_grouping(subjects, data):
-    kind = data.draw(st.sampled_from(["covariance", "correlation", "partial correlation",
-                                      "precision"]))
+    kind = data.draw(
+        st.sampled_from(["covariance", "correlation", "partial correlation", "precision"])
+    )
     measure = ConnectivityMeasure(kind=kind)
     matrices = [measure.subject_connectivity(measure.subject_covariance(s)) for s in subjects]
     order = data.draw(st.permutations(range(len(matrices))))
@@ -92,8 +94,9 @@ def test_partial_sums_in_any_grouping(subjects, data):
     partials = [connectome.partial_sum([matrices[i] for i in batch]) for batch in batches]
     total = connectome.combine(partials[::-1])
     expected = ConnectivityMeasure(kind=kind).fit(subjects).mean_
-    np.testing.assert_allclose(measure.fit_from_partial(total).mean_, expected,
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        measure.fit_from_partial(total).mean_, expected, rtol=1e-10, atol=1e-10
+    )
 
 
 @FAST
@@ -103,11 +106,14 @@ def test_tangent_round_trip(subjects):
     vectors = measure.fit_transform(subjects)
     covariances = ConnectivityMeasure(kind="covariance").fit_transform(subjects)
     np.testing.assert_allclose(
-        measure.inverse_transform(vectors), covariances, rtol=1e-7,
+        measure.inverse_transform(vectors),
+        covariances,
+        rtol=1e-7,
         atol=1e-9 * np.abs(covariances).max(),
     )
     # the whitening is the inverse square root of the mean
     np.testing.assert_allclose(
         measure.whitening_ @ measure.mean_ @ measure.whitening_,
-        np.eye(subjects[0].shape[1]), atol=1e-7,
+        np.eye(subjects[0].shape[1]),
+        atol=1e-7,
     )

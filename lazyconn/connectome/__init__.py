@@ -8,7 +8,7 @@ group pipeline run subjects on dask workers with the same maths.
 """
 
 from lazyconn.connectome._linalg import (
-    _geometric_mean,
+    _geometric_mean,  # noqa: F401  (private, importable as in nilearn)
     cov_to_corr,
     is_spd,
     prec_to_partial,

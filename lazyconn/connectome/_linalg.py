@@ -153,9 +153,7 @@ def _geometric_mean(matrices, init=None, max_iter=10, tol=1e-7):
         # Move along the geodesic (the update is applied even when the norm grew, as nilearn).
         vals_log, vecs_log = linalg.eigh(logs_mean)
         gmean_sqrt = _form_symmetric(np.sqrt, vals_gmean, vecs_gmean)
-        gmean = gmean_sqrt.dot(_form_symmetric(np.exp, vals_log * step, vecs_log)).dot(
-            gmean_sqrt
-        )
+        gmean = gmean_sqrt.dot(_form_symmetric(np.exp, vals_log * step, vecs_log)).dot(gmean_sqrt)
 
         if norm < norm_old:
             norm_old = norm
@@ -247,8 +245,10 @@ def vec_to_sym_matrix(vec, diagonal=None):
     triangular = root * root == 8 * n_values + 1
     n_features = (root - 1) // 2 + (diagonal is not None)
     if not triangular:
-        what = "n * (n - 1) / 2 when diagonal is given" if diagonal is not None else (
-            "n * (n + 1) / 2"
+        what = (
+            "n * (n - 1) / 2 when diagonal is given"
+            if diagonal is not None
+            else ("n * (n + 1) / 2")
         )
         raise DimensionError(
             f"Vector of unsuitable shape {vec.shape} cannot be transformed to a symmetric "

@@ -26,10 +26,8 @@ The flow, for a list of per-subject region signals ``ts`` (each (n_samples, n_fe
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from functools import reduce
-from pathlib import Path
 
 import numpy as np
 from scipy import linalg
@@ -46,7 +44,9 @@ from lazyconn.connectome._linalg import (
     is_spd,
     prec_to_partial,
 )
-from lazyconn.exceptions import DimensionError, ParameterError, ParameterTypeError
+from lazyconn.exceptions import DimensionError, ParameterError
+from lazyconn.ops.temporal import zscore_sample
+from lazyconn.signal import clean
 
 #: The kinds of ConnectivityMeasure, in the order nilearn lists them in its error message.
 KINDS = ("correlation", "partial correlation", "tangent", "covariance", "precision")
@@ -55,7 +55,6 @@ KINDS = ("correlation", "partial correlation", "tangent", "covariance", "precisi
 TANGENT_MAX_ITER = 30
 TANGENT_TOL = 1e-7
 
-_EPS = np.finfo(np.float64).eps
 _SHRINKAGE_HINT = (
     " Use a shrinkage estimator such as LedoitWolf (the default cov_estimator) or more time "
     "points than regions."
@@ -90,7 +89,9 @@ def check_time_series(time_series, name: str = "time_series", n_features: int | 
             "shape (n_samples, n_features), one per subject."
         )
     if time_series.ndim != 2:
-        hint = " Reshape your data with ts[:, None] for one region." if time_series.ndim == 1 else ""
+        hint = (
+            " Reshape your data with ts[:, None] for one region." if time_series.ndim == 1 else ""
+        )
         raise DimensionError(
             f"{name} has shape {time_series.shape} ({time_series.ndim}-D); expected a 2-D "
             f"array of shape (n_samples, n_features).{hint}"
@@ -128,42 +129,6 @@ def _is_sparse(x) -> bool:
     return type(x).__module__.startswith("scipy.sparse")
 
 
-def _zscore_sample(signals: np.ndarray) -> np.ndarray:
-    """nilearn ``standardize_signal(detrend=False, standardize="zscore_sample")``."""
-    if signals.shape[0] == 1:
-        warn(
-            "Standardization of 3D signal has been requested but would lead to zero "
-            "values. Skipping.",
-            UserWarning,
-        )
-        return signals.copy()
-    signals = signals - signals.mean(axis=0)
-    std = signals.std(axis=0, ddof=1)
-    std[std < _EPS] = 1.0  # constant columns stay 0 instead of NaN
-    signals /= std
-    return signals
-
-
-def _detrend_linear(signals: np.ndarray) -> np.ndarray:
-    """nilearn ``signal._detrend(signals, type="linear")`` (returns a float copy)."""
-    signals = np.array(signals, dtype=signals.dtype if signals.dtype.kind == "f" else float)
-    if signals.shape[0] == 1:
-        warn(
-            "Detrending of 3D signal has been requested but would lead to zero values. "
-            "Skipping.",
-            UserWarning,
-        )
-        return signals
-    signals -= np.mean(signals, axis=0)
-    regressor = np.arange(signals.shape[0], dtype=signals.dtype)
-    regressor -= regressor.mean()
-    std = np.sqrt((regressor**2).sum())
-    if not std < _EPS:
-        regressor /= std
-    signals -= np.dot(regressor, signals) * regressor[:, np.newaxis]
-    return signals
-
-
 def subject_covariance(time_series, cov_estimator=None, *, standardize: bool = False):
     """One subject's covariance matrix, as ``ConnectivityMeasure`` estimates it.
 
@@ -191,7 +156,13 @@ def subject_covariance(time_series, cov_estimator=None, *, standardize: bool = F
         check_cov_estimator(cov_estimator)
         estimator = clone(cov_estimator)
     if standardize:
-        time_series = _zscore_sample(time_series)
+        if time_series.shape[0] == 1:
+            warn(
+                "Standardization of 3D signal has been requested but would lead to zero "
+                "values. Skipping.",
+                UserWarning,
+            )
+        time_series = zscore_sample(time_series)
     estimator.fit(time_series)
     covariance = getattr(estimator, "covariance_", None)
     n_features = time_series.shape[1]
@@ -234,8 +205,9 @@ def _inv(covariance: np.ndarray, name: str, kind: str) -> np.ndarray:
         ) from None
 
 
-def subject_connectivity(covariance, kind: str = "covariance", *, whitening=None,
-                         name: str = "covariance"):
+def subject_connectivity(
+    covariance, kind: str = "covariance", *, whitening=None, name: str = "covariance"
+):
     """One subject's connectivity matrix of ``kind``, from its covariance.
 
     Parameters
@@ -372,75 +344,31 @@ def tangent_mean(covariances, *, max_iter: int = TANGENT_MAX_ITER, tol: float = 
     return mean, _map_eigenvalues(_inv_sqrt, mean)
 
 
-def _read_csv(path) -> np.ndarray:
-    """A numeric CSV/TSV/space-separated table, header line optional (as nilearn reads it)."""
-    with Path(path).open() as handle:
-        first_line = handle.readline()
-    try:
-        delimiter = csv.Sniffer().sniff(first_line, " \t,;").delimiter
-    except csv.Error:  # a single column
-        delimiter = None
-    array = np.genfromtxt(path, delimiter=delimiter, encoding=None)
-    if array.size and np.isnan(array.flat[0]):  # a header line
-        array = np.genfromtxt(path, delimiter=delimiter, encoding=None, skip_header=1)
-    return array
-
-
-def _read_confounds(confound, n_subjects: int, name: str) -> np.ndarray:
-    """One confound entry as a 2-D array with one row per subject (nilearn's rules)."""
-    if isinstance(confound, (str, Path)):
-        confound = _read_csv(confound)
-    elif hasattr(confound, "to_numpy"):  # pandas DataFrame / Series
-        confound = confound.to_numpy()
-    elif not isinstance(confound, np.ndarray):
-        raise ParameterTypeError(
-            f"{name} has type {type(confound).__name__}; expected a numpy array, a pandas "
-            "DataFrame, a CSV path, or a list of those."
-        )
-    if confound.ndim == 1:
-        confound = confound[:, np.newaxis]
-    elif confound.ndim != 2:
-        raise DimensionError(
-            f"{name} has shape {confound.shape}; expected 1-D or 2-D "
-            "(n_subjects,) or (n_subjects, n_confounds)."
-        )
-    if confound.shape[0] != n_subjects:
-        raise DimensionError(
-            f"{name} has {confound.shape[0]} rows; expected one row per subject "
-            f"({n_subjects})."
-        )
-    return confound
-
-
 def clean_vectors(vectors, confounds):
     """Second-level cleaning of vectorized connectivities, as nilearn's transform does.
 
-    nilearn calls ``signal.clean(vectors, confounds=confounds)`` with clean's defaults:
-    linear detrend across subjects (of vectors and confounds), z-scored confounds regressed
-    out (pivoted QR), then each coefficient z-scored across subjects (ddof=1).
+    nilearn calls ``signal.clean(vectors, confounds=confounds)`` with clean's defaults, and
+    so does this (:func:`lazyconn.signal.clean`): linear detrend across subjects (of vectors
+    and confounds), z-scored confounds regressed out (pivoted QR), then each coefficient
+    z-scored across subjects (ddof=1).
 
     Parameters
     ----------
     vectors : numpy.ndarray (n_subjects, n_coefficients)
     confounds : numpy.ndarray (n_subjects,) or (n_subjects, n_confounds), pandas
-        DataFrame, CSV path, or a list/tuple of those (stacked as columns)
+        DataFrame, CSV/TSV path, or a list of those (stacked as columns)
 
     Returns
     -------
     numpy.ndarray (n_subjects, n_coefficients)
     """
     vectors = np.asarray(vectors)
-    n_subjects = vectors.shape[0]
     entries = confounds if isinstance(confounds, (list, tuple)) else [confounds]
-    confounds = np.hstack(
-        [_read_confounds(c, n_subjects, "confounds") for c in entries]
-    )
-    if confounds.dtype.kind != "f":
-        confounds = confounds.astype(np.float64 if confounds.dtype.itemsize == 8 else np.float32)
-    signals = _detrend_linear(vectors)
-    confounds = _detrend_linear(confounds)
-    confounds = _zscore_sample(confounds)
-    q, r, _ = linalg.qr(confounds, mode="economic", pivoting=True)
-    q = q[:, np.abs(np.diag(r)) > _EPS * 100.0]
-    signals -= q.dot(q.T).dot(signals)
-    return _zscore_sample(signals)
+    for entry in entries:
+        # clean would say "time points"; here rows are subjects.
+        if hasattr(entry, "shape") and len(entry.shape) >= 1 and entry.shape[0] != len(vectors):
+            raise DimensionError(
+                f"confounds has {entry.shape[0]} rows; expected one row per subject "
+                f"({len(vectors)})."
+            )
+    return clean(vectors, confounds=confounds)

@@ -138,8 +138,10 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         check_in("kind", self.kind, KINDS)
         if self.cov_estimator is not None:
             check_cov_estimator(self.cov_estimator)
-        if not any(self.standardize is v or (isinstance(v, str) and self.standardize == v)
-                   for v in _STANDARDIZE_VALUES):
+        if not any(
+            self.standardize is v or (isinstance(v, str) and self.standardize == v)
+            for v in _STANDARDIZE_VALUES
+        ):
             raise ParameterError(
                 f"standardize={self.standardize!r} is not valid; expected one of "
                 f"{', '.join(map(repr, _STANDARDIZE_VALUES))}."
@@ -168,8 +170,7 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             raise ParameterError("X=[] is empty; expected at least one subject's time series.")
         n_features = self.n_features_in_ if self.__sklearn_is_fitted__() else None
         subjects = [
-            check_time_series(x, "X" if single else f"X[{i}]", n_features)
-            for i, x in enumerate(X)
+            check_time_series(x, "X" if single else f"X[{i}]", n_features) for i, x in enumerate(X)
         ]
         features = [s.shape[1] for s in subjects]
         if len(set(features)) > 1:
@@ -320,8 +321,10 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                 f"{type(self).__name__} is expecting {self.n_features_in_} features as input."
             )
         connectivities = np.array(
-            [self.subject_connectivity(c, f"covariance of subject {i}")
-             for i, c in enumerate(covariances)]
+            [
+                self.subject_connectivity(c, f"covariance of subject {i}")
+                for i, c in enumerate(covariances)
+            ]
         )
         if self.vectorize:
             connectivities = sym_matrix_to_vec(
@@ -422,9 +425,7 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         if self.vectorize:
             if self.discard_diagonal and diagonal is None:
                 if self.kind in ("correlation", "partial correlation"):
-                    diagonal = np.ones((connectivities.shape[0], self.mean_.shape[0])) / sqrt(
-                        2.0
-                    )
+                    diagonal = np.ones((connectivities.shape[0], self.mean_.shape[0])) / sqrt(2.0)
                 else:
                     raise ParameterError(
                         "diagonal values has been discarded and are unknown for "
