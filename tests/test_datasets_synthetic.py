@@ -314,3 +314,26 @@ def test_nilearn_canica_recovers_planted_networks(tmp_path):
     # measured: best-match spatial correlation 0.75-0.82, one component per network
     assert sorted(best) == [0, 1, 2, 3]
     assert similarity.max(axis=1).min() > 0.6
+
+
+def test_streams_volume_slabs_with_identical_output(small, tmp_path, monkeypatch):
+    import tracemalloc
+
+    from lazyconn.datasets import synthetic
+
+    # one volume per slab gives byte-identical files (the random streams do not depend on it)
+    monkeypatch.setattr(synthetic, "_SLAB_BYTES", 1)
+    one = make_synthetic_fmri(1, data_dir=tmp_path / "one", **SMALL)
+    assert _md5(one.func[0]) == _md5(small.func[0])
+    assert _md5(one.confounds[0]) == _md5(small.confounds[0])
+    # memory is bounded by the slab, not by the run: 10x more volumes, same peak
+    monkeypatch.setattr(synthetic, "_SLAB_BYTES", 2 * 2**20)
+    peaks = []
+    for n_timepoints in (40, 400):
+        tracemalloc.start()
+        make_synthetic_fmri(1, data_dir=tmp_path / str(n_timepoints),
+                            **dict(SMALL, n_timepoints=n_timepoints))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    run_bytes = 26 * 30 * 25 * 400 * 4  # 31 MB; measured peaks: 21 MB for both runs,
+    assert peaks[1] < peaks[0] + 0.1 * run_bytes  # mostly reading the 1 mm template
