@@ -13,18 +13,19 @@ import numpy as np
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import GridMismatchError
 from lazyconn.maskers._weights import region_reduce, region_weights
-from lazyconn.maskers.base_masker import BaseMasker
+from lazyconn.maskers.base_masker import BaseMasker, as_4d
 
 
 class RegionPlan:
     """Weights of one grid and the per-run finishing step."""
 
-    __slots__ = ("weights", "finish", "n_voxels")
+    __slots__ = ("weights", "finish", "n_voxels", "blocks")
 
     def __init__(self, weights, finish, n_voxels):
         self.weights = weights
         self.finish = finish
         self.n_voxels = n_voxels
+        self.blocks = {}  # per-chunking block weights, shared by the runs of this grid
 
 
 def mask_on_grid(mask_img, shape, affine):
@@ -60,12 +61,23 @@ class RegionMasker(BaseMasker):
     def _weights(self, regions, shape, affine, values=None):
         return region_weights(regions, shape, affine, self._fitted_smoothing(), values=values)
 
-    def _extract(self, img4):
+    def _get_plan(self, img4) -> RegionPlan:
+        """The plan of this grid and dtype, built once (at fit when images are given)."""
         key = (tuple(img4.shape[:3]), np.asarray(img4.affine).tobytes(), str(img4.dtype))
         cache = self.__dict__.setdefault("_weights_cache", {})
         plan = cache.get(key)
         if plan is None:
             plan = cache[key] = self._plan(img4)
-        sums = region_reduce(img4.data, plan.weights)
+        return plan
+
+    def _plan_for_fit(self, imgs):
+        """Build the plan of the first run's grid at fit (errors surface at fit)."""
+        img4, _ = as_4d(self._split_runs(imgs)[0][0])
+        in_dtype = self._input_dtype(img4)
+        return self._get_plan(img4.with_data(img4.data.astype(in_dtype)))
+
+    def _extract(self, img4):
+        plan = self._get_plan(img4)
+        sums = region_reduce(img4.data, plan.weights, cache=plan.blocks)
         out = sums.map_blocks(plan.finish, dtype=plan.finish.dtype)
         return out

@@ -155,44 +155,91 @@ def _split_rows(rows, shape, chunks):
     return groups
 
 
-def _finite_rows(block, local):
-    x = block.reshape(-1, block.shape[-1])[local]
-    if x.dtype.kind == "f":
-        x = np.where(np.isfinite(x), x, 0)
+def _finite(x):
+    """NaN/inf -> 0 (nilearn's ensure_finite), copying only when needed."""
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        x = np.where(np.isfinite(x), x, 0).astype(x.dtype, copy=False)
     return x
 
 
-def _partial_product(block, local, wt):
-    """(1, T, K) partial: the block's selected voxel rows times their weights."""
-    x = _finite_rows(block, local).astype(np.float64, copy=False)
-    return np.asarray((wt @ x).T)[None]
+def _voxel_rows(block):
+    """The block's (v, T) voxel matrix without copying, and its voxel order ("C" or "F").
+
+    Zarr stores hold time-slowest arrays, so their blocks arrive F-contiguous; a C-order
+    reshape would copy the whole block.
+    """
+    if block.flags.c_contiguous or not block.flags.f_contiguous:
+        return block.reshape(-1, block.shape[-1]), "C"
+    return block.reshape(-1, block.shape[-1], order="F"), "F"
 
 
-def region_reduce(data, weights, *, split_every=8):
+def _partial_product(block, weights):
+    """(1, T, K) float64 partial: the block's voxels times their weights.
+
+    ``weights`` maps a voxel order to ``(wt, sel)``: ``wt`` is (K, v_block) CSC over every
+    voxel of the block (``sel`` None), or dense (K, n_sel) over the voxels ``sel``.
+    """
+    x, order = _voxel_rows(block)
+    wt, sel = weights[order]
+    if sel is not None:
+        x = x[sel]
+    if x.dtype != wt.dtype:
+        x = x.astype(wt.dtype)  # integers: exact float64 sums (nilearn truncates means)
+    out = wt @ _finite(x)
+    return np.asarray(out, dtype=np.float64).T[None]
+
+
+def _block_weights(wb, local, bshape, wdtype):
+    """Per voxel order, the weights of one block (see ``_partial_product``)."""
+    n_k = wb.shape[1]
+    n_vox = int(np.prod(bshape))
+    ijk = np.unravel_index(local, bshape)
+    out = {}
+    for order in ("C", "F"):
+        cols = np.ravel_multi_index(ijk, bshape, order=order)
+        if wb.nnz > 0.25 * wb.shape[0] * wb.shape[1]:
+            out[order] = (np.ascontiguousarray(wb.T.toarray()), cols)
+        else:
+            coo = wb.tocoo()
+            out[order] = (sparse.csc_matrix((coo.data, (coo.col, cols[coo.row])),
+                                            shape=(n_k, n_vox)), None)
+    return out
+
+
+def region_reduce(data, weights, *, split_every=8, cache=None):
     """Lazy (T, K) float64 ``X @ W`` for a 4-D dask run and sparse (V, K) weights.
 
     One task per spatial chunk holding non-zero weights; chunks without weights are not
-    even read. Partial products are summed in a tree (``split_every`` at a time).
+    even read. Partial products are summed in a tree (``split_every`` at a time). Float32
+    runs are multiplied with float32 weights inside a chunk (no float64 copy of the
+    chunk); partials are summed in float64. ``cache`` (a dict) lets runs on the same grid
+    and chunks share the per-block weights.
     """
     shape = data.shape[:3]
     weights = sparse.csr_matrix(weights)
     n_k = weights.shape[1]
-    rows = np.flatnonzero(np.diff(weights.indptr))
-    groups = _split_rows(rows, shape, data.chunks)
+    wdtype = np.dtype(np.float32 if data.dtype == np.float32 else np.float64)
+    key = (tuple(data.chunks[:3]), str(wdtype))
+    blocks = None if cache is None else cache.get(key)
+    if blocks is None:
+        rows = np.flatnonzero(np.diff(weights.indptr))
+        blocks = []
+        for b, (pos, local) in sorted(_split_rows(rows, shape, data.chunks).items()):
+            bshape = tuple(int(data.chunks[a][b[a]]) for a in range(3))
+            wb = weights[rows[pos]].astype(wdtype)
+            blocks.append((b, _block_weights(wb, local, bshape, wdtype)))
+        if cache is not None:
+            cache[key] = blocks
+    if not blocks:  # no voxel carries weight: zeros, and nothing is read
+        return da.zeros((data.shape[3], n_k), chunks=(data.chunks[3], n_k), dtype=np.float64)
     name = "lazyconn-region-partial-" + tokenize(data.name, weights.data, weights.indices,
                                                    weights.indptr, data.chunks)
     dsk = {}
-    n_t = len(data.chunks[3])
-    for n, (b, (pos, local)) in enumerate(sorted(groups.items())):
-        wb = weights[rows[pos]]
-        dense = wb.nnz > 0.25 * wb.shape[0] * wb.shape[1]
-        wt = wb.T.toarray() if dense else wb.T.tocsr()
-        for t in range(n_t):
-            dsk[(name, n, t, 0)] = (_partial_product, (data.name, *b, t), local, wt)
-    if not dsk:  # no voxel carries weight: zeros, and nothing is read
-        return da.zeros((data.shape[3], n_k), chunks=(data.chunks[3], n_k), dtype=np.float64)
+    for n, (b, wts) in enumerate(blocks):
+        for t in range(len(data.chunks[3])):
+            dsk[(name, n, t, 0)] = (_partial_product, (data.name, *b, t), wts)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
-    partials = da.Array(graph, name, chunks=((1,) * len(groups), data.chunks[3], (n_k,)),
+    partials = da.Array(graph, name, chunks=((1,) * len(blocks), data.chunks[3], (n_k,)),
                         dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64))
     return partials.sum(axis=0, split_every=split_every)
 

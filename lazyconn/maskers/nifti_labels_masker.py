@@ -154,6 +154,8 @@ class NiftiLabelsMasker(RegionMasker):
         self.n_elements_ = len(self._all_labels)
         if self.mask_img_ is not None and self.resampling_target is None:
             check_same_fov(labels, load(self.mask_img_), names=["labels_img", "mask_img"])
+        if imgs is not None and self.resampling_target in ("data", None):
+            self._plan_for_fit(imgs)  # weights of the data grid, built once
         return self
 
     def _labels_on_grid(self, shape, affine):

@@ -126,6 +126,8 @@ class NiftiMapsMasker(RegionMasker):
         if self.resampling_target is None and self.mask_img_ is not None:
             check_same_fov(maps, load(self.mask_img_), names=["maps_img", "mask_img"])
         self.n_elements_ = int(mdata.shape[3])
+        if imgs is not None and self.resampling_target in ("data", None):
+            self._plan_for_fit(imgs)  # weights of the data grid, built once
         return self
 
     def _maps_on_grid(self, shape, affine):

@@ -114,10 +114,8 @@ class NiftiSpheresMasker(RegionMasker):
             seeds.append(seed)
         self.seeds_ = seeds
         self.n_elements_ = len(seeds)
-        if imgs is not None:
-            runs, _ = self._split_runs(imgs)
-            # build (and cache) the spheres of this grid now: bad seeds fail at fit
-            self._sphere_indices(runs[0].shape[:3], runs[0].affine)
+        if imgs is not None:  # build (and cache) this grid's spheres: bad seeds fail at fit
+            self._plan_for_fit(imgs)
         return self
 
     def _sphere_indices(self, shape, affine):

@@ -162,6 +162,17 @@ class MaskerSuite:
         got = ours.fit_transform(lazy(img), confounds=self.confounds())
         np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
 
+    def test_fortran_ordered_chunks_like_zarr_stores(self):
+        """Stored runs are time-slowest: their chunks arrive F-contiguous (other code path)."""
+        ours, ref = self.both("clean")
+        data = np.asarray(tiny_run().dataobj).copy()
+        data[1, 2, :, 5] = np.nan
+        img = nib.Nifti1Image(data, tiny_affine())
+        fortran = lazy(img).data.map_blocks(np.asfortranarray)
+        expected = quiet(ref.fit_transform, img, confounds=self.ref_confounds(self.confounds()))
+        got = ours.fit_transform(LazyImage(fortran, tiny_affine()), confounds=self.confounds())
+        np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
+
     # -- laziness and runs ---------------------------------------------------------------
     def test_compute_false_reads_nothing(self):
         masker = self.lazy_cls(**self.make_kwargs("clean")).fit(lazy(tiny_run()))
