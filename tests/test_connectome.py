@@ -445,8 +445,14 @@ def test_error_different_feature_counts(subjects):
     measure = ConnectivityMeasure().fit(subjects)
     with pytest.raises(DimensionError, match="X\\[0\\] has 4 features, but .* expecting 6"):
         measure.transform([subjects[0][:, :4]])
-    with pytest.raises(DimensionError, match="covariances have 4 features.*expecting 6"):
+    with pytest.raises(
+        DimensionError, match=r"covariances of shape \(4, 4\) does not fit: .* expecting 6"
+    ):
         measure.transform_covariances([np.eye(4), np.eye(4)])
+    with pytest.raises(
+        DimensionError, match=r"covariance of shape \(4, 4\) does not fit.*expected shape \(6, 6\)"
+    ):
+        measure.subject_transform(np.eye(4))
 
 
 def test_error_bad_subject_types_and_dims(subjects):

@@ -198,9 +198,9 @@ def _check_covariance(covariance, name: str) -> np.ndarray:
 def _inv(covariance: np.ndarray, name: str, kind: str) -> np.ndarray:
     try:
         return linalg.inv(covariance)
-    except linalg.LinAlgError as error:
+    except linalg.LinAlgError:
         raise ParameterError(
-            f"{name} is singular ({error}); kind={kind!r} inverts the covariance, so it "
+            f"{name} is singular (not invertible); kind={kind!r} inverts the covariance, so it "
             f"expected an invertible (positive definite) matrix.{_SHRINKAGE_HINT}"
         ) from None
 

@@ -241,10 +241,19 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     def subject_transform(self, covariance, name: str = "covariance"):
         """One subject's ``transform`` output (matrix, or vector if ``vectorize``), no confounds."""
         self._check_fitted()
+        self._check_n_features(np.shape(covariance), name)
         connectivity = self.subject_connectivity(covariance, name)
         if self.vectorize:
             return sym_matrix_to_vec(connectivity, discard_diagonal=self.discard_diagonal)
         return connectivity
+
+    def _check_n_features(self, shape, name: str) -> None:
+        if tuple(shape) != (self.n_features_in_,) * 2:
+            raise DimensionError(
+                f"{name} of shape {tuple(shape)} does not fit: {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input, expected shape "
+                f"{(self.n_features_in_, self.n_features_in_)}."
+            )
 
     def _set_fitted(self, n_features: int) -> None:
         self.cov_estimator_ = (
@@ -315,11 +324,7 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         covariances = self._check_covariances(covariances)
         self._check_confounds(confounds)
         self._check_group(len(covariances))
-        if covariances[0].shape[0] != self.n_features_in_:
-            raise DimensionError(
-                f"covariances have {covariances[0].shape[0]} features, but "
-                f"{type(self).__name__} is expecting {self.n_features_in_} features as input."
-            )
+        self._check_n_features(covariances[0].shape, "covariances")
         connectivities = np.array(
             [
                 self.subject_connectivity(c, f"covariance of subject {i}")
