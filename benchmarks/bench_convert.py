@@ -85,17 +85,25 @@ def write_run(path: Path, shape3, n_vols, compresslevel=1):
         f.write(comp.flush())
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(cmd, shell=False):
+    """(wall seconds, CPU seconds) of a shell command."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     subprocess.run(cmd, shell=shell, check=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu
 
 
 def run_measured(args):
-    """Run a Python subprocess; return (wall seconds, peak RSS bytes by polling, ru_maxrss)."""
+    """Run a Python subprocess; return (wall s, CPU s, peak RSS bytes by polling, ru_maxrss)."""
     import psutil
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", *args])
     ps = psutil.Process(proc.pid)
@@ -111,7 +119,7 @@ def run_measured(args):
     if proc.returncode:
         raise SystemExit(f"conversion failed with status {proc.returncode}")
     maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, peak, max(maxrss, before) * 1024
+    return wall, _children_cpu() - cpu, peak, max(maxrss, before) * 1024
 
 
 def codec_table(shape3, n_vols):
@@ -182,6 +190,7 @@ def main(argv=None):
             write_run(src, SHAPE3, n_vols, args.compresslevel)
             results["write_s"] = time.perf_counter() - start
         results["gz_bytes"] = src.stat().st_size
+        results["loadavg_start"] = os.getloadavg()
         gunzip = [timed(f"gzip -dc {src} > /dev/null", shell=True)]
         shutil.rmtree(dst, ignore_errors=True)
         code = (
@@ -189,11 +198,14 @@ def main(argv=None):
             f"lazyconn.convert({str(src)!r}, {str(dst)!r}, scratch_dir={str(scratch)!r}, "
             "progress=False)"
         )
-        wall, peak, maxrss = run_measured([code])
+        wall, cpu, peak, maxrss = run_measured([code])
         gunzip.append(timed(f"gzip -dc {src} > /dev/null", shell=True))
+        results["loadavg_end"] = os.getloadavg()
+        walls, cpus = [g[0] for g in gunzip], [g[1] for g in gunzip]
         results.update(
-            gunzip_s=gunzip, convert_s=wall, ratio=min(gunzip) / wall, ratio_mean=np.mean(gunzip) / wall,
-            peak_rss_poll=peak, peak_rss_maxrss=maxrss,
+            gunzip_s=walls, gunzip_cpu_s=cpus, convert_s=wall, convert_cpu_s=cpu,
+            ratio=min(walls) / wall, ratio_mean=np.mean(walls) / wall,
+            cpu_ratio=min(cpus) / cpu, peak_rss_poll=peak, peak_rss_maxrss=maxrss,
         )
 
         import lazyconn
@@ -228,10 +240,14 @@ def main(argv=None):
     gb = results["raw_bytes"] / 1e9
     print(f"run {tuple(results['shape'])} float32: {gb:.2f} GB raw, "
           f"{results['gz_bytes'] / 1e9:.2f} GB gzip level {args.compresslevel}")
-    print(f"gzip -dc > /dev/null: {', '.join(f'{g:.1f}' for g in results['gunzip_s'])} s")
-    print(f"lazyconn.convert:     {results['convert_s']:.1f} s "
-          f"({gb / results['convert_s'] * 1e3:.0f} MB/s raw)  -> ratio to gunzip "
-          f"{results['ratio']:.2f}x (vs mean gunzip {results['ratio_mean']:.2f}x)")
+    print(f"load average (1, 5, 15 min) at start {results['loadavg_start']}, "
+          f"end {results['loadavg_end']} on {os.cpu_count()} CPUs")
+    print(f"gzip -dc > /dev/null: {', '.join(f'{g:.1f}' for g in results['gunzip_s'])} s wall, "
+          f"{', '.join(f'{g:.1f}' for g in results['gunzip_cpu_s'])} s CPU")
+    print(f"lazyconn.convert:     {results['convert_s']:.1f} s wall "
+          f"({gb / results['convert_s'] * 1e3:.0f} MB/s raw), {results['convert_cpu_s']:.1f} s CPU"
+          f"  -> throughput ratio to gunzip {results['ratio']:.2f}x wall (mean gunzip "
+          f"{results['ratio_mean']:.2f}x), {results['cpu_ratio']:.2f}x in CPU time")
     print(f"peak RSS of conversion: {results['peak_rss_poll'] / 2**20:.0f} MiB (polling), "
           f"{results['peak_rss_maxrss'] / 2**20:.0f} MiB (ru_maxrss)")
     print(f"load(.nii.gz): {results['load_gz_s'] * 1e3:.1f} ms; load(store): "

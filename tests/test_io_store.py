@@ -131,14 +131,14 @@ def test_3d_store(make_nifti, tmp_path):
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
 
 
-def test_default_codec_is_blosc_zstd_shuffle(make_nifti, tmp_path):
+def test_default_codec_is_blosc_lz4_shuffle(make_nifti, tmp_path):
     path, _ = make_nifti("run.nii")
     store = str(tmp_path / "run.zarr")
     lazyconn.load(path).to_zarr(store)
     meta = json.load(open(os.path.join(store, "0", "zarr.json")))
     blosc = [c for c in meta["codecs"] if c["name"] == "blosc"][0]["configuration"]
-    assert (blosc["cname"], blosc["clevel"], blosc["shuffle"]) == ("zstd", 1, "shuffle")
-    assert store_mod.DEFAULT_COMPRESSOR == {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"}
+    assert (blosc["cname"], blosc["clevel"], blosc["shuffle"]) == ("lz4", 5, "shuffle")
+    assert store_mod.DEFAULT_COMPRESSOR == {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
     # No compression is available too.
     lazyconn.load(path).to_zarr(str(tmp_path / "raw.zarr"), compressor=None)
     np.testing.assert_array_equal(

@@ -138,8 +138,9 @@ class LazyImage:
             Stored chunk shape (x, y, z[, t]); default: spatial blocks of about 32 MB with
             the whole time axis.
         compressor : "default", None, dict or zarr codec
-            "default" is Blosc zstd level 1 with byte shuffle; a dict gives other Blosc
-            options; None stores raw bytes.
+            "default" is Blosc LZ4 level 5 with byte shuffle; a dict gives other Blosc
+            options (e.g. ``{"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"}`` for
+            ~15% smaller, ~4x slower stores); None stores raw bytes.
         overwrite : bool
             Replace an existing store at ``dst``.
         storage_options : dict, optional

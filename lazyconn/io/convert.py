@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -161,13 +162,14 @@ def _copy_voxels(src, out, nifti) -> int:
     return nifti.data_nbytes - remaining
 
 
-def _read_unit(fd, base, job: _Job, unit) -> np.ndarray:
-    """The unit's voxels as a (t, z, y, x) array in the file's dtype, via preadv."""
+def _read_unit(fd, base, job: _Job, unit, buf: np.ndarray) -> np.ndarray:
+    """The unit's voxels as a (t, z, y, x) array in the file's dtype (in ``buf``), via preadv."""
     x0, x1, y0, y1, z0, z1 = unit
     X, Y, Z, T = job.shape4
     dtype = job.nifti.raw_dtype
     item = dtype.itemsize
-    block = np.empty((T, z1 - z0, y1 - y0, x1 - x0), dtype=dtype)
+    block = buf[: T * (z1 - z0) * (y1 - y0) * (x1 - x0) * item]
+    block = block.view(dtype).reshape(T, z1 - z0, y1 - y0, x1 - x0)
     frame = X * Y * Z * item
     full_x, full_y = (x0, x1) == (0, X), (y0, y1) == (0, Y)
     flat = block.reshape(T, -1).view(np.uint8)
@@ -188,6 +190,37 @@ def _read_unit(fd, base, job: _Job, unit) -> np.ndarray:
     return block
 
 
+class _BufferPool:
+    """Unit buffers reused across units (no fresh pages to fault in for every unit).
+
+    At most one buffer per running unit; ``clear`` drops the idle ones when a
+    conversion ends so no memory is held afterwards.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle: list[np.ndarray] = []
+
+    def acquire(self, nbytes: int) -> np.ndarray:
+        with self._lock:
+            for i, buf in enumerate(self._idle):
+                if buf.size >= nbytes:
+                    return self._idle.pop(i)
+            self._idle.clear()  # too small: let them go before allocating
+        return np.empty(nbytes, dtype=np.uint8)
+
+    def release(self, buf: np.ndarray) -> None:
+        with self._lock:
+            self._idle.append(buf)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._idle.clear()
+
+
+_BUFFERS = _BufferPool()
+
+
 def _pread(fd, buf: np.ndarray, offset: int) -> None:
     view = memoryview(buf)
     got = os.preadv(fd, [view], offset)
@@ -206,10 +239,21 @@ def _open_data_array(job: _Job):
 
 
 def _write_unit(staged, job: _Job, unit) -> int:
+    x0, x1, y0, y1, z0, z1 = unit
+    buf = _BUFFERS.acquire(
+        job.shape4[3] * (z1 - z0) * (y1 - y0) * (x1 - x0) * job.nifti.raw_dtype.itemsize
+    )
+    try:
+        return _write_block(staged, job, unit, buf)
+    finally:
+        _BUFFERS.release(buf)
+
+
+def _write_block(staged, job: _Job, unit, buf) -> int:
     path, base = staged
     fd = os.open(path, os.O_RDONLY)
     try:
-        block = _read_unit(fd, base, job, unit)
+        block = _read_unit(fd, base, job, unit, buf)
     finally:
         os.close(fd)
     if job.out_dtype is not None:
@@ -244,6 +288,8 @@ def _convert_one(job: _Job, n_threads: int = 2) -> str:
     except BaseException:
         _remove_scratch(job)
         raise
+    finally:
+        _BUFFERS.clear()
     return _finish(done, staged, job)
 
 
@@ -378,6 +424,8 @@ def convert(
             for job in jobs:  # the stores stay incomplete: load refuses them
                 _remove_scratch(job)
             raise
+        finally:
+            _BUFFERS.clear()
     return dsts[0] if single else dsts
 
 

@@ -35,8 +35,9 @@ FORMAT_VERSION = 1
 DATA_PATH = "0"
 HEADER_PATH = "nifti"
 
-#: Default codec: zstd level 1 behind a byte shuffle (see docs/format.md for measurements).
-DEFAULT_COMPRESSOR = {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"}
+#: Default codec: Blosc LZ4 (level 5) behind a byte shuffle: ~4x faster than zstd both ways
+#: for ~7% more bytes on noisy float32 BOLD data (measurements in docs/format.md).
+DEFAULT_COMPRESSOR = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
 
 
 def make_compressor(compressor):
@@ -238,6 +239,9 @@ def create_store(
         compressors=[codec] if codec is not None else None,
         fill_value=0,
         dimension_names=["t", "z", "y", "x"][4 - len(shape) :],
+        # Every chunk is written: no per-chunk "all fill value?" scan, and a complete store
+        # has all its chunk files.
+        config={"write_empty_chunks": True},
     )
 
 
