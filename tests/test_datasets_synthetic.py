@@ -337,3 +337,13 @@ def test_streams_volume_slabs_with_identical_output(small, tmp_path, monkeypatch
         tracemalloc.stop()
     run_bytes = 26 * 30 * 25 * 400 * 4  # 31 MB; measured peaks: 21 MB for both runs,
     assert peaks[1] < peaks[0] + 0.1 * run_bytes  # mostly reading the 1 mm template
+
+
+def test_lazyconn_load_reads_the_runs(small):
+    import lazyconn
+
+    img = lazyconn.load(small.func[0])
+    assert img.t_r == 2.0
+    np.testing.assert_array_equal(
+        np.asarray(img.data.compute()), nib.load(small.func[0]).get_fdata(dtype=np.float32)
+    )

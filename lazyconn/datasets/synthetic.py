@@ -27,7 +27,7 @@ from lazyconn.image.templates import MNI152_FILE_PATH, load_mni152_template
 __all__ = ["make_synthetic_fmri", "NETWORKS"]
 
 # Bump when the generated data change, so cached datasets are regenerated.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 
 SPACE = "MNI152NLin2009cAsym"
 TASK = "rest"
@@ -50,7 +50,7 @@ _NETWORK_LINKS = {
     ("frontoparietal", "salience"): 0.3,
     ("default_mode", "salience"): -0.5,
 }
-# Region time course = sqrt(a) network + sqrt(b) homologous pair + sqrt(1 - a - b) own part.
+# Region correlation = _SHARE_NETWORK * network correlation (+ _SHARE_PAIR for mirrored regions).
 _SHARE_NETWORK = 0.6
 _SHARE_PAIR = 0.15
 
@@ -186,7 +186,7 @@ def _build_layout(resolution, n_networks, region_radius, seed) -> _Layout:
     net_corr = _planted_correlations(network_names)
     region_corr = _region_correlation(network_names, region_networks, pairs, net_corr)
 
-    # Blobs: truncated Gaussians (sigma = radius / 2); each voxel goes to its nearest blob.
+    # Blobs: Gaussians (sigma = 0.6 radius) cut at the radius; a voxel goes to its nearest blob.
     ijk = np.argwhere(mask)
     xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
     nearest = np.zeros(len(xyz), dtype=np.intp)
@@ -235,7 +235,7 @@ def _build_layout(resolution, n_networks, region_radius, seed) -> _Layout:
     physio_local = _smooth_field(rng, shape, smooth)[mask]
     drift = rng.normal(0.0, 1.0, size=(mask.sum(), 2))
     drift[:, 0] += 0.5  # slow signal increase on average (scanner warm-up)
-    fd_spike = (0.5 + rng.random(mask.sum()))
+    fd_spike = 0.5 + rng.random(mask.sum())
     loadings = np.column_stack(
         [
             _motion_loadings(baseline_img, mask, affine, resolution),
@@ -403,7 +403,7 @@ def _write_bold(path, layout, subject_series, n_timepoints, t_r, rng):
             means[t0:t1, 2] = block[:, layout.wm_index].mean(axis=1, dtype=np.float64)
             volume = np.zeros((t1 - t0, n_grid), dtype=np.float32)
             volume[:, layout.flat_index] = block  # exact: multiples of 1/16 below 2**19
-            out.write(volume.tobytes())
+            out.write(volume)  # buffer protocol: no copy
     os.replace(tmp, path)
     return means
 
@@ -578,30 +578,41 @@ def make_synthetic_fmri(
     Notes
     -----
     The planted truth. Each network has 4 regions: two blobs per hemisphere, mirrored about
-    x = 0. Region signals are built per subject so that their sample correlation equals
-    ``region_correlation`` exactly, after removing a constant and a linear trend (nilearn's
-    ``detrend``): 1 on the diagonal, 0.75 between mirrored regions, 0.5 between other regions
-    of one network, and ``0.5 * network_correlation`` between networks, where the network
-    correlation is 0.3 for visual-somatomotor, default_mode-limbic and
+    x = 0 (left region first). Region signals are built per subject so that their sample
+    correlation equals ``region_correlation`` exactly, after removing a constant and a linear
+    trend (nilearn's ``detrend``): 1 on the diagonal, 0.75 between mirrored regions, 0.6
+    between other regions of one network, and ``0.6 * network_correlation`` between networks,
+    where the network correlation is 0.3 for visual-somatomotor, default_mode-limbic and
     frontoparietal-salience, -0.5 (anti-correlated) for default_mode-salience, else 0.
-    Region signals have a BOLD-like autocorrelation (Gaussian smoothing over 2 s).
+    Region signals have a BOLD-like autocorrelation (Gaussian smoothing over 2 s). ICA tends
+    to return the anti-correlated pair as one bipolar component.
 
-    Voxel ``v`` at time ``t`` holds ``B_v (1 + 0.02 w_v s_r(t))`` + nuisance + noise, where
-    ``B_v`` is a positive baseline (400 + 1000 x template, ~700-1400 in the brain, 0 outside),
-    ``w_v`` the region weight (the ``maps`` value) and ``s_r`` the signal of the voxel's
-    region. Nuisance, with spatially varying weights: head motion through the image gradient
-    (``I(x - d) ~ I(x) - grad I . d`` for the six rigid-body parameters, strongest at tissue
-    edges), an intensity drop proportional to framewise displacement, a global-like and a
-    spatially structured physiological signal (stronger in CSF), and a linear plus slow
-    cosine drift. Noise is white, about 1 % of the baseline.
+    Voxel ``v`` at time ``t`` holds ``B_v (1 + 0.03 w_v s_r(t))`` + nuisance + noise, where
+    ``B_v`` is a positive baseline (400 + 1000 x template: ~600-1400 in the brain, 0 outside),
+    ``w_v`` the region weight (the ``maps`` value: a Gaussian of sigma ``0.6 *
+    region_radius`` cut at ``region_radius``) and ``s_r`` the unit-variance signal of the
+    voxel's region. Nuisance, with spatially varying weights: head motion through the image
+    gradient (``I(x - d) ~ I(x) - grad I . d`` for the six rigid-body parameters, strongest at
+    tissue edges), an intensity drop proportional to framewise displacement, a global-like
+    (1 %, stronger in CSF) and a spatially structured (0.6 %) physiological signal, and a
+    linear plus half-cosine drift. Noise is white, 0.6-1 % of the baseline. Values are
+    rounded to multiples of 1/16 (far below the noise; it makes gzip faster).
 
-    The confounds are what fMRIPrep would measure: the motion parameters and their backward
-    differences, Power's framewise displacement (head radius 50 mm), the means of the
-    generated data over the brain (``global_signal``), dark (CSF) and bright (white matter)
-    template voxels, and aCompCor: the top 6 temporal components of the high-passed
-    nuisance in white matter + CSF voxels outside the regions (computed from the noise-free
-    nuisance, which has the same principal directions). Memory stays small: one subject, one
-    slab of volumes at a time.
+    The confounds are what fMRIPrep would measure: the motion parameters (mm, rad) and their
+    backward differences, Power's framewise displacement (head radius 50 mm), the means of
+    the written data over the brain (``global_signal``), dark (CSF) and bright (white matter)
+    template voxels, and aCompCor: the top 6 temporal components (unit norm) of the
+    high-passed nuisance in white matter + CSF voxels outside the regions (computed from the
+    noise-free nuisance, which has the same principal directions as the noisy data in
+    expectation). Together with ``cosineXX`` and ``framewise_displacement`` they span the
+    nuisance exactly, so cleaning with them recovers the planted correlation up to sampling
+    error; ``global_signal`` also contains the neural signals (regressing it shifts
+    correlations, as in real data). With 100 volumes at 8 mm, nilearn's
+    ``NiftiLabelsMasker`` + ``ConnectivityMeasure`` recovers ``region_correlation`` with a
+    correlation of ~0.92 per subject and ~0.98 for the group mean (~0.6 without confounds).
+
+    Memory stays small: one subject and one slab of volumes at a time (64 MB budget).
+    Generating 20 subjects at 4 mm x 100 volumes costs ~10 s of CPU, mostly gzip.
 
     lazyconn-specific (nilearn has no such generator).
     """
