@@ -1,0 +1,218 @@
+"""Benchmark: a study's Power-264 partial-correlation connectomes, lazyconn's GroupConnectome vs
+nilearn's loop over subjects.
+
+The workflow of ``lazyconn demo`` (issue #5): spheres of radius 5 mm at the 264 Power ROIs,
+smoothing 6 mm, detrend, z-score, band-pass 0.01-0.1 Hz, 15 fMRIPrep confounds, partial
+correlation (Ledoit-Wolf), group mean. For each study size it measures:
+
+- lazyconn on a ``LocalCluster`` of 1 and of 2 single-threaded worker processes (fresh results
+  store each time; workers started and warmed up, i.e. imports done, before the clock starts):
+  wall time, speedup, and the peak RSS of each worker (sampled every 20 ms with psutil);
+- a re-run with every subject in the results store;
+- nilearn 0.14.1's loop (``NiftiSpheresMasker.fit_transform`` per subject, then
+  ``ConnectivityMeasure.fit_transform``) in this process, on the ``.nii.gz`` runs (its usual
+  input); lazyconn reads the Zarr stores made once by ``lazyconn.convert`` (time reported
+  separately). The matrices of both are compared.
+
+Usage::
+
+    python benchmarks/bench_group.py --small      # 4 and 12 subjects, 8 mm, 60 volumes
+    python benchmarks/bench_group.py              # 20 and 100 subjects, 4 mm, 100 volumes
+
+Data go to benchmarks/_data/ (git-ignored). Results are printed and written as JSON to
+benchmarks/_data/bench_group[_small].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+
+
+class PeakRSS:
+    """Peak resident memory of some processes, sampled in a background thread."""
+
+    def __init__(self, pids, interval=0.02):
+        import psutil
+
+        self.procs = {pid: psutil.Process(pid) for pid in pids}
+        self.peak = dict.fromkeys(pids, 0)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for pid, proc in self.procs.items():
+                try:
+                    self.peak[pid] = max(self.peak[pid], proc.memory_info().rss)
+                except Exception:  # noqa: BLE001 - a process that ended keeps its peak
+                    pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_study(n_subjects, n_timepoints, resolution):
+    from lazyconn.datasets import make_synthetic_fmri
+    from lazyconn.io.convert import convert
+
+    root = DATA / f"group-{n_timepoints}tp-{resolution:g}mm"
+    t0 = time.perf_counter()
+    study = make_synthetic_fmri(n_subjects, n_timepoints=n_timepoints, resolution=resolution,
+                                data_dir=root / "bids", overwrite=True)
+    generate = time.perf_counter() - t0
+    stores = [str(root / "zarr" / f"{s}.zarr") for s in study.subjects]
+    (root / "zarr").mkdir(parents=True, exist_ok=True)
+    todo = [(f, z) for f, z in zip(study.func, stores) if not Path(z, "zarr.json").exists()]
+    t0 = time.perf_counter()
+    if todo:
+        convert([f for f, _ in todo], [z for _, z in todo], overwrite=True, progress=False)
+    return study, stores, {"generate_s": generate, "convert_s": time.perf_counter() - t0,
+                           "converted": len(todo)}
+
+
+def power_masker(t_r):
+    from lazyconn.datasets import fetch_coords_power_2011
+
+    coords = fetch_coords_power_2011().rois[["x", "y", "z"]].to_numpy()
+    return dict(seeds=coords, radius=5.0, smoothing_fwhm=6, detrend=True,
+                standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=t_r)
+
+
+def confounds_of(study):
+    from lazyconn.group._demo import CONFOUND_COLUMNS
+
+    return [pd.read_csv(p, sep="\t", na_values="n/a")[CONFOUND_COLUMNS].bfill(limit=1)
+            for p in study.confounds]
+
+
+def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
+    from distributed import Client, LocalCluster
+
+    from lazyconn.connectome import ConnectivityMeasure
+    from lazyconn.group import GroupConnectome
+    from lazyconn.maskers import NiftiSpheresMasker
+
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
+        client.run(lambda: __import__("lazyconn.maskers") and __import__("sklearn.covariance"))
+        startup = time.perf_counter() - t0
+        pids = list(client.run(os.getpid).values())
+
+        def fit():
+            return GroupConnectome(NiftiSpheresMasker(**masker_kw),
+                                   ConnectivityMeasure(kind="partial correlation"),
+                                   cache_dir=cache_dir, client=client, progress=False
+                                   ).fit(stores, confounds=confounds)
+
+        with PeakRSS(pids) as rss:
+            t0 = time.perf_counter()
+            group = fit()
+            wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cached = fit()
+        rerun = time.perf_counter() - t0
+    assert cached.n_cached_ == len(stores)
+    return group, {
+        "n_workers": n_workers, "startup_s": startup, "wall_s": wall, "rerun_cached_s": rerun,
+        "peak_rss_per_worker_mb": [round(v / 2**20, 1) for v in rss.peak.values()],
+    }
+
+
+def run_nilearn(study, confounds, masker_kw):
+    from nilearn.connectome import ConnectivityMeasure
+    from nilearn.maskers import NiftiSpheresMasker
+
+    t0 = time.perf_counter()
+    series = [NiftiSpheresMasker(**masker_kw).fit_transform(f, confounds=c.to_numpy())
+              for f, c in zip(study.func, confounds)]
+    matrices = ConnectivityMeasure(kind="partial correlation").fit_transform(series)
+    return matrices, time.perf_counter() - t0
+
+
+def bench(n_subjects, n_timepoints, resolution, workers):
+    import shutil
+
+    study, stores, prep = make_study(n_subjects, n_timepoints, resolution)
+    confounds = confounds_of(study)
+    masker_kw = power_masker(study.t_r)
+    out = {"n_subjects": n_subjects, "n_timepoints": n_timepoints, "resolution_mm": resolution,
+           **prep, "lazyconn": []}
+    group = None
+    for n_workers in workers:
+        cache = DATA / f"group-cache-{n_subjects}-{n_workers}"
+        shutil.rmtree(cache, ignore_errors=True)
+        group, result = run_lazyconn(stores, confounds, masker_kw, n_workers, cache)
+        shutil.rmtree(cache, ignore_errors=True)
+        out["lazyconn"].append(result)
+        print(f"  lazyconn {n_workers} worker(s): {result}", flush=True)
+    matrices, nilearn_s = run_nilearn(study, confounds, masker_kw)
+    out["nilearn_loop_s"] = nilearn_s
+    diffs = np.abs(group.subject_matrices_ - matrices).max(axis=(1, 2))
+    out["max_abs_diff_vs_nilearn"] = float(diffs.max())
+    out["subjects_within_1e-3_of_nilearn"] = int((diffs < 1e-3).sum())
+    best = min(r["wall_s"] for r in out["lazyconn"])
+    out["speedup_vs_nilearn"] = nilearn_s / best
+    print(f"  nilearn loop: {nilearn_s:.1f} s; max |diff| {out['max_abs_diff_vs_nilearn']:.2e}, "
+          f"{out['subjects_within_1e-3_of_nilearn']}/{n_subjects} subjects within 1e-3",
+          flush=True)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="4 and 12 subjects at 8 mm")
+    parser.add_argument("--subjects", type=int, nargs="+", help="study sizes")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+    if args.small:
+        sizes, n_t, res = args.subjects or [4, 12], 60, 8.0
+    else:
+        sizes, n_t, res = args.subjects or [20, 100], 100, 4.0
+    DATA.mkdir(exist_ok=True)
+    results = []
+    for n in sizes:
+        print(f"{n} subjects, {n_t} volumes, {res:g} mm", flush=True)
+        results.append(bench(n, n_t, res, args.workers))
+    summary = {}
+    by_workers = {w: [next(r for r in res_["lazyconn"] if r["n_workers"] == w)
+                      for res_ in results] for w in args.workers}
+    if 1 in by_workers and 2 in by_workers:
+        summary["speedup_2_vs_1_worker"] = [
+            round(a["wall_s"] / b["wall_s"], 2) for a, b in zip(by_workers[1], by_workers[2])
+        ]
+    top = max(args.workers)
+    peaks = [max(r["peak_rss_per_worker_mb"]) for r in by_workers[top]]
+    summary["peak_worker_rss_mb"] = dict(zip(sizes, peaks))
+    summary["peak_growth_first_to_last"] = round(peaks[-1] / peaks[0] - 1, 3)
+    summary["rerun_cached_fraction"] = [round(r["rerun_cached_s"] / r["wall_s"], 4)
+                                        for r in by_workers[top]]
+    summary["speedup_vs_nilearn"] = [round(r["speedup_vs_nilearn"], 2) for r in results]
+    print(json.dumps(summary, indent=2))
+    path = DATA / f"bench_group{'_small' if args.small else ''}.json"
+    path.write_text(json.dumps({"results": results, "summary": summary}, indent=2))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
