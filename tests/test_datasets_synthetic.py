@@ -93,6 +93,25 @@ def test_confounds_table_like_fmriprep(small):
         np.testing.assert_allclose(compcor.T @ compcor, np.eye(6), atol=1e-6)
 
 
+def test_reduced_confounds_pass_to_nilearn_as_paths(small):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    from lazyconn.datasets.synthetic import REDUCED_CONFOUNDS
+
+    for full, reduced in zip(small.confounds, small.reduced_confounds):
+        assert Path(reduced).name == Path(full).name.replace("desc-confounds",
+                                                             "desc-reducedConfounds")
+        table = pd.read_csv(reduced, sep="\t")
+        assert list(table.columns) == list(REDUCED_CONFOUNDS) and len(REDUCED_CONFOUNDS) == 15
+        expected = pd.read_csv(full, sep="\t")[list(REDUCED_CONFOUNDS)].fillna(0.0)
+        pd.testing.assert_frame_equal(table, expected, check_exact=True)
+    masker = NiftiLabelsMasker(small.labels_img, standardize="zscore_sample")
+    from_path = masker.fit_transform(small.func[-1], confounds=small.reduced_confounds[-1])
+    from_array = masker.fit_transform(small.func[-1], confounds=expected.to_numpy())
+    np.testing.assert_allclose(from_path, from_array, atol=1e-10)
+    assert np.isfinite(from_path).all()
+
+
 def test_global_csf_wm_are_means_of_the_data(small):
     data = nib.load(small.func[1]).get_fdata()
     mask = nib.load(small.mask).get_fdata() > 0

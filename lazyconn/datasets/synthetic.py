@@ -24,10 +24,10 @@ from lazyconn._utils import check_positive, check_type, is_path_like
 from lazyconn.exceptions import OutputExistsError, ParameterError, ParameterTypeError
 from lazyconn.image.templates import MNI152_FILE_PATH, load_mni152_template
 
-__all__ = ["make_synthetic_fmri", "NETWORKS"]
+__all__ = ["make_synthetic_fmri", "NETWORKS", "REDUCED_CONFOUNDS"]
 
 # Bump when the generated data change, so cached datasets are regenerated.
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 
 SPACE = "MNI152NLin2009cAsym"
 TASK = "rest"
@@ -64,6 +64,14 @@ _MOTION_RADIUS = 50.0  # mm, head radius used by framewise displacement (Power e
 _HIGH_PASS_PERIOD = 128.0  # s, fMRIPrep's cosine basis cut-off
 _N_COMPCOR = 6
 _MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+#: Columns of the reduced confounds files, as ``nilearn.datasets.fetch_development_fmri``
+#: (``reduce_confounds=True``) keeps them.
+REDUCED_CONFOUNDS = _MOTION_COLUMNS + (
+    "framewise_displacement",
+    *(f"a_comp_cor_{k:02d}" for k in range(6)),
+    "csf",
+    "white_matter",
+)
 _SLAB_BYTES = 64 * 2**20  # memory budget of one written time slab
 _QUANTUM = 16.0  # voxel values are multiples of 1 / _QUANTUM
 
@@ -439,6 +447,7 @@ def _write_image(path, data, affine):
 
 
 def _generate_subject(layout, n_timepoints, t_r, seed, bold_path, confounds_path):
+    """Write one subject's run and confounds (full fMRIPrep-like and reduced tables)."""
     rng = np.random.default_rng(seed)
     neural = _neural_signals(rng, n_timepoints, t_r, layout.region_correlation)
     motion = _motion(rng, n_timepoints)
@@ -450,7 +459,15 @@ def _generate_subject(layout, n_timepoints, t_r, seed, bold_path, confounds_path
     means = _write_bold(bold_path, layout, (neural, sources), n_timepoints, t_r, rng)
     cosines = _cosine_basis(n_timepoints, t_r)
     compcor = _compcor(sources, layout.loadings, layout.compcor_index, cosines)
-    _write_tsv(confounds_path, _confounds_table(means, motion, compcor, cosines))
+    table = _confounds_table(means, motion, compcor, cosines)
+    _write_tsv(confounds_path, table)
+    _write_tsv(_reduced_path(confounds_path), table[list(REDUCED_CONFOUNDS)].fillna(0.0))
+
+
+def _reduced_path(confounds_path):
+    return confounds_path.with_name(
+        confounds_path.name.replace("desc-confounds", "desc-reducedConfounds")
+    )
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -555,6 +572,12 @@ def make_synthetic_fmri(
           ... ``rot_z_derivative1``. As in fMRIPrep, ``framewise_displacement`` and the
           ``*_derivative1`` columns are ``n/a`` in the first row (fill them before using the
           table as nilearn confounds, e.g. ``pd.read_csv(path, sep="\\t").fillna(0)``).
+        - ``reduced_confounds``: list of str, paths of
+          ``sub-XX_task-rest_desc-reducedConfounds_timeseries.tsv``: the 15 columns
+          nilearn's ``fetch_development_fmri(reduce_confounds=True)`` keeps (``trans_x`` ...
+          ``rot_z``, ``framewise_displacement``, ``a_comp_cor_00`` ... ``05``, ``csf``,
+          ``white_matter``), with the first-row ``n/a`` replaced by 0, so the paths can be
+          passed as ``confounds=`` to nilearn's or lazyconn's maskers as they are.
         - ``mask``: str, path of the brain mask (uint8, also written per subject as
           ``..._desc-brain_mask.nii.gz``); nilearn's ``load_mni152_brain_mask(resolution)``.
         - ``t_r``: float, the repetition time.
@@ -716,6 +739,7 @@ def make_synthetic_fmri(
     return Bunch(
         func=[str(p) for p in func],
         confounds=[str(p) for p in confounds],
+        reduced_confounds=[str(_reduced_path(p)) for p in confounds],
         mask=str(mask_path),
         t_r=float(t_r),
         subjects=subjects,
