@@ -163,3 +163,16 @@ def test_3d_images(make_nifti):
         assert img.t_r is None
         with dask.config.set(scheduler="sync"):
             np.testing.assert_array_equal(img.data.compute(), ref)
+
+
+def test_file_urls_and_pathlib(make_nifti, tmp_path):
+    from pathlib import Path
+
+    path, ref = make_nifti("run.nii.gz")
+    for src in (f"file://{path}", Path(path)):
+        img = lazyconn.load(src)
+        np.testing.assert_array_equal(img.data.compute(), ref)
+    store = f"file://{tmp_path}/run.zarr"
+    lazyconn.convert(f"file://{path}", store, progress=False)
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+    assert lazyconn.load(store).source == store
