@@ -139,9 +139,15 @@ def test_reuses_a_complete_dataset_and_refuses_other_params(small, tmp_path):
     assert Path(second.func[0]).stat().st_mtime_ns == stamp
     with pytest.raises(OutputExistsError, match="already holds a synthetic dataset"):
         make_synthetic_fmri(1, data_dir=tmp_path, random_state=3, **SMALL)
-    third = make_synthetic_fmri(1, data_dir=tmp_path, random_state=3, overwrite=True, **SMALL)
-    assert third.func == first.func
-    assert _md5(third.func[0]) != digest
+    bigger = make_synthetic_fmri(2, data_dir=tmp_path, random_state=3, overwrite=True, **SMALL)
+    assert bigger.func[0] == first.func[0]
+    assert _md5(bigger.func[0]) != digest
+    # overwriting removes the old dataset's files (here sub-02), and only those
+    (tmp_path / "notes.txt").write_text("mine")
+    make_synthetic_fmri(1, data_dir=tmp_path, overwrite=True, **SMALL)
+    assert not (tmp_path / "sub-02").exists()
+    assert _md5(first.func[0]) == digest
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_default_data_dir_is_a_cache(tmp_path, monkeypatch):

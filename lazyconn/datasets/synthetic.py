@@ -693,34 +693,31 @@ def make_synthetic_fmri(
     description_path = root / "dataset_description.json"
 
     layout = _build_layout(float(resolution), n_networks, float(region_radius), seed)
-    if not _is_complete(description_path, params, overwrite):
-        if description_path.exists():
+    found = _read_description(description_path)
+    if found is None or found["Parameters"] != params:
+        if found is not None:
+            if not overwrite:
+                raise OutputExistsError(
+                    f"data_dir={str(root)!r} already holds a synthetic dataset made with other "
+                    f"parameters ({found['Parameters']!r}); pass overwrite=True or another "
+                    "data_dir."
+                )
             description_path.unlink()  # the folder is incomplete until the end
-        truth_dir.mkdir(parents=True, exist_ok=True)
-        mask_img = layout.mask.astype(np.uint8)
-        _write_image(mask_path, mask_img, layout.affine)
-        _write_image(maps_path, layout.maps, layout.affine)
-        _write_image(labels_path, layout.labels, layout.affine)
-        _write_tsv(
-            truth_dir / "regions.tsv",
-            pd.DataFrame(
-                {
-                    "index": np.arange(1, n_regions + 1),
-                    "name": layout.region_names,
-                    "network": layout.region_networks,
-                    "x": layout.region_coords[:, 0],
-                    "y": layout.region_coords[:, 1],
-                    "z": layout.region_coords[:, 2],
-                }
-            ),
-        )
-        np.savetxt(truth_dir / "region_correlation.tsv", layout.region_correlation,
-                   delimiter="\t", fmt="%.6g")
+            for name in found["Files"]:  # the old dataset's files, nothing else
+                (root / name).unlink(missing_ok=True)
+                for parent in (root / name).parents:  # and its folders left empty
+                    if parent == root or any(parent.iterdir()):
+                        break
+                    parent.rmdir()
+        files = [mask_path, maps_path, labels_path, truth_dir / "regions.tsv",
+                 truth_dir / "region_correlation.tsv"]
+        files += func + confounds + [_reduced_path(c) for c in confounds] + sub_masks
+        _write_truth(layout, truth_dir, mask_path, maps_path, labels_path)
         seeds = np.random.SeedSequence(seed).spawn(n_subjects)
 
         def write(k):
             func_dirs[k].mkdir(parents=True, exist_ok=True)
-            _write_image(sub_masks[k], mask_img, layout.affine)
+            _write_image(sub_masks[k], layout.mask.astype(np.uint8), layout.affine)
             _generate_subject(layout, n_timepoints, float(t_r), seeds[k], func[k], confounds[k])
 
         # zlib and numpy release the GIL, so threads overlap compression and generation
@@ -732,7 +729,8 @@ def make_synthetic_fmri(
             "BIDSVersion": "1.9.0",
             "DatasetType": "derivative",
             "GeneratedBy": [{"Name": "lazyconn.datasets.make_synthetic_fmri",
-                             "Parameters": params}],
+                             "Parameters": params,
+                             "Files": [str(f.relative_to(root)) for f in files]}],
         }
         description_path.write_text(json.dumps(description, indent=2))
 
@@ -763,19 +761,33 @@ _DESCRIPTION = (
 )
 
 
-def _is_complete(description_path: Path, params: dict, overwrite: bool) -> bool:
-    """True if ``description_path`` records a finished dataset made with ``params``."""
-    if not description_path.exists():
-        return False
+def _read_description(path: Path) -> dict | None:
+    """Parameters and files of the dataset recorded in ``path`` (None if there is none)."""
+    if not path.exists():
+        return None
     try:
-        found = json.loads(description_path.read_text())["GeneratedBy"][0]["Parameters"]
+        found = json.loads(path.read_text())["GeneratedBy"][0]
+        return {"Parameters": found["Parameters"], "Files": list(found["Files"])}
     except (ValueError, KeyError, IndexError, TypeError):
-        found = None
-    if found == params:
-        return True
-    if not overwrite:
-        raise OutputExistsError(
-            f"data_dir={str(description_path.parent)!r} already holds a synthetic dataset made "
-            f"with other parameters ({found!r}); pass overwrite=True or another data_dir."
-        )
-    return False
+        return {"Parameters": None, "Files": []}
+
+
+def _write_truth(layout, truth_dir, mask_path, maps_path, labels_path):
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    _write_image(mask_path, layout.mask.astype(np.uint8), layout.affine)
+    _write_image(maps_path, layout.maps, layout.affine)
+    _write_image(labels_path, layout.labels, layout.affine)
+    n_regions = len(layout.region_names)
+    regions = pd.DataFrame(
+        {
+            "index": np.arange(1, n_regions + 1),
+            "name": layout.region_names,
+            "network": layout.region_networks,
+            "x": layout.region_coords[:, 0],
+            "y": layout.region_coords[:, 1],
+            "z": layout.region_coords[:, 2],
+        }
+    )
+    _write_tsv(truth_dir / "regions.tsv", regions)
+    np.savetxt(truth_dir / "region_correlation.tsv", layout.region_correlation,
+               delimiter="\t", fmt="%.6g")
