@@ -58,7 +58,8 @@ class LazyImage:
         self.affine = affine
         self.header = header
         self.source = source
-        # (unscaled dask array in x,y,z,t order, NIfTI header bytes) of the source file.
+        # (unscaled dask array in x,y,z,t order, NIfTI header bytes, NiftiFile or None) of
+        # the source file or store.
         self._raw = _raw
 
     # array-like facts -------------------------------------------------------

@@ -60,7 +60,7 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
             data, raw = nifti_arrays(nifti, chunks)
             return LazyImage(
                 data, src.affine, nifti.header, source=redact(filename),
-                _raw=(raw, nifti.header_bytes),
+                _raw=(raw, nifti.header_bytes, nifti),
             )
         arr = np.asanyarray(src.dataobj)
         check_ndim("src", "<in-memory image>", arr.shape)
@@ -76,13 +76,13 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
             data, raw = store_arrays(info, chunks)
             return LazyImage(
                 data, info.affine, info.header, source=redact(url),
-                _raw=(raw, info.header_bytes),
+                _raw=(raw, info.header_bytes, None),
             )
         nifti = NiftiFile(url, storage_options)
         data, raw = nifti_arrays(nifti, chunks)
         return LazyImage(
             data, nifti.header.get_best_affine(), nifti.header, source=redact(url),
-            _raw=(raw, nifti.header_bytes),
+            _raw=(raw, nifti.header_bytes, nifti),
         )
     raise ParameterTypeError(
         f"src={src!r} has type {type(src).__name__}; expected a LazyImage, a nibabel image, "

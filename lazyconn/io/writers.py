@@ -26,7 +26,7 @@ def header_bytes_for(img) -> tuple[bytes, da.Array]:
     for the data as they are (no scaling), the way nibabel would save them.
     """
     if getattr(img, "_raw", None) is not None:
-        raw, header_bytes = img._raw
+        raw, header_bytes = img._raw[:2]
         return header_bytes, raw
     data = img.data
     klass = nib.Nifti2Image if isinstance(img.header, nib.Nifti2Header) else nib.Nifti1Image
@@ -59,6 +59,18 @@ def write_store(
 ):
     """Write ``img`` as a lazyconn store at ``dst`` (see ``LazyImage.to_zarr``)."""
     dst = check_url("dst", dst)
+    source = img._raw[2] if getattr(img, "_raw", None) is not None else None
+    if source is not None:
+        # An unmodified NIfTI file: the streaming conversion (bounded memory, one
+        # decompression pass) instead of a dask rechunk from time slabs.
+        from lazyconn.io.convert import convert
+
+        out = convert(
+            source.url, dst, chunks=chunks, overwrite=overwrite, compressor=compressor,
+            storage_options=source.storage_options, dst_storage_options=storage_options,
+            progress=False, compute=compute,
+        )
+        return None if compute else out
     header_bytes, raw = header_bytes_for(img)
     prepare_destination(dst, storage_options, overwrite)
     array = create_store(
