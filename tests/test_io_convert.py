@@ -120,3 +120,36 @@ def test_convert_on_distributed_client(make_nifti, tmp_path):
         lazyconn.convert([p for p, _ in made], dsts, chunks=UNEVEN, progress=False)
     for (_, ref), dst in zip(made, dsts):
         np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
+
+
+@pytest.mark.slow  # a subprocess that imports lazyconn: a few seconds
+def test_killed_conversion_is_never_read_as_complete(make_nifti, tmp_path):
+    """SIGKILL mid-write (a real crash, no cleanup code runs): load refuses, convert redoes."""
+    import signal
+    import subprocess
+    import sys
+
+    path, ref = make_nifti("run.nii.gz")
+    store = str(tmp_path / "run.zarr")
+    code = f"""
+import sys, time
+from lazyconn.io import convert as cm
+real = cm._write_unit
+def slow(staged, job, unit):
+    out = real(staged, job, unit)
+    print("wrote a unit", flush=True)
+    time.sleep(60)
+    return out
+cm._write_unit = slow
+cm.convert({path!r}, {store!r}, chunks=(4, 5, 6), progress=False, scratch_dir={str(tmp_path)!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "wrote a unit"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with pytest.raises(IncompleteStoreError, match="run.zarr"):
+        lazyconn.load(store)
+    lazyconn.convert(path, store, chunks=(4, 5, 6), progress=False)
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
