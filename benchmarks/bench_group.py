@@ -113,7 +113,7 @@ def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
 
     t0 = time.perf_counter()
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         client.run(lambda: __import__("lazyconn.maskers") and __import__("sklearn.covariance"))
         startup = time.perf_counter() - t0

@@ -36,7 +36,9 @@ def test_local_results_and_tree_mean_match_numpy():
     total, count = out["partial"]
     assert count == 19
     np.testing.assert_allclose(total / count, np.mean(expected, axis=0), rtol=1e-12)
-    assert set(out["timings"]) >= {"cache_lookup", "compute", "aggregate", "total"}
+    assert set(out["timings"]) == {"cache_lookup", "connect", "compute", "disconnect",
+                                   "aggregate", "total"}
+    assert out["timings"]["total"] >= out["timings"]["compute"] > 0
 
 
 def test_tree_reduce_builds_a_tree_and_stays_lazy():
@@ -222,6 +224,19 @@ def test_distributed_equals_local_and_skips_failures(group_client, tmp_path):
     assert list(remote["failures"]) == ["broken"]
     with pytest.raises(SubjectError, match="subject 'broken' failed: ValueError"):
         _run(CorrcoefStep(), subjects, client=group_client)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_local_cluster_is_started_and_closed():
+    arrays = toy_study(3)
+    out = _run(CorrcoefStep(), _subjects(arrays), client="local", n_workers=1)
+    for got, array in zip(out["outcomes"].values(), arrays):
+        np.testing.assert_allclose(got.result, np.corrcoef(array, rowvar=False), rtol=1e-12)
+    import distributed
+
+    with pytest.raises(ValueError):  # the cluster's client was closed, not left as default
+        distributed.get_client()
 
 
 @pytest.mark.cluster

@@ -78,7 +78,7 @@ def client_context(client, *, n_workers=None, timeout: float = CONNECT_TIMEOUT):
                 n_workers=n,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
                 silence_logs=logging.ERROR,
             ) as cluster, Client(cluster, set_as_default=False) as c:
                 yield c

@@ -233,6 +233,9 @@ def _report(output, study, first, masker, group, stages, plots, where) -> str:
         "| --- | ---: |",
     ]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in stages.items()]
+    inner = {k: v for k, v in group.timings_.items() if isinstance(v, float) and k != "total"}
+    lines += ["", "Inside the connectome stage (`GroupConnectome.timings_`): " + ", ".join(
+        f"{name} {seconds:.2f} s" for name, seconds in inner.items()) + "."]
     per_subject = list(group.timings_.get("subjects", {}).values())
     if per_subject:
         lines += ["", f"Per subject (inside the workers): median {np.median(per_subject):.2f} s, "

@@ -14,6 +14,7 @@ is missing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 import uuid
@@ -126,11 +127,11 @@ def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
 def _run_local(tasks, group, on_result):
     from dask.callbacks import Callback
 
-    names = {t.key: i for i, t in enumerate(tasks)}
+    subject_keys = {t.key for t in tasks}
 
     class _Arrivals(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
-            if key in names:
+            if key in subject_keys:
                 on_result(result)
 
     with _Arrivals():
@@ -170,7 +171,9 @@ def run_group(
 
     Returns a dict: ``outcomes`` (name -> Outcome, in input order), ``failures``
     (name -> Failure), ``partial`` (the combined partial of every successful subject; None
-    without ``chunk_fn``, which skips the tree), ``timings`` (seconds per stage), ``n_cached``.
+    without ``chunk_fn``, which skips the tree), ``timings`` (seconds per stage:
+    ``cache_lookup``; when subjects are computed ``connect`` (starting a LocalCluster or
+    connecting), ``compute``, ``disconnect``; ``aggregate``; ``total``), ``n_cached``.
     """
     timer = StageTimer()
     outcomes: dict[str, Outcome] = {}
@@ -201,20 +204,24 @@ def run_group(
             store.put(s.key, outcome.result, attrs)
         bar.update()
 
-    with timer("compute"):
-        tasks = _subject_tasks(step, todo, on_error)
-        group = tree_reduce(tasks, chunk_fn, combine_fn, split_every) if chunk_fn else None
-        try:
-            if not tasks:
-                new_partial = None
-            else:
-                with client_context(client, n_workers=n_workers) as c:
+    tasks = _subject_tasks(step, todo, on_error)
+    group = tree_reduce(tasks, chunk_fn, combine_fn, split_every) if chunk_fn else None
+    new_partial = None
+    try:
+        if tasks:
+            with contextlib.ExitStack() as stack:
+                with timer("connect"):
+                    c = stack.enter_context(client_context(client, n_workers=n_workers))
+                with timer("compute"):
                     if c is None:
                         new_partial = _run_local(tasks, group, on_result)
                     else:
                         new_partial = _run_distributed(c, tasks, group, on_result)
-        finally:
-            bar.close()
+                bar.close()
+                with timer("disconnect"):
+                    stack.close()
+    finally:
+        bar.close()
     with timer("aggregate"):
         partial = None
         if chunk_fn is not None:

@@ -161,8 +161,9 @@ class GroupConnectome(BaseEstimator):
     n_cached_ : int
         Subjects read back from the results store instead of computed.
     timings_ : dict
-        Seconds per stage (``cache_lookup``, ``compute``, ``aggregate``, ``group``,
-        ``total``) and per computed subject (``subjects``: name -> seconds).
+        Seconds per stage (``cache_lookup``; if anything is computed ``connect`` (starting
+        the LocalCluster or connecting), ``compute``, ``disconnect``; ``aggregate``,
+        ``group``, ``total``) and per computed subject (``subjects``: name -> seconds).
 
     Notes
     -----

@@ -68,7 +68,7 @@ def group_client():
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
