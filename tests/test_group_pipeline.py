@@ -145,3 +145,30 @@ def test_preparing_the_graph_reads_no_voxels():
     assert [r.name for r in records] == ["subject-0", "subject-1", "subject-2"]
     # Same (inaccessible) data -> same key: in-memory images are keyed by their dask token.
     assert len({r.key for r in records}) == 1
+
+
+def test_labels_masker_matches_nilearn(study):
+    from nilearn.connectome import ConnectivityMeasure as NilearnMeasure
+    from nilearn.maskers import NiftiLabelsMasker as NilearnLabels
+
+    from lazyconn.maskers import NiftiLabelsMasker
+
+    paths, confounds = study
+    img = nib.load(paths[0])
+    ijk = np.indices(img.shape[:3]).reshape(3, -1).T
+    world = ijk @ img.affine[:3, :3].T + img.affine[:3, 3]
+    labels = np.zeros(img.shape[:3], dtype=np.int32)
+    for k, centre in enumerate(TINY_SEEDS, start=1):
+        i, j, m = ijk[np.linalg.norm(world - np.asarray(centre), axis=1) <= 7.0].T
+        labels[i, j, m] = k
+    labels_img = nib.Nifti1Image(labels, img.affine)
+    kw = dict(detrend=True, standardize="zscore_sample")
+    group = GroupConnectome(NiftiLabelsMasker(labels_img, **kw),
+                            ConnectivityMeasure(kind="correlation"), progress=False)
+    group.fit(paths, confounds=confounds)
+    series = [NilearnLabels(labels_img, **kw).fit_transform(p, confounds=c)
+              for p, c in zip(paths, confounds)]
+    reference = NilearnMeasure(kind="correlation")
+    np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series),
+                               atol=2e-5)
+    np.testing.assert_allclose(group.group_matrix_, reference.mean_, atol=2e-5)
