@@ -112,6 +112,18 @@ def test_reduced_confounds_pass_to_nilearn_as_paths(small):
     assert np.isfinite(from_path).all()
 
 
+def test_4mm_fixture_grid(synthetic_fmri_4mm):
+    img = nib.load(synthetic_fmri_4mm.func[0])
+    assert img.shape == (50, 59, 48, 60)
+    assert (nib.load(synthetic_fmri_4mm.mask).get_fdata() > 0).sum() == 29398  # as nilearn
+    # 4 regions per network, each a separate blob
+    from scipy import ndimage
+
+    maps = nib.load(synthetic_fmri_4mm.maps).get_fdata()
+    for k in range(maps.shape[3]):
+        assert ndimage.label(maps[..., k] > 0, structure=np.ones((3, 3, 3)))[1] == 4
+
+
 def test_global_csf_wm_are_means_of_the_data(small):
     data = nib.load(small.func[1]).get_fdata()
     mask = nib.load(small.mask).get_fdata() > 0
@@ -257,13 +269,14 @@ def test_region_signals_have_exactly_the_planted_correlation():
 
 # --- realism: nilearn's own pipeline recovers the truth -------------------------------------
 
-REALISTIC = dict(n_timepoints=100, resolution=8, n_networks=6)
 CLEANING = ("trans_", "rot_", "a_comp_cor_", "cosine", "framewise_displacement")
 
 
-@pytest.fixture(scope="module")
-def realistic(tmp_path_factory):
-    return make_synthetic_fmri(3, data_dir=tmp_path_factory.mktemp("realistic"), **REALISTIC)
+@pytest.fixture
+def realistic(synthetic_fmri):
+    # the shared session fixture: 3 subjects, 100 volumes, 8 mm, 6 networks
+    assert len(synthetic_fmri.func) == 3 and len(synthetic_fmri.region_names) == 24
+    return synthetic_fmri
 
 
 def _confounds(path):
