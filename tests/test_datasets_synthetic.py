@@ -134,7 +134,14 @@ def test_global_csf_wm_are_means_of_the_data(small):
 
 
 def test_deterministic_and_prefix_stable(small, tmp_path):
-    again = make_synthetic_fmri(3, data_dir=tmp_path, **SMALL)
+    same = make_synthetic_fmri(2, data_dir=tmp_path / "same", **SMALL)
+
+    def digests(root):
+        return {p.relative_to(root): _md5(p) for p in Path(root).rglob("*") if p.is_file()}
+
+    assert digests(same.data_dir) == digests(small.data_dir)  # every file, byte for byte
+    assert len(digests(same.data_dir)) == 5 + 4 * 2 + 1
+    again = make_synthetic_fmri(3, data_dir=tmp_path / "again", **SMALL)
     for k in range(2):
         assert _md5(again.func[k]) == _md5(small.func[k])
         assert _md5(again.confounds[k]) == _md5(small.confounds[k])

@@ -354,11 +354,11 @@ def _compcor(sources, loadings, compcor_index, cosines):
     """
     basis = np.column_stack([np.ones(len(sources)), cosines])
     hp = sources - basis @ np.linalg.lstsq(basis, sources, rcond=None)[0]
-    w = loadings[compcor_index].astype(np.float64)
+    w = loadings[compcor_index]
     gram = w.T @ w
     evals, evecs = np.linalg.eigh(gram)
     root = evecs * np.sqrt(np.clip(evals, 0.0, None)) @ evecs.T
-    u, s, _ = np.linalg.svd(hp @ root, full_matrices=False)
+    u = np.linalg.svd(hp @ root, full_matrices=False)[0]
     u = u[:, :_N_COMPCOR]
     # deterministic signs: largest entry positive
     signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
@@ -440,9 +440,11 @@ def _write_tsv(path, frame):
 
 
 def _write_image(path, data, affine):
-    header = _nifti_header(data.shape, affine, data.dtype)
-    tmp = path.with_name(path.name + ".part.nii.gz")
-    nib.save(nib.Nifti1Image(data, affine, header), tmp)
+    """Save a small image as .nii.gz with a zero gzip time stamp (same bytes on every run)."""
+    raw = nib.Nifti1Image(data, affine, _nifti_header(data.shape, affine, data.dtype)).to_bytes()
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as out:
+        out.write(raw)
     os.replace(tmp, path)
 
 
