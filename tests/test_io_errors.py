@@ -180,3 +180,23 @@ def test_bad_chunks_and_parameters(make_nifti, tmp_path):
         lazyconn.convert([path], [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")])
     with pytest.raises(ParameterError, match=r"unit_bytes=0 is not valid"):
         lazyconn.convert(path, str(tmp_path / "a.zarr"), unit_bytes=0)
+
+
+def test_scratch_disk_full(make_nifti, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path, _ = make_nifti("run.nii.gz")
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(
+        OutputNotWritableError,
+        match=r"scratch_dir='.*scratch' has no room for 40320 bytes of staged voxels; expected",
+    ):
+        lazyconn.convert(path, str(tmp_path / "r.zarr"), scratch_dir=tmp_path / "scratch",
+                         progress=False)
+    with pytest.raises(IncompleteStoreError):
+        lazyconn.load(str(tmp_path / "r.zarr"))
