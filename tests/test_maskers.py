@@ -316,3 +316,17 @@ def test_uneven_time_chunks_supported():
     got = NiftiLabelsMasker(tiny_labels()).fit_transform(LazyImage(data, img.affine))
     ref = quiet(nilearn_masker("NiftiLabelsMasker", labels_img=tiny_labels()).fit_transform, img)
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+
+
+def test_slabs_inside_a_chunk_give_the_same_sums(monkeypatch):
+    """Chunks are converted to float64 a slab of voxels at a time; slabs must not matter."""
+    import lazyconn.maskers._weights as weights_module
+
+    run = lazy(tiny_run(), chunks=(7, 8, 9, 40))  # one chunk of 504 voxels
+    w = region_weights([np.arange(0, 500, 3), np.array([5, 17, 400])], SHAPE, tiny_affine(), 6)
+    whole = weights_module.region_reduce(run.data, w).compute()
+    monkeypatch.setattr(weights_module, "_SLAB_VOXELS", 37)
+    slabs = weights_module.region_reduce(run.data, w).compute()
+    expected = (w.T @ np.asarray(tiny_run().dataobj, dtype=np.float64).reshape(-1, 40)).T
+    np.testing.assert_allclose(slabs, expected, rtol=1e-12)
+    np.testing.assert_allclose(whole, expected, rtol=1e-12)

@@ -162,6 +162,10 @@ def _finite(x):
     return x
 
 
+#: voxels converted to float64 at a time inside a chunk (8192 x 168 volumes = 11 MB)
+_SLAB_VOXELS = 8192
+
+
 def _voxel_rows(block):
     """The block's (v, T) voxel matrix without copying, and its voxel order ("C" or "F").
 
@@ -183,10 +187,15 @@ def _partial_product(block, weights):
     wt, sel = weights[order]
     if sel is not None:
         x = x[sel]
-    if x.dtype != wt.dtype:
-        x = x.astype(wt.dtype)  # integers: exact float64 sums (nilearn truncates means)
-    out = wt @ _finite(x)
-    return np.asarray(out, dtype=np.float64).T[None]
+    out = np.zeros((wt.shape[0], x.shape[1]))
+    # float64 C-ordered copies, one voxel slab at a time (bounded memory): float32
+    # accumulation loses ~1e-3 after cleaning (BOLD means are ~100x their fluctuations);
+    # integers sum exactly (nilearn truncates integer means).
+    for start in range(0, x.shape[0], _SLAB_VOXELS):
+        stop = start + _SLAB_VOXELS
+        xs = _finite(np.asarray(x[start:stop], dtype=np.float64, order="C"))
+        out += np.asarray(wt[:, start:stop] @ xs)
+    return out.T[None]
 
 
 def _block_weights(wb, local, bshape, wdtype):
@@ -210,15 +219,14 @@ def region_reduce(data, weights, *, split_every=8, cache=None):
     """Lazy (T, K) float64 ``X @ W`` for a 4-D dask run and sparse (V, K) weights.
 
     One task per spatial chunk holding non-zero weights; chunks without weights are not
-    even read. Partial products are summed in a tree (``split_every`` at a time). Float32
-    runs are multiplied with float32 weights inside a chunk (no float64 copy of the
-    chunk); partials are summed in float64. ``cache`` (a dict) lets runs on the same grid
-    and chunks share the per-block weights.
+    even read. Partial products are computed and summed in float64 (a tree,
+    ``split_every`` at a time). ``cache`` (a dict) lets runs on the same grid and chunks
+    share the per-block weights.
     """
     shape = data.shape[:3]
     weights = sparse.csr_matrix(weights)
     n_k = weights.shape[1]
-    wdtype = np.dtype(np.float32 if data.dtype == np.float32 else np.float64)
+    wdtype = np.dtype(np.float64)
     key = (tuple(data.chunks[:3]), str(wdtype))
     blocks = None if cache is None else cache.get(key)
     if blocks is None:

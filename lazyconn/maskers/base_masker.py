@@ -291,8 +291,8 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         out_dtype = self._output_dtype(img.dtype)
         if out_dtype is not None:
             signals = signals.astype(out_dtype)
-        if was_3d:
-            signals = signals[0]
+        if was_3d:  # nilearn squeezes: (K,), or a 0-d array for one region
+            signals = signals[0] if signals.shape[1] != 1 else signals[0, 0]
         return signals
 
     # ------------------------------------------------------------------ cleaning
