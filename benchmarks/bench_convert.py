@@ -135,12 +135,12 @@ def codec_table(shape3, n_vols):
     )
     block = np.ascontiguousarray(block.transpose(0, 3, 2, 1))  # stored (t, z, y, x)
     codecs = {
-        "blosc zstd-1 shuffle (default)": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE),
+        "blosc zstd-1 shuffle": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE),
         "blosc zstd-3 shuffle": numcodecs.Blosc("zstd", 3, numcodecs.Blosc.SHUFFLE),
         "blosc zstd-5 shuffle": numcodecs.Blosc("zstd", 5, numcodecs.Blosc.SHUFFLE),
         "blosc zstd-1 bitshuffle": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE),
         "blosc zstd-1 noshuffle": numcodecs.Blosc("zstd", 1, numcodecs.Blosc.NOSHUFFLE),
-        "blosc lz4-5 shuffle": numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE),
+        "blosc lz4-5 shuffle (default)": numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE),
         "zstd-1 (no shuffle)": numcodecs.Zstd(1),
         "zstd-3 (no shuffle)": numcodecs.Zstd(3),
         "lz4 (no shuffle)": numcodecs.LZ4(),

@@ -200,3 +200,17 @@ def test_scratch_disk_full(make_nifti, tmp_path, monkeypatch):
                          progress=False)
     with pytest.raises(IncompleteStoreError):
         lazyconn.load(str(tmp_path / "r.zarr"))
+
+
+def test_corrupt_gzip_data(make_nifti, tmp_path):
+    path, _ = make_nifti("run.nii.gz", shape=(7, 8, 9, 200))
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64  # garbage inside the deflate stream
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(bytes(data))
+    match = r"src='.*bad.nii.gz' is (corrupt|truncated or corrupt)"
+    with pytest.raises(InputFileError, match=match):
+        lazyconn.convert(str(bad), str(tmp_path / "bad.zarr"), progress=False)
+    with pytest.raises(InputFileError, match=match):
+        lazyconn.load(str(bad)).data.compute()

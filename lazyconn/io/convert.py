@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import tempfile
 import threading
 import uuid
@@ -52,8 +53,11 @@ from lazyconn.io.store import (
 
 try:  # ISA-L inflates ~1.6x faster than zlib; optional.
     from isal import isal_zlib as _inflate
+
+    _INFLATE_ERRORS: tuple = (zlib.error, _inflate.error)
 except ImportError:  # pragma: no cover - depends on the environment
     _inflate = zlib
+    _INFLATE_ERRORS = (zlib.error,)
 
 #: Bytes of voxels one work unit holds (one per thread). Big enough that a unit is a
 #: whole-x row of chunks for HCP-sized runs with default chunks (91 x 14 x 23 x 1200 x 4 B
@@ -148,35 +152,59 @@ def _remove_scratch(job: _Job) -> None:
 
 
 def _copy_voxels(src, out, nifti) -> int:
-    """Stream the voxel bytes of ``src`` (gzip or not) into ``out``; return bytes written."""
+    """Stream the voxel bytes of ``src`` (gzip or not) into ``out``; return bytes written.
+
+    A writer thread overlaps the page-cache writes (kernel time) with decompression
+    (both release the GIL); the queue holds at most 4 blocks.
+    """
+    writes: queue.Queue = queue.Queue(maxsize=4)
+    failed: list[BaseException] = []
+
+    def writer():
+        while (data := writes.get()) is not None:
+            if not failed:
+                try:
+                    out.write(data)
+                except BaseException as exc:  # reported by the producer
+                    failed.append(exc)
+
+    thread = threading.Thread(target=writer, name="lazyconn-stage-writer", daemon=True)
+    thread.start()
     skip, remaining = nifti.offset, nifti.data_nbytes
     state = _inflate.decompressobj(31) if nifti.compressed else None
     pending = b""
-    while remaining > 0:
-        if not pending:
-            pending = src.read(_STAGE_BLOCK)
+    try:
+        while remaining > 0 and not failed:
             if not pending:
-                break
-        if state is None:
-            data, pending = pending, b""
-        else:
-            try:
-                data = state.decompress(pending, _STAGE_BLOCK)
-            except zlib.error as exc:
-                raise InputFileError(
-                    f"src={redact(nifti.url)!r} is corrupt: gzip data error ({exc}); expected a "
-                    "valid .nii.gz."
-                ) from None
-            pending = state.unconsumed_tail
-            if state.eof:
-                pending = state.unused_data
-                state = _inflate.decompressobj(31)
-        if skip:
-            cut = min(skip, len(data))
-            data, skip = data[cut:], skip - cut
-        data = data[:remaining]
-        out.write(data)
-        remaining -= len(data)
+                pending = src.read(_STAGE_BLOCK)
+                if not pending:
+                    break
+            if state is None:
+                data, pending = pending, b""
+            else:
+                try:
+                    data = state.decompress(pending, _STAGE_BLOCK)
+                except _INFLATE_ERRORS as exc:
+                    raise InputFileError(
+                        f"src={redact(nifti.url)!r} is corrupt: gzip data error ({exc}); "
+                        "expected a valid .nii.gz."
+                    ) from None
+                pending = state.unconsumed_tail
+                if state.eof:
+                    pending = state.unused_data
+                    state = _inflate.decompressobj(31)
+            if skip:
+                cut = min(skip, len(data))
+                data, skip = data[cut:], skip - cut
+            data = data[:remaining]
+            if data:
+                writes.put(data)
+            remaining -= len(data)
+    finally:
+        writes.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
     return nifti.data_nbytes - remaining
 
 

@@ -144,8 +144,15 @@ def _truncated(url: str, needed: int, got: int) -> InputFileError:
     )
 
 
-def read_gzip_range(fs, path: str, url: str, key, start: int, out: np.ndarray) -> None:
-    """Fill ``out`` (uint8) with the uncompressed bytes ``[start, start + out.size)``."""
+def read_gzip_range(
+    fs, path: str, url: str, key, start: int, out: np.ndarray, *, check_end: bool = False
+) -> None:
+    """Fill ``out`` (uint8) with the uncompressed bytes ``[start, start + out.size)``.
+
+    With ``check_end`` (the range ends the voxel data) the rest of the gzip member is
+    read too, so zlib checks its CRC: corruption anywhere in the stream is caught when
+    the last slab is read.
+    """
     stop = start + out.size
     index = _gzip_index(key)
     point = index.best(start)
@@ -184,6 +191,19 @@ def read_gzip_range(fs, path: str, url: str, key, start: int, out: np.ndarray) -
             if hi > lo:
                 out[lo - start : hi - start] = np.frombuffer(chunk, np.uint8)[lo - upos : hi - upos]
             upos += n
+        while check_end and state is not None and not state.eof:
+            if not pending:
+                pending = fobj.read(READ_BLOCK)
+                if not pending:
+                    raise _truncated(url, stop, upos)
+            try:
+                state.decompress(pending, INFLATE_STEP)  # trailing bytes, if any, ignored
+            except zlib.error as exc:
+                raise InputFileError(
+                    f"src={redact(url)!r} is corrupt: gzip data error ({exc}); expected a "
+                    "valid .nii.gz."
+                ) from None
+            pending = state.unconsumed_tail
 
 
 class NiftiFile:
@@ -276,7 +296,10 @@ class NiftiFile:
         out = np.empty(nbytes, dtype=np.uint8)
         fs, path = self._fs()
         if self.compressed:
-            read_gzip_range(fs, path, self.url, self.token, start, out)
+            end = self.offset + self.data_nbytes
+            read_gzip_range(
+                fs, path, self.url, self.token, start, out, check_end=start + nbytes >= end
+            )
         else:
             with fs.open(path, "rb") as fobj:
                 fobj.seek(start)
