@@ -172,3 +172,20 @@ def test_labels_masker_matches_nilearn(study):
     np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series),
                                atol=2e-5)
     np.testing.assert_allclose(group.group_matrix_, reference.mean_, atol=2e-5)
+
+
+def test_a_worker_process_reuses_one_masker_per_parameters():
+    import pickle
+
+    from lazyconn.group.pipeline import _MAX_PROCESS_MASKERS, _ConnectomeStep
+
+    step = _ConnectomeStep(NiftiSpheresMasker(**MASKER_KW).fit(), ConnectivityMeasure(),
+                           token="token-a")
+    # Each task unpickles its own step; the masker (and its per-grid caches) is shared.
+    first = pickle.loads(pickle.dumps(step))._masker()
+    assert pickle.loads(pickle.dumps(step))._masker() is first
+    others = [_ConnectomeStep(step.masker, step.connectivity, token=f"t{i}")._masker()
+              for i in range(_MAX_PROCESS_MASKERS)]
+    assert all(o is not first for o in others)
+    # Bounded: the oldest entry was dropped, so a new copy is used for token-a.
+    assert pickle.loads(pickle.dumps(step))._masker() is not first

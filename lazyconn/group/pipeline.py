@@ -23,22 +23,40 @@ from lazyconn.group._engine import Subject, run_group
 from lazyconn.image import LazyImage, load
 
 
+#: Maskers reused by every subject a (worker) process handles, by parameters token: their
+#: per-grid caches (e.g. the spheres' smoothed weights) are then built once per process, not
+#: once per subject (each task unpickles its own copy of the step). A few entries at most.
+_PROCESS_MASKERS: dict[str, object] = {}
+_MAX_PROCESS_MASKERS = 4
+
+
 class _ConnectomeStep:
     """Picklable per-subject step: read -> (smooth) -> extract -> clean -> covariance -> matrix.
 
     Runs on a worker; its chunk graph executes there with the synchronous scheduler.
     """
 
-    def __init__(self, masker, connectivity, storage_options=None):
+    def __init__(self, masker, connectivity, storage_options=None, token=None):
         self.masker = masker
         self.connectivity = connectivity
         self.storage_options = storage_options
+        self.token = token
+
+    def _masker(self):
+        if self.token is None:
+            return self.masker
+        masker = _PROCESS_MASKERS.get(self.token)
+        if masker is None:
+            while len(_PROCESS_MASKERS) >= _MAX_PROCESS_MASKERS:
+                _PROCESS_MASKERS.pop(next(iter(_PROCESS_MASKERS)))
+            masker = _PROCESS_MASKERS.setdefault(self.token, self.masker)
+        return masker
 
     def __call__(self, subject: Subject) -> np.ndarray:
         img = subject.img
         if self.storage_options and isinstance(img, (str, os.PathLike)):
             img = load(img, storage_options=self.storage_options)
-        signals = self.masker.transform(
+        signals = self._masker().transform(
             img, confounds=subject.confounds, sample_mask=subject.sample_mask
         )
         covariance = self.connectivity.subject_covariance(signals)
@@ -279,7 +297,7 @@ class GroupConnectome(BaseEstimator):
         )
         store = None if self.cache_dir is None else ResultStore(self.cache_dir)
         tangent = connectivity.kind == "tangent"
-        step = _ConnectomeStep(masker, connectivity, self.storage_options)
+        step = _ConnectomeStep(masker, connectivity, self.storage_options, token=params)
         kind = connectivity.kind
 
         def attrs(subject):
