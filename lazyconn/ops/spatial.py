@@ -1,15 +1,20 @@
 """Spatial kernels on 3-D / 4-D voxel arrays: Gaussian smoothing, morphology, components.
 
 Kernels are pure numpy/scipy functions on one block; graph builders only choose the halo
-(derived from the kernel) and make one ``map_overlap`` call, as dask-image does. The time
-axis (axis 3) is never filtered and never gets a halo.
+(derived from the kernel: Gaussian half-width ``int(truncate * sigma + 0.5)``, 0 on time)
+and build one graph layer with ``boundary="none"`` semantics, as dask-image's
+``map_overlap`` does. The time axis (axis 3) is never filtered and never gets a halo.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import dask.array as da
 import numpy as np
 from dask.array.overlap import ensure_minimum_chunksize
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage
 
 from lazyconn.exceptions import ParameterError
@@ -88,52 +93,90 @@ def gaussian_block(block: np.ndarray, sigmas, truncate: float = 4.0, halos=None)
     return out
 
 
-def _gaussian_halo_block(block, sigmas, truncate, depth, block_info=None):
-    # boundary="none": blocks on the image edge have no halo on that side.
-    info = block_info[0]
-    loc, num = info["chunk-location"], info["num-chunks"]
-    halos = [
-        (0 if loc[a] == 0 else depth[a], 0 if loc[a] == num[a] - 1 else depth[a])
-        for a in range(len(sigmas))
-    ]
-    return gaussian_block(block, sigmas, truncate, halos=halos)
+def _copy_piece(block, index):
+    # A copy, not a view: a view would keep the whole neighbour block alive.
+    return np.array(block[index], copy=True)
+
+
+def _smooth_with_halo(own, pieces, offsets, halos, sigmas, truncate):
+    """Assemble the block and its neighbours' halo pieces, then :func:`gaussian_block`."""
+    shape = tuple(own.shape[a] + sum(halos[a]) for a in range(3)) + own.shape[3:]
+    padded = np.empty(shape, dtype=own.dtype)
+    for piece, d in zip([own, *pieces], [(0, 0, 0), *offsets], strict=True):
+        index = []
+        for a, o in enumerate(d):
+            start = 0 if o < 0 else halos[a][0] if o == 0 else halos[a][0] + own.shape[a]
+            index.append(slice(start, start + piece.shape[a]))
+        padded[tuple(index)] = piece
+    del own, pieces
+    return gaussian_block(padded, sigmas, truncate, halos=halos)
+
+
+def _halo_graph(arr: da.Array, depth, kernel, name, **kernel_kwargs) -> da.Array:
+    """Blocks with a halo of ``depth`` voxels (spatial axes), ``boundary="none"``.
+
+    Unlike ``da.overlap``, each neighbour contributes small *copied* pieces (so a loaded
+    neighbour block can be freed as soon as its pieces are cut), and the kernel gets the
+    halo sizes of its block (none on the image's outer faces). Every chunk must be at least
+    ``depth`` thick (see ``ensure_minimum_chunksize``).
+    """
+    nb = arr.numblocks
+    piece_name = f"{name}-piece"
+    dsk = {}
+    for loc, rest in itertools.product(np.ndindex(*nb[:3]), np.ndindex(*nb[3:])):
+        halos = tuple(
+            (depth[a] if loc[a] > 0 else 0, depth[a] if loc[a] < nb[a] - 1 else 0) for a in range(3)
+        )
+        pieces, offsets = [], []
+        for d in itertools.product((-1, 0, 1), repeat=3):
+            if d == (0, 0, 0) or any(o and not depth[a] for a, o in enumerate(d)):
+                continue
+            n = tuple(l + o for l, o in zip(loc, d, strict=True))
+            if any(i < 0 or i >= m for i, m in zip(n, nb[:3], strict=True)):
+                continue
+            index = []
+            for a, o in enumerate(d):
+                size = arr.chunks[a][n[a]]
+                index.append(
+                    slice(size - depth[a], None) if o < 0 else slice(None) if o == 0 else slice(0, depth[a])
+                )
+            key = (piece_name, *loc, *rest, *(o + 1 for o in d))
+            dsk[key] = (_copy_piece, (arr.name, *n, *rest), tuple(index))
+            pieces.append(key)
+            offsets.append(d)
+        dsk[(name, *loc, *rest)] = (
+            kernel, (arr.name, *loc, *rest), pieces, offsets, halos, *kernel_kwargs.values()
+        )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[arr])
+    return da.Array(graph, name, chunks=arr.chunks, dtype=arr.dtype, meta=arr._meta)
 
 
 def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
     """Gaussian smoothing of the 3 spatial axes of a 3-D or 4-D dask array.
 
-    One overlap with depth = kernel half-width per spatial axis (0 on time) and
-    ``boundary="none"``, so at the true image edges scipy's reflect mode sees exactly what
-    the eager code sees, then one ``map_blocks`` whose kernel crops each axis's halo right
-    after filtering along it (:func:`gaussian_block`). The dtype is kept (float input
-    expected); output chunks are the input's.
+    Halo = kernel half-width per spatial axis (0 on time), ``boundary="none"``, so at the
+    true image edges scipy's reflect mode sees exactly what the eager code sees; the kernel
+    crops each axis's halo right after filtering along it (:func:`gaussian_block`). Results
+    are bit-identical to nilearn's. The dtype is kept (float input expected); output chunks
+    are the input's (any time chunking works: the time axis has no halo).
     """
     sigmas = [float(s) for s in sigmas]
-    depth = {i: gaussian_halfwidth(s, truncate) for i, s in enumerate(sigmas)}
-    if arr.ndim == 4:
-        depth[3] = 0
-    if not any(depth.values()):
+    depth = [gaussian_halfwidth(s, truncate) for s in sigmas]
+    if not any(depth):
         return arr
     chunks = arr.chunks
     # A kernel wider than the axis: the axis must be whole in every block (no halo).
-    whole = {a: -1 for a, d in depth.items() if d and 2 * d >= arr.shape[a]}
+    whole = {a: -1 for a, d in enumerate(depth) if d and 2 * d >= arr.shape[a]}
     if whole:
         arr = arr.rechunk(whole)
-        depth.update(dict.fromkeys(whole, 0))
+        depth = [0 if a in whole else d for a, d in enumerate(depth)]
     # Blocks thinner than the halo are merged with a neighbour (as map_overlap does).
     work = arr.rechunk(
-        tuple(ensure_minimum_chunksize(max(depth[a], 1), c) for a, c in enumerate(arr.chunks))
+        tuple(ensure_minimum_chunksize(max(depth[a], 1), c) for a, c in enumerate(arr.chunks[:3]))
+        + arr.chunks[3:]
     )
-    padded = da.overlap.overlap(work, depth=depth, boundary="none")
-    out = padded.map_blocks(
-        _gaussian_halo_block,
-        tuple(sigmas),
-        truncate,
-        depth,
-        chunks=work.chunks,
-        dtype=arr.dtype,
-        meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
-    )
+    name = f"gaussian-smooth-{tokenize(work, sigmas, truncate)}"
+    out = _halo_graph(work, depth, _smooth_with_halo, name, sigmas=tuple(sigmas), truncate=truncate)
     return _keep_chunks(out, chunks)
 
 
