@@ -41,7 +41,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_convert import fmri_like_volumes  # noqa: E402  (same synthetic run as bench_convert)
+import itertools
+
+from bench_convert import fmri_like_volumes
 
 T_R = 0.72
 FWHM = 6.0
@@ -135,8 +137,8 @@ def child_lazyconn_batched(workdir: Path):
     stored = raw.transpose(tuple(range(raw.ndim))[::-1]).rechunk(array.chunks)  # (t, z, y, x)
     ex = np.cumsum((0, *stored.chunks[3]))
     ey = np.cumsum((0, *stored.chunks[2]))
-    for x0, x1 in zip(ex[:-1], ex[1:], strict=True):
-        for y0, y1 in zip(ey[:-1], ey[1:], strict=True):
+    for x0, x1 in itertools.pairwise(ex):
+        for y0, y1 in itertools.pairwise(ey):
             region = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
             da.store(stored[region], array, regions=region, lock=False)
     mark_complete(dst)
@@ -173,7 +175,7 @@ def run_child(name: str, workdir: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -164,7 +164,7 @@ def test_math_img_errors(rng):
 def test_threshold_img_matches_nilearn(rng, threshold, two_sided, cluster_threshold, use_mask):
     stat = nib.Nifti1Image(rng.standard_normal((13, 11, 12)).astype(np.float32), grid_affine())
     mask = nib.Nifti1Image(brain_blob((13, 11, 12), 0.45).astype(np.uint8), grid_affine()) if use_mask else None
-    kwargs = dict(cluster_threshold=cluster_threshold, two_sided=two_sided, mask_img=mask)
+    kwargs = {"cluster_threshold": cluster_threshold, "two_sided": two_sided, "mask_img": mask}
     expected = _quiet(nimage.threshold_img, stat, threshold, **kwargs)
     result = limage.threshold_img(lazy_uneven(stat), threshold, **kwargs)
     np.testing.assert_array_equal(np.asarray(result.data), np.asanyarray(expected.dataobj))
@@ -177,7 +177,7 @@ def test_threshold_img_4d_nan_and_resampled_mask(rng):
     mask_aff = np.diag([1.5, 1.5, 1.5, 1.0])
     mask_aff[:3, 3] = [-10.0, -12.0, -9.0]
     mask = nib.Nifti1Image(brain_blob((14, 16, 18), 0.45).astype(np.uint8), mask_aff)
-    kwargs = dict(cluster_threshold=3, mask_img=mask)
+    kwargs = {"cluster_threshold": 3, "mask_img": mask}
     expected = _quiet(nimage.threshold_img, img, "70%", **kwargs)
     result = limage.threshold_img(lazy_uneven(img), "70%", **kwargs)
     np.testing.assert_array_equal(np.asarray(result.data), np.asanyarray(expected.dataobj))
@@ -251,12 +251,12 @@ def run64(rng):
 
 CLEAN_CASES = {
     "defaults": {},
-    "zscore+filter+confounds": dict(
-        standardize="zscore_sample", detrend=True, low_pass=0.1, high_pass=0.01, t_r=2.0, confounds="rng"
-    ),
-    "psc-no-detrend": dict(standardize="psc", detrend=False),
-    "runs": dict(runs=np.repeat([0, 1], 20), standardize=None, high_pass=0.02, t_r=1.5),
-    "sample_mask": dict(standardize="zscore_sample", clean__sample_mask=np.arange(3, 37)),
+    "zscore+filter+confounds": {
+        "standardize": "zscore_sample", "detrend": True, "low_pass": 0.1, "high_pass": 0.01, "t_r": 2.0, "confounds": "rng"
+    },
+    "psc-no-detrend": {"standardize": "psc", "detrend": False},
+    "runs": {"runs": np.repeat([0, 1], 20), "standardize": None, "high_pass": 0.02, "t_r": 1.5},
+    "sample_mask": {"standardize": "zscore_sample", "clean__sample_mask": np.arange(3, 37)},
 }
 
 

@@ -7,7 +7,12 @@ import pytest
 from nilearn import masking as nmasking
 
 from lazyconn import masking as lmasking
-from lazyconn.exceptions import DimensionError, GridMismatchError, ParameterError, ParameterTypeError
+from lazyconn.exceptions import (
+    DimensionError,
+    GridMismatchError,
+    ParameterError,
+    ParameterTypeError,
+)
 from lazyconn.image import load
 from lazyconn.ops.voxels import block_positions, c_positions, gather, scatter
 from lazyconn.testing.imaging import (
@@ -202,8 +207,10 @@ def test_positions_helpers(rng):
 
 
 # --- properties (hypothesis): any shape, any chunking, any mask --------------------------
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @st.composite
@@ -213,7 +220,7 @@ def _chunked_case(draw):
     for n in shape[:3]:
         cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=3))) if n > 1 else []
         edges = [0, *cuts, n]
-        chunks.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True)))
+        chunks.append(tuple(b - a for a, b in itertools.pairwise(edges)))
     seed = draw(st.integers(0, 2**16))
     density = draw(st.sampled_from([0.0, 0.3, 1.0]))
     order = draw(st.sampled_from(["C", "block"]))

@@ -8,8 +8,18 @@ import pytest
 from nilearn import image as nimage
 
 from lazyconn import image as limage
-from lazyconn.exceptions import BoundingBoxError, DimensionError, LazyconnWarning, ParameterError
-from lazyconn.testing.imaging import grid_affine, inaccessible_image, lazy_uneven, synthetic_epi
+from lazyconn.exceptions import (
+    BoundingBoxError,
+    DimensionError,
+    LazyconnWarning,
+    ParameterError,
+)
+from lazyconn.testing.imaging import (
+    grid_affine,
+    inaccessible_image,
+    lazy_uneven,
+    synthetic_epi,
+)
 from lazyconn.testing.laziness import raise_if_dask_computes
 
 

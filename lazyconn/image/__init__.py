@@ -1,7 +1,7 @@
 """Image model: LazyImage, ``load`` and image functions with nilearn's names."""
 
-from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._cleaning import clean_img, high_variance_confounds
+from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
 from lazyconn.image.image import (
     binarize_img,

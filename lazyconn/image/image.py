@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from lazyconn._utils import warn
-from lazyconn.config import float_dtype_for
+from lazyconn.config import default_chunks, float_dtype_for
 from lazyconn.exceptions import (
     DimensionError,
     GridMismatchError,
@@ -195,8 +195,6 @@ def new_img_like(ref_niimg, data, affine=None, copy_header=True) -> LazyImage:
 
 
 def _default_chunks_for(arr):
-    from lazyconn.config import default_chunks
-
     return default_chunks(arr.shape, arr.dtype)
 
 
@@ -348,8 +346,7 @@ def math_img(formula: str, copy_header_from=None, **imgs):
     numpy functions dispatch to dask, so the result stays lazy. All images must share one
     grid (GridMismatchError otherwise). Images not in the formula -> warning, as nilearn.
     """
-    check_type_str = isinstance(formula, str)
-    if not check_type_str:
+    if not isinstance(formula, str):
         raise ParameterTypeError(
             f"formula={formula!r} has type {type(formula).__name__}; expected a str."
         )
@@ -368,7 +365,7 @@ def math_img(formula: str, copy_header_from=None, **imgs):
     scope = {k: v.data for k, v in loaded.items()}
     scope["np"] = np
     try:
-        result = eval(formula, scope)  # noqa: S307 - the formula is the user's own code
+        result = eval(formula, scope)
     except Exception as exc:
         exc.args = (f"Input formula couldn't be processed, you provided '{formula}',", *exc.args)
         raise

@@ -15,7 +15,12 @@ from scipy import linalg, ndimage
 
 from lazyconn._utils import check_in, warn
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
-from lazyconn.exceptions import BoundingBoxError, DimensionError, LazyconnWarning, ParameterError
+from lazyconn.exceptions import (
+    BoundingBoxError,
+    DimensionError,
+    LazyconnWarning,
+    ParameterError,
+)
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image.image import load_img, new_img_like
 from lazyconn.ops.spatial import extrapolate_out_mask
@@ -187,10 +192,10 @@ def resample_img(
     spline = _ORDERS[interpolation]
 
     data = img.data
-    kwargs = dict(
-        A=A, b=b, target_shape=target_shape, order=spline, fill_value=fill_value,
-        out_dtype=out_dtype,
-    )
+    kwargs = {
+        "A": A, "b": b, "target_shape": target_shape, "order": spline, "fill_value": fill_value,
+        "out_dtype": out_dtype,
+    }
     if data.ndim == 3:
         whole = data.rechunk(-1)
         out = whole.map_blocks(

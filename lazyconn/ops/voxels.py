@@ -20,6 +20,8 @@ A ``positions`` array (3-D, int64, -1 outside the mask) maps each voxel to its i
 
 from __future__ import annotations
 
+import itertools
+
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -140,7 +142,7 @@ def gather(arr: da.Array, mask: np.ndarray, order: str = "C", target_bytes: int 
         last = max(int(p[-1]) for _, p in row) + 1
         n_pieces = -(-(last - first) // max_vox)
         bounds = np.linspace(first, last, n_pieces + 1).round().astype(np.int64)
-        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        for s, e in itertools.pairwise(bounds):
             keys, ranges, got = [], [], []
             for key, p in row:
                 r0, r1 = np.searchsorted(p, [s, e])
