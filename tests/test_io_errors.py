@@ -214,3 +214,11 @@ def test_corrupt_gzip_data(make_nifti, tmp_path):
         lazyconn.convert(str(bad), str(tmp_path / "bad.zarr"), progress=False)
     with pytest.raises(InputFileError, match=match):
         lazyconn.load(str(bad)).data.compute()
+
+
+def test_plain_directory_is_not_an_image(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(InputFileError, match=r"src='.*folder' is a directory; expected a .nii or "
+                       r".nii.gz file \(or a lazyconn zarr store\)"):
+        lazyconn.load(str(folder))
