@@ -191,6 +191,7 @@ def test_default_data_dir_is_a_cache(tmp_path, monkeypatch):
         (dict(random_state="a"), ParameterTypeError, r"random_state='a' has type str"),
         (dict(data_dir=3), ParameterTypeError, r"data_dir=3 has type int"),
         (dict(n_jobs=0), ParameterError, r"n_jobs=0 is not valid"),
+        (dict(nuisance=-1.0), ParameterError, r"nuisance=-1.0 is not valid; expected a finite"),
     ],
 )
 def test_parameter_errors(kwargs, error, match, tmp_path):
@@ -329,6 +330,21 @@ def test_nilearn_recovers_planted_connectome(realistic, masker_kind):
     assert r_mean[0] - raw_mean[0] > 0.1
     assert np.all(r_subject > raw_subject + 0.05)
     assert np.all(mae_subject < 0.6 * raw_mae)
+
+
+def test_without_nuisance_no_cleaning_is_needed(tmp_path):
+    from nilearn.connectome import ConnectivityMeasure
+    from nilearn.maskers import NiftiLabelsMasker
+
+    data = make_synthetic_fmri(2, data_dir=tmp_path, nuisance=0.0, **dict(SMALL, n_timepoints=60))
+    masker = NiftiLabelsMasker(data.labels_img, standardize="zscore_sample", detrend=True)
+    series = [masker.fit_transform(f) for f in data.func]
+    matrices = ConnectivityMeasure(kind="correlation").fit_transform(series)
+    r, _ = _recovery(matrices, data.region_correlation)
+    assert r.min() > 0.97  # measured 0.99: only white noise is left
+    # the confounds are still written, and now explain nothing of the region signals
+    table = pd.read_csv(data.confounds[0], sep="\t")
+    assert table["trans_x"].abs().max() > 0
 
 
 def test_nilearn_epi_mask_finds_the_brain(realistic):

@@ -27,7 +27,7 @@ from lazyconn.image.templates import MNI152_FILE_PATH, load_mni152_template
 __all__ = ["make_synthetic_fmri", "NETWORKS", "REDUCED_CONFOUNDS"]
 
 # Bump when the generated data change, so cached datasets are regenerated.
-_GENERATOR_VERSION = 3
+_GENERATOR_VERSION = 4
 
 SPACE = "MNI152NLin2009cAsym"
 TASK = "rest"
@@ -60,6 +60,8 @@ _NOISE_LEVEL = 0.008
 _PHYSIO_AMPLITUDE = (0.01, 0.006)  # global-like, spatially structured
 _DRIFT_AMPLITUDE = 0.02
 _FD_SPIKE = 0.02  # intensity drop per mm of framewise displacement
+_MOTION_SCALE = 0.6  # head motion magnitude (mean framewise displacement ~0.15 mm)
+_EDGE_BLUR_MM = 4.0  # sigma of the blur of the baseline whose gradient makes motion artifacts
 _MOTION_RADIUS = 50.0  # mm, head radius used by framewise displacement (Power et al. 2012)
 _HIGH_PASS_PERIOD = 128.0  # s, fMRIPrep's cosine basis cut-off
 _N_COMPCOR = 6
@@ -168,7 +170,9 @@ def _region_correlation(network_names, region_networks, pairs, net_corr):
 
 def _motion_loadings(baseline_img, mask, affine, resolution):
     """Intensity change per unit of each motion parameter: I(x - d) ~ I(x) - grad I . d."""
-    grad = np.stack(np.gradient(baseline_img, resolution), axis=-1)[mask]  # per mm
+    # EPI edges are blurred (point-spread function), which softens edge artifacts
+    blurred = ndimage.gaussian_filter(baseline_img, _EDGE_BLUR_MM / resolution)
+    grad = np.stack(np.gradient(blurred, resolution), axis=-1)[mask]  # per mm
     ijk = np.argwhere(mask)
     xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
     centre = np.array([0.0, -18.0, 18.0])  # rotate about the middle of the brain
@@ -179,7 +183,7 @@ def _motion_loadings(baseline_img, mask, affine, resolution):
     return np.stack(columns, axis=1)
 
 
-def _build_layout(resolution, n_networks, region_radius, seed) -> _Layout:
+def _build_layout(resolution, n_networks, region_radius, seed, nuisance=1.0) -> _Layout:
     template, affine = _template_on_grid(resolution)
     mask = template > 0.2  # nilearn's load_mni152_brain_mask rule
     shape = template.shape
@@ -253,6 +257,7 @@ def _build_layout(resolution, n_networks, region_radius, seed) -> _Layout:
             -baseline * _FD_SPIKE * fd_spike,
         ]
     ).astype(np.float64)
+    loadings *= nuisance
     noise_sd = (_NOISE_LEVEL * baseline * (0.75 + 0.5 * rng.random(mask.sum()))).astype(
         np.float32
     )
@@ -318,7 +323,7 @@ def _neural_signals(rng, n_timepoints, t_r, correlation):
 def _motion(rng, n_timepoints):
     """Six rigid-body parameters (mm, rad): slow wander, slow slide, a few transient jerks."""
     mover = np.exp(rng.normal(0.0, 0.5))  # some subjects move more than others
-    scale = np.array([1.0, 1.0, 1.0, 0.02, 0.02, 0.02]) * mover  # rad ~ mm / 50
+    scale = np.array([1.0, 1.0, 1.0, 0.02, 0.02, 0.02]) * mover * _MOTION_SCALE  # rad ~ mm/50
     steps = rng.normal(0.0, 0.05, size=(n_timepoints, 6))
     jerks = rng.random((n_timepoints, 1)) < 0.03
     steps += jerks * rng.normal(0.0, 0.25, size=(n_timepoints, 6))
@@ -515,6 +520,7 @@ def make_synthetic_fmri(
     t_r: float = 2.0,
     n_networks: int = 6,
     region_radius: float = 10.0,
+    nuisance: float = 1.0,
     random_state=0,
     data_dir=None,
     overwrite: bool = False,
@@ -547,6 +553,10 @@ def make_synthetic_fmri(
     region_radius : float, default=10.0
         Radius (mm) of each planted region. Its voxels carry the region's signal with a
         Gaussian weight of sigma ``region_radius / 2``.
+    nuisance : float, default=1.0
+        Scale of the nuisance signals (motion artifacts, physiology, drift) in the voxels.
+        0 gives clean data (the confounds files are still written); values below 1 make
+        voxel-level decompositions of uncleaned data easier (see Notes).
     random_state : int, numpy Generator or RandomState, or None, default=0
         Seed. Subject ``i`` uses a seed derived from it and ``i``, so the same seed gives
         byte-identical files, and the first subjects do not depend on ``n_subjects``.
@@ -636,6 +646,13 @@ def make_synthetic_fmri(
     ``NiftiLabelsMasker`` + ``ConnectivityMeasure`` recovers ``region_correlation`` with a
     correlation of ~0.92 per subject and ~0.98 for the group mean (~0.6 without confounds).
 
+    The nuisance is widespread while the planted regions are small (~5 % of the brain), so
+    voxel-level decompositions (``CanICA``, ``DictLearning``) of *uncleaned* data find the
+    nuisance rather than the networks: pass ``confounds=data.reduced_confounds`` (or the
+    cleaned tables) to their ``fit``, or lower ``nuisance``. With confounds, ``CanICA`` with
+    ``n_components=4`` on 6 subjects x 100 volumes at 8 mm (``n_networks=4``) matches every
+    planted map with a spatial correlation of ~0.75-0.8.
+
     Memory stays small: one subject and one slab of volumes at a time (64 MB budget).
     Generating 20 subjects at 4 mm x 100 volumes costs ~10 s of CPU, mostly gzip.
 
@@ -653,6 +670,7 @@ def make_synthetic_fmri(
     check_positive("resolution", resolution)
     check_positive("t_r", t_r)
     check_positive("region_radius", region_radius)
+    check_positive("nuisance", nuisance, strict=False)
     check_type("overwrite", overwrite, bool, "a bool")
     n_jobs = _check_int("n_jobs", n_jobs, -1)
     if n_jobs == 0:
@@ -668,6 +686,7 @@ def make_synthetic_fmri(
         "t_r": float(t_r),
         "n_networks": n_networks,
         "region_radius": float(region_radius),
+        "nuisance": float(nuisance),
         "seed": seed,
     }
     if data_dir is None:
@@ -694,7 +713,8 @@ def make_synthetic_fmri(
     labels_path = truth_dir / f"space-{SPACE}_res-{resolution:g}mm_desc-regions_dseg.nii.gz"
     description_path = root / "dataset_description.json"
 
-    layout = _build_layout(float(resolution), n_networks, float(region_radius), seed)
+    layout = _build_layout(float(resolution), n_networks, float(region_radius), seed,
+                           float(nuisance))
     found = _read_description(description_path)
     if found is None or found["Parameters"] != params:
         if found is not None:
