@@ -62,3 +62,21 @@ def test_default_is_ordered():
     a = datasets.fetch_coords_dosenbach_2010()
     b = datasets.fetch_coords_dosenbach_2010(ordered_regions=True)
     pd.testing.assert_frame_equal(a.rois, b.rois)
+
+
+def test_package_data_ships_in_the_wheel():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from lazyconn.datasets.atlas import DATA_DIR
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["lazyconn"]
+    shipped = {p.name for p in DATA_DIR.iterdir() if p.is_file()}
+    assert {"mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "power_2011.csv",
+            "dosenbach_2010.csv", "power_2011.rst", "dosenbach_2010.rst",
+            "README.md"} <= shipped
+    for name in shipped:
+        assert any(fnmatch.fnmatch(f"data/{name}", pattern) for pattern in patterns), name
