@@ -121,6 +121,7 @@ class _Layout:
     signal_region: np.ndarray  # region (0-based) of each of those
     signal_weight: np.ndarray  # blob weight (0, 1] of each of those
     loadings: np.ndarray  # (n_vox, n_sources) float64 contamination weights
+    nuisance: float  # scale of the contamination in the data (not in the aCompCor directions)
     noise_sd: np.ndarray  # (n_vox,) float32
     csf_index: np.ndarray
     wm_index: np.ndarray
@@ -257,7 +258,6 @@ def _build_layout(resolution, n_networks, region_radius, seed, nuisance=1.0) -> 
             -baseline * _FD_SPIKE * fd_spike,
         ]
     ).astype(np.float64)
-    loadings *= nuisance
     noise_sd = (_NOISE_LEVEL * baseline * (0.75 + 0.5 * rng.random(mask.sum()))).astype(
         np.float32
     )
@@ -273,6 +273,7 @@ def _build_layout(resolution, n_networks, region_radius, seed, nuisance=1.0) -> 
         signal_region=signal_region,
         signal_weight=signal_weight,
         loadings=loadings,
+        nuisance=nuisance,
         noise_sd=noise_sd,
         csf_index=csf_index,
         wm_index=wm_index,
@@ -404,7 +405,7 @@ def _write_bold(path, layout, subject_series, n_timepoints, t_r, rng):
         header.write_to(out)  # 348 bytes + the empty extension flag: voxels start at 352
         for t0 in range(0, n_timepoints, slab):
             t1 = min(t0 + slab, n_timepoints)
-            block = sources[t0:t1] @ layout.loadings.T
+            block = (sources[t0:t1] * layout.nuisance) @ layout.loadings.T
             block += layout.baseline
             block += rng.standard_normal(block.shape, dtype=np.float32) * layout.noise_sd
             block[:, layout.signal_index] += neural[t0:t1, layout.signal_region] * amp
