@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from lazyconn.image import LazyImage, load
 #: once per subject (each task unpickles its own copy of the step). A few entries at most.
 _PROCESS_MASKERS: dict[str, object] = {}
 _MAX_PROCESS_MASKERS = 4
+_PROCESS_MASKERS_LOCK = threading.Lock()
 
 
 class _ConnectomeStep:
@@ -45,11 +47,12 @@ class _ConnectomeStep:
     def _masker(self):
         if self.token is None:
             return self.masker
-        masker = _PROCESS_MASKERS.get(self.token)
-        if masker is None:
-            while len(_PROCESS_MASKERS) >= _MAX_PROCESS_MASKERS:
-                _PROCESS_MASKERS.pop(next(iter(_PROCESS_MASKERS)))
-            masker = _PROCESS_MASKERS.setdefault(self.token, self.masker)
+        with _PROCESS_MASKERS_LOCK:  # worker threads share the process
+            masker = _PROCESS_MASKERS.get(self.token)
+            if masker is None:
+                while len(_PROCESS_MASKERS) >= _MAX_PROCESS_MASKERS:
+                    _PROCESS_MASKERS.pop(next(iter(_PROCESS_MASKERS)))
+                masker = _PROCESS_MASKERS[self.token] = self.masker
         return masker
 
     def __call__(self, subject: Subject) -> np.ndarray:
@@ -68,8 +71,8 @@ class _ConnectomeStep:
 def _is_single_run(obj) -> bool:
     import nibabel as nib
 
-    return isinstance(obj, (str, os.PathLike, LazyImage, nib.spatialimages.SpatialImage)) or (
-        isinstance(obj, np.ndarray)
+    return isinstance(
+        obj, (str, os.PathLike, LazyImage, nib.spatialimages.SpatialImage, np.ndarray)
     )
 
 
