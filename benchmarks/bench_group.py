@@ -78,7 +78,7 @@ def make_study(n_subjects, n_timepoints, resolution):
     root = DATA / f"group-{n_timepoints}tp-{resolution:g}mm"
     t0 = time.perf_counter()
     study = make_synthetic_fmri(n_subjects, n_timepoints=n_timepoints, resolution=resolution,
-                                data_dir=root / f"bids-{n_subjects}")
+                                data_dir=root / f"bids-{n_subjects}", overwrite=True)
     generate = time.perf_counter() - t0
     stores = [str(root / "zarr" / f"{s}.zarr") for s in study.subjects]
     (root / "zarr").mkdir(parents=True, exist_ok=True)
