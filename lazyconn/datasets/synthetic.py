@@ -6,10 +6,10 @@ whole connectome workflow on data whose answer is known. See :func:`make_synthet
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,6 +374,32 @@ def _compcor(sources, loadings, compcor_index, cosines):
 # --- writing ------------------------------------------------------------------------------
 
 
+class _GzipWriter:
+    """Write a .gz file with zlib's run-length strategy.
+
+    On these images (zero background, quantised floats) it is ~1.5x faster than gzip level 1
+    and compresses a little better. The gzip header has no time stamp or name, so the same
+    data always give the same bytes.
+    """
+
+    def __init__(self, path):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in __exit__
+        self._zip = zlib.compressobj(6, zlib.DEFLATED, 31, 9, zlib.Z_RLE)  # 31: gzip wrapper
+
+    def write(self, data):
+        self._file.write(self._zip.compress(data))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                self._file.write(self._zip.flush())
+        finally:
+            self._file.close()
+
+
 def _nifti_header(shape, affine, dtype, t_r=1.0):
     zooms = tuple(np.sqrt((affine[:3, :3] ** 2).sum(axis=0))) + (t_r,) * (len(shape) - 3)
     header = nib.Nifti1Header()
@@ -399,9 +425,7 @@ def _write_bold(path, layout, subject_series, n_timepoints, t_r, rng):
     amp = _NEURAL_AMPLITUDE * layout.baseline[layout.signal_index] * layout.signal_weight
     means = np.zeros((n_timepoints, 3))
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as raw, gzip.GzipFile(
-        fileobj=raw, mode="wb", compresslevel=1, mtime=0, filename=""
-    ) as out:
+    with _GzipWriter(tmp) as out:
         header.write_to(out)  # 348 bytes + the empty extension flag: voxels start at 352
         for t0 in range(0, n_timepoints, slab):
             t1 = min(t0 + slab, n_timepoints)
@@ -409,7 +433,7 @@ def _write_bold(path, layout, subject_series, n_timepoints, t_r, rng):
             block += layout.baseline
             block += rng.standard_normal(block.shape, dtype=np.float32) * layout.noise_sd
             block[:, layout.signal_index] += neural[t0:t1, layout.signal_region] * amp
-            # a 1/16 grid (far below the noise) leaves zero low mantissa bits: 1.6x faster gzip
+            # a 1/16 grid (far below the noise) leaves zero low mantissa bits: faster gzip
             np.round(block * _QUANTUM, out=block)
             block /= _QUANTUM
             means[t0:t1, 0] = block.mean(axis=1, dtype=np.float64)
@@ -449,7 +473,7 @@ def _write_image(path, data, affine):
     """Save a small image as .nii.gz with a zero gzip time stamp (same bytes on every run)."""
     raw = nib.Nifti1Image(data, affine, _nifti_header(data.shape, affine, data.dtype)).to_bytes()
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as out:
+    with _GzipWriter(tmp) as out:
         out.write(raw)
     os.replace(tmp, path)
 
@@ -632,7 +656,7 @@ def make_synthetic_fmri(
     tissue edges), an intensity drop proportional to framewise displacement, a global-like
     (1 %, stronger in CSF) and a spatially structured (0.6 %) physiological signal, and a
     linear plus half-cosine drift. Noise is white, 0.6-1 % of the baseline. Values are
-    rounded to multiples of 1/16 (far below the noise; it makes gzip faster).
+    rounded to multiples of 1/16 (far below the noise; it makes compression faster).
 
     The confounds are what fMRIPrep would measure: the motion parameters (mm, rad) and their
     backward differences, Power's framewise displacement (head radius 50 mm), the means of
@@ -655,7 +679,8 @@ def make_synthetic_fmri(
     planted map with a spatial correlation of ~0.75-0.8.
 
     Memory stays small: one subject and one slab of volumes at a time (64 MB budget).
-    Generating 20 subjects at 4 mm x 100 volumes costs ~10 s of CPU, mostly gzip.
+    Generating 20 subjects at 4 mm x 100 volumes costs ~9 s of CPU (half of it compression);
+    ``n_jobs=2`` writes two subjects at a time.
 
     lazyconn-specific (nilearn has no such generator).
     """
