@@ -12,7 +12,7 @@ import pytest
 from lazyconn.datasets import make_synthetic_fmri
 from lazyconn.exceptions import OutputExistsError, ParameterError, ParameterTypeError
 
-SMALL = dict(n_timepoints=40, resolution=8, n_networks=3)
+SMALL = {"n_timepoints": 40, "resolution": 8, "n_networks": 3}
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
@@ -182,16 +182,16 @@ def test_default_data_dir_is_a_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(n_subjects=0), ParameterError, r"n_subjects=0 is not valid"),
-        (dict(n_subjects=1.5), ParameterTypeError, r"n_subjects=1.5 has type float"),
-        (dict(n_networks=7), ParameterError, r"n_networks=7 is not valid; expected an int in \[1, 6\]"),
-        (dict(n_timepoints=10), ParameterError, r"n_timepoints=10 is too small for 12"),
-        (dict(resolution=-2), ParameterError, r"resolution=-2 is not valid"),
-        (dict(t_r=0), ParameterError, r"t_r=0 is not valid"),
-        (dict(random_state="a"), ParameterTypeError, r"random_state='a' has type str"),
-        (dict(data_dir=3), ParameterTypeError, r"data_dir=3 has type int"),
-        (dict(n_jobs=0), ParameterError, r"n_jobs=0 is not valid"),
-        (dict(nuisance=-1.0), ParameterError, r"nuisance=-1.0 is not valid; expected a finite"),
+        ({"n_subjects": 0}, ParameterError, r"n_subjects=0 is not valid"),
+        ({"n_subjects": 1.5}, ParameterTypeError, r"n_subjects=1.5 has type float"),
+        ({"n_networks": 7}, ParameterError, r"n_networks=7 is not valid; expected an int in \[1"),
+        ({"n_timepoints": 10}, ParameterError, r"n_timepoints=10 is too small for 12"),
+        ({"resolution": -2}, ParameterError, r"resolution=-2 is not valid"),
+        ({"t_r": 0}, ParameterError, r"t_r=0 is not valid"),
+        ({"random_state": "a"}, ParameterTypeError, r"random_state='a' has type str"),
+        ({"data_dir": 3}, ParameterTypeError, r"data_dir=3 has type int"),
+        ({"n_jobs": 0}, ParameterError, r"n_jobs=0 is not valid"),
+        ({"nuisance": -1.0}, ParameterError, r"nuisance=-1.0 is not valid; expected a finite"),
     ],
 )
 def test_parameter_errors(kwargs, error, match, tmp_path):

@@ -24,7 +24,7 @@ from lazyconn._utils import check_positive, check_type, is_path_like
 from lazyconn.exceptions import OutputExistsError, ParameterError, ParameterTypeError
 from lazyconn.image.templates import MNI152_FILE_PATH, load_mni152_template
 
-__all__ = ["make_synthetic_fmri", "NETWORKS", "REDUCED_CONFOUNDS"]
+__all__ = ["NETWORKS", "REDUCED_CONFOUNDS", "make_synthetic_fmri"]
 
 # Bump when the generated data change, so cached datasets are regenerated.
 _GENERATOR_VERSION = 4
@@ -291,7 +291,7 @@ def _build_layout(resolution, n_networks, region_radius, seed, nuisance=1.0) -> 
 
 
 def _smooth_series(rng, n_timepoints, n_series, t_r, sigma_s=2.0):
-    """Unit-variance Gaussian noise smoothed over ``sigma_s`` seconds (BOLD-like autocorrelation)."""
+    """Unit-variance Gaussian noise smoothed over ``sigma_s`` s (BOLD-like autocorrelation)."""
     x = rng.standard_normal((n_timepoints, n_series))
     sigma = sigma_s / t_r
     if sigma > 0.3:
@@ -343,7 +343,7 @@ def _framewise_displacement(motion):
 
 
 def _cosine_basis(n_timepoints, t_r):
-    """Discrete cosine high-pass basis (128 s cut-off), without the constant: fMRIPrep's cosineXX."""
+    """Discrete cosine basis (128 s cut-off) without the constant: fMRIPrep's ``cosineXX``."""
     order = int(np.floor(2 * n_timepoints * t_r / _HIGH_PASS_PERIOD))
     n = np.arange(n_timepoints)[:, None]
     k = np.arange(1, max(order, 1))[None, :]

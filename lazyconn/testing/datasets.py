@@ -13,7 +13,7 @@ from lazyconn.datasets import make_synthetic_fmri
 
 #: Parameters of ``synthetic_fmri``: 3 subjects, 8 mm (26, 30, 25) grid, 100 volumes,
 #: 6 networks / 24 regions.
-SYNTHETIC_FMRI_PARAMS = dict(n_subjects=3, n_timepoints=100, resolution=8, n_networks=6)
+SYNTHETIC_FMRI_PARAMS = {"n_subjects": 3, "n_timepoints": 100, "resolution": 8, "n_networks": 6}
 
 
 @pytest.fixture(scope="session")
