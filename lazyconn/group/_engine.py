@@ -147,6 +147,9 @@ def _run_distributed(client, tasks, group, on_result):
     try:
         for future in as_completed(subject_futures, loop=client.loop):
             on_result(future.result())  # re-raises SubjectError of on_error="raise"
+            # Let workers drop the result once the tree has used it: worker memory then
+            # stays flat in the number of subjects.
+            future.release()
         return futures[-1].result() if group is not None else None
     except BaseException:
         client.cancel(futures)  # stop the other subjects (finished ones are in the store)
