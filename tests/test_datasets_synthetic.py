@@ -411,3 +411,19 @@ def test_lazyconn_load_reads_the_runs(small):
     np.testing.assert_array_equal(
         np.asarray(img.data.compute()), nib.load(small.func[0]).get_fdata(dtype=np.float32)
     )
+
+
+@pytest.mark.parametrize("resolution", [5, 10, 12])
+def test_every_region_has_voxels_at_any_resolution(resolution, tmp_path):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    data = make_synthetic_fmri(1, data_dir=tmp_path, resolution=resolution, n_timepoints=30,
+                               n_networks=6)
+    img = nib.load(data.func[0])
+    # nilearn's template grid: the 1 mm box (197, 233, 189) in steps of `resolution`, + 1 voxel
+    assert img.shape[:3] == tuple(int(np.ceil((n - 1) / resolution)) + 1 for n in (197, 233, 189))
+    labels = np.asarray(nib.load(data.labels_img).dataobj)
+    assert sorted(np.unique(labels)) == list(range(25))  # coarse grids keep a voxel per region
+    series = NiftiLabelsMasker(data.labels_img, standardize=None).fit_transform(data.func[0])
+    assert series.shape == (30, 24)
+    assert np.isfinite(series).all() and (series > 0).all()
