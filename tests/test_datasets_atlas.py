@@ -80,3 +80,10 @@ def test_package_data_ships_in_the_wheel():
             "README.md"} <= shipped
     for name in shipped:
         assert any(fnmatch.fnmatch(f"data/{name}", pattern) for pattern in patterns), name
+
+
+def test_mni_loaders_are_reexported():
+    from lazyconn.image import templates
+
+    assert datasets.load_mni152_template is templates.load_mni152_template
+    assert datasets.load_mni152_brain_mask is templates.load_mni152_brain_mask
