@@ -577,7 +577,8 @@ def make_synthetic_fmri(
         somatomotor, default_mode, frontoparietal, salience, limbic.
     region_radius : float, default=10.0
         Radius (mm) of each planted region. Its voxels carry the region's signal with a
-        Gaussian weight of sigma ``region_radius / 2``.
+        Gaussian weight of sigma ``0.6 * region_radius``, cut at the radius. Up to ~14 mm the
+        regions stay apart (a voxel between two regions goes to the nearer one).
     nuisance : float, default=1.0
         Scale of the nuisance signals (motion artifacts, physiology, drift) in the voxels.
         0 gives clean data (the confounds files are still written); values below 1 make
@@ -632,7 +633,10 @@ def make_synthetic_fmri(
         - ``region_correlation``: (n_regions, n_regions) ndarray, the planted correlation of
           the region signals (see Notes).
         - ``network_correlation``: (n_networks, n_networks) ndarray.
-        - ``data_dir``: str, the dataset root.
+        - ``data_dir``: str, the dataset root. It also holds ``dataset_description.json``
+          (parameters and file list, written last: a dataset without it is incomplete) and,
+          in ``truth/``, ``regions.tsv`` (index, name, network, x, y, z) and
+          ``region_correlation.tsv``.
         - ``description``: str.
 
     Notes
