@@ -153,27 +153,3 @@ cm.convert({path!r}, {store!r}, chunks=(4, 5, 6), progress=False, scratch_dir={s
         lazyconn.load(store)
     lazyconn.convert(path, store, chunks=(4, 5, 6), progress=False)
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
-
-
-def test_stage_skips_zero_pages_losslessly(tmp_path, rng):
-    data = rng.integers(1, 255, 200_000, dtype=np.uint8)
-    for lo, hi in [(0, 9000), (20_001, 70_123), (100_000, 100_100), (150_000, 200_000)]:
-        data[lo:hi] = 0
-    path = tmp_path / "scratch.raw"
-    with open(path, "wb") as f:
-        pos = 0
-        for size in (5, 4096, 30_000, 1, 65_536, 100_362):
-            convert_mod._write_skipping_zero_pages(f.fileno(), data[pos : pos + size].tobytes(), pos)
-            pos += size
-        assert pos == data.size
-    assert path.read_bytes() == data.tobytes()
-
-
-def test_convert_mostly_zero_run(tmp_path, affine):
-    """Masked-like data (zeros outside a box) round-trips through the zero-skipping stage."""
-    data = np.zeros((30, 31, 32, 6), np.float32)
-    data[5:20, 3:25, 10:30] = np.random.default_rng(1).standard_normal((15, 22, 20, 6))
-    path = str(tmp_path / "masked.nii.gz")
-    nib.save(nib.Nifti1Image(data, affine), path)
-    lazyconn.convert(path, str(tmp_path / "m.zarr"), chunks=(16, 16, 16), progress=False)
-    np.testing.assert_array_equal(lazyconn.load(str(tmp_path / "m.zarr")).data.compute(), data)

@@ -155,23 +155,18 @@ def _copy_voxels(src, out, nifti) -> int:
     """Stream the voxel bytes of ``src`` (gzip or not) into ``out``; return bytes written.
 
     A writer thread overlaps the page-cache writes (kernel time) with decompression
-    (both release the GIL); the queue holds at most 4 blocks. All-zero pages are not
-    written (the scratch file is new, so they read back as zeros): masked runs are
-    mostly zeros outside the brain, and page-cache writes are the stage's main cost.
+    (both release the GIL); the queue holds at most 4 blocks.
     """
     writes: queue.Queue = queue.Queue(maxsize=4)
     failed: list[BaseException] = []
-    fd = out.fileno()
 
     def writer():
-        pos = 0
         while (data := writes.get()) is not None:
             if not failed:
                 try:
-                    _write_skipping_zero_pages(fd, data, pos)
+                    out.write(data)
                 except BaseException as exc:  # reported by the producer
                     failed.append(exc)
-            pos += len(data)
 
     thread = threading.Thread(target=writer, name="lazyconn-stage-writer", daemon=True)
     thread.start()
@@ -211,37 +206,6 @@ def _copy_voxels(src, out, nifti) -> int:
     if failed:
         raise failed[0]
     return nifti.data_nbytes - remaining
-
-
-_PAGE = 4096
-
-
-def _write_skipping_zero_pages(fd: int, data: bytes, pos: int) -> None:
-    """``pwrite`` ``data`` at ``pos``, leaving out file-aligned pages that are all zeros."""
-    view = memoryview(data)
-    n = len(data)
-    head = min((-pos) % _PAGE, n)
-    pages = (n - head) // _PAGE
-    if pages < 4:
-        _pwrite_all(fd, view, pos)
-        return
-    body = np.frombuffer(data, np.uint8, count=pages * _PAGE, offset=head)
-    nonzero = body.view(np.uint64).reshape(pages, _PAGE // 8).any(axis=1)
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], nonzero.view(np.int8), [0]))))
-    if head:
-        _pwrite_all(fd, view[:head], pos)
-    for start, stop in zip(edges[::2], edges[1::2]):
-        lo, hi = head + int(start) * _PAGE, head + int(stop) * _PAGE
-        _pwrite_all(fd, view[lo:hi], pos + lo)
-    tail = head + pages * _PAGE
-    if tail < n:
-        _pwrite_all(fd, view[tail:], pos + tail)
-
-
-def _pwrite_all(fd: int, view: memoryview, pos: int) -> None:
-    while len(view):
-        done = os.pwrite(fd, view, pos)
-        view, pos = view[done:], pos + done
 
 
 def _read_unit(fd, base, job: _Job, unit, buf: np.ndarray) -> np.ndarray:
