@@ -17,7 +17,7 @@ and the same cleaning with ``NiftiLabelsMasker`` on the synthetic atlas, for eve
 - "read" is the floor: reading every store once (sum of each run, one graph, 2 workers).
 
 Each step runs in its own subprocess, which reports its wall time (work only, imports and
-data generation excluded) and its peak RSS (``ru_maxrss``). The outputs of lazyconn and
+data generation excluded) and its peak RSS (``VmHWM``). The outputs of lazyconn and
 nilearn are compared (max |difference|).
 
 Usage::
@@ -104,6 +104,21 @@ def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: 
 
 
 # ---------------------------------------------------------------------------------- children
+def peak_rss() -> int:
+    """Peak RSS of this process, in bytes.
+
+    ``VmHWM`` from /proc (reset by ``exec``); ``ru_maxrss`` survives ``exec`` on Linux, so
+    a child would report its parent's peak if that were higher.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child_convert(workdir: Path):
     import lazyconn
 
@@ -197,8 +212,7 @@ def main(argv=None):
 
     if args.child:
         wall = CHILDREN[args.child](workdir)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak}))
+        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak_rss()}))
         return 0
 
     n_sub = args.subjects or (4 if args.small else 20)

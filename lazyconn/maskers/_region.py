@@ -19,7 +19,7 @@ from lazyconn.maskers.base_masker import BaseMasker, as_4d
 class RegionPlan:
     """Weights of one grid and the per-run finishing step."""
 
-    __slots__ = ("weights", "finish", "n_voxels", "blocks")
+    __slots__ = ("blocks", "finish", "n_voxels", "weights")
 
     def __init__(self, weights, finish, n_voxels):
         self.weights = weights

@@ -11,7 +11,6 @@ rows of W that fall into it, and the (T, K) partial products are summed in a tre
 
 from __future__ import annotations
 
-
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -19,7 +18,6 @@ from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage, sparse
 
 from lazyconn.ops import spatial
-
 
 
 # --------------------------------------------------------------------------- smoothing

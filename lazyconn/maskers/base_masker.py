@@ -77,6 +77,12 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     ``memory`` and ``memory_level`` are accepted for compatibility with nilearn and
     ignored: lazyconn does not cache with joblib (the group layer caches results).
     ``reports`` and ``cmap`` are accepted and ignored (no HTML reports).
+
+    Differences from nilearn 0.14.1: ``transform`` takes ``compute=`` and lists of runs;
+    boolean ``standardize`` is accepted without nilearn's FutureWarning;
+    ``smoothing_fwhm="fast"`` is accepted (nilearn's maskers reject it); filtering without
+    ``t_r`` fails at ``fit`` with a clear error (nilearn fails inside ``clean``); a 3-D
+    image with confounds, filtering or high-variance confounds is a ``DimensionError``.
     """
 
     #: Multi-run maskers append high-variance confounds after the user's (nilearn's order).
