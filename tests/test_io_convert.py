@@ -153,3 +153,13 @@ cm.convert({path!r}, {store!r}, chunks=(4, 5, 6), progress=False, scratch_dir={s
         lazyconn.load(store)
     lazyconn.convert(path, store, chunks=(4, 5, 6), progress=False)
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+
+
+def test_convert_mostly_zero_run(tmp_path, affine):
+    """Masked-like data (zeros outside a box), unaligned to chunks, round-trips."""
+    data = np.zeros((30, 31, 32, 6), np.float32)
+    data[5:20, 3:25, 10:30] = np.random.default_rng(1).standard_normal((15, 22, 20, 6))
+    path = str(tmp_path / "masked.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), path)
+    lazyconn.convert(path, str(tmp_path / "m.zarr"), chunks=(16, 16, 16), progress=False)
+    np.testing.assert_array_equal(lazyconn.load(str(tmp_path / "m.zarr")).data.compute(), data)
