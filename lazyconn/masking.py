@@ -94,7 +94,9 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     ``ensure_finite=False`` non-finite values propagate into the result, as in nilearn.
 
     The result is chunked along voxels with the whole time axis in every chunk; voxels are
-    in C order of the 3-D index. A list of 3-D images is stacked along time.
+    in C order of the 3-D index. A list of 3-D images is stacked along time. The mask is
+    read eagerly (one small compute if it is itself a lazy image): its voxel list shapes
+    the graph.
     """
     mask, mask_affine = load_mask_img(mask_img)
     img = load_img(imgs, "imgs")

@@ -309,11 +309,13 @@ def test_image_high_variance_confounds_matches_nilearn(run64, masked):
     np.testing.assert_allclose(result * signs, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_mean_index_get_data_are_lazy():
+def test_mean_index_math_get_data_are_lazy():
     img = inaccessible_image((13, 11, 12, 15))
     with raise_if_dask_computes():
         m = limage.mean_img([img, img], target_affine=np.diag([2.0, 2.0, 2.0, 1.0]), target_shape=(9, 9, 9))
         i = limage.index_img(img, [1, 3])
         d = limage.get_data(img)
         n = limage.new_img_like(img, d * 2)
+        f = limage.math_img("np.mean(a, axis=-1) * b[..., 0]", a=img, b=img)
+    assert f.shape == (13, 11, 12)
     assert m.shape == (9, 9, 9) and i.shape == (13, 11, 12, 2) and n.shape == img.shape
