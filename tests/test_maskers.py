@@ -242,6 +242,20 @@ def test_labels_background_label_and_mask_match_nilearn():
                                rtol=TOL, atol=TOL)
 
 
+def test_labels_removed_by_the_mask_are_not_regions():
+    lab = np.asarray(tiny_labels().dataobj)
+    mask = nib.Nifti1Image((lab != 3).astype(np.int8), tiny_affine())
+    kw = dict(labels_img=tiny_labels(), mask_img=mask)
+    ref = nilearn_masker("NiftiLabelsMasker", **kw)
+    expected = quiet(ref.fit_transform, tiny_run())
+    ours = NiftiLabelsMasker(**kw)
+    with pytest.warns(UserWarning, match=r"following labels were removed: \[3\]"):
+        got = ours.fit_transform(lazy(tiny_run()))
+    np.testing.assert_allclose(got, expected, rtol=TOL, atol=TOL)
+    assert ours.n_elements_ == ref.n_elements_ == 3
+    assert list(ours.get_feature_names_out()) == list(ref.get_feature_names_out())
+
+
 def test_labels_on_other_grid_without_resampling_error():
     other = nib.Nifti1Image(np.asarray(tiny_labels().dataobj), np.diag([2.0, 2.0, 2.0, 1.0]))
     with pytest.raises(GridMismatchError, match="labels_img .* not on the same voxel grid"):
@@ -330,3 +344,24 @@ def test_slabs_inside_a_chunk_give_the_same_sums(monkeypatch):
     expected = (w.T @ np.asarray(tiny_run().dataobj, dtype=np.float64).reshape(-1, 40)).T
     np.testing.assert_allclose(slabs, expected, rtol=1e-12)
     np.testing.assert_allclose(whole, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["labels", "maps"])
+def test_regions_resampled_to_the_data_like_nilearn(kind):
+    """Regions on a coarser grid are resampled onto the data (nearest / linear) as nilearn."""
+    coarse = np.diag([6.0, 6.0, 6.0, 1.0])
+    coarse[:3, 3] = tiny_affine()[:3, 3]
+    if kind == "labels":
+        lab = np.random.default_rng(11).integers(0, 4, (4, 4, 5)).astype(np.int16)
+        regions = nib.Nifti1Image(lab, coarse)
+        kw, name, cls = dict(labels_img=regions), "NiftiLabelsMasker", NiftiLabelsMasker
+    else:
+        maps = np.random.default_rng(11).random((4, 4, 5, 3)).astype(np.float32)
+        regions = nib.Nifti1Image(maps, coarse)
+        kw, name, cls = dict(maps_img=regions), "NiftiMapsMasker", NiftiMapsMasker
+    img = tiny_run()
+    expected = quiet(nilearn_masker(name, **kw).fit_transform, img)
+    np.testing.assert_allclose(cls(**kw).fit_transform(lazy(img)), expected, rtol=TOL, atol=TOL)
+    with pytest.warns(UserWarning, match="at transform time"):
+        late = cls(**kw).fit().transform(lazy(img))
+    np.testing.assert_allclose(late, expected, rtol=TOL, atol=TOL)

@@ -205,6 +205,11 @@ class NiftiLabelsMasker(RegionMasker):
 
     def _plan(self, img4):
         shape, affine = img4.shape[:3], img4.affine
+        lab = self.labels_img_
+        if tuple(lab.shape[:3]) != tuple(shape) or not np.allclose(lab.affine, affine):
+            warn("Resampling labels at transform time...\nTo avoid this warning, make sure "
+                 "to pass the images you want to transform to fit() first, or directly use "
+                 "fit_transform().")
         ldata = np.asarray(self._labels_on_grid(shape, affine).dataobj)
         mask = mask_on_grid(self.mask_img_, shape, affine)
         before = set(np.unique(ldata).tolist())
@@ -222,6 +227,9 @@ class NiftiLabelsMasker(RegionMasker):
         present = np.unique(ldata).tolist()
         index = sorted(before) if self.keep_masked_labels else present
         index = [v for v in index if v != self.background_label]
+        if not self.keep_masked_labels:  # regions = labels left after masking (nilearn)
+            self._all_labels = index
+            self.n_elements_ = len(index)
         flat = ldata.ravel()
         order = np.argsort(flat, kind="stable")
         sorted_vals = flat[order]

@@ -157,6 +157,12 @@ class NiftiMapsMasker(RegionMasker):
 
     def _plan(self, img4):
         shape, affine = img4.shape[:3], img4.affine
+        if tuple(self.maps_img_.shape[:3]) != tuple(shape) or not np.allclose(
+            self.maps_img_.affine, affine
+        ):
+            warn("Resampling maps at transform time...\nTo avoid this warning, make sure "
+                 "to pass the images you want to transform to fit() first, or directly use "
+                 "fit_transform().")
         maps_img = self._maps_on_grid(shape, affine)
         mdata = np.array(maps_img.dataobj)
         if not self.allow_overlap:
