@@ -162,6 +162,19 @@ class MaskerSuite:
         got = ours.fit_transform(lazy(img), confounds=self.confounds())
         np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
 
+    def test_sample_mask_like_nilearn(self):
+        """Scrubbing (censored volumes whose mirrors are kept: nilearn's intended path)."""
+        ours, ref = self.both("clean")
+        keep = np.delete(np.arange(N_T), [5, 17, 30])
+        img = tiny_run()
+        conf = self.confounds()
+        mask = [keep] if self.ref_confounds(conf) is not conf else keep
+        expected = quiet(ref.fit_transform, img, confounds=self.ref_confounds(conf),
+                         sample_mask=mask)
+        got = ours.fit_transform(lazy(img), confounds=conf, sample_mask=keep)
+        assert got.shape == expected.shape == (N_T - 3, ours.n_elements_)
+        np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
+
     def test_fortran_ordered_chunks_like_zarr_stores(self):
         """Stored runs are time-slowest: their chunks arrive F-contiguous (other code path)."""
         ours, ref = self.both("clean")
