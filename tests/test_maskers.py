@@ -365,3 +365,14 @@ def test_regions_resampled_to_the_data_like_nilearn(kind):
     with pytest.warns(UserWarning, match="at transform time"):
         late = cls(**kw).fit().transform(lazy(img))
     np.testing.assert_allclose(late, expected, rtol=TOL, atol=TOL)
+
+
+def test_spheres_mask_on_another_grid_is_resampled_nearest_like_nilearn():
+    coarse = np.diag([6.0, 6.0, 6.0, 1.0])
+    coarse[:3, 3] = tiny_affine()[:3, 3]
+    mask = (np.random.default_rng(12).random((4, 4, 5)) > 0.2).astype(np.int8)
+    kw = dict(seeds=SEEDS, radius=5.0, mask_img=nib.Nifti1Image(mask, coarse))
+    img = tiny_run()
+    expected = quiet(nilearn_masker("NiftiSpheresMasker", **kw).fit_transform, img)
+    got = NiftiSpheresMasker(**kw).fit_transform(lazy(img))
+    np.testing.assert_allclose(got, expected, rtol=TOL, atol=TOL)
