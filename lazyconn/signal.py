@@ -424,6 +424,12 @@ def clean(
       ``framewise_displacement``) are filled with the second-row value, as
       ``nilearn.interfaces.fmriprep.load_confounds`` does; nilearn's ``clean`` would fail.
       Any other non-finite confound value is an error naming the column and row.
+    * **Numerically dependent confounds are dropped by a relative rank tolerance.** nilearn
+      keeps a QR column when ``|R_kk| > 100 eps`` (absolute); on z-scored confounds that
+      lets rounding-noise directions through (e.g. confounds that band-pass filtering makes
+      linearly dependent), so nilearn projects out a random, summation-order-dependent
+      vector. lazyconn also requires ``|R_kk| > max|R_jj| max(T, C) eps``; with
+      well-conditioned confounds both keep the same columns.
     * Clear errors (not scipy's) for: ``t_r=None`` with a cut-off, ``high_pass >=
       low_pass``, cut-offs <= 0, runs too short for the filter padding, sample masks out of
       range or unsorted, confound row-count mismatch, runs length mismatch, unknown kwargs.

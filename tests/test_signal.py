@@ -161,6 +161,29 @@ def test_rank_deficient_confounds_dropped(data):
     check_all_paths(x, confounds=conf)
 
 
+def test_numerically_dependent_confounds_use_a_relative_rank_tolerance(data, rng):
+    """A confound that is another's sum up to a direction of relative size ~1e-14 (rounding
+    noise for z-scored columns of norm ~9) passes nilearn's absolute 100-eps test, so nilearn
+    projects that noise direction out of the signals; lazyconn drops it.
+    Reference: clean with the dependent column left out."""
+    x, conf = data
+    noise = rng.normal(size=T)
+    noise -= noise.mean()
+    base = conf[:, 0] * 2 + conf[:, 1]
+    # After z-scoring, the pivoted R keeps ~ delta * sqrt(T) / std(base) on this column.
+    delta = 6e-14 * base.std() / np.linalg.norm(noise)
+    dependent = np.column_stack([conf, base + delta * noise])
+    kw = dict(detrend=True, standardize="zscore_sample", filter=False)
+    reference = _nilearn(x, confounds=conf, **kw)
+    ours = _ours(x, confounds=dependent, **kw)
+    assert_close(ours, reference, 1e-8)
+    lazy = _ours(da.from_array(x, chunks=(T, UNEVEN)), confounds=dependent, **kw).compute()
+    assert_close(lazy, reference, 1e-8)
+    # nilearn keeps the noise direction: its result moves far from the reference.
+    theirs = _nilearn(x, confounds=dependent, **kw)
+    assert np.abs(theirs - reference).max() > 1e-2
+
+
 def test_butterworth_kwargs(data):
     x, conf = data
     check_all_paths(

@@ -108,9 +108,18 @@ def scale_confounds(confounds: np.ndarray, standardize_confounds: bool) -> np.nd
 
 
 def confound_basis(confounds: np.ndarray) -> np.ndarray:
-    """Orthonormal basis Q of the confound span (QR with pivoting, nilearn's rank tolerance)."""
+    """Orthonormal basis Q of the confound span (QR with pivoting).
+
+    A column is kept when ``|R_kk|`` exceeds nilearn's absolute tolerance (100 eps) *and*
+    ``max|R_jj| * max(T, C) * eps`` (numpy's ``matrix_rank`` rule). nilearn uses only the
+    first: on z-scored confounds (norm ~ sqrt(T)) it keeps directions that are rounding
+    noise, e.g. linearly dependent confounds after band-pass filtering, and projects out a
+    random vector that depends on summation order.
+    """
     q, r, _ = linalg.qr(confounds, mode="economic", pivoting=True)
-    return q[:, np.abs(np.diag(r)) > _EPS64 * 100.0]
+    diag = np.abs(np.diag(r))
+    tol = max(_EPS64 * 100.0, diag.max(initial=0.0) * max(confounds.shape) * _EPS64)
+    return q[:, diag > tol]
 
 
 def project_out(x: np.ndarray, q: np.ndarray) -> np.ndarray:
