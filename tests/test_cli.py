@@ -93,8 +93,9 @@ def test_subcommand_table_is_the_single_registry(monkeypatch, capsys):
     assert "Say hello." in cli.build_parser().format_help()
 
 
-def test_console_script_entry_point():
+@pytest.mark.parametrize("module", ["lazyconn", "lazyconn.cli"])
+def test_console_script_entry_point(module):
     out = subprocess.run(
-        [sys.executable, "-m", "lazyconn.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True
     )
-    assert "convert" in out.stdout and "info" in out.stdout
+    assert "convert" in out.stdout and "info" in out.stdout and "demo" in out.stdout

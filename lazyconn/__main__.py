@@ -1,0 +1,5 @@
+"""``python -m lazyconn ...`` is the ``lazyconn`` command."""
+
+from lazyconn.cli import main
+
+raise SystemExit(main())
