@@ -5,10 +5,10 @@ When things compute:
 * ``apply_mask`` and ``unmask`` are lazy: they return a dask (T, V) array / a LazyImage
   over one graph (see :mod:`lazyconn.ops.voxels`). Only the *mask* is read, eagerly: it is
   small and its voxel list shapes the graph.
-* ``compute_epi_mask``, ``compute_multi_epi_mask``, ``compute_brain_mask`` and
-  ``intersect_masks`` compute: a mask is the "fit" part of a pipeline and is small by
-  nature. The mean image of each run is a lazy reduction (one pass over the run, all runs
-  of ``compute_multi_epi_mask`` in one ``dask.compute``); thresholding, morphology and
+* ``compute_epi_mask``, ``compute_background_mask``, ``compute_brain_mask``, their
+  ``compute_multi_*`` variants and ``intersect_masks`` compute: a mask is the "fit" part of
+  a pipeline and is small by nature. The mean image of each run is a lazy reduction (one
+  pass over the run, all runs of a ``compute_multi_*`` in one ``dask.compute``); thresholding, morphology and
   connected components then run in numpy on the 3-D mean. Results are LazyImages over
   in-memory masks (uint8/int8, as nilearn).
 
@@ -42,14 +42,21 @@ from lazyconn.image.image import (
     smooth_array,
 )
 from lazyconn.image.resampling import resample_to_img
-from lazyconn.image.templates import load_mni152_template
+from lazyconn.image.templates import (
+    load_mni152_gm_template,
+    load_mni152_template,
+    load_mni152_wm_template,
+)
 from lazyconn.ops import spatial
 from lazyconn.ops.voxels import c_positions, gather, scatter
 
 __all__ = [
     "apply_mask",
+    "compute_background_mask",
     "compute_brain_mask",
     "compute_epi_mask",
+    "compute_multi_background_mask",
+    "compute_multi_brain_mask",
     "compute_multi_epi_mask",
     "intersect_masks",
     "load_mask_img",
@@ -161,6 +168,22 @@ def _post_process_mask(mask, affine, opening=2, connected=True, warning_msg=""):
     return mask, affine
 
 
+def _check_threshold(threshold):
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
+        threshold, bool
+    )
+    if not ok or not 0 <= threshold <= 1:
+        raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
+
+
+def _check_border_size(border_size):
+    ok = isinstance(border_size, (int, np.integer)) and not isinstance(border_size, bool)
+    if not ok or border_size < 0:
+        raise ParameterError(
+            f"border_size={border_size!r} is not valid; expected a number of voxels (int >= 0)."
+        )
+
+
 def _check_cutoffs(lower_cutoff, upper_cutoff):
     for name, v in (("lower_cutoff", lower_cutoff), ("upper_cutoff", upper_cutoff)):
         ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -199,10 +222,19 @@ def _epi_mask_from_mean(mean_epi, affine, lower_cutoff, upper_cutoff, connected,
     )
 
 
-def _lazy_epi_mean(epi_img, target_affine, target_shape, opening):
-    return compute_mean(
-        epi_img, target_affine=target_affine, target_shape=target_shape,
-        smooth=(1 if opening else False),
+def _epi_steps(lower_cutoff, upper_cutoff, connected, opening, exclude_zeros, ensure_finite,
+               target_affine, target_shape):
+    """(lazy_mean, mask_from_mean) of the EPI strategy: the mean is smoothed when opening."""
+    _check_cutoffs(lower_cutoff, upper_cutoff)
+    return (
+        lambda img: compute_mean(
+            img, target_affine=target_affine, target_shape=target_shape,
+            smooth=(1 if opening else False),
+        ),
+        lambda mean, affine, name: _epi_mask_from_mean(
+            mean, affine, lower_cutoff, upper_cutoff, connected, opening, exclude_zeros,
+            ensure_finite, name=name,
+        ),
     )
 
 
@@ -229,13 +261,18 @@ def compute_epi_mask(
     arbitrary box). ``memory`` and ``verbose`` are accepted and ignored.
     """
     del memory, verbose
-    _check_cutoffs(lower_cutoff, upper_cutoff)
-    img = load_img(epi_img, "epi_img")
-    mean, affine = _lazy_epi_mean(img, target_affine, target_shape, opening)
-    mask, affine = _epi_mask_from_mean(
-        np.asarray(mean.compute()), affine, lower_cutoff, upper_cutoff, connected, opening,
-        exclude_zeros, ensure_finite,
-    )
+    return _one_mask(epi_img, "epi_img", *_epi_steps(
+        lower_cutoff, upper_cutoff, connected, opening, exclude_zeros, ensure_finite,
+        target_affine, target_shape,
+    ))
+
+
+def _one_mask(imgs, name, lazy_mean, mask_from_mean):
+    """Mask of one run: its lazy mean (``lazy_mean(img)``) computed once, then
+    ``mask_from_mean(mean, affine, name)`` in numpy."""
+    img = load_img(imgs, name)
+    mean, affine = lazy_mean(img)
+    mask, affine = mask_from_mean(np.asarray(mean.compute()), affine, name)
     return new_img_like(img, mask, affine)
 
 
@@ -245,11 +282,7 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> LazyImage:
     ``threshold`` in [0, 1] (1: intersection, 0: union, clipped to 1 - 1e-7); the largest
     6-connected component is kept when ``connected``. Masks must share one grid.
     """
-    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
-        threshold, bool
-    )
-    if not ok or not 0 <= threshold <= 1:
-        raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
+    _check_threshold(threshold)
     if not isinstance(mask_imgs, (list, tuple)) or len(mask_imgs) == 0:
         raise ParameterError(
             f"mask_imgs={mask_imgs!r}: no mask provided for intersection; expected a "
@@ -295,34 +328,115 @@ def compute_multi_epi_mask(
     ``n_jobs``, ``memory`` and ``verbose`` are accepted and ignored).
     """
     del n_jobs, memory, verbose
-    if not isinstance(epi_imgs, (list, tuple)) or len(epi_imgs) == 0:
+    return _multi_mask(epi_imgs, "epi_imgs", *_epi_steps(
+        lower_cutoff, upper_cutoff, connected, opening, exclude_zeros, True,
+        target_affine, target_shape,
+    ), threshold, connected)
+
+
+def _multi_mask(imgs, name, lazy_mean, mask_from_mean, threshold, connected):
+    """Common mask of several runs: every run's lazy mean in one ``dask.compute``, a mask
+    per mean (``mask_from_mean(mean, affine, name)``), then ``intersect_masks``' rule."""
+    if not isinstance(imgs, (list, tuple)) or len(imgs) == 0:
         raise ParameterTypeError(
-            f"epi_imgs={epi_imgs!r}: an empty object was passed instead of a list of images."
+            f"{name}={imgs!r}: an empty object was passed instead of a list of images."
         )
-    _check_cutoffs(lower_cutoff, upper_cutoff)
-    imgs = [load_img(e, f"epi_imgs[{i}]") for i, e in enumerate(epi_imgs)]
-    lazy = [_lazy_epi_mean(img, target_affine, target_shape, opening) for img in imgs]
+    _check_threshold(threshold)
+    imgs = [load_img(e, f"{name}[{i}]") for i, e in enumerate(imgs)]
+    lazy = [lazy_mean(img) for img in imgs]
     means = dask.compute(*[m for m, _ in lazy])
-    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
-        threshold, bool
-    )
-    if not ok or not 0 <= threshold <= 1:
-        raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
-    masks = []
-    for i, (mean, (_, affine)) in enumerate(zip(means, lazy, strict=True)):
-        mask, affine = _epi_mask_from_mean(
-            np.asarray(mean), affine, lower_cutoff, upper_cutoff, connected, opening,
-            exclude_zeros, True, name=f"epi_imgs[{i}]",
-        )
-        masks.append(mask)
+    masks = [
+        mask_from_mean(np.asarray(mean), affine, f"{name}[{i}]")[0]
+        for i, (mean, (_, affine)) in enumerate(zip(means, lazy, strict=True))
+    ]
     # Every mask is on the grid of its mean, i.e. the (common) target grid.
     shapes = {m.shape for m in masks}
     if len(shapes) > 1:
         raise GridMismatchError(
-            f"epi_imgs have different grids (mask shapes {sorted(shapes)}); give target_affine "
+            f"{name} have different grids (mask shapes {sorted(shapes)}); give target_affine "
             "and target_shape to resample them onto one grid."
         )
     return new_img_like(imgs[0], _intersect(masks, threshold, connected), lazy[0][1])
+
+
+def _background_mask_from_mean(mean, affine, border_size, connected, opening):
+    border = spatial.border_data(mean, border_size)
+    if np.isnan(border).any():
+        mask = np.logical_not(np.isnan(mean))  # NaN background, as SPM writes
+    else:
+        mask = mean != np.median(border)
+    return _post_process_mask(
+        mask, affine, opening=opening, connected=connected,
+        warning_msg="Are you sure that input images have a homogeneous background.",
+    )
+
+
+def _background_steps(border_size, connected, opening, target_affine, target_shape):
+    """(lazy_mean, mask_from_mean) of the background strategy (the mean is not smoothed)."""
+    return (
+        lambda img: compute_mean(img, target_affine=target_affine, target_shape=target_shape),
+        lambda mean, affine, name: _background_mask_from_mean(
+            mean, affine, border_size, connected, opening
+        ),
+    )
+
+
+def compute_background_mask(
+    data_imgs,
+    border_size=2,
+    connected=False,
+    opening=False,
+    target_affine=None,
+    target_shape=None,
+    memory=None,
+    verbose=0,
+) -> LazyImage:
+    """Brain mask of images with a homogeneous background, computed (nilearn's rule).
+
+    Same steps and results as ``nilearn.masking.compute_background_mask``: mean over time
+    (resampled to the target if given, not smoothed); if the outer shell of thickness
+    ``border_size`` holds a NaN the mask is the non-NaN voxels, else the background is the
+    shell's median and the mask is every voxel that differs from it; then opening, largest
+    connected component and closing. 3-D and 4-D images are accepted. The mean is one lazy
+    reduction, computed once. ``memory`` and ``verbose`` are accepted and ignored.
+    """
+    del memory, verbose
+    _check_border_size(border_size)
+    return _one_mask(data_imgs, "data_imgs", *_background_steps(
+        border_size, connected, opening, target_affine, target_shape
+    ))
+
+
+def compute_multi_background_mask(
+    data_imgs,
+    border_size=2,
+    connected=True,
+    opening=2,
+    threshold=0.5,
+    target_affine=None,
+    target_shape=None,
+    n_jobs=1,
+    memory=None,
+    verbose=0,
+) -> LazyImage:
+    """Common background mask of several runs: per-run ``compute_background_mask``, then
+    ``intersect_masks`` (nilearn's rule; note the defaults differ from the single-run ones).
+
+    All runs' mean images are computed in one ``dask.compute`` (dask parallelises;
+    ``n_jobs``, ``memory`` and ``verbose`` are accepted and ignored).
+    """
+    del n_jobs, memory, verbose
+    _check_border_size(border_size)
+    return _multi_mask(data_imgs, "data_imgs", *_background_steps(
+        border_size, connected, opening, target_affine, target_shape
+    ), threshold, connected)
+
+
+_BRAIN_TEMPLATES = {
+    "whole-brain": load_mni152_template,
+    "gm": load_mni152_gm_template,
+    "wm": load_mni152_wm_template,
+}
 
 
 def compute_brain_mask(
@@ -334,17 +448,17 @@ def compute_brain_mask(
     verbose=0,
     mask_type="whole-brain",
 ) -> LazyImage:
-    """Whole-brain mask: the 1 mm MNI152 template resampled (cubic, no clip) onto the grid of
+    """Whole-brain, grey- or white-matter mask (``mask_type`` "whole-brain", "gm", "wm"):
+    the 1 mm MNI152 template of that type resampled (cubic, no clip) onto the grid of
     ``target_img``, kept where >= ``threshold``, then nilearn's opening/closing (computed).
 
     Only the shape and affine of ``target_img`` are used (its voxels are never read).
-    Difference: only ``mask_type="whole-brain"`` is available (lazyconn does not ship the
-    grey/white-matter templates); ``memory`` and ``verbose`` are ignored.
+    ``memory`` and ``verbose`` are accepted and ignored.
     """
     del memory, verbose
-    check_in("mask_type", mask_type, ("whole-brain",))
+    check_in("mask_type", mask_type, tuple(_BRAIN_TEMPLATES))
     target = load_img(target_img, "target_img")
-    template = load_mni152_template(resolution=1)
+    template = _BRAIN_TEMPLATES[mask_type](resolution=1)
     resampled = resample_to_img(template, target)
     mask = (np.asarray(resampled.data.compute()) >= threshold).astype("int8")
     mask, affine = _post_process_mask(
@@ -353,3 +467,26 @@ def compute_brain_mask(
     )
     return new_img_like(target, mask, affine)
 
+
+def compute_multi_brain_mask(
+    target_imgs,
+    threshold=0.5,
+    connected=True,
+    opening=2,
+    memory=None,
+    verbose=0,
+    mask_type="whole-brain",
+) -> LazyImage:
+    """``compute_brain_mask`` on the grid of the first of ``target_imgs`` (as nilearn: all
+    are loaded, which checks they are images; only the first one's shape/affine is used)."""
+    if not isinstance(target_imgs, (list, tuple)) or len(target_imgs) == 0:
+        raise ParameterTypeError(
+            f"target_imgs={target_imgs!r}: an empty object was passed instead of a list of "
+            "images."
+        )
+    for i, img in enumerate(target_imgs):
+        load_img(img, f"target_imgs[{i}]")
+    return compute_brain_mask(
+        target_imgs[0], threshold=threshold, connected=connected, opening=opening,
+        memory=memory, verbose=verbose, mask_type=mask_type,
+    )

@@ -319,3 +319,22 @@ def test_mean_index_math_get_data_are_lazy():
         f = limage.math_img("np.mean(a, axis=-1) * b[..., 0]", a=img, b=img)
     assert f.shape == (13, 11, 12)
     assert m.shape == (9, 9, 9) and i.shape == (13, 11, 12, 2) and n.shape == img.shape
+
+
+@pytest.mark.parametrize("kind", ["gm", "wm"])
+@pytest.mark.parametrize("resolution", [pytest.param(None, marks=pytest.mark.slow), 4])
+def test_mni152_gm_wm_templates_and_masks(kind, resolution):
+    expected = getattr(ndatasets, f"load_mni152_{kind}_template")(resolution=resolution)
+    result = getattr(limage, f"load_mni152_{kind}_template")(resolution=resolution)
+    assert result.shape == expected.shape and result.dtype == np.float32
+    np.testing.assert_array_equal(result.affine, expected.affine)
+    np.testing.assert_allclose(np.asarray(result.data), expected.get_fdata(dtype=np.float32), rtol=0, atol=1e-7)
+    for kwargs in ({}, {"threshold": 0.5, "n_iter": 1}):
+        ref = getattr(ndatasets, f"load_mni152_{kind}_mask")(resolution=resolution, **kwargs)
+        mask = getattr(limage, f"load_mni152_{kind}_mask")(resolution=resolution, **kwargs)
+        ref_data = np.asanyarray(ref.dataobj)
+        assert mask.dtype == ref_data.dtype == np.uint8 and ref_data.sum() > 1000
+        np.testing.assert_array_equal(mask.affine, ref.affine)
+        np.testing.assert_array_equal(np.asarray(mask.data), ref_data)
+    with pytest.raises(ParameterError, match="resolution=-2 is not valid"):
+        getattr(limage, f"load_mni152_{kind}_mask")(resolution=-2)

@@ -15,7 +15,14 @@ from lazyconn.image.image import (
     threshold_img,
 )
 from lazyconn.image.resampling import resample_img, resample_to_img
-from lazyconn.image.templates import load_mni152_brain_mask, load_mni152_template
+from lazyconn.image.templates import (
+    load_mni152_brain_mask,
+    load_mni152_gm_mask,
+    load_mni152_gm_template,
+    load_mni152_template,
+    load_mni152_wm_mask,
+    load_mni152_wm_template,
+)
 
 __all__ = [
     "LazyImage",
@@ -27,7 +34,11 @@ __all__ = [
     "index_img",
     "load",
     "load_mni152_brain_mask",
+    "load_mni152_gm_mask",
+    "load_mni152_gm_template",
     "load_mni152_template",
+    "load_mni152_wm_mask",
+    "load_mni152_wm_template",
     "math_img",
     "mean_img",
     "new_img_like",

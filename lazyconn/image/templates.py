@@ -1,6 +1,7 @@
-"""MNI152 template and brain mask, as ``nilearn.datasets.load_mni152_template`` / ``_brain_mask``.
+"""MNI152 templates and masks, as ``nilearn.datasets.load_mni152_*``.
 
-The 1 mm ICBM152 2009a T1 template ships in ``lazyconn/data`` (the file nilearn ships).
+The 1 mm ICBM152 2009a T1, grey-matter and white-matter templates ship in ``lazyconn/data``
+(the files nilearn ships).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import dask.array as da
 import nibabel as nib
 import numpy as np
+from scipy.ndimage import binary_closing
 
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import ParameterError
@@ -18,11 +20,23 @@ from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image.image import new_img_like
 from lazyconn.image.resampling import resample_img
 
-__all__ = ["MNI152_FILE_PATH", "load_mni152_brain_mask", "load_mni152_template"]
+__all__ = [
+    "GM_MNI152_FILE_PATH",
+    "MNI152_FILE_PATH",
+    "WM_MNI152_FILE_PATH",
+    "load_mni152_brain_mask",
+    "load_mni152_gm_mask",
+    "load_mni152_gm_template",
+    "load_mni152_template",
+    "load_mni152_wm_mask",
+    "load_mni152_wm_template",
+]
 
-MNI152_FILE_PATH = (
-    Path(__file__).resolve().parent.parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-)
+_DATA = Path(__file__).resolve().parent.parent / "data"
+MNI152_FILE_PATH = _DATA / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+GM_MNI152_FILE_PATH = _DATA / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
+WM_MNI152_FILE_PATH = _DATA / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
+_FILES = {"t1": MNI152_FILE_PATH, "gm": GM_MNI152_FILE_PATH, "wm": WM_MNI152_FILE_PATH}
 
 
 def _check_resolution(resolution):
@@ -39,10 +53,10 @@ def _check_resolution(resolution):
     return resolution or 1
 
 
-@functools.lru_cache(maxsize=3)
-def _template(resolution):
-    """(read-only float32 voxels, affine, header) of the template at ``resolution``, cached."""
-    img = nib.load(MNI152_FILE_PATH)
+@functools.lru_cache(maxsize=6)
+def _template(kind, resolution):
+    """(read-only float32 voxels, affine, header) of a template at ``resolution``, cached."""
+    img = nib.load(_FILES[kind])
     data = np.asarray(img.dataobj).astype(np.float32)
     data /= data.max()
     template = LazyImage(
@@ -55,6 +69,11 @@ def _template(resolution):
     return data, template.affine, template.header
 
 
+def _load_template(kind, resolution):
+    data, affine, header = _template(kind, float(_check_resolution(resolution)))
+    return LazyImage(da.from_array(data, chunks=default_chunks(data.shape, data.dtype)), affine, header)
+
+
 def load_mni152_template(resolution=None) -> LazyImage:
     """The skull-stripped MNI152 T1 template, float32 scaled to [0, 1] (nilearn's semantics).
 
@@ -64,11 +83,39 @@ def load_mni152_template(resolution=None) -> LazyImage:
     once per resolution and cached. Difference: the header's data dtype is float32 (nilearn
     keeps uint8, which would quantise the template if saved).
     """
-    data, affine, header = _template(float(_check_resolution(resolution)))
-    return LazyImage(da.from_array(data, chunks=default_chunks(data.shape, data.dtype)), affine, header)
+    return _load_template("t1", resolution)
+
+
+def load_mni152_gm_template(resolution=None) -> LazyImage:
+    """The MNI152 grey-matter template, float32 scaled to [0, 1]; as ``load_mni152_template``."""
+    return _load_template("gm", resolution)
+
+
+def load_mni152_wm_template(resolution=None) -> LazyImage:
+    """The MNI152 white-matter template, float32 scaled to [0, 1]; as ``load_mni152_template``."""
+    return _load_template("wm", resolution)
 
 
 def load_mni152_brain_mask(resolution=None, threshold=0.2) -> LazyImage:
     """Whole-brain mask: template voxels strictly above ``threshold``, int8 (as nilearn)."""
     template = load_mni152_template(resolution=resolution)
     return new_img_like(template, (template.data > threshold).astype(np.int8))
+
+
+def _tissue_mask(kind, resolution, threshold, n_iter):
+    # binary_closing is global (iterated dilations): it runs in numpy on the cached template.
+    data, affine, _ = _template(kind, float(_check_resolution(resolution)))
+    mask = binary_closing((data > threshold).astype(np.int8), iterations=n_iter)
+    return new_img_like(_load_template(kind, resolution), mask, affine)  # bool -> uint8
+
+
+def load_mni152_gm_mask(resolution=None, threshold=0.2, n_iter=2) -> LazyImage:
+    """Grey-matter mask: GM template > ``threshold``, then ``binary_closing`` with ``n_iter``
+    iterations, uint8 (as nilearn; computed, from the cached template)."""
+    return _tissue_mask("gm", resolution, threshold, n_iter)
+
+
+def load_mni152_wm_mask(resolution=None, threshold=0.2, n_iter=2) -> LazyImage:
+    """White-matter mask: WM template > ``threshold``, then ``binary_closing`` with ``n_iter``
+    iterations, uint8 (as nilearn; computed, from the cached template)."""
+    return _tissue_mask("wm", resolution, threshold, n_iter)

@@ -23,7 +23,7 @@ from lazyconn.exceptions import (
     ParameterError,
     ParameterTypeError,
 )
-from lazyconn.image import LazyImage, load
+from lazyconn.image import LazyImage, high_variance_confounds, load
 from lazyconn.image.image import load_mask_img
 from lazyconn.io.confounds import sanitize_confounds
 
@@ -337,12 +337,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     @staticmethod
     def _high_variance_confounds(img4):
         """nilearn's ``image.high_variance_confounds`` on the raw run (whole box, no mask)."""
-        from lazyconn import image
-
-        hv = getattr(image, "high_variance_confounds", None)
-        if hv is None:
-            from lazyconn.image._cleaning import high_variance_confounds as hv
-        return hv(img4).rechunk(-1)
+        return high_variance_confounds(img4).rechunk(-1)
 
 
 def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):

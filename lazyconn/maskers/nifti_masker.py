@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import nibabel as nib
@@ -13,74 +14,20 @@ from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
 from lazyconn.maskers.base_masker import BaseMasker
 
-
-def _border_data(data, border_size):
-    return np.concatenate([
-        data[:border_size].ravel(), data[-border_size:].ravel(),
-        data[:, :border_size].ravel(), data[:, -border_size:].ravel(),
-        data[:, :, :border_size].ravel(), data[:, :, -border_size:].ravel(),
-    ])
-
-
-def _compute_background_mask(data_imgs, border_size=2, connected=False, opening=False,
-                             target_affine=None, target_shape=None, memory=None, verbose=0):
-    """nilearn's ``compute_background_mask`` (mean image; border median is the background).
-
-    Private stand-in: ``lazyconn.masking`` has no ``compute_background_mask`` yet; it is
-    used only when that function is missing.
-    """
-    del memory, verbose
-    from lazyconn.image.image import compute_mean
-
-    data, affine = compute_mean(data_imgs, target_affine=target_affine,
-                                target_shape=target_shape)
-    data = np.asarray(data.compute() if hasattr(data, "compute") else data)
-    border = _border_data(data, border_size)
-    if np.isnan(border).any():
-        mask = np.logical_not(np.isnan(data))
-    else:
-        mask = data != np.median(border)
-    mask, affine = masking._post_process_mask(
-        mask, affine, opening=opening, connected=connected,
-        warning_msg="Are you sure that input images have a homogeneous background.")
-    return nib.Nifti1Image(mask.astype(np.int8), affine)
-
-
-def _multi_background_mask(data_imgs, border_size=2, upper_cutoff=0.85, connected=True,
-                           opening=2, threshold=0.5, target_affine=None, target_shape=None,
-                           exclude_zeros=False, n_jobs=1, memory=None, verbose=0):
-    """nilearn's ``compute_multi_background_mask``: per-run masks, then ``intersect_masks``."""
-    del upper_cutoff, exclude_zeros, n_jobs
-    masks = [_compute_background_mask(img, border_size=border_size, connected=connected,
-                                      opening=opening, target_affine=target_affine,
-                                      target_shape=target_shape, memory=memory,
-                                      verbose=verbose) for img in data_imgs]
-    return masking.intersect_masks(masks, threshold=threshold, connected=connected)
+_TEMPLATE_MASK_TYPES = {"whole-brain-template": "whole-brain", "gm-template": "gm",
+                        "wm-template": "wm"}
 
 
 def mask_strategy_function(strategy, multi=False):
     """The mask-computing function of a ``mask_strategy`` (nilearn's names)."""
     if strategy == "background":
-        if multi:
-            return getattr(masking, "compute_multi_background_mask", _multi_background_mask)
-        return getattr(masking, "compute_background_mask", _compute_background_mask)
+        return (masking.compute_multi_background_mask if multi
+                else masking.compute_background_mask)
     if strategy == "epi":
         return masking.compute_multi_epi_mask if multi else masking.compute_epi_mask
-    if strategy in ("whole-brain-template", "gm-template", "wm-template"):
-        mask_type = {"whole-brain-template": "whole-brain", "gm-template": "gm",
-                     "wm-template": "wm"}[strategy]
-        brain = getattr(masking, "compute_multi_brain_mask", None) if multi else None
-
-        def compute(imgs, **kwargs):
-            if brain is not None:
-                return brain(imgs, mask_type=mask_type, **kwargs)
-            target = imgs[0] if isinstance(imgs, (list, tuple)) else imgs
-            allowed = inspect.signature(masking.compute_brain_mask).parameters
-            kwargs = {k: v for k, v in kwargs.items() if k in allowed}
-            return masking.compute_brain_mask(target, mask_type=mask_type, **kwargs)
-
-        compute.__signature__ = inspect.signature(masking.compute_brain_mask)
-        return compute
+    if strategy in _TEMPLATE_MASK_TYPES:
+        brain = masking.compute_multi_brain_mask if multi else masking.compute_brain_mask
+        return functools.partial(brain, mask_type=_TEMPLATE_MASK_TYPES[strategy])
     raise ParameterError(
         f"Unknown value of mask_strategy {strategy!r}. Acceptable values are 'background', "
         "'epi', 'whole-brain-template', 'gm-template', and 'wm-template'."
@@ -98,8 +45,8 @@ class NiftiMasker(BaseMasker):
     computed into numpy like nilearn's output. The output is large by nature: use
     ``compute=False`` to keep it out of memory.
 
-    Mask strategies: 'background', 'epi', 'whole-brain-template' (and 'gm-template',
-    'wm-template' where ``lazyconn.masking.compute_brain_mask`` supports them).
+    Mask strategies: 'background', 'epi', 'whole-brain-template', 'gm-template' and
+    'wm-template' (the ``lazyconn.masking`` functions of nilearn's names).
     Images on another grid than the mask are resampled onto the mask's grid (continuous
     interpolation, with nilearn's warning); nilearn first crops the mask, which gives the
     same in-mask values.

@@ -24,6 +24,7 @@ FWHM_OVER_SIGMA = float(np.sqrt(8 * np.log(2)))
 
 __all__ = [
     "FWHM_OVER_SIGMA",
+    "border_data",
     "ensure_finite",
     "extrapolate_out_mask",
     "fast_smooth",
@@ -222,6 +223,19 @@ def ensure_finite(arr):
     if isinstance(arr, da.Array):
         return da.where(da.isfinite(arr), arr, arr.dtype.type(0))
     return np.where(np.isfinite(arr), arr, arr.dtype.type(0))
+
+
+def border_data(data: np.ndarray, border_size: int) -> np.ndarray:
+    """The values in the outer shell of thickness ``border_size`` of a 3-D array, raveled.
+
+    Same order and repetitions (edges and corners counted once per face) as nilearn's
+    ``_utils.ndimage.get_border_data``, so medians agree.
+    """
+    return np.concatenate([
+        data[:border_size].ravel(), data[-border_size:].ravel(),
+        data[:, :border_size].ravel(), data[:, -border_size:].ravel(),
+        data[:, :, :border_size].ravel(), data[:, :, -border_size:].ravel(),
+    ])
 
 
 def largest_connected_component(mask: np.ndarray) -> np.ndarray:
