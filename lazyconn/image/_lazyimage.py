@@ -128,6 +128,8 @@ class LazyImage:
         overwrite: bool = False,
         storage_options: dict | None = None,
         compute: bool = True,
+        batch_bytes: int | None = None,
+        progress: bool = False,
     ):
         """Write the image as a lazyconn NIfTI-Zarr store (see ``docs/format.md``).
 
@@ -148,13 +150,29 @@ class LazyImage:
             fsspec options (credentials, endpoint) for ``dst``; never written to the store.
         compute : bool
             If False, return a dask Delayed that writes the voxels and then the completion
-            marker.
+            marker (one graph: ``batch_bytes`` does not apply).
+        batch_bytes : int, optional
+            Memory budget of a computed result: the store is written in batches of
+            spatial block-rows (one x-block, one y-block, all z, whole time axis), each
+            batch one ``dask.compute`` of at most ``batch_bytes`` of output (at least one
+            row). Default ``lazyconn.io.writers.DEFAULT_BATCH_BYTES`` (128 MiB); peak memory
+            is a few times a batch (the halos of smoothing, float64 intermediates). A
+            result that fits is written in one graph, like a larger ``batch_bytes``.
+            lazyconn addition (bounds dask's scheduler, which otherwise keeps most blocks
+            of a smoothed-and-cleaned run alive). Unused when the image is an unmodified
+            NIfTI file (the streaming conversion is used).
+        progress : bool
+            Show a progress line across batches (stderr).
+
+        The completion marker is written after the last batch: an interrupted write
+        leaves a store that ``lazyconn.load`` refuses.
         """
         from lazyconn.io.writers import write_store
 
         return write_store(
             self, dst, chunks=chunks, compressor=compressor, overwrite=overwrite,
-            storage_options=storage_options, compute=compute,
+            storage_options=storage_options, compute=compute, batch_bytes=batch_bytes,
+            progress=progress,
         )
 
     def __array__(self, dtype=None, copy=None):
