@@ -85,5 +85,6 @@ def test_package_data_ships_in_the_wheel():
 def test_mni_loaders_are_reexported():
     from lazyconn.image import templates
 
-    assert datasets.load_mni152_template is templates.load_mni152_template
-    assert datasets.load_mni152_brain_mask is templates.load_mni152_brain_mask
+    for kind in ("template", "brain_mask", "gm_template", "gm_mask", "wm_template", "wm_mask"):
+        name = f"load_mni152_{kind}"
+        assert getattr(datasets, name) is getattr(templates, name)
