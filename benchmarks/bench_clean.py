@@ -7,7 +7,8 @@ The pipeline of issue #3::
 
 - lazyconn reads the run from a lazyconn zarr store (made once with ``lazyconn.convert``;
   its time and memory are reported separately) and writes the result to a zarr store
-  (``LazyImage.to_zarr``): one streaming pass, 2 threads;
+  (``LazyImage.to_zarr``, in batches of block-rows within its ``batch_bytes``; with
+  ``--one-graph`` also as one graph, the behaviour before batching), 2 threads;
 - nilearn reads the same run from an uncompressed ``.nii`` (its fastest input) and keeps
   the result in memory (no write: favours nilearn).
 
@@ -109,7 +110,9 @@ def _save_sample(workdir: Path, store: str):
 def child_lazyconn(workdir: Path):
     """``LazyImage.to_zarr`` as is (batches of block-rows within its default budget)."""
     t0 = time.perf_counter()
-    _lazy_pipeline(workdir).to_zarr(str(workdir / "clean.zarr"), overwrite=True)
+    batch_bytes = os.environ.get("BENCH_BATCH_BYTES")  # set by --batch-bytes
+    _lazy_pipeline(workdir).to_zarr(str(workdir / "clean.zarr"), overwrite=True,
+                                    batch_bytes=int(batch_bytes) if batch_bytes else None)
     wall = time.perf_counter() - t0
     _save_sample(workdir, "clean.zarr")
     return wall
@@ -171,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--skip-nilearn", action="store_true")
     parser.add_argument("--one-graph", action="store_true",
                         help="also time to_zarr as one graph (batch_bytes=inf; high memory)")
+    parser.add_argument("--batch-bytes", type=int, default=None,
+                        help="to_zarr's batch_bytes (default: its own, 128 MiB)")
     parser.add_argument("--keep", action="store_true", help="keep the data files")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -182,6 +187,8 @@ def main(argv=None):
         print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak}))
         return 0
 
+    if args.batch_bytes:
+        os.environ["BENCH_BATCH_BYTES"] = str(args.batch_bytes)
     shape = tuple(args.shape) if args.shape else ((40, 48, 40, 150) if args.small else (91, 109, 91, 400))
     if workdir.exists():
         shutil.rmtree(workdir)
