@@ -14,7 +14,6 @@ from lazyconn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMas
 from lazyconn.maskers._spheres import sphere_voxels
 from lazyconn.maskers._weights import n_chunks_touched, region_weights, smooth_adjoint
 from lazyconn.testing.maskers import (
-    CLEAN,
     SHAPE,
     TOL,
     MaskerSuite,
@@ -47,18 +46,16 @@ class TestSpheresSuite(MaskerSuite):
     lazy_cls = NiftiSpheresMasker
     reference_cls = nilearn_maskers.NiftiSpheresMasker
 
-    def make_kwargs(self, case):
-        kw = dict(seeds=SEEDS, radius=4.0)
-        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+    def region_kwargs(self):
+        return dict(seeds=SEEDS, radius=4.0)
 
 
 class TestLabelsSuite(MaskerSuite):
     lazy_cls = NiftiLabelsMasker
     reference_cls = nilearn_maskers.NiftiLabelsMasker
 
-    def make_kwargs(self, case):
-        kw = dict(labels_img=tiny_labels())
-        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+    def region_kwargs(self):
+        return dict(labels_img=tiny_labels())
 
 
 class TestMapsSuite(MaskerSuite):
@@ -68,9 +65,8 @@ class TestMapsSuite(MaskerSuite):
     # case; lazyconn (float64 normal equations) is 1.5e-5 away from it.
     tol = 3e-4
 
-    def make_kwargs(self, case):
-        kw = dict(maps_img=tiny_maps())
-        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+    def region_kwargs(self):
+        return dict(maps_img=tiny_maps())
 
 
 def nilearn_masker(name, **kwargs):

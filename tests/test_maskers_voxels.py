@@ -32,9 +32,8 @@ class TestNiftiMaskerSuite(MaskerSuite):
     lazy_cls = NiftiMasker
     reference_cls = nilearn_maskers.NiftiMasker
 
-    def make_kwargs(self, case):
-        kw = dict(mask_img=tiny_mask())
-        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
+    def region_kwargs(self):
+        return dict(mask_img=tiny_mask())
 
 
 class TestMultiNiftiMaskerSuite(TestNiftiMaskerSuite):

@@ -1,9 +1,9 @@
 """Shared test suite every lazyconn masker passes (subclass ``MaskerSuite`` per masker).
 
 A subclass sets ``lazy_cls`` / ``reference_cls`` (the nilearn class, imported by the test
-module: lazyconn itself never imports nilearn) and implements ``make_kwargs(case)``
-returning the constructor arguments for a tiny 7x8x9 grid (``case`` is "plain" or
-"clean": smoothing + detrend + standardize + band-pass + confounds). Everything is
+module: lazyconn itself never imports nilearn) and implements ``region_kwargs()``
+returning the masker's own constructor arguments for a tiny 7x8x9 grid; the suite adds
+smoothing + detrend + standardize + band-pass for its "clean" case (with confounds). Everything is
 compared with nilearn on the same input, read from unevenly chunked dask arrays.
 """
 
@@ -69,8 +69,14 @@ class MaskerSuite:
     #: parity tolerance (a masker whose nilearn reference is itself noisier may raise it)
     tol = TOL
 
-    def make_kwargs(self, case):  # pragma: no cover - implemented by subclasses
+    def region_kwargs(self):  # pragma: no cover - implemented by subclasses
+        """The masker's own arguments (seeds, labels, maps or mask), made afresh per call."""
         raise NotImplementedError
+
+    def make_kwargs(self, case):
+        """``case="plain"``: the masker's own arguments; ``"clean"``: plus smoothing and cleaning."""
+        kw = self.region_kwargs()
+        return {**kw, "smoothing_fwhm": 6, **CLEAN} if case == "clean" else kw
 
     # -- helpers ---------------------------------------------------------------------
     def both(self, case="plain", **extra):
