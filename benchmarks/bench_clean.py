@@ -84,7 +84,9 @@ def child_convert(workdir: Path):
     import lazyconn
 
     t0 = time.perf_counter()
-    lazyconn.convert(str(workdir / "run.nii"), str(workdir / "run.zarr"), overwrite=True, progress=False)
+    lazyconn.convert(
+        str(workdir / "run.nii"), str(workdir / "run.zarr"), overwrite=True, progress=False
+    )
     return time.perf_counter() - t0
 
 
@@ -95,8 +97,14 @@ def _lazy_pipeline(workdir: Path):
     confounds = np.load(workdir / "confounds.npy")
     run = lazyconn.load(str(workdir / "run.zarr"))
     return image.clean_img(
-        image.smooth_img(run, FWHM), detrend=True, standardize="zscore_sample", low_pass=0.1,
-        high_pass=0.01, t_r=T_R, confounds=confounds, mask_img=str(workdir / "mask.nii.gz"),
+        image.smooth_img(run, FWHM),
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=T_R,
+        confounds=confounds,
+        mask_img=str(workdir / "mask.nii.gz"),
     )
 
 
@@ -111,8 +119,11 @@ def child_lazyconn(workdir: Path):
     """``LazyImage.to_zarr`` as is (batches of block-rows within its default budget)."""
     t0 = time.perf_counter()
     batch_bytes = os.environ.get("BENCH_BATCH_BYTES")  # set by --batch-bytes
-    _lazy_pipeline(workdir).to_zarr(str(workdir / "clean.zarr"), overwrite=True,
-                                    batch_bytes=int(batch_bytes) if batch_bytes else None)
+    _lazy_pipeline(workdir).to_zarr(
+        str(workdir / "clean.zarr"),
+        overwrite=True,
+        batch_bytes=int(batch_bytes) if batch_bytes else None,
+    )
     wall = time.perf_counter() - t0
     _save_sample(workdir, "clean.zarr")
     return wall
@@ -122,8 +133,9 @@ def child_lazyconn_one_graph(workdir: Path):
     """The same write as one graph (``batch_bytes`` larger than the run): dask's scheduler
     then keeps most blocks alive (halos of smoothing + whole-time-axis steps)."""
     t0 = time.perf_counter()
-    _lazy_pipeline(workdir).to_zarr(str(workdir / "clean_one.zarr"), overwrite=True,
-                                    batch_bytes=2**62)
+    _lazy_pipeline(workdir).to_zarr(
+        str(workdir / "clean_one.zarr"), overwrite=True, batch_bytes=2**62
+    )
     wall = time.perf_counter() - t0
     _save_sample(workdir, "clean_one.zarr")
     return wall
@@ -135,9 +147,14 @@ def child_nilearn(workdir: Path):
     confounds = np.load(workdir / "confounds.npy")
     t0 = time.perf_counter()
     cleaned = image.clean_img(
-        image.smooth_img(str(workdir / "run.nii"), FWHM), detrend=True,
-        standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=T_R,
-        confounds=confounds, mask_img=str(workdir / "mask.nii.gz"),
+        image.smooth_img(str(workdir / "run.nii"), FWHM),
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=T_R,
+        confounds=confounds,
+        mask_img=str(workdir / "mask.nii.gz"),
     )
     data = np.asanyarray(cleaned.dataobj)
     wall = time.perf_counter() - t0
@@ -157,7 +174,9 @@ def run_child(name: str, workdir: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -172,10 +191,17 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("X", "Y", "Z", "T"))
     parser.add_argument("--workdir", default=str(HERE / "_data" / "clean"))
     parser.add_argument("--skip-nilearn", action="store_true")
-    parser.add_argument("--one-graph", action="store_true",
-                        help="also time to_zarr as one graph (batch_bytes=inf; high memory)")
-    parser.add_argument("--batch-bytes", type=int, default=None,
-                        help="to_zarr's batch_bytes (default: its own, 128 MiB)")
+    parser.add_argument(
+        "--one-graph",
+        action="store_true",
+        help="also time to_zarr as one graph (batch_bytes=inf; high memory)",
+    )
+    parser.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=None,
+        help="to_zarr's batch_bytes (default: its own, 128 MiB)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data files")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -189,23 +215,36 @@ def main(argv=None):
 
     if args.batch_bytes:
         os.environ["BENCH_BATCH_BYTES"] = str(args.batch_bytes)
-    shape = tuple(args.shape) if args.shape else ((40, 48, 40, 150) if args.small else (91, 109, 91, 400))
+    shape = (
+        tuple(args.shape)
+        if args.shape
+        else ((40, 48, 40, 150) if args.small else (91, 109, 91, 400))
+    )
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     t0 = time.perf_counter()
     n_mask = write_inputs(workdir, shape)
-    print(f"inputs: run {shape} float32 ({np.prod(shape) * 4 / 2**30:.2f} GiB), "
-          f"{n_mask} mask voxels, written in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"inputs: run {shape} float32 ({np.prod(shape) * 4 / 2**30:.2f} GiB), "
+        f"{n_mask} mask voxels, written in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
 
     results = {"shape": shape, "n_mask_voxels": n_mask, "cpu_count": os.cpu_count()}
-    names = ["convert", "lazyconn"] + (["lazyconn_one_graph"] if args.one_graph else []) + ([] if args.skip_nilearn else ["nilearn"])
+    names = (
+        ["convert", "lazyconn"]
+        + (["lazyconn_one_graph"] if args.one_graph else [])
+        + ([] if args.skip_nilearn else ["nilearn"])
+    )
     samples = {}
     for name in names:
         results[name] = run_child(name, workdir)
         r = results[name]
-        print(f"{name:16s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB",
-              flush=True)
+        print(
+            f"{name:16s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB",
+            flush=True,
+        )
         if name.startswith("lazyconn"):
             samples[name] = np.load(workdir / "sample_lazyconn.npy").astype(np.float64)
     if not args.skip_nilearn:
@@ -214,12 +253,17 @@ def main(argv=None):
             diff = float(np.abs(samples[name] - b).max() / np.abs(b).max())
             ratio = results[name]["wall_s"] / results["nilearn"]["wall_s"]
             results[name].update(max_abs_diff_over_max_abs=diff, time_ratio_over_nilearn=ratio)
-            print(f"{name}: wall ratio to nilearn {ratio:.2f}; max |diff| / max |nilearn| on "
-                  f"the sample {diff:.2e}")
+            print(
+                f"{name}: wall ratio to nilearn {ratio:.2f}; max |diff| / max |nilearn| on "
+                f"the sample {diff:.2e}"
+            )
     if len(samples) > 1:
         results["max_abs_diff_batched_vs_one_graph"] = float(
-            np.abs(samples["lazyconn"] - samples["lazyconn_one_graph"]).max())
-        print(f"batched vs one graph: max |diff| {results['max_abs_diff_batched_vs_one_graph']:.1e}")
+            np.abs(samples["lazyconn"] - samples["lazyconn_one_graph"]).max()
+        )
+        print(
+            f"batched vs one graph: max |diff| {results['max_abs_diff_batched_vs_one_graph']:.1e}"
+        )
     out = HERE / "_data" / f"bench_clean_{'x'.join(map(str, shape))}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

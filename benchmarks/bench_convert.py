@@ -160,7 +160,9 @@ def codec_table(shape3, n_vols):
             codec.decode(enc)
         dec_s = (time.perf_counter() - start) / reps
         rows.append((name, nbytes / len(enc), nbytes / enc_s / 1e6, nbytes / dec_s / 1e6))
-    print(f"\nCodecs on one stored chunk {block.shape} (t, z, y, x) float32, {nbytes / 2**20:.1f} MiB:")
+    print(
+        f"\nCodecs on one stored chunk {block.shape} (t, z, y, x) float32, {nbytes / 2**20:.1f} MiB:"
+    )
     print("| codec | ratio | compress MB/s | decompress MB/s |\n|---|---|---|---|")
     for name, ratio, c, d in rows:
         print(f"| {name} | {ratio:.2f} | {c:.0f} | {d:.0f} |")
@@ -203,9 +205,15 @@ def main(argv=None):
         results["loadavg_end"] = os.getloadavg()
         walls, cpus = [g[0] for g in gunzip], [g[1] for g in gunzip]
         results.update(
-            gunzip_s=walls, gunzip_cpu_s=cpus, convert_s=wall, convert_cpu_s=cpu,
-            ratio=min(walls) / wall, ratio_mean=np.mean(walls) / wall,
-            cpu_ratio=min(cpus) / cpu, peak_rss_poll=peak, peak_rss_maxrss=maxrss,
+            gunzip_s=walls,
+            gunzip_cpu_s=cpus,
+            convert_s=wall,
+            convert_cpu_s=cpu,
+            ratio=min(walls) / wall,
+            ratio_mean=np.mean(walls) / wall,
+            cpu_ratio=min(cpus) / cpu,
+            peak_rss_poll=peak,
+            peak_rss_maxrss=maxrss,
         )
 
         import lazyconn
@@ -241,23 +249,35 @@ def main(argv=None):
                 elif path.exists():
                     path.unlink()
     gb = results["raw_bytes"] / 1e9
-    print(f"run {tuple(results['shape'])} float32: {gb:.2f} GB raw, "
-          f"{results['gz_bytes'] / 1e9:.2f} GB gzip level {args.compresslevel}")
-    print(f"load average (1, 5, 15 min) at start {results['loadavg_start']}, "
-          f"end {results['loadavg_end']} on {os.cpu_count()} CPUs")
-    print(f"gzip -dc > /dev/null: {', '.join(f'{g:.1f}' for g in results['gunzip_s'])} s wall, "
-          f"{', '.join(f'{g:.1f}' for g in results['gunzip_cpu_s'])} s CPU")
-    print(f"lazyconn.convert:     {results['convert_s']:.1f} s wall "
-          f"({gb / results['convert_s'] * 1e3:.0f} MB/s raw), {results['convert_cpu_s']:.1f} s CPU"
-          f"  -> throughput ratio to gunzip {results['ratio']:.2f}x wall (mean gunzip "
-          f"{results['ratio_mean']:.2f}x), {results['cpu_ratio']:.2f}x in CPU time")
-    print(f"peak RSS of conversion: {results['peak_rss_poll'] / 2**20:.0f} MiB (polling), "
-          f"{results['peak_rss_maxrss'] / 2**20:.0f} MiB (ru_maxrss)")
-    print(f"load(.nii.gz): {results['load_gz_s'] * 1e3:.1f} ms (first call, with imports: "
-          f"{results['load_gz_first_s'] * 1e3:.0f} ms); load(store): "
-          f"{results['load_store_s'] * 1e3:.1f} ms; read whole store: {results['read_store_s']:.1f} s "
-          f"({gb / results['read_store_s'] * 1e3:.0f} MB/s); store {results['store_bytes'] / 1e9:.2f} GB "
-          f"(ratio {results['raw_bytes'] / results['store_bytes']:.2f}), chunks {tuple(results['chunks'])}")
+    print(
+        f"run {tuple(results['shape'])} float32: {gb:.2f} GB raw, "
+        f"{results['gz_bytes'] / 1e9:.2f} GB gzip level {args.compresslevel}"
+    )
+    print(
+        f"load average (1, 5, 15 min) at start {results['loadavg_start']}, "
+        f"end {results['loadavg_end']} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"gzip -dc > /dev/null: {', '.join(f'{g:.1f}' for g in results['gunzip_s'])} s wall, "
+        f"{', '.join(f'{g:.1f}' for g in results['gunzip_cpu_s'])} s CPU"
+    )
+    print(
+        f"lazyconn.convert:     {results['convert_s']:.1f} s wall "
+        f"({gb / results['convert_s'] * 1e3:.0f} MB/s raw), {results['convert_cpu_s']:.1f} s CPU"
+        f"  -> throughput ratio to gunzip {results['ratio']:.2f}x wall (mean gunzip "
+        f"{results['ratio_mean']:.2f}x), {results['cpu_ratio']:.2f}x in CPU time"
+    )
+    print(
+        f"peak RSS of conversion: {results['peak_rss_poll'] / 2**20:.0f} MiB (polling), "
+        f"{results['peak_rss_maxrss'] / 2**20:.0f} MiB (ru_maxrss)"
+    )
+    print(
+        f"load(.nii.gz): {results['load_gz_s'] * 1e3:.1f} ms (first call, with imports: "
+        f"{results['load_gz_first_s'] * 1e3:.0f} ms); load(store): "
+        f"{results['load_store_s'] * 1e3:.1f} ms; read whole store: {results['read_store_s']:.1f} s "
+        f"({gb / results['read_store_s'] * 1e3:.0f} MB/s); store {results['store_bytes'] / 1e9:.2f} GB "
+        f"(ratio {results['raw_bytes'] / results['store_bytes']:.2f}), chunks {tuple(results['chunks'])}"
+    )
     if args.codecs:
         results["codecs"] = codec_table(SHAPE3, n_vols)
     (data / f"results_{n_vols}.json").write_text(json.dumps(results, indent=1, default=float))

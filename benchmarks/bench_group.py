@@ -58,7 +58,7 @@ class PeakRSS:
             for pid, proc in self.procs.items():
                 try:
                     self.peak[pid] = max(self.peak[pid], proc.memory_info().rss)
-                except Exception:  # noqa: BLE001 - a process that ended keeps its peak
+                except Exception:
                     pass
             self._stop.wait(self.interval)
 
@@ -77,8 +77,13 @@ def make_study(n_subjects, n_timepoints, resolution):
 
     root = DATA / f"group-{n_timepoints}tp-{resolution:g}mm"
     t0 = time.perf_counter()
-    study = make_synthetic_fmri(n_subjects, n_timepoints=n_timepoints, resolution=resolution,
-                                data_dir=root / f"bids-{n_subjects}", overwrite=True)
+    study = make_synthetic_fmri(
+        n_subjects,
+        n_timepoints=n_timepoints,
+        resolution=resolution,
+        data_dir=root / f"bids-{n_subjects}",
+        overwrite=True,
+    )
     generate = time.perf_counter() - t0
     stores = [str(root / "zarr" / f"{s}.zarr") for s in study.subjects]
     (root / "zarr").mkdir(parents=True, exist_ok=True)
@@ -86,23 +91,36 @@ def make_study(n_subjects, n_timepoints, resolution):
     t0 = time.perf_counter()
     if todo:
         convert([f for f, _ in todo], [z for _, z in todo], overwrite=True, progress=False)
-    return study, stores, {"generate_s": generate, "convert_s": time.perf_counter() - t0,
-                           "converted": len(todo)}
+    return (
+        study,
+        stores,
+        {"generate_s": generate, "convert_s": time.perf_counter() - t0, "converted": len(todo)},
+    )
 
 
 def power_masker(t_r):
     from lazyconn.datasets import fetch_coords_power_2011
 
     coords = fetch_coords_power_2011().rois[["x", "y", "z"]].to_numpy()
-    return dict(seeds=coords, radius=5.0, smoothing_fwhm=6, detrend=True,
-                standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=t_r)
+    return dict(
+        seeds=coords,
+        radius=5.0,
+        smoothing_fwhm=6,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=t_r,
+    )
 
 
 def confounds_of(study):
     from lazyconn.group._demo import CONFOUND_COLUMNS
 
-    return [pd.read_csv(p, sep="\t", na_values="n/a")[CONFOUND_COLUMNS].bfill(limit=1)
-            for p in study.confounds]
+    return [
+        pd.read_csv(p, sep="\t", na_values="n/a")[CONFOUND_COLUMNS].bfill(limit=1)
+        for p in study.confounds
+    ]
 
 
 def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
@@ -113,17 +131,27 @@ def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
     from lazyconn.maskers import NiftiSpheresMasker
 
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         startup = time.perf_counter() - t0
         pids = list(client.run(os.getpid).values())
 
         def fit(runs, confs, cache):
-            return GroupConnectome(NiftiSpheresMasker(**masker_kw),
-                                   ConnectivityMeasure(kind="partial correlation"),
-                                   cache_dir=cache, client=client, progress=False
-                                   ).fit(runs, confounds=confs)
+            return GroupConnectome(
+                NiftiSpheresMasker(**masker_kw),
+                ConnectivityMeasure(kind="partial correlation"),
+                cache_dir=cache,
+                client=client,
+                progress=False,
+            ).fit(runs, confounds=confs)
 
         # Warm-up (imports, first-call costs) on every worker: one subject each, no store.
         fit(stores[:n_workers], confounds[:n_workers], None)
@@ -137,7 +165,10 @@ def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
         rerun = time.perf_counter() - t0
     assert cached.n_cached_ == len(stores)
     return group, {
-        "n_workers": n_workers, "startup_s": startup, "wall_s": wall, "rerun_cached_s": rerun,
+        "n_workers": n_workers,
+        "startup_s": startup,
+        "wall_s": wall,
+        "rerun_cached_s": rerun,
         "peak_rss_per_worker_mb": [round(v / 2**20, 1) for v in rss.peak.values()],
     }
 
@@ -149,8 +180,10 @@ def run_nilearn(study, confounds, masker_kw):
     # Warm-up (imports, first-call costs), as for lazyconn's workers.
     NiftiSpheresMasker(**masker_kw).fit_transform(study.func[0], confounds=confounds[0].to_numpy())
     t0 = time.perf_counter()
-    series = [NiftiSpheresMasker(**masker_kw).fit_transform(f, confounds=c.to_numpy())
-              for f, c in zip(study.func, confounds)]
+    series = [
+        NiftiSpheresMasker(**masker_kw).fit_transform(f, confounds=c.to_numpy())
+        for f, c in zip(study.func, confounds)
+    ]
     matrices = ConnectivityMeasure(kind="partial correlation").fit_transform(series)
     return matrices, time.perf_counter() - t0
 
@@ -161,8 +194,13 @@ def bench(n_subjects, n_timepoints, resolution, workers, skip_nilearn=False):
     study, stores, prep = make_study(n_subjects, n_timepoints, resolution)
     confounds = confounds_of(study)
     masker_kw = power_masker(study.t_r)
-    out = {"n_subjects": n_subjects, "n_timepoints": n_timepoints, "resolution_mm": resolution,
-           **prep, "lazyconn": []}
+    out = {
+        "n_subjects": n_subjects,
+        "n_timepoints": n_timepoints,
+        "resolution_mm": resolution,
+        **prep,
+        "lazyconn": [],
+    }
     group = None
     for n_workers in workers:
         cache = DATA / f"group-cache-{n_subjects}-{n_workers}"
@@ -180,9 +218,11 @@ def bench(n_subjects, n_timepoints, resolution, workers, skip_nilearn=False):
     out["subjects_within_1e-3_of_nilearn"] = int((diffs < 1e-3).sum())
     best = min(r["wall_s"] for r in out["lazyconn"])
     out["speedup_vs_nilearn"] = nilearn_s / best
-    print(f"  nilearn loop: {nilearn_s:.1f} s; max |diff| {out['max_abs_diff_vs_nilearn']:.2e}, "
-          f"{out['subjects_within_1e-3_of_nilearn']}/{n_subjects} subjects within 1e-3",
-          flush=True)
+    print(
+        f"  nilearn loop: {nilearn_s:.1f} s; max |diff| {out['max_abs_diff_vs_nilearn']:.2e}, "
+        f"{out['subjects_within_1e-3_of_nilearn']}/{n_subjects} subjects within 1e-3",
+        flush=True,
+    )
     return out
 
 
@@ -191,8 +231,11 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="4 and 12 subjects at 8 mm")
     parser.add_argument("--subjects", type=int, nargs="+", help="study sizes")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--skip-nilearn", action="store_true",
-                        help="lazyconn only (nilearn's loop takes minutes at full size)")
+    parser.add_argument(
+        "--skip-nilearn",
+        action="store_true",
+        help="lazyconn only (nilearn's loop takes minutes at full size)",
+    )
     args = parser.parse_args(argv)
     if args.small:
         sizes, n_t, res = args.subjects or [4, 12], 60, 8.0
@@ -204,8 +247,10 @@ def main(argv=None):
         print(f"{n} subjects, {n_t} volumes, {res:g} mm", flush=True)
         results.append(bench(n, n_t, res, args.workers, args.skip_nilearn))
     summary = {}
-    by_workers = {w: [next(r for r in res_["lazyconn"] if r["n_workers"] == w)
-                      for res_ in results] for w in args.workers}
+    by_workers = {
+        w: [next(r for r in res_["lazyconn"] if r["n_workers"] == w) for res_ in results]
+        for w in args.workers
+    }
     if 1 in by_workers and 2 in by_workers:
         summary["speedup_2_vs_1_worker"] = [
             round(a["wall_s"] / b["wall_s"], 2) for a, b in zip(by_workers[1], by_workers[2])
@@ -214,8 +259,9 @@ def main(argv=None):
     peaks = [max(r["peak_rss_per_worker_mb"]) for r in by_workers[top]]
     summary["peak_worker_rss_mb"] = dict(zip(sizes, peaks))
     summary["peak_growth_first_to_last"] = round(peaks[-1] / peaks[0] - 1, 3)
-    summary["rerun_cached_fraction"] = [round(r["rerun_cached_s"] / r["wall_s"], 4)
-                                        for r in by_workers[top]]
+    summary["rerun_cached_fraction"] = [
+        round(r["rerun_cached_s"] / r["wall_s"], 4) for r in by_workers[top]
+    ]
     if not args.skip_nilearn:
         summary["speedup_vs_nilearn"] = [round(r["speedup_vs_nilearn"], 2) for r in results]
     print(json.dumps(summary, indent=2))

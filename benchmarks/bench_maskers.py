@@ -69,14 +69,14 @@ def _masker_kwargs(kind, meta):
 def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: float) -> dict:
     """Synthetic subjects (.nii.gz + TSV), uncompressed .nii copies, filled confounds (.npy)."""
     import nibabel as nib
+    import pandas as pd
 
     from lazyconn.datasets.synthetic import make_synthetic_fmri
     from lazyconn.io.confounds import sanitize_confounds
 
-    import pandas as pd
-
-    data = make_synthetic_fmri(n_subjects, n_timepoints=n_timepoints, resolution=resolution,
-                               data_dir=workdir / "synth")
+    data = make_synthetic_fmri(
+        n_subjects, n_timepoints=n_timepoints, resolution=resolution, data_dir=workdir / "synth"
+    )
     nii, filled, tsv = [], [], []
     for i, (func, conf) in enumerate(zip(data.func, data.confounds)):
         img = nib.load(func)
@@ -92,13 +92,20 @@ def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: 
         table.to_csv(tsv[-1], sep="\t", index=False, na_rep="n/a")
         np.save(workdir / f"conf{i:02d}.npy", sanitize_confounds(tsv[-1], img.shape[3]))
         filled.append(str(workdir / f"conf{i:02d}.npy"))
-    labels = data.labels_img if isinstance(data.labels_img, str) else str(workdir / "labels.nii.gz")
+    labels = (
+        data.labels_img if isinstance(data.labels_img, str) else str(workdir / "labels.nii.gz")
+    )
     if not isinstance(data.labels_img, str):
         nib.save(data.labels_img, labels)
-    meta = dict(func=list(map(str, data.func)), tsv=tsv, nii=nii,
-                filled=filled, labels_img=labels,
-                zarr=[str(workdir / f"sub{i:02d}.zarr") for i in range(n_subjects)],
-                shape=list(nib.load(nii[0]).shape))
+    meta = dict(
+        func=list(map(str, data.func)),
+        tsv=tsv,
+        nii=nii,
+        filled=filled,
+        labels_img=labels,
+        zarr=[str(workdir / f"sub{i:02d}.zarr") for i in range(n_subjects)],
+        shape=list(nib.load(nii[0]).shape),
+    )
     (workdir / "inputs.json").write_text(json.dumps(meta))
     return meta
 
@@ -191,7 +198,8 @@ CHILDREN = {
 def run_child(name: str, workdir: Path) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -222,17 +230,32 @@ def main(argv=None):
     workdir.mkdir(parents=True)
     t0 = time.perf_counter()
     meta = write_inputs(workdir, n_sub, n_t, args.resolution)
-    print(f"inputs: {n_sub} subjects of shape {tuple(meta['shape'])} float32, written in "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"inputs: {n_sub} subjects of shape {tuple(meta['shape'])} float32, written in "
+        f"{time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
 
-    results = {"n_subjects": n_sub, "shape": meta["shape"], "cpu_count": os.cpu_count(),
-               "resolution_mm": args.resolution,
-               "dask_workers": N_WORKERS}
-    for name in ["convert", "read", "lazyconn_spheres", "nilearn_spheres", "lazyconn_labels",
-                 "nilearn_labels"]:
+    results = {
+        "n_subjects": n_sub,
+        "shape": meta["shape"],
+        "cpu_count": os.cpu_count(),
+        "resolution_mm": args.resolution,
+        "dask_workers": N_WORKERS,
+    }
+    for name in [
+        "convert",
+        "read",
+        "lazyconn_spheres",
+        "nilearn_spheres",
+        "lazyconn_labels",
+        "nilearn_labels",
+    ]:
         results[name] = r = run_child(name, workdir)
-        print(f"{name:17s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**20:7.0f} MiB",
-              flush=True)
+        print(
+            f"{name:17s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**20:7.0f} MiB",
+            flush=True,
+        )
     for kind in ("spheres", "labels"):
         a = np.load(workdir / f"lazyconn_{kind}.npy").astype(np.float64)
         b = np.load(workdir / f"nilearn_{kind}.npy").astype(np.float64)
@@ -244,9 +267,12 @@ def main(argv=None):
             "wall_over_read": lz["wall_s"] / results["read"]["wall_s"],
         }
         s = results[kind]
-        print(f"{kind:8s}: {s['speedup_vs_nilearn']:.2f}x faster than nilearn, peak RSS "
-              f"{s['rss_ratio_vs_nilearn']:.2f}x nilearn's, wall {s['wall_over_read']:.2f}x "
-              f"reading the stores once, max |diff| {s['max_abs_diff']:.1e}", flush=True)
+        print(
+            f"{kind:8s}: {s['speedup_vs_nilearn']:.2f}x faster than nilearn, peak RSS "
+            f"{s['rss_ratio_vs_nilearn']:.2f}x nilearn's, wall {s['wall_over_read']:.2f}x "
+            f"reading the stores once, max |diff| {s['max_abs_diff']:.1e}",
+            flush=True,
+        )
     out = HERE / "_data" / f"bench_maskers_{n_sub}x{n_t}_{args.resolution:g}mm.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")

@@ -33,8 +33,17 @@ from lazyconn.connectome import ConnectivityMeasure
 from lazyconn.group import GroupConnectome
 from lazyconn.maskers import NiftiSpheresMasker
 
-CONFOUNDS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-             "framewise_displacement", "csf", "white_matter"]
+CONFOUNDS = [
+    "trans_x",
+    "trans_y",
+    "trans_z",
+    "rot_x",
+    "rot_y",
+    "rot_z",
+    "framewise_displacement",
+    "csf",
+    "white_matter",
+]
 
 
 def off_diagonal(matrix):
@@ -64,22 +73,31 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
     ###########################################################################
     # fMRIPrep confounds: motion, framewise displacement, CSF and white matter (the first
     # row of the derivative columns is ``n/a`` in fMRIPrep tables: use the second row's).
-    confounds = [pd.read_csv(path, sep="\t")[CONFOUNDS].bfill(limit=1)
-                 for path in study.confounds]
+    confounds = [pd.read_csv(path, sep="\t")[CONFOUNDS].bfill(limit=1) for path in study.confounds]
 
     ###########################################################################
     # Spheres at the planted region centres, cleaned as in nilearn's examples.
     masker = NiftiSpheresMasker(
-        seeds=study.region_coords, radius=8 if small else 6, detrend=True,
-        standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=study.t_r,
+        seeds=study.region_coords,
+        radius=8 if small else 6,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=study.t_r,
     )
 
     ###########################################################################
     # One graph for the whole study; results kept in ``cache_dir``.
     cache_dir = output_dir / "cache"
     start = time.perf_counter()
-    group = GroupConnectome(masker, ConnectivityMeasure(kind="correlation"),
-                            cache_dir=cache_dir, client=client, progress=not small)
+    group = GroupConnectome(
+        masker,
+        ConnectivityMeasure(kind="correlation"),
+        cache_dir=cache_dir,
+        client=client,
+        progress=not small,
+    )
     group.fit(study.func, confounds=confounds, subjects=study.subjects)
     first = time.perf_counter() - start
     print(f"correlation connectomes of {len(group.subjects_)} subjects in {first:.1f} s")
@@ -87,29 +105,48 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
     ###########################################################################
     # Running again computes nothing: every subject comes from the results store.
     start = time.perf_counter()
-    again = GroupConnectome(masker, ConnectivityMeasure(kind="correlation"),
-                            cache_dir=cache_dir, client=client, progress=False)
+    again = GroupConnectome(
+        masker,
+        ConnectivityMeasure(kind="correlation"),
+        cache_dir=cache_dir,
+        client=client,
+        progress=False,
+    )
     again.fit(study.func, confounds=confounds, subjects=study.subjects)
-    print(f"re-run: {again.n_cached_} of {len(again.subjects_)} subjects cached, "
-          f"{time.perf_counter() - start:.2f} s")
+    print(
+        f"re-run: {again.n_cached_} of {len(again.subjects_)} subjects cached, "
+        f"{time.perf_counter() - start:.2f} s"
+    )
 
     ###########################################################################
     # How well is the planted truth recovered?
     # Pearson correlation between the off-diagonal entries of the group matrix and of the
     # planted region correlation.
     recovery = np.corrcoef(off_diagonal(group.group_matrix_), off_diagonal(truth))[0, 1]
-    without = GroupConnectome(masker, ConnectivityMeasure(kind="correlation"),
-                              cache_dir=cache_dir, client=client, progress=False)
+    without = GroupConnectome(
+        masker,
+        ConnectivityMeasure(kind="correlation"),
+        cache_dir=cache_dir,
+        client=client,
+        progress=False,
+    )
     without.fit(study.func, subjects=study.subjects)
     recovery_raw = np.corrcoef(off_diagonal(without.group_matrix_), off_diagonal(truth))[0, 1]
-    print(f"recovery of the planted correlation: {recovery:.3f} with confounds, "
-          f"{recovery_raw:.3f} without")
+    print(
+        f"recovery of the planted correlation: {recovery:.3f} with confounds, "
+        f"{recovery_raw:.3f} without"
+    )
 
     ###########################################################################
     # Tangent space: the group mean is the geometric mean of the covariances, and every
     # subject's matrix is its deviation from it.
-    tangent = GroupConnectome(masker, ConnectivityMeasure(kind="tangent"),
-                              cache_dir=cache_dir, client=client, progress=False)
+    tangent = GroupConnectome(
+        masker,
+        ConnectivityMeasure(kind="tangent"),
+        cache_dir=cache_dir,
+        client=client,
+        progress=False,
+    )
     tangent.fit(study.func, confounds=confounds, subjects=study.subjects)
     print(f"tangent matrices: {tangent.subject_matrices_.shape}")
 
@@ -124,20 +161,41 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
             print(f"Plots skipped: {exc.name} is not installed (pip install 'lazyconn[plot]').")
         else:
             fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-            plotting.plot_matrix(truth, labels=study.region_names, vmin=-1, vmax=1,
-                                 axes=axes[0], title="planted", colorbar=False)
-            plotting.plot_matrix(group.group_matrix_, labels=study.region_names, vmin=-1,
-                                 vmax=1, axes=axes[1], title="recovered (group mean)")
+            plotting.plot_matrix(
+                truth,
+                labels=study.region_names,
+                vmin=-1,
+                vmax=1,
+                axes=axes[0],
+                title="planted",
+                colorbar=False,
+            )
+            plotting.plot_matrix(
+                group.group_matrix_,
+                labels=study.region_names,
+                vmin=-1,
+                vmax=1,
+                axes=axes[1],
+                title="recovered (group mean)",
+            )
             fig.savefig(output_dir / "group_matrices.png")
-            display = plotting.plot_connectome(group.group_matrix_, study.region_coords,
-                                               edge_threshold="90%",
-                                               title="Group connectome")
+            display = plotting.plot_connectome(
+                group.group_matrix_,
+                study.region_coords,
+                edge_threshold="90%",
+                title="Group connectome",
+            )
             display.savefig(output_dir / "group_connectome.png")
             display.close()
             plt.close("all")
-    return {"group": group, "again": again, "tangent": tangent,
-            "recovery": recovery, "recovery_without_confounds": recovery_raw,
-            "study": study}
+    return {
+        "group": group,
+        "again": again,
+        "tangent": tangent,
+        "recovery": recovery,
+        "recovery_without_confounds": recovery_raw,
+        "study": study,
+    }
 
 
 if __name__ == "__main__":

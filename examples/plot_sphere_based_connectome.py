@@ -103,8 +103,13 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     # The mean signal within spheres of a fixed radius, then detrended, band-pass filtered
     # and standardized, with the confounds regressed out.
     masker = NiftiSpheresMasker(
-        dmn_coords, radius=8, detrend=True, standardize="zscore_sample",
-        low_pass=0.1, high_pass=0.01, t_r=dataset.t_r,
+        dmn_coords,
+        radius=8,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=dataset.t_r,
     )
     func_filename = dataset.func[0]
     confounds_filename = dataset.confounds[0]
@@ -134,13 +139,21 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     # Display connectome
     # ------------------
     if plotting is not None:
-        save(plotting.plot_connectome(partial_correlation_matrix, dmn_coords,
-                                      title="Default Mode Network Connectivity"),
-             "dmn_connectome.png")
-        save(plotting.plot_connectome(partial_correlation_matrix, dmn_coords,
-                                      title="Connectivity projected on hemispheres",
-                                      display_mode="lyrz"),
-             "dmn_connectome_hemispheres.png")
+        save(
+            plotting.plot_connectome(
+                partial_correlation_matrix, dmn_coords, title="Default Mode Network Connectivity"
+            ),
+            "dmn_connectome.png",
+        )
+        save(
+            plotting.plot_connectome(
+                partial_correlation_matrix,
+                dmn_coords,
+                title="Connectivity projected on hemispheres",
+                display_mode="lyrz",
+            ),
+            "dmn_connectome_hemispheres.png",
+        )
         # An interactive 3D view in a web browser (an HTML file).
         view = plotting.view_connectome(partial_correlation_matrix, dmn_coords)
         view.save_as_html(output_dir / "dmn_connectome.html")
@@ -159,8 +172,13 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     ###########################################################################
     # Spheres small enough to avoid overlaps, on smoothed data.
     spheres_masker = NiftiSpheresMasker(
-        seeds=coords, smoothing_fwhm=6, radius=5.0,
-        detrend=True, standardize="zscore_sample", low_pass=0.1, high_pass=0.01,
+        seeds=coords,
+        smoothing_fwhm=6,
+        radius=5.0,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
         t_r=dataset.t_r,
     )
     timeseries = spheres_masker.fit_transform(func_filename, confounds=[confounds_filename])
@@ -194,28 +212,51 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
             return node_strength
         from matplotlib.pyplot import cm
 
-        save(plotting.plot_markers(
-            node_strength, coords,
-            title=f"Node strength for absolute value of edges for {atlas_name} atlas"),
-            f"{atlas_name.lower()}_strength.png")
-        save(plotting.plot_markers(
-            node_strength_positive, coords, node_cmap=cm.YlOrRd,
-            title=f"Node strength for the positive edges for {atlas_name} atlas"),
-            f"{atlas_name.lower()}_strength_positive.png")
-        save(plotting.plot_markers(
-            node_strength_negative, coords, node_cmap=cm.PuBu,
-            title=f"Node strength for the negative edges for {atlas_name} atlas"),
-            f"{atlas_name.lower()}_strength_negative.png")
+        save(
+            plotting.plot_markers(
+                node_strength,
+                coords,
+                title=f"Node strength for absolute value of edges for {atlas_name} atlas",
+            ),
+            f"{atlas_name.lower()}_strength.png",
+        )
+        save(
+            plotting.plot_markers(
+                node_strength_positive,
+                coords,
+                node_cmap=cm.YlOrRd,
+                title=f"Node strength for the positive edges for {atlas_name} atlas",
+            ),
+            f"{atlas_name.lower()}_strength_positive.png",
+        )
+        save(
+            plotting.plot_markers(
+                node_strength_negative,
+                coords,
+                node_cmap=cm.PuBu,
+                title=f"Node strength for the negative edges for {atlas_name} atlas",
+            ),
+            f"{atlas_name.lower()}_strength_negative.png",
+        )
         return node_strength
 
     if plotting is not None:
-        plotting.plot_matrix(matrix, vmin=-1.0, vmax=1.0, colorbar=True,
-                             title="Power correlation matrix")
+        plotting.plot_matrix(
+            matrix, vmin=-1.0, vmax=1.0, colorbar=True, title="Power correlation matrix"
+        )
         save(None, "power_matrix.png")
         # Tweak edge_threshold to keep only the strongest connections.
-        save(plotting.plot_connectome(matrix, coords, title="Power correlation graph",
-                                      edge_threshold="99.8%", node_size=20, colorbar=True),
-             "power_connectome.png")
+        save(
+            plotting.plot_connectome(
+                matrix,
+                coords,
+                title="Power correlation graph",
+                edge_threshold="99.8%",
+                node_size=20,
+                colorbar=True,
+            ),
+            "power_connectome.png",
+        )
     # Note the 1. on the diagonal: the signals were standardized, so the covariance is a
     # correlation matrix.
     power_strength = plot_strength(matrix, coords, "Power")
@@ -229,8 +270,13 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     if small:
         coords, networks = coords[::5], networks[::5]
     spheres_masker = NiftiSpheresMasker(
-        seeds=coords, smoothing_fwhm=6, radius=4.5,
-        detrend=True, standardize="zscore_sample", low_pass=0.1, high_pass=0.01,
+        seeds=coords,
+        smoothing_fwhm=6,
+        radius=4.5,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
         t_r=dataset.t_r,
     )
     timeseries = spheres_masker.fit_transform(func_filename, confounds=[confounds_filename])
@@ -238,13 +284,25 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     covariance_estimator.fit(timeseries)
     dosenbach_matrix = covariance_estimator.covariance_
     if plotting is not None:
-        plotting.plot_matrix(dosenbach_matrix, vmin=-1.0, vmax=1.0, colorbar=True,
-                             title="Dosenbach correlation matrix")
+        plotting.plot_matrix(
+            dosenbach_matrix,
+            vmin=-1.0,
+            vmax=1.0,
+            colorbar=True,
+            title="Dosenbach correlation matrix",
+        )
         save(None, "dosenbach_matrix.png")
-        save(plotting.plot_connectome(dosenbach_matrix, coords,
-                                      title="Dosenbach correlation graph",
-                                      edge_threshold="99.7%", node_size=20, colorbar=True),
-             "dosenbach_connectome.png")
+        save(
+            plotting.plot_connectome(
+                dosenbach_matrix,
+                coords,
+                title="Dosenbach correlation graph",
+                edge_threshold="99.7%",
+                node_size=20,
+                colorbar=True,
+            ),
+            "dosenbach_connectome.png",
+        )
     dosenbach_strength = plot_strength(dosenbach_matrix, coords, "Dosenbach")
     print(f"Dosenbach networks names are {np.unique(networks)}")
 
@@ -255,17 +313,27 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     # dask graph (parallel across subjects; add ``client="local"`` for a LocalCluster and
     # ``cache_dir=...`` to keep every subject's result for the next run).
     group = GroupConnectome(
-        NiftiSpheresMasker(dmn_coords, radius=8, detrend=True, standardize="zscore_sample",
-                           low_pass=0.1, high_pass=0.01, t_r=dataset.t_r),
+        NiftiSpheresMasker(
+            dmn_coords,
+            radius=8,
+            detrend=True,
+            standardize="zscore_sample",
+            low_pass=0.1,
+            high_pass=0.01,
+            t_r=dataset.t_r,
+        ),
         ConnectivityMeasure(kind="partial correlation"),
         progress=False,
     ).fit(dataset.func, confounds=dataset.confounds)
     print(f"Group DMN partial correlations of {len(group.subjects_)} subjects:")
     print(np.round(group.group_matrix_, 2))
     if plotting is not None:
-        save(plotting.plot_connectome(group.group_matrix_, dmn_coords,
-                                      title="Group Default Mode Network Connectivity"),
-             "dmn_group_connectome.png")
+        save(
+            plotting.plot_connectome(
+                group.group_matrix_, dmn_coords, title="Group Default Mode Network Connectivity"
+            ),
+            "dmn_group_connectome.png",
+        )
     return {
         "dmn_time_series": time_series,
         "dmn_partial_correlation": partial_correlation_matrix,

@@ -34,4 +34,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lazyconn' has no attribute {name!r}")
 
 
-__all__ = ["LazyImage", "load", "convert", "__version__"]
+__all__ = ["LazyImage", "__version__", "convert", "load"]

@@ -60,7 +60,10 @@ def _nested(options: list[tuple[str, object]] | None) -> dict | None:
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--storage-option", metavar="KEY=VALUE", action="append", type=_storage_option,
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_storage_option,
         help="fsspec option for URLs, repeatable; dotted keys nest "
         "(e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000). Prefer environment "
         "variables for credentials: command lines are visible to other users.",
@@ -71,7 +74,8 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
 def add_convert(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="+", help=".nii / .nii.gz paths or URLs")
     parser.add_argument(
-        "-o", "--output",
+        "-o",
+        "--output",
         help="destination store (one source, name ending in .zarr) or directory for "
         "<name>.zarr stores; default: next to each source",
     )
@@ -114,8 +118,13 @@ def run_convert(args) -> int:
         client = Client(args.scheduler)
     try:
         convert(
-            list(args.src), dsts, chunks=args.chunks, overwrite=args.overwrite, dtype=args.dtype,
-            storage_options=_nested(args.storage_option), scratch_dir=args.scratch_dir,
+            list(args.src),
+            dsts,
+            chunks=args.chunks,
+            overwrite=args.overwrite,
+            dtype=args.dtype,
+            storage_options=_nested(args.storage_option),
+            scratch_dir=args.scratch_dir,
             progress=not args.no_progress,
         )
     finally:

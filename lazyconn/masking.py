@@ -195,8 +195,17 @@ def _check_cutoffs(lower_cutoff, upper_cutoff):
         )
 
 
-def _epi_mask_from_mean(mean_epi, affine, lower_cutoff, upper_cutoff, connected, opening,
-                        exclude_zeros, ensure_finite, name="epi_img"):
+def _epi_mask_from_mean(
+    mean_epi,
+    affine,
+    lower_cutoff,
+    upper_cutoff,
+    connected,
+    opening,
+    exclude_zeros,
+    ensure_finite,
+    name="epi_img",
+):
     if ensure_finite:
         mean_epi = np.asarray(spatial.ensure_finite(mean_epi))
     sorted_input = np.sort(np.ravel(mean_epi))
@@ -217,23 +226,43 @@ def _epi_mask_from_mean(mean_epi, affine, lower_cutoff, upper_cutoff, connected,
     threshold = 0.5 * (sorted_input[ia + lo] + sorted_input[ia + lo + 1])
     mask = mean_epi >= threshold
     return _post_process_mask(
-        mask, affine, opening=opening, connected=connected,
+        mask,
+        affine,
+        opening=opening,
+        connected=connected,
         warning_msg="Are you sure that input data are EPI images not detrended. ",
     )
 
 
-def _epi_steps(lower_cutoff, upper_cutoff, connected, opening, exclude_zeros, ensure_finite,
-               target_affine, target_shape):
+def _epi_steps(
+    lower_cutoff,
+    upper_cutoff,
+    connected,
+    opening,
+    exclude_zeros,
+    ensure_finite,
+    target_affine,
+    target_shape,
+):
     """(lazy_mean, mask_from_mean) of the EPI strategy: the mean is smoothed when opening."""
     _check_cutoffs(lower_cutoff, upper_cutoff)
     return (
         lambda img: compute_mean(
-            img, target_affine=target_affine, target_shape=target_shape,
+            img,
+            target_affine=target_affine,
+            target_shape=target_shape,
             smooth=(1 if opening else False),
         ),
         lambda mean, affine, name: _epi_mask_from_mean(
-            mean, affine, lower_cutoff, upper_cutoff, connected, opening, exclude_zeros,
-            ensure_finite, name=name,
+            mean,
+            affine,
+            lower_cutoff,
+            upper_cutoff,
+            connected,
+            opening,
+            exclude_zeros,
+            ensure_finite,
+            name=name,
         ),
     )
 
@@ -261,10 +290,20 @@ def compute_epi_mask(
     arbitrary box). ``memory`` and ``verbose`` are accepted and ignored.
     """
     del memory, verbose
-    return _one_mask(epi_img, "epi_img", *_epi_steps(
-        lower_cutoff, upper_cutoff, connected, opening, exclude_zeros, ensure_finite,
-        target_affine, target_shape,
-    ))
+    return _one_mask(
+        epi_img,
+        "epi_img",
+        *_epi_steps(
+            lower_cutoff,
+            upper_cutoff,
+            connected,
+            opening,
+            exclude_zeros,
+            ensure_finite,
+            target_affine,
+            target_shape,
+        ),
+    )
 
 
 def _one_mask(imgs, name, lazy_mean, mask_from_mean):
@@ -328,10 +367,22 @@ def compute_multi_epi_mask(
     ``n_jobs``, ``memory`` and ``verbose`` are accepted and ignored).
     """
     del n_jobs, memory, verbose
-    return _multi_mask(epi_imgs, "epi_imgs", *_epi_steps(
-        lower_cutoff, upper_cutoff, connected, opening, exclude_zeros, True,
-        target_affine, target_shape,
-    ), threshold, connected)
+    return _multi_mask(
+        epi_imgs,
+        "epi_imgs",
+        *_epi_steps(
+            lower_cutoff,
+            upper_cutoff,
+            connected,
+            opening,
+            exclude_zeros,
+            True,
+            target_affine,
+            target_shape,
+        ),
+        threshold,
+        connected,
+    )
 
 
 def _multi_mask(imgs, name, lazy_mean, mask_from_mean, threshold, connected):
@@ -366,7 +417,10 @@ def _background_mask_from_mean(mean, affine, border_size, connected, opening):
     else:
         mask = mean != np.median(border)
     return _post_process_mask(
-        mask, affine, opening=opening, connected=connected,
+        mask,
+        affine,
+        opening=opening,
+        connected=connected,
         warning_msg="Are you sure that input images have a homogeneous background.",
     )
 
@@ -402,9 +456,11 @@ def compute_background_mask(
     """
     del memory, verbose
     _check_border_size(border_size)
-    return _one_mask(data_imgs, "data_imgs", *_background_steps(
-        border_size, connected, opening, target_affine, target_shape
-    ))
+    return _one_mask(
+        data_imgs,
+        "data_imgs",
+        *_background_steps(border_size, connected, opening, target_affine, target_shape),
+    )
 
 
 def compute_multi_background_mask(
@@ -427,9 +483,13 @@ def compute_multi_background_mask(
     """
     del n_jobs, memory, verbose
     _check_border_size(border_size)
-    return _multi_mask(data_imgs, "data_imgs", *_background_steps(
-        border_size, connected, opening, target_affine, target_shape
-    ), threshold, connected)
+    return _multi_mask(
+        data_imgs,
+        "data_imgs",
+        *_background_steps(border_size, connected, opening, target_affine, target_shape),
+        threshold,
+        connected,
+    )
 
 
 _BRAIN_TEMPLATES = {
@@ -462,7 +522,10 @@ def compute_brain_mask(
     resampled = resample_to_img(template, target)
     mask = (np.asarray(resampled.data.compute()) >= threshold).astype("int8")
     mask, affine = _post_process_mask(
-        mask, target.affine, opening=opening, connected=connected,
+        mask,
+        target.affine,
+        opening=opening,
+        connected=connected,
         warning_msg=f"{mask_type} mask is empty, lower the threshold or check your input FOV",
     )
     return new_img_like(target, mask, affine)
@@ -481,12 +544,16 @@ def compute_multi_brain_mask(
     are loaded, which checks they are images; only the first one's shape/affine is used)."""
     if not isinstance(target_imgs, (list, tuple)) or len(target_imgs) == 0:
         raise ParameterTypeError(
-            f"target_imgs={target_imgs!r}: an empty object was passed instead of a list of "
-            "images."
+            f"target_imgs={target_imgs!r}: an empty object was passed instead of a list of images."
         )
     for i, img in enumerate(target_imgs):
         load_img(img, f"target_imgs[{i}]")
     return compute_brain_mask(
-        target_imgs[0], threshold=threshold, connected=connected, opening=opening,
-        memory=memory, verbose=verbose, mask_type=mask_type,
+        target_imgs[0],
+        threshold=threshold,
+        connected=connected,
+        opening=opening,
+        memory=memory,
+        verbose=verbose,
+        mask_type=mask_type,
     )

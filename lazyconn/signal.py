@@ -226,7 +226,9 @@ def _sanitize_sample_mask(sample_mask, run_rows, given_runs):
             "expected one array of kept volumes per run."
         )
     return [
-        _one_sample_mask(m, len(rows), "sample_mask" if given_runs is None else f"sample_mask[{i}]")
+        _one_sample_mask(
+            m, len(rows), "sample_mask" if given_runs is None else f"sample_mask[{i}]"
+        )
         for i, (m, rows) in enumerate(zip(masks, run_rows))
     ]
 
@@ -527,7 +529,9 @@ def clean(
 
 def _build_plans(confounds, n_samples, storage_options, run_rows, masks, options):
     confounds = sanitize_confounds(confounds, n_samples, storage_options=storage_options)
-    return tuple(_plan_run(rows, confounds, keep, **options) for rows, keep in zip(run_rows, masks))
+    return tuple(
+        _plan_run(rows, confounds, keep, **options) for rows, keep in zip(run_rows, masks)
+    )
 
 
 def _check_lazy_confounds(confounds, n_samples):
@@ -703,7 +707,9 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
         or not isinstance(n_confounds, numbers.Integral)
         or n_confounds < 1
     ):
-        raise ParameterError(f"n_confounds={n_confounds!r} is not valid; expected an integer >= 1.")
+        raise ParameterError(
+            f"n_confounds={n_confounds!r} is not valid; expected an integer >= 1."
+        )
     if (
         isinstance(percentile, bool)
         or not isinstance(percentile, numbers.Real)

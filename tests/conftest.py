@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-pytest_plugins = ["lazyconn.testing.group", "lazyconn.testing.imaging", "lazyconn.testing.s3", "lazyconn.testing.storage", "lazyconn.testing.datasets"]
+pytest_plugins = [
+    "lazyconn.testing.group",
+    "lazyconn.testing.imaging",
+    "lazyconn.testing.s3",
+    "lazyconn.testing.storage",
+    "lazyconn.testing.datasets",
+]
 
 
 @pytest.fixture

@@ -70,11 +70,18 @@ def test_argument_errors_exit_2(capsys):
 
 def test_storage_options_nest_and_parse_json():
     args = cli.build_parser().parse_args(
-        ["info", "s3://b/x.zarr", "--storage-option", "anon=true",
-         "--storage-option", "client_kwargs.endpoint_url=http://127.0.0.1:9000"]
+        [
+            "info",
+            "s3://b/x.zarr",
+            "--storage-option",
+            "anon=true",
+            "--storage-option",
+            "client_kwargs.endpoint_url=http://127.0.0.1:9000",
+        ]
     )
     assert cli._nested(args.storage_option) == {
-        "anon": True, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}
+        "anon": True,
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"},
     }
 
 

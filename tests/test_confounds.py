@@ -175,11 +175,13 @@ def test_s3_url_with_storage_options(s3_bucket, fmriprep_table, rng):
         fmriprep_table.to_csv(f, sep="\t", index=False, na_rep="n/a")
     _, expected = prepare_output(fmriprep_table.copy(), demean=False)
     expected = expected[fmriprep_table.columns].to_numpy()
-    np.testing.assert_allclose(sanitize_confounds(url, T, storage_options=options), expected,
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+        sanitize_confounds(url, T, storage_options=options), expected, rtol=1e-15
+    )
     x = rng.normal(size=(T, 5))
     ours = lsignal.clean(x, confounds=url, storage_options=options, high_pass=0.01, t_r=2.0)
-    np.testing.assert_allclose(ours, nsignal.clean(x, confounds=expected, high_pass=0.01,
-                                                   t_r=2.0), atol=1e-10)
+    np.testing.assert_allclose(
+        ours, nsignal.clean(x, confounds=expected, high_pass=0.01, t_r=2.0), atol=1e-10
+    )
     with pytest.raises(InputNotFoundError, match="missing.tsv' does not exist"):
         sanitize_confounds(f"{bucket}/missing.tsv", T, storage_options=options)

@@ -591,7 +591,9 @@ def test_sklearn_conventions(subjects):
     assert not hasattr(cloned, "mean_") and cloned.get_params()["kind"] == "partial correlation"
     restored = pickle.loads(pickle.dumps(measure))
     np.testing.assert_array_equal(restored.mean_, measure.mean_)
-    np.testing.assert_array_equal(restored.transform(subjects[:2]), measure.transform(subjects[:2]))
+    np.testing.assert_array_equal(
+        restored.transform(subjects[:2]), measure.transform(subjects[:2])
+    )
     # no attribute set by __init__ beyond the parameters
     assert set(vars(ConnectivityMeasure())) == set(ConnectivityMeasure().get_params())
 

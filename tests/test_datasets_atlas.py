@@ -49,8 +49,9 @@ def test_dosenbach_order_keeps_original_index():
     # sorted by (network, name, y) with the original row labels kept
     assert ordered.rois.index[0] != 0
     assert sorted(ordered.rois.index) == list(range(160))
-    keys = list(zip(ordered.networks, [lab.rsplit(" ", 1)[0] for lab in ordered.labels],
-                    ordered.rois["y"]))
+    keys = list(
+        zip(ordered.networks, [lab.rsplit(" ", 1)[0] for lab in ordered.labels], ordered.rois["y"])
+    )
     assert keys == sorted(keys)
     # a label's number is the 1-based original row
     first = ordered.rois.index[0]
@@ -75,9 +76,14 @@ def test_package_data_ships_in_the_wheel():
     config = tomllib.loads((root / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["lazyconn"]
     shipped = {p.name for p in DATA_DIR.iterdir() if p.is_file()}
-    assert {"mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "power_2011.csv",
-            "dosenbach_2010.csv", "power_2011.rst", "dosenbach_2010.rst",
-            "README.md"} <= shipped
+    assert {
+        "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        "power_2011.csv",
+        "dosenbach_2010.csv",
+        "power_2011.rst",
+        "dosenbach_2010.rst",
+        "README.md",
+    } <= shipped
     for name in shipped:
         assert any(fnmatch.fnmatch(f"data/{name}", pattern) for pattern in patterns), name
 

@@ -31,13 +31,19 @@ def test_layout_and_names(small):
     assert small.subjects == ["sub-01", "sub-02"]
     for sub, func, conf in zip(small.subjects, small.func, small.confounds):
         assert Path(func) == (
-            root / sub / "func"
+            root
+            / sub
+            / "func"
             / f"{sub}_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
         )
         assert Path(conf) == root / sub / "func" / f"{sub}_task-rest_desc-confounds_timeseries.tsv"
         assert Path(func).is_file() and Path(conf).is_file()
-        assert (root / sub / "func"
-                / f"{sub}_task-rest_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz").is_file()
+        assert (
+            root
+            / sub
+            / "func"
+            / f"{sub}_task-rest_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"
+        ).is_file()
     description = json.loads((root / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert not list(root.rglob("*.part*"))
@@ -99,8 +105,9 @@ def test_reduced_confounds_pass_to_nilearn_as_paths(small):
     from lazyconn.datasets.synthetic import REDUCED_CONFOUNDS
 
     for full, reduced in zip(small.confounds, small.reduced_confounds):
-        assert Path(reduced).name == Path(full).name.replace("desc-confounds",
-                                                             "desc-reducedConfounds")
+        assert Path(reduced).name == Path(full).name.replace(
+            "desc-confounds", "desc-reducedConfounds"
+        )
         table = pd.read_csv(reduced, sep="\t")
         assert list(table.columns) == list(REDUCED_CONFOUNDS) and len(REDUCED_CONFOUNDS) == 15
         expected = pd.read_csv(full, sep="\t")[list(REDUCED_CONFOUNDS)].fillna(0.0)
@@ -305,11 +312,11 @@ def test_nilearn_recovers_planted_connectome(realistic, masker_kind):
     from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
 
     if masker_kind == "labels":
-        masker = NiftiLabelsMasker(realistic.labels_img, standardize="zscore_sample",
-                                   detrend=True)
+        masker = NiftiLabelsMasker(realistic.labels_img, standardize="zscore_sample", detrend=True)
     else:
-        masker = NiftiSpheresMasker(realistic.region_coords, radius=8.0,
-                                    standardize="zscore_sample", detrend=True)
+        masker = NiftiSpheresMasker(
+            realistic.region_coords, radius=8.0, standardize="zscore_sample", detrend=True
+        )
     truth = realistic.region_correlation
     scores = {}
     for cleaned in (True, False):
@@ -365,10 +372,17 @@ def test_nilearn_canica_recovers_planted_networks(tmp_path):
 
     # 4 networks: the anti-correlated default_mode/salience pair (networks 5-6) tends to come
     # out of ICA as one bipolar component, so it is left out here.
-    data = make_synthetic_fmri(6, data_dir=tmp_path, n_timepoints=100, resolution=8,
-                               n_networks=4, n_jobs=2)
-    canica = CanICA(n_components=4, mask=data.mask, smoothing_fwhm=None, random_state=0,
-                    standardize="zscore_sample", detrend=True)
+    data = make_synthetic_fmri(
+        6, data_dir=tmp_path, n_timepoints=100, resolution=8, n_networks=4, n_jobs=2
+    )
+    canica = CanICA(
+        n_components=4,
+        mask=data.mask,
+        smoothing_fwhm=None,
+        random_state=0,
+        standardize="zscore_sample",
+        detrend=True,
+    )
     canica.fit(data.func, confounds=[_confounds(c).to_numpy() for c in data.confounds])
     mask = nib.load(data.mask).get_fdata() > 0
     truth = nib.load(data.maps).get_fdata()[mask]
@@ -395,8 +409,9 @@ def test_streams_volume_slabs_with_identical_output(small, tmp_path, monkeypatch
     peaks = []
     for n_timepoints in (40, 400):
         tracemalloc.start()
-        make_synthetic_fmri(1, data_dir=tmp_path / str(n_timepoints),
-                            **dict(SMALL, n_timepoints=n_timepoints))
+        make_synthetic_fmri(
+            1, data_dir=tmp_path / str(n_timepoints), **dict(SMALL, n_timepoints=n_timepoints)
+        )
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     run_bytes = 26 * 30 * 25 * 400 * 4  # 31 MB; measured peaks: 21 MB for both runs,
@@ -417,8 +432,9 @@ def test_lazyconn_load_reads_the_runs(small):
 def test_every_region_has_voxels_at_any_resolution(resolution, tmp_path):
     from nilearn.maskers import NiftiLabelsMasker
 
-    data = make_synthetic_fmri(1, data_dir=tmp_path, resolution=resolution, n_timepoints=30,
-                               n_networks=6)
+    data = make_synthetic_fmri(
+        1, data_dir=tmp_path, resolution=resolution, n_timepoints=30, n_networks=6
+    )
     img = nib.load(data.func[0])
     # nilearn's template grid: the 1 mm box (197, 233, 189) in steps of `resolution`, + 1 voxel
     assert img.shape[:3] == tuple(int(np.ceil((n - 1) / resolution)) + 1 for n in (197, 233, 189))

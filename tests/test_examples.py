@@ -28,8 +28,15 @@ def _nilearn_dmn(func, confounds, t_r):
 
     # nilearn cannot read fMRIPrep's n/a; lazyconn fills the first row with the second's.
     table = pd.read_csv(confounds, sep="\t", na_values="n/a").bfill(limit=1).to_numpy()
-    masker = NiftiSpheresMasker(DMN, radius=8, detrend=True, standardize="zscore_sample",
-                                low_pass=0.1, high_pass=0.01, t_r=t_r)
+    masker = NiftiSpheresMasker(
+        DMN,
+        radius=8,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=t_r,
+    )
     return masker.fit_transform(func, confounds=table)
 
 
@@ -64,24 +71,39 @@ def _check_group_connectome(out):
     np.testing.assert_array_equal(again.group_matrix_, group.group_matrix_)
     series = []
     for func, conf in zip(study.func, group_confounds(study)):
-        masker = NiftiSpheresMasker(seeds=study.region_coords, radius=8, detrend=True,
-                                    standardize="zscore_sample", low_pass=0.1, high_pass=0.01,
-                                    t_r=study.t_r)
+        masker = NiftiSpheresMasker(
+            seeds=study.region_coords,
+            radius=8,
+            detrend=True,
+            standardize="zscore_sample",
+            low_pass=0.1,
+            high_pass=0.01,
+            t_r=study.t_r,
+        )
         series.append(masker.fit_transform(func, confounds=conf))
     reference = ConnectivityMeasure(kind="correlation")
-    np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series),
-                               atol=1e-4)
+    np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series), atol=1e-4)
     tangent = ConnectivityMeasure(kind="tangent")
-    np.testing.assert_allclose(out["tangent"].subject_matrices_, tangent.fit_transform(series),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        out["tangent"].subject_matrices_, tangent.fit_transform(series), atol=1e-3
+    )
     # The planted truth is recovered, and better with the confounds than without.
     assert out["recovery"] > 0.7
     assert out["recovery"] > out["recovery_without_confounds"] + 0.1
 
 
 def group_confounds(study):
-    columns = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-               "framewise_displacement", "csf", "white_matter"]
+    columns = [
+        "trans_x",
+        "trans_y",
+        "trans_z",
+        "rot_x",
+        "rot_y",
+        "rot_z",
+        "framewise_displacement",
+        "csf",
+        "white_matter",
+    ]
     return [pd.read_csv(p, sep="\t")[columns].bfill(limit=1).to_numpy() for p in study.confounds]
 
 
@@ -102,6 +124,7 @@ def test_every_example_has_a_check():
 def test_example_runs_on_small_data(path, data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = runpy.run_path(str(path), run_name="example")
-    out = namespace["main"](small=True, plot=False, data_dir=data_dir / path.stem,
-                            output_dir=tmp_path / "out")
+    out = namespace["main"](
+        small=True, plot=False, data_dir=data_dir / path.stem, output_dir=tmp_path / "out"
+    )
     CHECKS[path.stem](out)

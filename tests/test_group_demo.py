@@ -19,12 +19,30 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
 
     output = tmp_path / "demo"
     address = group_client.scheduler.address
-    status = main(["demo", "--small", "--n-subjects", "2", "--output", str(output),
-                   "--scheduler", address, "--no-progress"])
+    status = main(
+        [
+            "demo",
+            "--small",
+            "--n-subjects",
+            "2",
+            "--output",
+            str(output),
+            "--scheduler",
+            address,
+            "--no-progress",
+        ]
+    )
     assert status == 0
     assert "done in" in capsys.readouterr().out
-    for name in ("group_matrix.npy", "subject_matrices.npy", "coords.npy", "subjects.txt",
-                 "report.md", "matrix.png", "connectome.png"):
+    for name in (
+        "group_matrix.npy",
+        "subject_matrices.npy",
+        "coords.npy",
+        "subjects.txt",
+        "report.md",
+        "matrix.png",
+        "connectome.png",
+    ):
         assert (output / name).is_file(), name
     group = np.load(output / "group_matrix.npy")
     subjects = np.load(output / "subject_matrices.npy")
@@ -39,9 +57,16 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
     conf = sorted((output / "data").rglob("sub-01_*confounds_timeseries.tsv"))[0]
     table = pd.read_csv(conf, sep="\t", na_values="n/a")[CONFOUND_COLUMNS].bfill(limit=1)
     coords = fetch_coords_power_2011().rois[["x", "y", "z"]].to_numpy()
-    masker = NiftiSpheresMasker(seeds=coords, radius=5.0, smoothing_fwhm=6, detrend=True,
-                                standardize="zscore_sample", low_pass=0.1, high_pass=0.01,
-                                t_r=2.0)
+    masker = NiftiSpheresMasker(
+        seeds=coords,
+        radius=5.0,
+        smoothing_fwhm=6,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=2.0,
+    )
     series = masker.fit_transform(str(func), confounds=table.to_numpy())
     expected = ConnectivityMeasure(kind="partial correlation").fit_transform([series])[0]
     np.testing.assert_allclose(subjects[0], expected, atol=1e-4)

@@ -36,8 +36,14 @@ def test_local_results_and_tree_mean_match_numpy():
     total, count = out["partial"]
     assert count == 19
     np.testing.assert_allclose(total / count, np.mean(expected, axis=0), rtol=1e-12)
-    assert set(out["timings"]) == {"cache_lookup", "connect", "compute", "disconnect",
-                                   "aggregate", "total"}
+    assert set(out["timings"]) == {
+        "cache_lookup",
+        "connect",
+        "compute",
+        "disconnect",
+        "aggregate",
+        "total",
+    }
     assert out["timings"]["total"] >= out["timings"]["compute"] > 0
 
 

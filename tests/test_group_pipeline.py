@@ -14,8 +14,13 @@ from lazyconn.testing.group import TINY_SEEDS, tiny_study
 from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
 
 MASKER_KW = dict(
-    seeds=TINY_SEEDS, radius=6, detrend=True, standardize="zscore_sample",
-    low_pass=0.2, high_pass=0.02, t_r=2.0,
+    seeds=TINY_SEEDS,
+    radius=6,
+    detrend=True,
+    standardize="zscore_sample",
+    low_pass=0.2,
+    high_pass=0.02,
+    t_r=2.0,
 )
 
 
@@ -30,8 +35,9 @@ def nilearn_signals(study):
     from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
 
     paths, confounds = study
-    return [NilearnSpheres(**MASKER_KW).fit_transform(p, confounds=c)
-            for p, c in zip(paths, confounds)]
+    return [
+        NilearnSpheres(**MASKER_KW).fit_transform(p, confounds=c) for p, c in zip(paths, confounds)
+    ]
 
 
 def _group(kind="partial correlation", **kw):
@@ -65,9 +71,12 @@ def test_results_store_reuses_only_what_is_valid(study, tmp_path):
     np.testing.assert_array_equal(again.subject_matrices_, first.subject_matrices_)
     np.testing.assert_array_equal(again.group_matrix_, first.group_matrix_)
     # A changed parameter (masker or measure) never reuses a stale result.
-    other = GroupConnectome(NiftiSpheresMasker(**{**MASKER_KW, "radius": 5}),
-                            ConnectivityMeasure(kind="partial correlation"),
-                            cache_dir=cache, progress=False).fit(paths, confounds=confounds)
+    other = GroupConnectome(
+        NiftiSpheresMasker(**{**MASKER_KW, "radius": 5}),
+        ConnectivityMeasure(kind="partial correlation"),
+        cache_dir=cache,
+        progress=False,
+    ).fit(paths, confounds=confounds)
     assert other.n_cached_ == 0
     assert _group("correlation", cache_dir=cache).fit(paths, confounds=confounds).n_cached_ == 0
     # Changed confounds of one subject: only that one is recomputed.
@@ -82,8 +91,10 @@ def test_rewritten_input_file_is_recomputed(tmp_path):
     before = _group(cache_dir=cache).fit(paths, confounds=confounds)
     img = nib.load(paths[1])
     time.sleep(0.01)
-    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., ::-1].copy(), img.affine, img.header),
-             paths[1])
+    nib.save(
+        nib.Nifti1Image(np.asarray(img.dataobj)[..., ::-1].copy(), img.affine, img.header),
+        paths[1],
+    )
     after = _group(cache_dir=cache).fit(paths, confounds=confounds)
     assert after.n_cached_ == 1
     assert list(after.timings_["subjects"]) == ["sub-01_bold"]
@@ -96,7 +107,9 @@ def test_bad_subject_is_named_and_skipped(study, tmp_path):
     broken.write_bytes(b"not a nifti file")
     imgs = [paths[0], str(broken), paths[1]]
     confs = [confounds[0], None, confounds[1]]
-    with pytest.raises(SubjectError, match=r"subject 'sub-bad_bold' \(.*sub-bad_bold\.nii\) failed"):
+    with pytest.raises(
+        SubjectError, match=r"subject 'sub-bad_bold' \(.*sub-bad_bold\.nii\) failed"
+    ):
         _group().fit(imgs, confounds=confs)
     group = _group(on_error="skip").fit(imgs, confounds=confs)
     assert group.subjects_ == ["sub-00_bold", "sub-01_bold"]
@@ -109,24 +122,36 @@ def test_bad_subject_is_named_and_skipped(study, tmp_path):
 
 def test_bad_inputs_have_clear_errors(study):
     paths, confounds = study
-    with pytest.raises(ParameterTypeError, match=r"imgs='.*sub-00_bold.nii' is a single str; "
-                                                  r"expected a list of runs, one per subject"):
+    with pytest.raises(
+        ParameterTypeError,
+        match=r"imgs='.*sub-00_bold.nii' is a single str; "
+        r"expected a list of runs, one per subject",
+    ):
         _group().fit(paths[0])
     with pytest.raises(ParameterError, match=r"confounds has 3 entries but imgs has 4 subjects"):
         _group().fit(paths, confounds=confounds[:3])
-    with pytest.raises(ParameterTypeError, match=r"confounds=<ndarray of shape \(40, 2\)> has type ndarray; expected None or a list"):
+    with pytest.raises(
+        ParameterTypeError,
+        match=r"confounds=<ndarray of shape \(40, 2\)> has type ndarray; expected None or a list",
+    ):
         _group().fit(paths, confounds=confounds[0])
     with pytest.raises(ParameterError, match=r"subjects has duplicate names \['a'\]"):
         _group().fit(paths[:2], subjects=["a", "a"])
     with pytest.raises(ParameterError, match=r"imgs=\[\] is empty"):
         _group().fit([])
-    with pytest.raises(ParameterTypeError, match=r"masker='spheres' has type str; expected a "
-                                                  r"lazyconn masker"):
+    with pytest.raises(
+        ParameterTypeError,
+        match=r"masker='spheres' has type str; expected a "
+        r"lazyconn masker",
+    ):
         GroupConnectome("spheres").fit(paths)
     with pytest.raises(ParameterTypeError, match=r"connectivity='tangent' has type str"):
         GroupConnectome(NiftiSpheresMasker(**MASKER_KW), "tangent").fit(paths)
-    with pytest.raises(ParameterError, match=r"on_error='ignore' is not valid; expected one of "
-                                              r"'raise', 'skip'"):
+    with pytest.raises(
+        ParameterError,
+        match=r"on_error='ignore' is not valid; expected one of "
+        r"'raise', 'skip'",
+    ):
         _group(on_error="ignore").fit(paths)
     with pytest.raises(ParameterError, match=r"n_workers=0 is not valid"):
         _group(n_workers=0).fit(paths)
@@ -136,8 +161,10 @@ def test_preparing_the_graph_reads_no_voxels():
     from lazyconn.image import LazyImage
 
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    imgs = [LazyImage(inaccessible_dask_array((7, 8, 9, 20), ((3, 4), (5, 3), (4, 5), (20,))),
-                      affine) for _ in range(3)]
+    imgs = [
+        LazyImage(inaccessible_dask_array((7, 8, 9, 20), ((3, 4), (5, 3), (4, 5), (20,))), affine)
+        for _ in range(3)
+    ]
     group = _group()
     with raise_if_dask_computes():
         masker = group._fitted_masker()
@@ -163,14 +190,18 @@ def test_labels_masker_matches_nilearn(study):
         labels[i, j, m] = k
     labels_img = nib.Nifti1Image(labels, img.affine)
     kw = dict(detrend=True, standardize="zscore_sample")
-    group = GroupConnectome(NiftiLabelsMasker(labels_img, **kw),
-                            ConnectivityMeasure(kind="correlation"), progress=False)
+    group = GroupConnectome(
+        NiftiLabelsMasker(labels_img, **kw),
+        ConnectivityMeasure(kind="correlation"),
+        progress=False,
+    )
     group.fit(paths, confounds=confounds)
-    series = [NilearnLabels(labels_img, **kw).fit_transform(p, confounds=c)
-              for p, c in zip(paths, confounds)]
+    series = [
+        NilearnLabels(labels_img, **kw).fit_transform(p, confounds=c)
+        for p, c in zip(paths, confounds)
+    ]
     reference = NilearnMeasure(kind="correlation")
-    np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series),
-                               atol=2e-5)
+    np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series), atol=2e-5)
     np.testing.assert_allclose(group.group_matrix_, reference.mean_, atol=2e-5)
 
 
@@ -179,13 +210,16 @@ def test_a_worker_process_reuses_one_masker_per_parameters():
 
     from lazyconn.group.pipeline import _MAX_PROCESS_MASKERS, _ConnectomeStep
 
-    step = _ConnectomeStep(NiftiSpheresMasker(**MASKER_KW).fit(), ConnectivityMeasure(),
-                           token="token-a")
+    step = _ConnectomeStep(
+        NiftiSpheresMasker(**MASKER_KW).fit(), ConnectivityMeasure(), token="token-a"
+    )
     # Each task unpickles its own step; the masker (and its per-grid caches) is shared.
     first = pickle.loads(pickle.dumps(step))._masker()
     assert pickle.loads(pickle.dumps(step))._masker() is first
-    others = [_ConnectomeStep(step.masker, step.connectivity, token=f"t{i}")._masker()
-              for i in range(_MAX_PROCESS_MASKERS)]
+    others = [
+        _ConnectomeStep(step.masker, step.connectivity, token=f"t{i}")._masker()
+        for i in range(_MAX_PROCESS_MASKERS)
+    ]
     assert all(o is not first for o in others)
     # Bounded: the oldest entry was dropped, so a new copy is used for token-a.
     assert pickle.loads(pickle.dumps(step))._masker() is not first

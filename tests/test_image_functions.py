@@ -43,7 +43,9 @@ def _close32(result, expected):
     """
     expected = np.asarray(expected, dtype=np.float64)
     scale = max(np.abs(expected).max(), 1e-30)
-    np.testing.assert_allclose(np.asarray(result, dtype=np.float64), expected, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        np.asarray(result, dtype=np.float64), expected, rtol=1e-5, atol=1e-5 * scale
+    )
 
 
 # --- mean_img ------------------------------------------------------------------------------
@@ -94,7 +96,9 @@ def test_index_img_errors_and_list_of_3d(rng):
     img = inaccessible_image((7, 8, 9, 20))
     with pytest.raises(IndexError, match="Integer index 20 out of range"):
         limage.index_img(img, 20)
-    with pytest.raises(DimensionError, match=r"imgs has shape \(7, 8, 9\) \(3-D\); expected a 4-D"):
+    with pytest.raises(
+        DimensionError, match=r"imgs has shape \(7, 8, 9\) \(3-D\); expected a 4-D"
+    ):
         limage.index_img(inaccessible_image((7, 8, 9)), 0)
     vols = [synthetic_epi((7, 8, 9), rng) for _ in range(3)]
     np.testing.assert_array_equal(
@@ -128,7 +132,12 @@ def test_get_data_is_dask_and_new_img_like(rng):
 # --- math_img ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "formula",
-    ["img1 + 2 * img2", "np.mean(img1, axis=-1) - img2[..., 0]", "np.log(np.abs(img1) + 1) - img2", "img1 > img2"],
+    [
+        "img1 + 2 * img2",
+        "np.mean(img1, axis=-1) - img2[..., 0]",
+        "np.log(np.abs(img1) + 1) - img2",
+        "img1 > img2",
+    ],
 )
 def test_math_img_matches_nilearn(rng, formula):
     a, b = synthetic_epi((13, 11, 12, 15), rng), synthetic_epi((13, 11, 12, 15), rng)
@@ -142,7 +151,9 @@ def test_math_img_matches_nilearn(rng, formula):
 def test_math_img_errors(rng):
     a = inaccessible_image((7, 8, 9, 20))
     b = inaccessible_image((13, 11, 12, 15))
-    with pytest.raises(GridMismatchError, match=r"img1 \(shape \(7, 8, 9\).*img2 \(shape \(13, 11, 12\)"):
+    with pytest.raises(
+        GridMismatchError, match=r"img1 \(shape \(7, 8, 9\).*img2 \(shape \(13, 11, 12\)"
+    ):
         limage.math_img("img1 + img2", img1=a, img2=b)
     with pytest.warns(LazyconnWarning, match=r"Some images \(\['other'\]\) are not mentioned"):
         limage.math_img("img * 2", img=a, other=a)
@@ -157,13 +168,25 @@ def test_math_img_errors(rng):
 # --- threshold_img / binarize_img ----------------------------------------------------------
 @pytest.mark.parametrize(
     ("threshold", "two_sided"),
-    [("80%", True), ("80%", False), ("0%", True), (0.8, True), (0.4, False), (-0.5, False), (101.0, True)],
+    [
+        ("80%", True),
+        ("80%", False),
+        ("0%", True),
+        (0.8, True),
+        (0.4, False),
+        (-0.5, False),
+        (101.0, True),
+    ],
 )
 @pytest.mark.parametrize("cluster_threshold", [0, 4])
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_threshold_img_matches_nilearn(rng, threshold, two_sided, cluster_threshold, use_mask):
     stat = nib.Nifti1Image(rng.standard_normal((13, 11, 12)).astype(np.float32), grid_affine())
-    mask = nib.Nifti1Image(brain_blob((13, 11, 12), 0.45).astype(np.uint8), grid_affine()) if use_mask else None
+    mask = (
+        nib.Nifti1Image(brain_blob((13, 11, 12), 0.45).astype(np.uint8), grid_affine())
+        if use_mask
+        else None
+    )
     kwargs = {"cluster_threshold": cluster_threshold, "two_sided": two_sided, "mask_img": mask}
     expected = _quiet(nimage.threshold_img, stat, threshold, **kwargs)
     result = limage.threshold_img(lazy_uneven(stat), threshold, **kwargs)
@@ -200,7 +223,11 @@ def test_binarize_img_matches_nilearn(rng, threshold, two_sided):
         ({"threshold": "-5%"}, ParameterError, "negative percentile"),
         ({"threshold": "120%"}, ParameterError, "within 0% and 100%"),
         ({"threshold": [1]}, ParameterTypeError, "either a number or a string"),
-        ({"threshold": -1.0}, ParameterError, "should not be a negative value when two_sided=True"),
+        (
+            {"threshold": -1.0},
+            ParameterError,
+            "should not be a negative value when two_sided=True",
+        ),
         ({"threshold": 1.0, "cluster_threshold": -2}, ParameterError, "cluster_threshold=-2"),
     ],
 )
@@ -227,7 +254,9 @@ def test_mni152_template_and_brain_mask(resolution, n_mask_voxels):
     result = limage.load_mni152_template(resolution=resolution)
     assert result.shape == expected.shape and result.dtype == np.float32
     np.testing.assert_array_equal(result.affine, expected.affine)
-    np.testing.assert_allclose(np.asarray(result.data), expected.get_fdata(dtype=np.float32), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(result.data), expected.get_fdata(dtype=np.float32), rtol=0, atol=1e-7
+    )
     # voxel counts of nilearn's masks (reference section 9.2) and nilearn's rule (> 0.2, int8)
     mask = limage.load_mni152_brain_mask(resolution=resolution)
     assert mask.dtype == np.int8
@@ -252,7 +281,12 @@ def run64(rng):
 CLEAN_CASES = {
     "defaults": {},
     "zscore+filter+confounds": {
-        "standardize": "zscore_sample", "detrend": True, "low_pass": 0.1, "high_pass": 0.01, "t_r": 2.0, "confounds": "rng"
+        "standardize": "zscore_sample",
+        "detrend": True,
+        "low_pass": 0.1,
+        "high_pass": 0.01,
+        "t_r": 2.0,
+        "confounds": "rng",
     },
     "psc-no-detrend": {"standardize": "psc", "detrend": False},
     "runs": {"runs": np.repeat([0, 1], 20), "standardize": None, "high_pass": 0.02, "t_r": 1.5},
@@ -268,7 +302,9 @@ def test_clean_img_matches_nilearn(run64, rng, case, masked):
     if kwargs.get("confounds") == "rng":
         kwargs["confounds"] = rng.standard_normal((40, 3))
     if masked:
-        kwargs["mask_img"] = nib.Nifti1Image(brain_blob((7, 8, 9), 0.4).astype(np.uint8), img.affine)
+        kwargs["mask_img"] = nib.Nifti1Image(
+            brain_blob((7, 8, 9), 0.4).astype(np.uint8), img.affine
+        )
     expected = _quiet(nimage.clean_img, img64, **kwargs).get_fdata()
     result = _quiet(limage.clean_img, lazy_uneven(img), **kwargs)
     assert result.dtype == np.float32 and result.shape == expected.shape
@@ -282,8 +318,13 @@ def test_clean_img_is_lazy_and_errors(rng):
     mask = nib.Nifti1Image(brain_blob((13, 11, 12), 0.4).astype(np.uint8), grid_affine())
     with raise_if_dask_computes():
         out = limage.clean_img(
-            img, standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=2.0,
-            confounds=rng.standard_normal((40, 2)), mask_img=mask,
+            img,
+            standardize="zscore_sample",
+            low_pass=0.1,
+            high_pass=0.01,
+            t_r=2.0,
+            confounds=rng.standard_normal((40, 2)),
+            mask_img=mask,
         )
         hvc = limage.high_variance_confounds(img, mask_img=mask)
     assert out.shape == img.shape and hvc.shape == (40, 5)
@@ -301,9 +342,15 @@ def test_clean_img_is_lazy_and_errors(rng):
 @pytest.mark.parametrize("masked", [False, True])
 def test_image_high_variance_confounds_matches_nilearn(run64, masked):
     img, img64 = run64
-    mask = nib.Nifti1Image(brain_blob((7, 8, 9), 0.4).astype(np.uint8), img.affine) if masked else None
+    mask = (
+        nib.Nifti1Image(brain_blob((7, 8, 9), 0.4).astype(np.uint8), img.affine)
+        if masked
+        else None
+    )
     expected = nimage.high_variance_confounds(img64, mask_img=mask, percentile=5.0)
-    result = limage.high_variance_confounds(lazy_uneven(img), mask_img=mask, percentile=5.0).compute()
+    result = limage.high_variance_confounds(
+        lazy_uneven(img), mask_img=mask, percentile=5.0
+    ).compute()
     # eigenvector signs are arbitrary (LAPACK)
     signs = np.sign((expected * result).sum(0))
     np.testing.assert_allclose(result * signs, expected, rtol=1e-5, atol=1e-6)
@@ -312,7 +359,9 @@ def test_image_high_variance_confounds_matches_nilearn(run64, masked):
 def test_mean_index_math_get_data_are_lazy():
     img = inaccessible_image((13, 11, 12, 15))
     with raise_if_dask_computes():
-        m = limage.mean_img([img, img], target_affine=np.diag([2.0, 2.0, 2.0, 1.0]), target_shape=(9, 9, 9))
+        m = limage.mean_img(
+            [img, img], target_affine=np.diag([2.0, 2.0, 2.0, 1.0]), target_shape=(9, 9, 9)
+        )
         i = limage.index_img(img, [1, 3])
         d = limage.get_data(img)
         n = limage.new_img_like(img, d * 2)
@@ -328,7 +377,9 @@ def test_mni152_gm_wm_templates_and_masks(kind, resolution):
     result = getattr(limage, f"load_mni152_{kind}_template")(resolution=resolution)
     assert result.shape == expected.shape and result.dtype == np.float32
     np.testing.assert_array_equal(result.affine, expected.affine)
-    np.testing.assert_allclose(np.asarray(result.data), expected.get_fdata(dtype=np.float32), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(result.data), expected.get_fdata(dtype=np.float32), rtol=0, atol=1e-7
+    )
     for kwargs in ({}, {"threshold": 0.5, "n_iter": 1}):
         ref = getattr(ndatasets, f"load_mni152_{kind}_mask")(resolution=resolution, **kwargs)
         mask = getattr(limage, f"load_mni152_{kind}_mask")(resolution=resolution, **kwargs)

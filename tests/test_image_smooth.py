@@ -61,7 +61,9 @@ def test_smooth_img_list_gives_list(rng):
 
 def test_smooth_img_anisotropic_rotated_affine_uses_column_norms(rng):
     theta = 0.3
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
     aff = np.eye(4)
     aff[:3, :3] = rot @ np.diag([2.0, 3.5, 4.0])
     img = synthetic_epi((13, 11, 12, 15), rng, affine=aff)
@@ -76,7 +78,9 @@ def test_gaussian_smooth_equals_scipy_gaussian_filter_float64(rng):
     arr = da.from_array(x, chunks=((5, 8), (4, 7), (3, 4, 5), (1, 2)))
     sig = [0.8, 1.9, 0.4]
     expected = ndimage.gaussian_filter(x, sig + [0], mode="reflect", truncate=4.0)
-    np.testing.assert_allclose(spatial.gaussian_smooth(arr, sig).compute(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        spatial.gaussian_smooth(arr, sig).compute(), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_gaussian_halo_is_the_kernel_halfwidth():

@@ -23,7 +23,10 @@ UNEVEN = (4, 5, 6, 20)
 def test_convert_is_lossless(make_nifti, tmp_path, name, dtype, slope, inter, unit_bytes):
     path, ref = make_nifti(name, dtype=dtype, slope=slope, inter=inter)
     store = str(tmp_path / "run.zarr")
-    assert lazyconn.convert(path, store, chunks=UNEVEN, unit_bytes=unit_bytes, progress=False) == store
+    assert (
+        lazyconn.convert(path, store, chunks=UNEVEN, unit_bytes=unit_bytes, progress=False)
+        == store
+    )
     img = lazyconn.load(store)
     assert img.chunks == ((4, 3), (5, 3), (6, 3), (20,))
     assert img.dtype == ref.dtype
@@ -114,9 +117,12 @@ def test_convert_on_distributed_client(make_nifti, tmp_path):
     distributed = pytest.importorskip("distributed")
     made = [make_nifti(f"s{i}.nii.gz") for i in range(2)]
     dsts = [str(tmp_path / f"s{i}.zarr") for i in range(2)]
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-    ) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
         lazyconn.convert([p for p, _ in made], dsts, chunks=UNEVEN)  # distributed's progress
     for (_, ref), dst in zip(made, dsts):
         np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)

@@ -45,7 +45,9 @@ def test_not_a_nifti(tmp_path, content, match, name):
 def test_analyze_pair_is_refused(tmp_path, affine):
     path = tmp_path / "pair.hdr"
     nib.save(nib.Nifti1Pair(np.zeros((3, 4, 5), np.float32), affine), str(path))
-    with pytest.raises(InputFileError, match=r"pair.hdr' has magic b'ni1'; expected a single-file"):
+    with pytest.raises(
+        InputFileError, match=r"pair.hdr' has magic b'ni1'; expected a single-file"
+    ):
         lazyconn.load(str(path))
 
 
@@ -55,10 +57,14 @@ def test_truncated_nii_gz(make_nifti, tmp_path):
     cut = tmp_path / "cut.nii.gz"
     cut.write_bytes(data[: len(data) * 2 // 3])
     img = lazyconn.load(str(cut))  # only the header is read when opening
-    with pytest.raises(InputFileError, match=r"src='.*cut.nii.gz' is truncated or corrupt.*expected"):
+    with pytest.raises(
+        InputFileError, match=r"src='.*cut.nii.gz' is truncated or corrupt.*expected"
+    ):
         img.data.compute()
     store = str(tmp_path / "cut.zarr")
-    with pytest.raises(InputFileError, match=r"src='.*cut.nii.gz' is truncated: it holds \d+ voxel "):
+    with pytest.raises(
+        InputFileError, match=r"src='.*cut.nii.gz' is truncated: it holds \d+ voxel "
+    ):
         lazyconn.convert(str(cut), store, progress=False)
     with pytest.raises(IncompleteStoreError, match="cut.zarr"):  # never read as complete
         lazyconn.load(store)
@@ -140,8 +146,11 @@ def test_destination_not_writable(make_nifti, tmp_path):
 
 
 def test_unknown_url_scheme(tmp_path):
-    with pytest.raises(ParameterError, match=r"src='foo://bucket/run.nii.gz' has unknown URL scheme "
-                       r"'foo'; expected a local path or an fsspec URL"):
+    with pytest.raises(
+        ParameterError,
+        match=r"src='foo://bucket/run.nii.gz' has unknown URL scheme "
+        r"'foo'; expected a local path or an fsspec URL",
+    ):
         lazyconn.load("foo://bucket/run.nii.gz")
     with pytest.raises(ParameterError, match=r"dst='nope://x.zarr' has unknown URL scheme 'nope'"):
         lazyconn.convert(str(tmp_path / "a.nii"), "nope://x.zarr")
@@ -166,15 +175,21 @@ def test_store_without_completion_marker(make_nifti, tmp_path):
 def test_zarr_group_that_is_not_an_image(tmp_path):
     store = str(tmp_path / "other.zarr")
     zarr.create_group(store, attributes={"hello": 1})
-    with pytest.raises(InputFileError, match=r"other.zarr' is a zarr group without lazyconn or "
-                       "NIfTI-Zarr metadata; expected a lazyconn zarr store"):
+    with pytest.raises(
+        InputFileError,
+        match=r"other.zarr' is a zarr group without lazyconn or "
+        "NIfTI-Zarr metadata; expected a lazyconn zarr store",
+    ):
         lazyconn.load(store)
 
 
 def test_bad_chunks_and_parameters(make_nifti, tmp_path):
     path, _ = make_nifti("run.nii")
-    with pytest.raises(ParameterError, match=r"chunks=\(4, 4, 4, 5\) is not valid for shape "
-                       r"\(7, 8, 9, 20\).*a stored chunk never splits time"):
+    with pytest.raises(
+        ParameterError,
+        match=r"chunks=\(4, 4, 4, 5\) is not valid for shape "
+        r"\(7, 8, 9, 20\).*a stored chunk never splits time",
+    ):
         lazyconn.convert(path, str(tmp_path / "a.zarr"), chunks=(4, 4, 4, 5))
     with pytest.raises(ParameterError, match=r"dst has 2 entries but src has 1"):
         lazyconn.convert([path], [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")])
@@ -196,8 +211,9 @@ def test_scratch_disk_full(make_nifti, tmp_path, monkeypatch):
         OutputNotWritableError,
         match=r"scratch_dir='.*scratch' has no room for 40320 bytes of staged voxels; expected",
     ):
-        lazyconn.convert(path, str(tmp_path / "r.zarr"), scratch_dir=tmp_path / "scratch",
-                         progress=False)
+        lazyconn.convert(
+            path, str(tmp_path / "r.zarr"), scratch_dir=tmp_path / "scratch", progress=False
+        )
     with pytest.raises(IncompleteStoreError):
         lazyconn.load(str(tmp_path / "r.zarr"))
 
@@ -219,6 +235,9 @@ def test_corrupt_gzip_data(make_nifti, tmp_path):
 def test_plain_directory_is_not_an_image(tmp_path):
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(InputFileError, match=r"src='.*folder' is a directory; expected a .nii or "
-                       r".nii.gz file \(or a lazyconn zarr store\)"):
+    with pytest.raises(
+        InputFileError,
+        match=r"src='.*folder' is a directory; expected a .nii or "
+        r".nii.gz file \(or a lazyconn zarr store\)",
+    ):
         lazyconn.load(str(folder))

@@ -29,12 +29,12 @@ def test_niizarr_reads_lazyconn_stores(make_nifti, tmp_path, name):
     back = str(tmp_path / "back.nii")
     niizarr.zarr2nii(store, back)
     original = open(path, "rb").read()
-    assert open(back, "rb").read() == (gzip.decompress(original) if name.endswith("gz") else original)
+    assert open(back, "rb").read() == (
+        gzip.decompress(original) if name.endswith("gz") else original
+    )
 
 
-@pytest.mark.parametrize(
-    "dtype, slope, inter", [(np.float32, None, None), (np.int16, 0.5, 3.0)]
-)
+@pytest.mark.parametrize("dtype, slope, inter", [(np.float32, None, None), (np.int16, 0.5, 3.0)])
 def test_lazyconn_reads_niizarr_stores(make_nifti, tmp_path, dtype, slope, inter):
     path, ref = make_nifti("run.nii.gz", dtype=dtype, slope=slope, inter=inter)
     store = str(tmp_path / "nz.zarr")

@@ -19,7 +19,12 @@ UNEVEN = (4, 5, 6, 20)  # two uneven chunks per spatial axis of (7, 8, 9, 20)
 @pytest.mark.parametrize("name", ["run.nii", "run.nii.gz"])
 @pytest.mark.parametrize(
     "dtype, slope, inter",
-    [(np.float32, None, None), (np.int16, 0.5, 3.0), (np.uint8, 2.0, None), (np.float64, None, None)],
+    [
+        (np.float32, None, None),
+        (np.int16, 0.5, 3.0),
+        (np.uint8, 2.0, None),
+        (np.float64, None, None),
+    ],
 )
 def test_lazy_equals_nibabel(make_nifti, name, dtype, slope, inter):
     path, ref = make_nifti(name, dtype=dtype, slope=slope, inter=inter)
@@ -129,9 +134,12 @@ def test_computes_on_distributed(make_nifti, tmp_path):
     p_gz, ref_gz = make_nifti("b.nii.gz")
     store = str(tmp_path / "b.zarr")
     lazyconn.load(p_gz).to_zarr(store, chunks=UNEVEN)
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         results = client.compute(
             [lazyconn.load(p).data.mean(axis=-1) for p in (p_nii, p_gz, store)], sync=True
         )

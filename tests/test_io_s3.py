@@ -80,7 +80,9 @@ def test_credentials_never_leak(make_nifti, s3_bucket, capsys):
     for bad in (
         lambda: lazyconn.load(f"{bucket}/missing.nii", storage_options=options),
         lambda: lazyconn.convert(url, store, storage_options=options),
-        lambda: lazyconn.load(creds_url.replace("run.nii.gz", "nope.nii"), storage_options=options),
+        lambda: lazyconn.load(
+            creds_url.replace("run.nii.gz", "nope.nii"), storage_options=options
+        ),
         lambda: lazyconn.load("nope://" + FAKE_KEY + ":" + FAKE_SECRET + "@host/x.nii"),
         lambda: lazyconn.convert(creds_url, f"{bucket}/other.zarr", storage_options=options),
     ):

@@ -142,5 +142,6 @@ def test_default_codec_is_blosc_lz4_shuffle(make_nifti, tmp_path):
     # No compression is available too.
     lazyconn.load(path).to_zarr(str(tmp_path / "raw.zarr"), compressor=None)
     np.testing.assert_array_equal(
-        lazyconn.load(str(tmp_path / "raw.zarr")).data.compute(), lazyconn.load(store).data.compute()
+        lazyconn.load(str(tmp_path / "raw.zarr")).data.compute(),
+        lazyconn.load(store).data.compute(),
     )

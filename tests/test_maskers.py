@@ -113,8 +113,9 @@ def test_nearest_voxel_rounds_half_to_even():
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     affine[:3, 3] = -10.0
     # world 1.0 -> index 5.5 -> 6 ; world 3.0 -> 6.5 -> 6
-    (a,), (b,) = sphere_voxels([(1.0, 1.0, 1.0), (3.0, 3.0, 3.0)], affine, (10, 10, 10), None,
-                               allow_overlap=True)
+    (a,), (b,) = sphere_voxels(
+        [(1.0, 1.0, 1.0), (3.0, 3.0, 3.0)], affine, (10, 10, 10), None, allow_overlap=True
+    )
     assert a == b == np.ravel_multi_index((6, 6, 6), (10, 10, 10))
 
 
@@ -139,8 +140,12 @@ def test_overlapping_spheres_error_and_allow_overlap():
     with pytest.raises(ParameterError, match=r"Overlap detected between spheres: seeds \[0, 1\]"):
         NiftiSpheresMasker(seeds, radius=4.0).fit(lazy(tiny_run()))
     img = tiny_run()
-    ref = quiet(nilearn_masker("NiftiSpheresMasker", seeds=seeds, radius=4.0,
-                               allow_overlap=True).fit_transform, img)
+    ref = quiet(
+        nilearn_masker(
+            "NiftiSpheresMasker", seeds=seeds, radius=4.0, allow_overlap=True
+        ).fit_transform,
+        img,
+    )
     got = NiftiSpheresMasker(seeds, radius=4.0, allow_overlap=True).fit_transform(lazy(img))
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
 
@@ -212,8 +217,9 @@ def test_reduction_reads_only_chunks_with_weights():
 
 
 # ---------------------------------------------------------------------------- labels
-@pytest.mark.parametrize("strategy", ["sum", "median", "minimum", "maximum",
-                                      "standard_deviation", "variance"])
+@pytest.mark.parametrize(
+    "strategy", ["sum", "median", "minimum", "maximum", "standard_deviation", "variance"]
+)
 def test_labels_strategies_match_nilearn(strategy):
     img = tiny_run()
     kw = dict(labels_img=tiny_labels(), strategy=strategy, smoothing_fwhm=5)
@@ -234,8 +240,9 @@ def test_labels_background_label_and_mask_match_nilearn():
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
     assert list(ours.get_feature_names_out()) == list(ref_masker.get_feature_names_out())
     inv_ref = quiet(ref_masker.inverse_transform, ref[:2])
-    np.testing.assert_allclose(ours.inverse_transform(got[:2]).get_fdata(), inv_ref.get_fdata(),
-                               rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(
+        ours.inverse_transform(got[:2]).get_fdata(), inv_ref.get_fdata(), rtol=TOL, atol=TOL
+    )
 
 
 def test_labels_removed_by_the_mask_are_not_regions():
@@ -290,8 +297,9 @@ def test_maps_with_mask_and_inverse_match_nilearn():
     got = ours.fit_transform(lazy(img))
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
     inv_ref = quiet(ref_masker.inverse_transform, ref[:2])
-    np.testing.assert_allclose(ours.inverse_transform(ref[:2]).get_fdata(), inv_ref.get_fdata(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours.inverse_transform(ref[:2]).get_fdata(), inv_ref.get_fdata(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_maps_on_other_grid_without_resampling_error():

@@ -24,8 +24,9 @@ UNEVEN = (17, 23, 13)  # 4 mm MNI grid (50, 59, 48): uneven blocks on every axis
 
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory):
-    data = make_synthetic_fmri(1, n_timepoints=40, resolution=4,
-                               data_dir=tmp_path_factory.mktemp("synth"))
+    data = make_synthetic_fmri(
+        1, n_timepoints=40, resolution=4, data_dir=tmp_path_factory.mktemp("synth")
+    )
     conf = data.confounds[0]
     img = nib.load(data.func[0])
     img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)  # read once
@@ -43,15 +44,13 @@ def _compare(kwargs, subject, check_float32=False):
     img64 = nib.Nifti1Image(img32.get_fdata(), img32.affine, img32.header)
     chunks = UNEVEN + (img32.shape[3],)
 
-    ref64 = quiet(getattr(nilearn_maskers, name)(**kwargs).fit_transform, img64,
-                  confounds=filled)
+    ref64 = quiet(getattr(nilearn_maskers, name)(**kwargs).fit_transform, img64, confounds=filled)
     got64 = cls(**kwargs).fit_transform(load(img64, chunks=chunks), confounds=conf)
     assert got64.shape == ref64.shape and got64.dtype == ref64.dtype
     np.testing.assert_allclose(got64, ref64, rtol=1e-4, atol=1e-4)
     if not check_float32:
         return
-    ref32 = quiet(getattr(nilearn_maskers, name)(**kwargs).fit_transform, img32,
-                  confounds=filled)
+    ref32 = quiet(getattr(nilearn_maskers, name)(**kwargs).fit_transform, img32, confounds=filled)
     got32 = cls(**kwargs).fit_transform(load(img32, chunks=chunks), confounds=conf)
     assert got32.dtype == ref32.dtype == np.float32
     ours_err = np.abs(got32 - ref64).max()
@@ -66,10 +65,17 @@ def test_dmn_spheres_radius_8(subject):
 def test_power_264_radius_5_smoothing_6(subject):
     power = fetch_coords_power_2011()
     coords = np.vstack((power.rois["x"], power.rois["y"], power.rois["z"])).T
-    _compare(dict(_cls="NiftiSpheresMasker", seeds=coords, radius=5.0, smoothing_fwhm=6,
-                  **CLEAN), subject, check_float32=True)
+    _compare(
+        dict(_cls="NiftiSpheresMasker", seeds=coords, radius=5.0, smoothing_fwhm=6, **CLEAN),
+        subject,
+        check_float32=True,
+    )
 
 
 def test_labels_atlas_of_the_synthetic_data(subject):
-    _compare(dict(_cls="NiftiLabelsMasker", labels_img=subject[3].labels_img, smoothing_fwhm=6,
-                  **CLEAN), subject)
+    _compare(
+        dict(
+            _cls="NiftiLabelsMasker", labels_img=subject[3].labels_img, smoothing_fwhm=6, **CLEAN
+        ),
+        subject,
+    )

@@ -60,16 +60,21 @@ def brainish_run(seed):
 @pytest.mark.parametrize("multi", [False, True])
 def test_mask_strategies_match_nilearn(strategy, multi):
     imgs = [brainish_run(0), brainish_run(3)]
-    ours_cls, ref_cls = (MultiNiftiMasker, nilearn_maskers.MultiNiftiMasker) if multi else \
-        (NiftiMasker, nilearn_maskers.NiftiMasker)
+    ours_cls, ref_cls = (
+        (MultiNiftiMasker, nilearn_maskers.MultiNiftiMasker)
+        if multi
+        else (NiftiMasker, nilearn_maskers.NiftiMasker)
+    )
     fit_on = imgs if multi else imgs[0]
     # the tiny box holds little white matter: without opening its mask is not empty
     kw = {"mask_args": {"opening": 0}} if strategy == "wm-template" else {}
     ref = quiet(ref_cls(mask_strategy=strategy, **kw).fit, fit_on)
-    ours = ours_cls(mask_strategy=strategy, **kw).fit([lazy(i) for i in imgs] if multi
-                                                      else lazy(imgs[0]))
-    np.testing.assert_array_equal(np.asarray(ours.mask_img_.dataobj).astype(bool),
-                                  ref.mask_img_.get_fdata().astype(bool))
+    ours = ours_cls(mask_strategy=strategy, **kw).fit(
+        [lazy(i) for i in imgs] if multi else lazy(imgs[0])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(ours.mask_img_.dataobj).astype(bool), ref.mask_img_.get_fdata().astype(bool)
+    )
     assert ours.n_elements_ == ref.n_elements_
 
 
@@ -87,8 +92,9 @@ def test_inverse_transform_like_nilearn():
     ref_m = quiet(nilearn_maskers.NiftiMasker(mask_img=tiny_mask()).fit, img)
     ours = NiftiMasker(mask_img=tiny_mask()).fit(lazy(img))
     x = ours.transform(lazy(img))
-    np.testing.assert_array_equal(ours.inverse_transform(x).get_fdata(),
-                                  quiet(ref_m.inverse_transform, x).get_fdata())
+    np.testing.assert_array_equal(
+        ours.inverse_transform(x).get_fdata(), quiet(ref_m.inverse_transform, x).get_fdata()
+    )
     assert ours.inverse_transform(x[0]).shape == SHAPE
 
 
@@ -120,7 +126,9 @@ def test_multi_transform_is_lazy_and_one_compute():
     with raise_if_dask_computes(max_computes=1), warnings.catch_warnings():
         warnings.simplefilter("error")
         arrays = masker.transform(runs)
-    ref = quiet(nilearn_maskers.MultiNiftiMasker(mask_img=tiny_mask(), **CLEAN).fit_transform,
-                [tiny_run(i) for i in range(3)])
+    ref = quiet(
+        nilearn_maskers.MultiNiftiMasker(mask_img=tiny_mask(), **CLEAN).fit_transform,
+        [tiny_run(i) for i in range(3)],
+    )
     for a, r in zip(arrays, ref):
         np.testing.assert_allclose(a, r, rtol=TOL, atol=TOL)

@@ -79,7 +79,10 @@ def test_apply_mask_3d_image_gives_1d(rng):
 
 def test_apply_mask_int_data_and_list_of_3d(rng):
     shape = (7, 8, 9)
-    vols = [nib.Nifti1Image((rng.random(shape) * 100).astype(np.int16), grid_affine()) for _ in range(4)]
+    vols = [
+        nib.Nifti1Image((rng.random(shape) * 100).astype(np.int16), grid_affine())
+        for _ in range(4)
+    ]
     mask = _mask_img(shape, rng, dtype=np.int32)
     expected = nmasking.apply_mask(vols, mask)
     result = lmasking.apply_mask([lazy_uneven(v) for v in vols], mask)
@@ -175,7 +178,9 @@ def test_apply_mask_grid_mismatch(rng):
 def test_apply_mask_bad_masks(values, match):
     img = inaccessible_image((7, 8, 9, 20))
     if match is None:  # one non-zero value only: a valid full mask
-        assert lmasking.apply_mask(img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32)).shape == (20, 504)
+        assert lmasking.apply_mask(
+            img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32)
+        ).shape == (20, 504)
         return
     with pytest.raises(ParameterError, match=match):
         lmasking.apply_mask(img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32))
@@ -184,7 +189,10 @@ def test_apply_mask_bad_masks(values, match):
 def test_mask_without_zero_background():
     values = np.where(np.arange(504).reshape(7, 8, 9) % 2, 1, 2)
     with pytest.raises(ParameterError, match="background of the mask must be represented with 0"):
-        lmasking.apply_mask(inaccessible_image((7, 8, 9, 20)), nib.Nifti1Image(values, grid_affine(), dtype=np.int32))
+        lmasking.apply_mask(
+            inaccessible_image((7, 8, 9, 20)),
+            nib.Nifti1Image(values, grid_affine(), dtype=np.int32),
+        )
 
 
 def test_unmask_errors(rng):

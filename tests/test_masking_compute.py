@@ -71,7 +71,9 @@ def test_compute_epi_mask_nan_voxels(rng):
 
 def test_compute_epi_mask_all_zero_run_is_an_error():
     zeros = nib.Nifti1Image(np.zeros((7, 8, 9, 20), np.float32), grid_affine())
-    with pytest.raises(ParameterError, match=r"epi_img: its mean image is constant \(0\.0 everywhere\)"):
+    with pytest.raises(
+        ParameterError, match=r"epi_img: its mean image is constant \(0\.0 everywhere\)"
+    ):
         lmasking.compute_epi_mask(lazy_uneven(zeros))
     with pytest.raises(ParameterError, match="once zeros are excluded"):
         lmasking.compute_epi_mask(lazy_uneven(zeros), exclude_zeros=True)
@@ -104,11 +106,16 @@ def test_compute_epi_mask_empty_mask_warns(rng):
 @pytest.mark.parametrize("connected", [True, False])
 def test_intersect_masks_matches_nilearn(rng, threshold, connected):
     masks = [
-        nib.Nifti1Image((brain_blob((13, 11, 12), f) & (rng.random((13, 11, 12)) > 0.1)).astype(np.int32), grid_affine())
+        nib.Nifti1Image(
+            (brain_blob((13, 11, 12), f) & (rng.random((13, 11, 12)) > 0.1)).astype(np.int32),
+            grid_affine(),
+        )
         for f in (0.3, 0.4, 0.35)
     ]
     expected = nmasking.intersect_masks(masks, threshold=threshold, connected=connected)
-    result = lmasking.intersect_masks([lazy_uneven(m) for m in masks], threshold=threshold, connected=connected)
+    result = lmasking.intersect_masks(
+        [lazy_uneven(m) for m in masks], threshold=threshold, connected=connected
+    )
     _same_mask(result, expected)
 
 
@@ -131,7 +138,9 @@ def test_compute_multi_epi_mask_matches_nilearn(rng):
     for threshold in (0.5, 1.0):
         expected = nmasking.compute_multi_epi_mask(runs, threshold=threshold)
         with raise_if_dask_computes(max_computes=1):  # all means in one compute
-            result = lmasking.compute_multi_epi_mask([lazy_uneven(r) for r in runs], threshold=threshold)
+            result = lmasking.compute_multi_epi_mask(
+                [lazy_uneven(r) for r in runs], threshold=threshold
+            )
         _same_mask(result, expected)
     with pytest.raises(ParameterTypeError, match="an empty object was passed"):
         lmasking.compute_multi_epi_mask([])
@@ -162,7 +171,10 @@ def test_compute_brain_mask_matches_nilearn(shape_affine, kwargs):
 
 def test_compute_brain_mask_errors():
     target = nib.Nifti1Image(np.zeros((7, 8, 9), np.float32), grid_affine())
-    with pytest.raises(ParameterError, match="mask_type='csf' is not valid; expected one of 'whole-brain', 'gm', 'wm'"):
+    with pytest.raises(
+        ParameterError,
+        match="mask_type='csf' is not valid; expected one of 'whole-brain', 'gm', 'wm'",
+    ):
         lmasking.compute_brain_mask(target, mask_type="csf")
     corner = np.diag([2.0, 2.0, 2.0, 1.0])
     corner[:3, 3] = [-98, -134, -72]  # the template's empty corner
@@ -249,7 +261,9 @@ def test_compute_background_mask_planted_brain_3d_and_nan_border(rng):
     result = lmasking.compute_background_mask(lazy_uneven(img))
     np.testing.assert_array_equal(np.asarray(result.data).astype(bool), brain_blob(shape[:3]))
     mean = nib.Nifti1Image(np.asarray(img.dataobj).mean(-1), img.affine)
-    _same_mask(lmasking.compute_background_mask(lazy_uneven(mean)), nmasking.compute_background_mask(mean))
+    _same_mask(
+        lmasking.compute_background_mask(lazy_uneven(mean)), nmasking.compute_background_mask(mean)
+    )
     # a NaN in the border: the mask is the non-NaN voxels (SPM-style background)
     data = np.asarray(img.dataobj).copy()
     data[:3, :2, :4] = np.nan
@@ -264,24 +278,35 @@ def test_compute_background_mask_planted_brain_3d_and_nan_border(rng):
 def test_compute_background_mask_errors_and_empty_mask(rng):
     img = _background_run((7, 8, 9, 20), rng)
     for bad in (-1, 1.5, True):
-        with pytest.raises(ParameterError, match=f"border_size={bad!r} is not valid; expected a number of voxels"):
+        with pytest.raises(
+            ParameterError, match=f"border_size={bad!r} is not valid; expected a number of voxels"
+        ):
             lmasking.compute_background_mask(img, border_size=bad)
         with pytest.raises(ParameterError, match=f"border_size={bad!r} is not valid"):
             lmasking.compute_multi_background_mask([img], border_size=bad)
     constant = nib.Nifti1Image(np.full((7, 8, 9, 20), 3.0, np.float32), grid_affine())
     with pytest.warns(UserWarning):
         expected = nmasking.compute_background_mask(constant)
-    with pytest.warns(MaskWarning, match="Computed an empty mask. Are you sure that input images have a homogeneous"):
+    with pytest.warns(
+        MaskWarning,
+        match="Computed an empty mask. Are you sure that input images have a homogeneous",
+    ):
         result = lmasking.compute_background_mask(lazy_uneven(constant))
     _same_mask(result, expected)
 
 
 def test_compute_multi_background_mask_matches_nilearn(rng):
     runs = [_background_run((13, 11, 12, 15), rng, fraction=f) for f in (0.35, 0.3, 0.4)]
-    for kwargs in ({}, {"threshold": 1.0, "opening": 1}, {"connected": False, "opening": 0, "threshold": 0.0}):
+    for kwargs in (
+        {},
+        {"threshold": 1.0, "opening": 1},
+        {"connected": False, "opening": 0, "threshold": 0.0},
+    ):
         expected = _quiet(nmasking.compute_multi_background_mask, runs, **kwargs)
         with raise_if_dask_computes(max_computes=1):  # all means in one compute
-            result = lmasking.compute_multi_background_mask([lazy_uneven(r) for r in runs], **kwargs)
+            result = lmasking.compute_multi_background_mask(
+                [lazy_uneven(r) for r in runs], **kwargs
+            )
         assert np.asarray(result.data).any()
         _same_mask(result, expected)
     with pytest.raises(ParameterTypeError, match=r"data_imgs=\[\]: an empty object was passed"):

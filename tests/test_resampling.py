@@ -31,7 +31,10 @@ TARGETS = {
     "4x4+shape": (np.diag([2.0, 2.5, 2.0, 1.0]), (9, 10, 11)),
     "3x3": (np.diag([2.0, 2.5, 4.0]), None),
     "4x4-no-shape": (_sheared(grid_affine()), None),
-    "offset+shape": (np.array([[2.5, 0, 0, -14], [0, 2.0, 0, -10], [0, 0, 3.0, -3], [0, 0, 0, 1]]), (8, 14, 9)),
+    "offset+shape": (
+        np.array([[2.5, 0, 0, -14], [0, 2.0, 0, -10], [0, 0, 3.0, -3], [0, 0, 0, 1]]),
+        (8, 14, 9),
+    ),
 }
 
 
@@ -61,8 +64,12 @@ def test_resample_to_img_matches_nilearn_3d_and_fill_value(rng, interpolation):
     src = synthetic_epi((13, 11, 12), rng)
     target = nib.Nifti1Image(np.zeros((8, 9, 10), np.int8), np.diag([4.0, 3.5, 4.0, 1.0]))
     for fill_value in (0.0, -7.5):
-        expected = nimage.resample_to_img(src, target, interpolation=interpolation, fill_value=fill_value)
-        result = limage.resample_to_img(lazy_uneven(src), target, interpolation=interpolation, fill_value=fill_value)
+        expected = nimage.resample_to_img(
+            src, target, interpolation=interpolation, fill_value=fill_value
+        )
+        result = limage.resample_to_img(
+            lazy_uneven(src), target, interpolation=interpolation, fill_value=fill_value
+        )
         np.testing.assert_array_equal(result.affine, target.affine)
         np.testing.assert_array_equal(np.asarray(result.data), np.asanyarray(expected.dataobj))
 
@@ -124,9 +131,17 @@ def test_resample_is_lazy_and_reads_no_voxel():
     [
         ({"target_shape": (3, 3, 3)}, ParameterError, "without target_affine"),
         ({"target_affine": np.eye(3), "target_shape": (3, 3, 3)}, ParameterError, "anchor vector"),
-        ({"target_affine": np.eye(4), "target_shape": (3, 3)}, ParameterError, r"target_shape=\(3, 3\)"),
+        (
+            {"target_affine": np.eye(4), "target_shape": (3, 3)},
+            ParameterError,
+            r"target_shape=\(3, 3\)",
+        ),
         ({"target_affine": np.eye(2)}, DimensionError, r"target_affine has shape \(2, 2\)"),
-        ({"target_affine": np.eye(4), "interpolation": "cubic"}, ParameterError, "interpolation='cubic'"),
+        (
+            {"target_affine": np.eye(4), "interpolation": "cubic"},
+            ParameterError,
+            "interpolation='cubic'",
+        ),
     ],
 )
 def test_resample_bad_arguments(kwargs, error, match):

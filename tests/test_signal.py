@@ -528,7 +528,9 @@ def test_sample_mask_with_collapsed_band(data):
         )
     messages = " ".join(str(r.message) for r in record)
     assert "high_pass=0.3 Hz is at or above" in messages and "returned unfiltered" in messages
-    ref = _nilearn(x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4, t_r=2.0)
+    ref = _nilearn(
+        x, sample_mask=MIRROR_KEPT, confounds=conf, high_pass=0.3, low_pass=0.4, t_r=2.0
+    )
     assert_close(ours, ref, 1e-9)
 
 
@@ -595,7 +597,9 @@ def test_lazy_equals_eager_any_chunking(data):
 def test_lazy_confounds(data):
     """Dask confounds (e.g. lazy high-variance confounds) stay lazy and give the same numbers."""
     x, conf = data
-    ref = _nilearn(x, confounds=[conf[:, :2], conf[:, 2]], low_pass=0.1, t_r=2.0, standardize="psc")
+    ref = _nilearn(
+        x, confounds=[conf[:, :2], conf[:, 2]], low_pass=0.1, t_r=2.0, standardize="psc"
+    )
     lazy_conf = [da.from_array(conf[:, :2], chunks=(40, 1)), da.from_array(conf[:, 2])]
     arr = inaccessible_dask_array((T, V), chunks=(T, UNEVEN))
     with raise_if_dask_computes():

@@ -258,9 +258,7 @@ def _build_layout(resolution, n_networks, region_radius, seed, nuisance=1.0) -> 
             -baseline * _FD_SPIKE * fd_spike,
         ]
     ).astype(np.float64)
-    noise_sd = (_NOISE_LEVEL * baseline * (0.75 + 0.5 * rng.random(mask.sum()))).astype(
-        np.float32
-    )
+    noise_sd = (_NOISE_LEVEL * baseline * (0.75 + 0.5 * rng.random(mask.sum()))).astype(np.float32)
     return _Layout(
         affine=affine,
         shape=shape,
@@ -731,20 +729,26 @@ def make_synthetic_fmri(
 
     subjects = _subject_ids(n_subjects)
     func_dirs = [root / sub / "func" for sub in subjects]
-    func = [d / f"{s}_task-{TASK}_space-{SPACE}_desc-preproc_bold.nii.gz"
-            for d, s in zip(func_dirs, subjects)]
-    confounds = [d / f"{s}_task-{TASK}_desc-confounds_timeseries.tsv"
-                 for d, s in zip(func_dirs, subjects)]
-    sub_masks = [d / f"{s}_task-{TASK}_space-{SPACE}_desc-brain_mask.nii.gz"
-                 for d, s in zip(func_dirs, subjects)]
+    func = [
+        d / f"{s}_task-{TASK}_space-{SPACE}_desc-preproc_bold.nii.gz"
+        for d, s in zip(func_dirs, subjects)
+    ]
+    confounds = [
+        d / f"{s}_task-{TASK}_desc-confounds_timeseries.tsv" for d, s in zip(func_dirs, subjects)
+    ]
+    sub_masks = [
+        d / f"{s}_task-{TASK}_space-{SPACE}_desc-brain_mask.nii.gz"
+        for d, s in zip(func_dirs, subjects)
+    ]
     truth_dir = root / "truth"
     mask_path = truth_dir / f"space-{SPACE}_res-{resolution:g}mm_desc-brain_mask.nii.gz"
     maps_path = truth_dir / f"space-{SPACE}_res-{resolution:g}mm_desc-networks_probseg.nii.gz"
     labels_path = truth_dir / f"space-{SPACE}_res-{resolution:g}mm_desc-regions_dseg.nii.gz"
     description_path = root / "dataset_description.json"
 
-    layout = _build_layout(float(resolution), n_networks, float(region_radius), seed,
-                           float(nuisance))
+    layout = _build_layout(
+        float(resolution), n_networks, float(region_radius), seed, float(nuisance)
+    )
     found = _read_description(description_path)
     if found is None or found["Parameters"] != params:
         if found is not None:
@@ -761,8 +765,13 @@ def make_synthetic_fmri(
                     if parent == root or any(parent.iterdir()):
                         break
                     parent.rmdir()
-        files = [mask_path, maps_path, labels_path, truth_dir / "regions.tsv",
-                 truth_dir / "region_correlation.tsv"]
+        files = [
+            mask_path,
+            maps_path,
+            labels_path,
+            truth_dir / "regions.tsv",
+            truth_dir / "region_correlation.tsv",
+        ]
         files += func + confounds + [_reduced_path(c) for c in confounds] + sub_masks
         _write_truth(layout, truth_dir, mask_path, maps_path, labels_path)
         seeds = np.random.SeedSequence(seed).spawn(n_subjects)
@@ -780,9 +789,13 @@ def make_synthetic_fmri(
             "Name": "lazyconn synthetic resting-state fMRI",
             "BIDSVersion": "1.9.0",
             "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "lazyconn.datasets.make_synthetic_fmri",
-                             "Parameters": params,
-                             "Files": [str(f.relative_to(root)) for f in files]}],
+            "GeneratedBy": [
+                {
+                    "Name": "lazyconn.datasets.make_synthetic_fmri",
+                    "Parameters": params,
+                    "Files": [str(f.relative_to(root)) for f in files],
+                }
+            ],
         }
         description_path.write_text(json.dumps(description, indent=2))
 
@@ -841,5 +854,6 @@ def _write_truth(layout, truth_dir, mask_path, maps_path, labels_path):
         }
     )
     _write_tsv(truth_dir / "regions.tsv", regions)
-    np.savetxt(truth_dir / "region_correlation.tsv", layout.region_correlation,
-               delimiter="\t", fmt="%.6g")
+    np.savetxt(
+        truth_dir / "region_correlation.tsv", layout.region_correlation, delimiter="\t", fmt="%.6g"
+    )

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
@@ -176,7 +175,7 @@ class ResultStore:
             if attrs.get("complete") is not True:
                 return None
             result = group["result"][...]
-        except Exception:  # noqa: BLE001 - an unreadable entry is a missing one
+        except Exception:
             return None
         if list(result.shape) != attrs.get("shape"):
             return None

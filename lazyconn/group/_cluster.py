@@ -74,13 +74,16 @@ def client_context(client, *, n_workers=None, timeout: float = CONNECT_TIMEOUT):
             from distributed import Client, LocalCluster
 
             n = n_workers or default_n_workers()
-            with LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            ) as cluster, Client(cluster, set_as_default=False) as c:
+            with (
+                LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                ) as cluster,
+                Client(cluster, set_as_default=False) as c,
+            ):
                 yield c
             return
         c = _connect(client, timeout)

@@ -28,27 +28,54 @@ SMALL = {"n_subjects": 4, "n_timepoints": 60, "resolution": 8.0}
 
 #: fMRIPrep columns used as confounds (nilearn's development dataset "reduced" set).
 CONFOUND_COLUMNS = [
-    "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "framewise_displacement",
-    "a_comp_cor_00", "a_comp_cor_01", "a_comp_cor_02", "a_comp_cor_03", "a_comp_cor_04",
-    "a_comp_cor_05", "csf", "white_matter",
+    "trans_x",
+    "trans_y",
+    "trans_z",
+    "rot_x",
+    "rot_y",
+    "rot_z",
+    "framewise_displacement",
+    "a_comp_cor_00",
+    "a_comp_cor_01",
+    "a_comp_cor_02",
+    "a_comp_cor_03",
+    "a_comp_cor_04",
+    "a_comp_cor_05",
+    "csf",
+    "white_matter",
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lazyconn demo``."""
-    parser.add_argument("--n-subjects", type=int, default=None,
-                        help=f"subjects to simulate (default {DEFAULT['n_subjects']}, "
-                        f"--small {SMALL['n_subjects']})")
-    parser.add_argument("-o", "--output", default="lazyconn-demo",
-                        help="output folder (default ./lazyconn-demo); re-running reuses its "
-                        "data and cached results")
-    parser.add_argument("--n-workers", type=int, default=2,
-                        help="worker processes of the LocalCluster (default 2)")
-    parser.add_argument("--scheduler", default=None,
-                        help="use this dask scheduler address instead of a LocalCluster")
-    parser.add_argument("--small", action="store_true",
-                        help=f"a small study ({SMALL['n_subjects']} subjects, "
-                        f"{SMALL['n_timepoints']} volumes, {SMALL['resolution']:g} mm) for a quick look")
+    parser.add_argument(
+        "--n-subjects",
+        type=int,
+        default=None,
+        help=f"subjects to simulate (default {DEFAULT['n_subjects']}, "
+        f"--small {SMALL['n_subjects']})",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="lazyconn-demo",
+        help="output folder (default ./lazyconn-demo); re-running reuses its "
+        "data and cached results",
+    )
+    parser.add_argument(
+        "--n-workers", type=int, default=2, help="worker processes of the LocalCluster (default 2)"
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="use this dask scheduler address instead of a LocalCluster",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help=f"a small study ({SMALL['n_subjects']} subjects, "
+        f"{SMALL['n_timepoints']} volumes, {SMALL['resolution']:g} mm) for a quick look",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -74,20 +101,40 @@ def _plots(output: Path, matrix: np.ndarray, coords: np.ndarray) -> list[str]:
     shown = matrix.copy()
     np.fill_diagonal(shown, 0)
     bound = float(np.abs(shown).max()) or 1.0
-    plotting.plot_matrix(shown, vmin=-bound, vmax=bound, colorbar=True,
-                         title="Group partial correlation (Power-264)")
+    plotting.plot_matrix(
+        shown,
+        vmin=-bound,
+        vmax=bound,
+        colorbar=True,
+        title="Group partial correlation (Power-264)",
+    )
     plt.savefig(output / "matrix.png", dpi=100)
     plt.close("all")
-    display = plotting.plot_connectome(shown, coords, edge_threshold="99.9%", node_size=10,
-                                       colorbar=True, title="Group connectome (strongest 0.1 %)")
+    display = plotting.plot_connectome(
+        shown,
+        coords,
+        edge_threshold="99.9%",
+        node_size=10,
+        colorbar=True,
+        title="Group connectome (strongest 0.1 %)",
+    )
     display.savefig(output / "connectome.png", dpi=100)
     display.close()
     plt.close("all")
     return ["matrix.png", "connectome.png"]
 
 
-def run_demo(output, *, datasets, n_subjects=None, small=False, n_workers=2, client="local",
-             progress=True, stream=None) -> dict:
+def run_demo(
+    output,
+    *,
+    datasets,
+    n_subjects=None,
+    small=False,
+    n_workers=2,
+    client="local",
+    progress=True,
+    stream=None,
+) -> dict:
     """Run the demo into ``output``; return what was written and the timings.
 
     Parameters
@@ -135,8 +182,11 @@ def run_demo(output, *, datasets, n_subjects=None, small=False, n_workers=2, cli
     start = time.perf_counter()
     token = stage(f"simulating {size['n_subjects']} subjects")
     study = datasets.make_synthetic_fmri(
-        size["n_subjects"], n_timepoints=size["n_timepoints"], resolution=size["resolution"],
-        data_dir=output / "data", overwrite=True,
+        size["n_subjects"],
+        n_timepoints=size["n_timepoints"],
+        resolution=size["resolution"],
+        data_dir=output / "data",
+        overwrite=True,
     )
     done(token)
 
@@ -149,7 +199,7 @@ def run_demo(output, *, datasets, n_subjects=None, small=False, n_workers=2, cli
     for src, dst in zip(study.func, stores):
         try:
             load(dst)  # a complete store from an earlier run of the demo is reused
-        except Exception:  # noqa: BLE001 - missing, incomplete or stale: (re)convert
+        except Exception:
             todo.append((src, dst))
     if todo:
         convert([s for s, _ in todo], [d for _, d in todo], overwrite=True, progress=progress)
@@ -160,16 +210,31 @@ def run_demo(output, *, datasets, n_subjects=None, small=False, n_workers=2, cli
     power = datasets.fetch_coords_power_2011()
     coords = power.rois[["x", "y", "z"]].to_numpy()
     masker = NiftiSpheresMasker(
-        seeds=coords, radius=5.0, smoothing_fwhm=6, detrend=True, standardize="zscore_sample",
-        low_pass=0.1, high_pass=0.01, t_r=t_r,
+        seeds=coords,
+        radius=5.0,
+        smoothing_fwhm=6,
+        detrend=True,
+        standardize="zscore_sample",
+        low_pass=0.1,
+        high_pass=0.01,
+        t_r=t_r,
     )
     measure = ConnectivityMeasure(kind="partial correlation")
     confounds = [_fmriprep_confounds(path) for path in study.confounds]
-    where = (f"a LocalCluster of {n_workers} workers" if client == "local"
-             else "dask's local threads" if client is None else f"the scheduler {client!r}")
+    where = (
+        f"a LocalCluster of {n_workers} workers"
+        if client == "local"
+        else "dask's local threads"
+        if client is None
+        else f"the scheduler {client!r}"
+    )
     token = stage(f"Power-264 signals and partial correlations on {where}")
     group = GroupConnectome(
-        masker, measure, cache_dir=output / "cache", client=client, n_workers=n_workers,
+        masker,
+        measure,
+        cache_dir=output / "cache",
+        client=client,
+        n_workers=n_workers,
         progress=progress,
     ).fit(stores, confounds=confounds, subjects=list(study.subjects))
     done(token)
@@ -190,8 +255,9 @@ def run_demo(output, *, datasets, n_subjects=None, small=False, n_workers=2, cli
     for line in plots:
         if line.startswith("plots skipped"):
             print(f"[lazyconn demo] {line}", file=stream)
-    print(f"[lazyconn demo] done in {stages['total']:.1f} s; see {output / 'report.md'}",
-          file=stream)
+    print(
+        f"[lazyconn demo] done in {stages['total']:.1f} s; see {output / 'report.md'}", file=stream
+    )
     return {"output": output, "group": group, "stages": stages, "plots": plots}
 
 
@@ -234,12 +300,19 @@ def _report(output, study, first, masker, group, stages, plots, where) -> str:
     ]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in stages.items()]
     inner = {k: v for k, v in group.timings_.items() if isinstance(v, float) and k != "total"}
-    lines += ["", "Inside the connectome stage (`GroupConnectome.timings_`): " + ", ".join(
-        f"{name} {seconds:.2f} s" for name, seconds in inner.items()) + "."]
+    lines += [
+        "",
+        "Inside the connectome stage (`GroupConnectome.timings_`): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in inner.items())
+        + ".",
+    ]
     per_subject = list(group.timings_.get("subjects", {}).values())
     if per_subject:
-        lines += ["", f"Per subject (inside the workers): median {np.median(per_subject):.2f} s, "
-                  f"max {np.max(per_subject):.2f} s."]
+        lines += [
+            "",
+            f"Per subject (inside the workers): median {np.median(per_subject):.2f} s, "
+            f"max {np.max(per_subject):.2f} s.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -247,7 +320,12 @@ def run(args, datasets) -> int:
     """Run ``lazyconn demo`` from parsed arguments (see :func:`add_arguments`)."""
     client = args.scheduler if args.scheduler else "local"
     run_demo(
-        os.fspath(args.output), datasets=datasets, n_subjects=args.n_subjects, small=args.small,
-        n_workers=args.n_workers, client=client, progress=not args.no_progress,
+        os.fspath(args.output),
+        datasets=datasets,
+        n_subjects=args.n_subjects,
+        small=args.small,
+        n_workers=args.n_workers,
+        client=client,
+        progress=not args.no_progress,
     )
     return 0

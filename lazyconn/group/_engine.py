@@ -18,8 +18,9 @@ import contextlib
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import dask
 import numpy as np
@@ -77,7 +78,7 @@ def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Fa
         # Inside a task (threads or a distributed worker) the subject's graph runs in place.
         with dask.config.set(scheduler="sync"):
             result = np.asarray(step(subject))
-    except Exception as exc:  # noqa: BLE001 - every failure is reported against its subject
+    except Exception as exc:
         message = f"{_describe(subject)} failed: {type(exc).__name__}: {exc}"
         if on_error == "raise":
             raise SubjectError(message) from exc

@@ -23,7 +23,6 @@ from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group
 from lazyconn.image import LazyImage, load
 
-
 #: Maskers reused by every subject a (worker) process handles, by parameters token: their
 #: per-grid caches (e.g. the spheres' smoothed weights) are then built once per process, not
 #: once per subject (each task unpickles its own copy of the step). A few entries at most.
@@ -224,13 +223,16 @@ class GroupConnectome(BaseEstimator):
                 )
         connectivity = ConnectivityMeasure() if self.connectivity is None else self.connectivity
         check_type(
-            "connectivity", connectivity, ConnectivityMeasure,
+            "connectivity",
+            connectivity,
+            ConnectivityMeasure,
             "a lazyconn.connectome.ConnectivityMeasure",
         )
         connectivity._check_params()
         check_in("on_error", self.on_error, ("raise", "skip"))
         if self.n_workers is not None and (
-            isinstance(self.n_workers, bool) or not isinstance(self.n_workers, (int, np.integer))
+            isinstance(self.n_workers, bool)
+            or not isinstance(self.n_workers, (int, np.integer))
             or self.n_workers < 1
         ):
             raise ParameterError(
@@ -265,8 +267,9 @@ class GroupConnectome(BaseEstimator):
         records = []
         for name, img, conf, mask in zip(names, imgs, confounds, sample_mask):
             identity = input_identity(img, self.storage_options)
-            key = tokenize(identity, input_identity(conf, self.storage_options),
-                           input_identity(mask), params)
+            key = tokenize(
+                identity, input_identity(conf, self.storage_options), input_identity(mask), params
+            )
             records.append(Subject(name, img, conf, mask, key))
         return records, params
 
@@ -323,19 +326,19 @@ class GroupConnectome(BaseEstimator):
         outcomes, failures = out["outcomes"], out["failures"]
         if not outcomes:
             first = next(iter(failures.values()))
-            raise SubjectError(
-                f"every subject failed ({len(failures)}); the first: {first.error}"
-            )
+            raise SubjectError(f"every subject failed ({len(failures)}); the first: {first.error}")
         timings = dict(out["timings"])
         t0 = time.perf_counter()
         fitted = clone(connectivity)
         results = [o.result for o in outcomes.values()]
         if tangent:
             fitted.fit_from_covariances(results)
-            matrices = np.stack([
-                fitted.subject_connectivity(c, f"covariance of subject {name!r}")
-                for name, c in zip(outcomes, results)
-            ])
+            matrices = np.stack(
+                [
+                    fitted.subject_connectivity(c, f"covariance of subject {name!r}")
+                    for name, c in zip(outcomes, results)
+                ]
+            )
         else:
             fitted.fit_from_partial(out["partial"])
             matrices = np.stack(results)

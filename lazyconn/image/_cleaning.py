@@ -92,7 +92,7 @@ def clean_img(
             f"clean_img got unexpected keyword arguments {unknown}; expected keywords prefixed "
             "with 'clean__' (passed to signal.clean)."
         )
-    clean_kwargs = {k[len("clean__"):]: v for k, v in kwargs.items()}
+    clean_kwargs = {k[len("clean__") :]: v for k, v in kwargs.items()}
     img = load_4d(imgs, "imgs")
     signals, positions, chunks3 = _signals(img, mask_img)
     cleaned = signal.clean(

@@ -31,7 +31,7 @@ class LazyImage:
     losslessly; ``with_data`` drops them.
     """
 
-    __slots__ = ("data", "affine", "header", "source", "_raw")
+    __slots__ = ("_raw", "affine", "data", "header", "source")
 
     def __init__(self, data, affine, header=None, *, source: str | None = None, _raw=None):
         if not isinstance(data, da.Array):
@@ -93,7 +93,9 @@ class LazyImage:
         if len(zooms) < 4 or not zooms[3]:
             return None
         t_r = float(zooms[3])
-        units = self.header.get_xyzt_units()[1] if hasattr(self.header, "get_xyzt_units") else "sec"
+        units = (
+            self.header.get_xyzt_units()[1] if hasattr(self.header, "get_xyzt_units") else "sec"
+        )
         if units == "msec":
             t_r /= 1000.0
         elif units == "usec":
@@ -170,8 +172,14 @@ class LazyImage:
         from lazyconn.io.writers import write_store
 
         return write_store(
-            self, dst, chunks=chunks, compressor=compressor, overwrite=overwrite,
-            storage_options=storage_options, compute=compute, batch_bytes=batch_bytes,
+            self,
+            dst,
+            chunks=chunks,
+            compressor=compressor,
+            overwrite=overwrite,
+            storage_options=storage_options,
+            compute=compute,
+            batch_bytes=batch_bytes,
             progress=progress,
         )
 

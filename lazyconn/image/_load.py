@@ -59,7 +59,10 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
             nifti = NiftiFile(filename)
             data, raw = nifti_arrays(nifti, chunks)
             return LazyImage(
-                data, src.affine, nifti.header, source=redact(filename),
+                data,
+                src.affine,
+                nifti.header,
+                source=redact(filename),
                 _raw=(raw, nifti.header_bytes, nifti),
             )
         arr = np.asanyarray(src.dataobj)
@@ -75,13 +78,19 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
             info = open_store(url, storage_options)
             data, raw = store_arrays(info, chunks)
             return LazyImage(
-                data, info.affine, info.header, source=redact(url),
+                data,
+                info.affine,
+                info.header,
+                source=redact(url),
                 _raw=(raw, info.header_bytes, None),
             )
         nifti = NiftiFile(url, storage_options)
         data, raw = nifti_arrays(nifti, chunks)
         return LazyImage(
-            data, nifti.header.get_best_affine(), nifti.header, source=redact(url),
+            data,
+            nifti.header.get_best_affine(),
+            nifti.header,
+            source=redact(url),
             _raw=(raw, nifti.header_bytes, nifti),
         )
     raise ParameterTypeError(

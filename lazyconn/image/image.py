@@ -91,9 +91,7 @@ def load_3d(img, name: str = "img") -> LazyImage:
     if img.ndim == 4 and img.shape[3] == 1:
         img = LazyImage(img.data[..., 0], img.affine, img.header, source=img.source)
     if img.ndim != 3:
-        raise DimensionError(
-            f"{name} has shape {img.shape} ({img.ndim}-D); expected a 3-D image."
-        )
+        raise DimensionError(f"{name} has shape {img.shape} ({img.ndim}-D); expected a 3-D image.")
     return img
 
 
@@ -106,9 +104,7 @@ def check_same_fov(*imgs, names=None, raise_error: bool = True) -> bool:
     names = names or [f"img_#{i}" for i in range(len(imgs))]
     ref, ref_name = imgs[0], names[0]
     for img, name in zip(imgs[1:], names[1:], strict=True):
-        same = tuple(img.shape[:3]) == tuple(ref.shape[:3]) and np.allclose(
-            img.affine, ref.affine
-        )
+        same = tuple(img.shape[:3]) == tuple(ref.shape[:3]) and np.allclose(img.affine, ref.affine)
         if not same:
             if not raise_error:
                 return False
@@ -228,7 +224,9 @@ def smooth_array(arr, affine, fwhm=None, ensure_finite=True, copy=True):
             "None, or 'fast'."
         )
     if isinstance(fwhm, bool):
-        raise ParameterError(f"fwhm={fwhm!r} is not valid; expected a number (mm), None, or 'fast'.")
+        raise ParameterError(
+            f"fwhm={fwhm!r} is not valid; expected a number (mm), None, or 'fast'."
+        )
     sigmas = None
     if fwhm is not None and not isinstance(fwhm, str):
         sigmas = spatial.fwhm_to_sigma(fwhm, affine)  # validates before any graph is built
@@ -352,15 +350,17 @@ def math_img(formula: str, copy_header_from=None, **imgs):
         )
     missing = [k for k in imgs if k not in formula and k != copy_header_from]
     if missing:
-        warn(f"Some images ({missing}) are not mentioned in the formula={formula!r}.", LazyconnWarning)
+        warn(
+            f"Some images ({missing}) are not mentioned in the formula={formula!r}.",
+            LazyconnWarning,
+        )
     if not imgs:
         raise ParameterError("math_img got no images; pass them as keyword arguments.")
     loaded = {k: load_img(v, k) for k, v in imgs.items()}
     check_same_fov(*loaded.values(), names=list(loaded))
     if copy_header_from is not None and copy_header_from not in loaded:
         raise ParameterError(
-            f"copy_header_from={copy_header_from!r} is not one of the images "
-            f"{list(loaded)}."
+            f"copy_header_from={copy_header_from!r} is not one of the images {list(loaded)}."
         )
     scope = {k: v.data for k, v in loaded.items()}
     scope["np"] = np
@@ -405,7 +405,9 @@ def _parse_threshold(threshold, two_sided: bool, name: str = "threshold"):
         except ValueError:
             raise ParameterError(msg) from None
         if value < 0:
-            raise ParameterError(f"{name}={threshold!r}: should not be a negative percentile value.")
+            raise ParameterError(
+                f"{name}={threshold!r}: should not be a negative percentile value."
+            )
         if value > 100:
             raise ParameterError(f"{name}={threshold!r}: a percentile must be within 0% and 100%.")
         return value, True
@@ -419,7 +421,9 @@ def _parse_threshold(threshold, two_sided: bool, name: str = "threshold"):
         )
     value = float(threshold)
     if value < 0 and two_sided:
-        raise ParameterError(f'"{name}"={threshold!r} should not be a negative value when two_sided=True.')
+        raise ParameterError(
+            f'"{name}"={threshold!r} should not be a negative value when two_sided=True.'
+        )
     return value, False
 
 
@@ -533,4 +537,3 @@ def binarize_img(img, threshold=0.0, mask_img=None, two_sided=False, copy_header
         img, threshold, mask_img=mask_img, two_sided=two_sided, copy_header=copy_header
     )
     return new_img_like(thr, (thr.data != 0).astype(np.int8), thr.affine, copy_header=copy_header)
-

@@ -34,8 +34,16 @@ def get_bounds(shape, affine):
     """World-space (min, max) per axis of the centres of the corner voxels (nilearn)."""
     a, b, c = (s - 1 for s in shape[:3])
     box = np.array(
-        [[0.0, 0, 0, 1], [a, 0, 0, 1], [0, b, 0, 1], [0, 0, c, 1],
-         [a, b, 0, 1], [a, 0, c, 1], [0, b, c, 1], [a, b, c, 1]]
+        [
+            [0.0, 0, 0, 1],
+            [a, 0, 0, 1],
+            [0, b, 0, 1],
+            [0, 0, c, 1],
+            [a, b, 0, 1],
+            [a, 0, c, 1],
+            [0, b, c, 1],
+            [a, b, c, 1],
+        ]
     ).T
     box = np.dot(affine, box)[:3]
     return list(zip(box.min(axis=-1), box.max(axis=-1), strict=False))
@@ -193,14 +201,21 @@ def resample_img(
 
     data = img.data
     kwargs = {
-        "A": A, "b": b, "target_shape": target_shape, "order": spline, "fill_value": fill_value,
+        "A": A,
+        "b": b,
+        "target_shape": target_shape,
+        "order": spline,
+        "fill_value": fill_value,
         "out_dtype": out_dtype,
     }
     if data.ndim == 3:
         whole = data.rechunk(-1)
         out = whole.map_blocks(
-            _resample_block, chunks=target_shape, dtype=out_dtype,
-            meta=np.empty((0, 0, 0), dtype=out_dtype), **kwargs,
+            _resample_block,
+            chunks=target_shape,
+            dtype=out_dtype,
+            meta=np.empty((0, 0, 0), dtype=out_dtype),
+            **kwargs,
         )
         out = out.rechunk(default_chunks(target_shape, out_dtype))
     else:
@@ -252,4 +267,3 @@ def resample_to_img(
         force_resample=force_resample,
         copy_header=copy_header,
     )
-

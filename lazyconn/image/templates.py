@@ -71,7 +71,9 @@ def _template(kind, resolution):
 
 def _load_template(kind, resolution):
     data, affine, header = _template(kind, float(_check_resolution(resolution)))
-    return LazyImage(da.from_array(data, chunks=default_chunks(data.shape, data.dtype)), affine, header)
+    return LazyImage(
+        da.from_array(data, chunks=default_chunks(data.shape, data.dtype)), affine, header
+    )
 
 
 def load_mni152_template(resolution=None) -> LazyImage:

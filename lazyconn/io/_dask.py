@@ -46,8 +46,13 @@ def nifti_arrays(nifti: NiftiFile, chunks=None) -> tuple[da.Array, da.Array]:
     token = tokenize(nifti.token, read_chunks)
     meta = np.empty((0,) * nifti.ndim, dtype=nifti.raw_dtype)
     raw = da.from_array(
-        _RawView(nifti), chunks=read_chunks, name=f"nifti-raw-{token}", lock=False,
-        asarray=False, fancy=False, meta=meta,
+        _RawView(nifti),
+        chunks=read_chunks,
+        name=f"nifti-raw-{token}",
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=meta,
     )
     scaled = _scaled(raw, nifti.slope, nifti.inter, nifti.dtype)
     if nifti.compressed and chunks is not None:
@@ -59,7 +64,11 @@ def _scaled(raw: da.Array, slope, inter, dtype) -> da.Array:
     if (slope, inter) == (1.0, 0.0) or (slope, inter) == (1, 0):
         return raw
     return raw.map_blocks(
-        scale, slope, inter, dtype=dtype, name=f"nifti-scale-{tokenize(raw.name, slope, inter)}",
+        scale,
+        slope,
+        inter,
+        dtype=dtype,
+        name=f"nifti-scale-{tokenize(raw.name, slope, inter)}",
         meta=np.empty((0,) * raw.ndim, dtype=dtype),
     )
 

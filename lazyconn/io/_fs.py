@@ -70,9 +70,7 @@ def check_exists(name: str, url: str, storage_options: dict | None = None, *, ex
     """Raise InputNotFoundError if ``url`` does not exist; return (fs, path)."""
     fs, path = get_fs(url, storage_options)
     if not fs.exists(path):
-        raise InputNotFoundError(
-            f"{name}={redact(url)!r} does not exist; expected {expected}."
-        )
+        raise InputNotFoundError(f"{name}={redact(url)!r} does not exist; expected {expected}.")
     return fs, path
 
 

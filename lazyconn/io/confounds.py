@@ -219,4 +219,4 @@ def sanitize_confounds(confounds, n_samples: int, *, storage_options=None) -> np
     return np.hstack(arrays)
 
 
-__all__ = ["read_confounds_file", "sanitize_confounds", "fill_first_row"]
+__all__ = ["fill_first_row", "read_confounds_file", "sanitize_confounds"]

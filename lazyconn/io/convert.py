@@ -69,8 +69,9 @@ _STAGE_BLOCK = 4 * 2**20
 class _Job:
     """Everything one file's conversion tasks need (small and picklable)."""
 
-    def __init__(self, nifti, dst, dst_options, header_bytes, out_dtype, chunks, unit_bytes,
-                 scratch_dir):
+    def __init__(
+        self, nifti, dst, dst_options, header_bytes, out_dtype, chunks, unit_bytes, scratch_dir
+    ):
         self.nifti = nifti
         self.dst = dst
         self.dst_options = dst_options
@@ -79,9 +80,7 @@ class _Job:
         self.shape4 = tuple(nifti.shape) + (1,) * (4 - nifti.ndim)
         self.chunks4 = tuple(chunks) + (1,) * (4 - len(chunks))
         self.scratch_dir = scratch_dir
-        self.scratch_path = os.path.join(
-            scratch_dir, f"lazyconn-stage-{uuid.uuid4().hex}.raw"
-        )
+        self.scratch_path = os.path.join(scratch_dir, f"lazyconn-stage-{uuid.uuid4().hex}.raw")
         self.in_place = is_local(nifti.url) and not nifti.compressed
         self.units = _plan_units(self.shape4, self.chunks4, nifti.raw_dtype.itemsize, unit_bytes)
         self.token = tokenize(nifti.token, dst, chunks, out_dtype, unit_bytes)
@@ -495,8 +494,18 @@ def convert(
         dst_storage_options = storage_options
     scratch_dir = os.fspath(scratch_dir) if scratch_dir is not None else tempfile.gettempdir()
     jobs = [
-        _make_job(s, d, chunks, overwrite, dtype, compressor, storage_options,
-                  dst_storage_options, unit_bytes, scratch_dir)
+        _make_job(
+            s,
+            d,
+            chunks,
+            overwrite,
+            dtype,
+            compressor,
+            storage_options,
+            dst_storage_options,
+            unit_bytes,
+            scratch_dir,
+        )
         for s, d in zip(srcs, dsts)
     ]
     client = _client()
@@ -532,8 +541,18 @@ def convert(
     return dsts[0] if single else dsts
 
 
-def _make_job(src, dst, chunks, overwrite, dtype, compressor, src_options, dst_options,
-              unit_bytes, scratch_dir) -> _Job:
+def _make_job(
+    src,
+    dst,
+    chunks,
+    overwrite,
+    dtype,
+    compressor,
+    src_options,
+    dst_options,
+    unit_bytes,
+    scratch_dir,
+) -> _Job:
     dst = check_url("dst", dst)
     nifti = NiftiFile(src, src_options)
     slope, inter = nifti.slope, nifti.inter
@@ -558,8 +577,12 @@ def _make_job(src, dst, chunks, overwrite, dtype, compressor, src_options, dst_o
         chunks = default_chunks(nifti.shape, out_dtype or nifti.raw_dtype)
     _prepare(dst, dst_options, overwrite)
     create_store(
-        dst, header_bytes=header_bytes, chunks=chunks, compressor=compressor,
-        storage_options=dst_options, source=nifti.url,
+        dst,
+        header_bytes=header_bytes,
+        chunks=chunks,
+        compressor=compressor,
+        storage_options=dst_options,
+        source=nifti.url,
     )
     stored = tuple(int(c) for c in _open_chunks(dst, dst_options))
     return _Job(nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir)

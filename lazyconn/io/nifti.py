@@ -189,7 +189,9 @@ def read_gzip_range(
             n = len(chunk)
             lo, hi = max(upos, start), min(upos + n, stop)
             if hi > lo:
-                out[lo - start : hi - start] = np.frombuffer(chunk, np.uint8)[lo - upos : hi - upos]
+                out[lo - start : hi - start] = np.frombuffer(chunk, np.uint8)[
+                    lo - upos : hi - upos
+                ]
             upos += n
         while check_end and state is not None and not state.eof:
             if not pending:

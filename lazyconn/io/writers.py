@@ -70,16 +70,26 @@ def write_store(
         from lazyconn.io.convert import convert
 
         out = convert(
-            source.url, dst, chunks=chunks, overwrite=overwrite, compressor=compressor,
-            storage_options=source.storage_options, dst_storage_options=storage_options,
-            progress=False, compute=compute,
+            source.url,
+            dst,
+            chunks=chunks,
+            overwrite=overwrite,
+            compressor=compressor,
+            storage_options=source.storage_options,
+            dst_storage_options=storage_options,
+            progress=False,
+            compute=compute,
         )
         return None if compute else out
     header_bytes, raw = header_bytes_for(img)
     prepare_destination(dst, storage_options, overwrite)
     array = create_store(
-        dst, header_bytes=header_bytes, chunks=chunks, compressor=compressor,
-        storage_options=storage_options, source=img.source,
+        dst,
+        header_bytes=header_bytes,
+        chunks=chunks,
+        compressor=compressor,
+        storage_options=storage_options,
+        source=img.source,
     )
     stored = raw.transpose(tuple(range(raw.ndim))[::-1]).rechunk(array.chunks)
     if stored.dtype != array.dtype:  # e.g. big-endian file data: store native order

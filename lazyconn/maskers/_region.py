@@ -42,8 +42,9 @@ def mask_on_grid(mask_img, shape, affine):
             f"mask_img (shape {mdata.shape}) is not on the images' grid (shape {tuple(shape)}) "
             "and lazyconn.image.resample_img is unavailable; expected a mask on the same grid."
         ) from exc
-    res = resample_img(mask_img, target_affine=affine, target_shape=tuple(shape),
-                       interpolation="nearest")
+    res = resample_img(
+        mask_img, target_affine=affine, target_shape=tuple(shape), interpolation="nearest"
+    )
     return np.asarray(res.data.compute() if hasattr(res, "data") else res.dataobj).astype(bool)
 
 
@@ -52,8 +53,11 @@ class RegionMasker(BaseMasker):
 
     def _smoothed_dtype(self, in_dtype):
         """Voxel dtype after nilearn's smoothing step (floats kept, ints promoted)."""
-        return float_dtype_for(in_dtype) if self._fitted_smoothing() is not None else \
-            np.dtype(in_dtype)
+        return (
+            float_dtype_for(in_dtype)
+            if self._fitted_smoothing() is not None
+            else np.dtype(in_dtype)
+        )
 
     def _plan(self, img4) -> RegionPlan:  # pragma: no cover - abstract
         raise NotImplementedError

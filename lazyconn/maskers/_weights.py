@@ -86,8 +86,9 @@ def smooth_adjoint(vol, start, shape, affine, fwhm):
         return spatial.fast_smooth_block(vol)
     for axis, sigma in enumerate(spatial.fwhm_to_sigma(fwhm, affine)):
         if sigma > 0:
-            vol = _gaussian_adjoint_axis(vol, start[axis], shape[axis], axis,
-                                         _gaussian_weights(sigma))
+            vol = _gaussian_adjoint_axis(
+                vol, start[axis], shape[axis], axis, _gaussian_weights(sigma)
+            )
     return vol
 
 
@@ -123,9 +124,13 @@ def region_weights(regions, shape, affine=None, fwhm=None, values=None):
         vals.append(v)
     n = int(np.prod(shape))
     w = sparse.csr_matrix(
-        (np.concatenate(vals) if vals else np.empty(0),
-         (np.concatenate(rows) if rows else np.empty(0, int),
-          np.concatenate(cols) if cols else np.empty(0, int))),
+        (
+            np.concatenate(vals) if vals else np.empty(0),
+            (
+                np.concatenate(rows) if rows else np.empty(0, int),
+                np.concatenate(cols) if cols else np.empty(0, int),
+            ),
+        ),
         shape=(n, len(regions)),
     )
     w.sum_duplicates()
@@ -208,8 +213,10 @@ def _block_weights(wb, local, bshape, wdtype):
             out[order] = (np.ascontiguousarray(wb.T.toarray()), cols)
         else:
             coo = wb.tocoo()
-            out[order] = (sparse.csc_matrix((coo.data, (coo.col, cols[coo.row])),
-                                            shape=(n_k, n_vox)), None)
+            out[order] = (
+                sparse.csc_matrix((coo.data, (coo.col, cols[coo.row])), shape=(n_k, n_vox)),
+                None,
+            )
     return out
 
 
@@ -238,15 +245,21 @@ def region_reduce(data, weights, *, split_every=8, cache=None):
             cache[key] = blocks
     if not blocks:  # no voxel carries weight: zeros, and nothing is read
         return da.zeros((data.shape[3], n_k), chunks=(data.chunks[3], n_k), dtype=np.float64)
-    name = "lazyconn-region-partial-" + tokenize(data.name, weights.data, weights.indices,
-                                                   weights.indptr, data.chunks)
+    name = "lazyconn-region-partial-" + tokenize(
+        data.name, weights.data, weights.indices, weights.indptr, data.chunks
+    )
     dsk = {}
     for n, (b, wts) in enumerate(blocks):
         for t in range(len(data.chunks[3])):
             dsk[(name, n, t, 0)] = (_partial_product, (data.name, *b, t), wts)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
-    partials = da.Array(graph, name, chunks=((1,) * len(blocks), data.chunks[3], (n_k,)),
-                        dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64))
+    partials = da.Array(
+        graph,
+        name,
+        chunks=((1,) * len(blocks), data.chunks[3], (n_k,)),
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), dtype=np.float64),
+    )
     return partials.sum(axis=0, split_every=split_every)
 
 

@@ -96,19 +96,24 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         for name in ("detrend", "standardize_confounds", "high_variance_confounds"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
-                raise ParameterTypeError(f"{name}={value!r} has type {type(value).__name__}; "
-                                         "expected True or False.")
+                raise ParameterTypeError(
+                    f"{name}={value!r} has type {type(value).__name__}; expected True or False."
+                )
         for name in ("low_pass", "high_pass", "t_r"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, numbers.Real) or value <= 0):
-                raise ParameterError(f"{name}={value!r} is not valid; expected None or a "
-                                     "number > 0.")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0
+            ):
+                raise ParameterError(
+                    f"{name}={value!r} is not valid; expected None or a number > 0."
+                )
         fwhm = self.smoothing_fwhm
         if fwhm is not None and not (isinstance(fwhm, str) and fwhm == "fast"):
             values = np.asarray([fwhm]).ravel()
-            ok = all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)
-                                   and v >= 0) for v in values)
+            ok = all(
+                v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0)
+                for v in values
+            )
             if not ok or values.size not in (1, 3):
                 raise ParameterError(
                     f"smoothing_fwhm={fwhm!r} is not valid; expected None, 'fast', a number "
@@ -147,8 +152,11 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         return fwhm
 
     def _standardize(self):
-        return {True: "zscore_sample", False: None}.get(self.standardize, self.standardize) \
-            if isinstance(self.standardize, (bool, np.bool_)) else self.standardize
+        return (
+            {True: "zscore_sample", False: None}.get(self.standardize, self.standardize)
+            if isinstance(self.standardize, (bool, np.bool_))
+            else self.standardize
+        )
 
     # ------------------------------------------------------------------ fit
     def fit(self, imgs=None, y=None):
@@ -224,8 +232,11 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         if value is None:
             return [None] * n_runs
         if not isinstance(value, (list, tuple)) or len(value) != n_runs:
-            got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) \
+            got = (
+                f"a list of {len(value)}"
+                if isinstance(value, (list, tuple))
                 else f"a {type(value).__name__}"
+            )
             raise ParameterError(
                 f"{name} is {got} but imgs holds {n_runs} runs; expected None or a list "
                 f"with one {name} entry per run."
@@ -261,8 +272,9 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             outs = [np.asarray(o) for o in dask.compute(*outs)]
         return outs[0] if single else outs
 
-    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True,
-                      **fit_params):
+    def fit_transform(
+        self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True, **fit_params
+    ):
         """``fit(imgs)`` then ``transform(imgs, confounds, sample_mask, compute=compute)``."""
         del y
         return self.fit(imgs, **fit_params).transform(
@@ -282,8 +294,12 @@ class BaseMasker(TransformerMixin, BaseEstimator):
 
     def _transform_run(self, img: LazyImage, confounds, sample_mask):
         img4, was_3d = as_4d(img)
-        if was_3d and (confounds is not None or self.high_variance_confounds
-                       or self.low_pass is not None or self.high_pass is not None):
+        if was_3d and (
+            confounds is not None
+            or self.high_variance_confounds
+            or self.low_pass is not None
+            or self.high_pass is not None
+        ):
             raise DimensionError(
                 f"imgs has shape {img.shape} (3-D, one volume), but confounds, filtering or "
                 "high_variance_confounds need a run; expected a 4-D image (x, y, z, time)."
@@ -328,9 +344,18 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         hv = self._high_variance_confounds(img4)
         x = signals.rechunk({0: -1})
         return da.blockwise(
-            _clean_with_hv, "tf", x, "tf", hv, "tc",
-            dtype=probe.dtype, adjust_chunks={"t": probe.shape[0]}, concatenate=True,
-            user=user, sample_mask=sample_mask, hv_last=self._hv_confounds_last,
+            _clean_with_hv,
+            "tf",
+            x,
+            "tf",
+            hv,
+            "tc",
+            dtype=probe.dtype,
+            adjust_chunks={"t": probe.shape[0]},
+            concatenate=True,
+            user=user,
+            sample_mask=sample_mask,
+            hv_last=self._hv_confounds_last,
             kwargs=kwargs,
         )
 

@@ -128,10 +128,12 @@ class NiftiLabelsMasker(RegionMasker):
             raise ParameterError("labels_img=None; expected a 3-D labels image (atlas).")
         if self.labels is not None:
             if self.lut is not None:
-                raise ParameterError("Pass either labels or a lookup table (lut) to the "
-                                     "masker, but not both.")
-            if not isinstance(self.labels, list) or not all(isinstance(x, str)
-                                                            for x in self.labels):
+                raise ParameterError(
+                    "Pass either labels or a lookup table (lut) to the masker, but not both."
+                )
+            if not isinstance(self.labels, list) or not all(
+                isinstance(x, str) for x in self.labels
+            ):
                 raise ParameterTypeError(f"labels={self.labels!r}; expected a list of strings.")
         labels = load_3d(self.labels_img, "labels_img")
         ldata = np.asarray(labels.data.compute())
@@ -165,8 +167,9 @@ class NiftiLabelsMasker(RegionMasker):
             return img
         from lazyconn.image import resample_img
 
-        res = resample_img(img, target_affine=affine, target_shape=tuple(shape),
-                           interpolation="nearest")
+        res = resample_img(
+            img, target_affine=affine, target_shape=tuple(shape), interpolation="nearest"
+        )
         return nib.Nifti1Image(np.asarray(load(res).data.compute()), affine)
 
     @property
@@ -193,12 +196,12 @@ class NiftiLabelsMasker(RegionMasker):
     def _transform_run(self, img, confounds, sample_mask):
         if self.resampling_target == "labels":
             lab = self.labels_img_
-            if tuple(img.shape[:3]) != tuple(lab.shape[:3]) or not np.allclose(img.affine,
-                                                                                 lab.affine):
+            if tuple(img.shape[:3]) != tuple(lab.shape[:3]) or not np.allclose(
+                img.affine, lab.affine
+            ):
                 from lazyconn.image import resample_img
 
-                img = load(resample_img(img, target_affine=lab.affine,
-                                        target_shape=lab.shape[:3]))
+                img = load(resample_img(img, target_affine=lab.affine, target_shape=lab.shape[:3]))
         elif self.resampling_target is None:
             check_same_fov(load(self.labels_img_), img, names=["labels_img", "imgs"])
         return super()._transform_run(img, confounds, sample_mask)
@@ -207,9 +210,11 @@ class NiftiLabelsMasker(RegionMasker):
         shape, affine = img4.shape[:3], img4.affine
         lab = self.labels_img_
         if tuple(lab.shape[:3]) != tuple(shape) or not np.allclose(lab.affine, affine):
-            warn("Resampling labels at transform time...\nTo avoid this warning, make sure "
-                 "to pass the images you want to transform to fit() first, or directly use "
-                 "fit_transform().")
+            warn(
+                "Resampling labels at transform time...\nTo avoid this warning, make sure "
+                "to pass the images you want to transform to fit() first, or directly use "
+                "fit_transform()."
+            )
         ldata = np.asarray(self._labels_on_grid(shape, affine).dataobj)
         mask = mask_on_grid(self.mask_img_, shape, affine)
         before = set(np.unique(ldata).tolist())
@@ -219,11 +224,15 @@ class NiftiLabelsMasker(RegionMasker):
             lost = before - after
             if lost and not self.keep_masked_labels:
                 if len(after - {self.background_label}) == 0:
-                    raise ParameterError("No label left after applying mask to the labels "
-                                         "image (mask_img and labels_img do not overlap).")
-                warn(f"After applying mask to the labels image, the following labels were "
-                     f"removed: {sorted(lost)}. Out of {len(before)} labels, the masked labels "
-                     f"image only contains {len(after)} labels (including background).")
+                    raise ParameterError(
+                        "No label left after applying mask to the labels "
+                        "image (mask_img and labels_img do not overlap)."
+                    )
+                warn(
+                    f"After applying mask to the labels image, the following labels were "
+                    f"removed: {sorted(lost)}. Out of {len(before)} labels, the masked labels "
+                    f"image only contains {len(after)} labels (including background)."
+                )
         present = np.unique(ldata).tolist()
         index = sorted(before) if self.keep_masked_labels else present
         index = [v for v in index if v != self.background_label]
@@ -235,8 +244,10 @@ class NiftiLabelsMasker(RegionMasker):
         sorted_vals = flat[order]
         regions = []
         for v in index:
-            lo, hi = np.searchsorted(sorted_vals, [v, v], side="left")[0], \
-                np.searchsorted(sorted_vals, v, side="right")
+            lo, hi = (
+                np.searchsorted(sorted_vals, [v, v], side="left")[0],
+                np.searchsorted(sorted_vals, v, side="right"),
+            )
             regions.append(np.sort(order[lo:hi]))
         dtype = _labels_dtype(self._smoothed_dtype(img4.dtype))
         counts = [r.size for r in regions]
@@ -267,17 +278,26 @@ class NiftiLabelsMasker(RegionMasker):
             row_labels.flat[r] = v
         # (T, V_labelled) in C order, NaN -> 0 as nilearn; one chunk: ndimage needs a label whole
         x = gather(spatial.ensure_finite(data.data), selected, order="C").rechunk(-1)
-        return da.map_blocks(_reduce_gathered, x, row_labels[selected], np.asarray(index),
-                             self.strategy, dtype, dtype=dtype,
-                             chunks=((img4.shape[3],), (len(index),)))
+        return da.map_blocks(
+            _reduce_gathered,
+            x,
+            row_labels[selected],
+            np.asarray(index),
+            self.strategy,
+            dtype,
+            dtype=dtype,
+            chunks=((img4.shape[3],), (len(index),)),
+        )
 
     def inverse_transform(self, signals):
         """Image from region signals: each labelled voxel gets its region's signal."""
         self._check_fitted()
         x = np.atleast_1d(np.asarray(signals))
         if x.shape[-1] != self.n_elements_ or x.ndim > 2:
-            raise ParameterError(f"signals has shape {x.shape}; expected (n_samples, "
-                                 f"{self.n_elements_}) or ({self.n_elements_},).")
+            raise ParameterError(
+                f"signals has shape {x.shape}; expected (n_samples, "
+                f"{self.n_elements_}) or ({self.n_elements_},)."
+            )
         ldata = np.asarray(self.labels_img_.dataobj)
         if self.mask_img_ is not None:
             mask = mask_on_grid(self.mask_img_, ldata.shape, self.labels_img_.affine)

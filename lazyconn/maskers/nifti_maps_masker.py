@@ -96,8 +96,10 @@ class NiftiMapsMasker(RegionMasker):
     def _fit(self, imgs):
         check_in("resampling_target", self.resampling_target, ("mask", "maps", "data", None))
         if self.mask_img is None and self.resampling_target == "mask":
-            raise ParameterError("resampling_target='mask' but mask_img=None; provide a mask "
-                                 "or set resampling_target to 'data', 'maps' or None.")
+            raise ParameterError(
+                "resampling_target='mask' but mask_img=None; provide a mask "
+                "or set resampling_target to 'data', 'maps' or None."
+            )
         if self.maps_img is None:
             raise ParameterError("maps_img=None; expected a 4-D image of maps.")
         maps = load(self.maps_img)
@@ -115,8 +117,9 @@ class NiftiMapsMasker(RegionMasker):
             run = self._split_runs(imgs)[0][0]
             if self.resampling_target is None:
                 others = [load(self.mask_img_)] if self.mask_img_ is not None else []
-                check_same_fov(maps, run, *others,
-                               names=["maps_img", "imgs"] + ["mask_img"] * len(others))
+                check_same_fov(
+                    maps, run, *others, names=["maps_img", "imgs"] + ["mask_img"] * len(others)
+                )
             elif self.resampling_target == "data":
                 ref = (run.shape[:3], run.affine)
         if self.resampling_target == "mask":
@@ -136,8 +139,11 @@ class NiftiMapsMasker(RegionMasker):
             return img
         from lazyconn.image import resample_img
 
-        res = load(resample_img(img, target_affine=affine, target_shape=tuple(shape),
-                                interpolation="linear"))
+        res = load(
+            resample_img(
+                img, target_affine=affine, target_shape=tuple(shape), interpolation="linear"
+            )
+        )
         data = np.asarray(res.data.compute())
         if not np.any(data):
             raise ParameterError("No map left after resampling maps_img onto the images' grid.")
@@ -145,12 +151,15 @@ class NiftiMapsMasker(RegionMasker):
 
     def _transform_run(self, img, confounds, sample_mask):
         target = self.maps_img_ if self.resampling_target in ("maps", "mask") else None
-        if target is not None and not (tuple(img.shape[:3]) == tuple(target.shape[:3])
-                                       and np.allclose(img.affine, target.affine)):
+        if target is not None and not (
+            tuple(img.shape[:3]) == tuple(target.shape[:3])
+            and np.allclose(img.affine, target.affine)
+        ):
             from lazyconn.image import resample_img
 
-            img = load(resample_img(img, target_affine=target.affine,
-                                    target_shape=target.shape[:3]))
+            img = load(
+                resample_img(img, target_affine=target.affine, target_shape=target.shape[:3])
+            )
         elif self.resampling_target is None:
             check_same_fov(load(self.maps_img_), img, names=["maps_img", "imgs"])
         return super()._transform_run(img, confounds, sample_mask)
@@ -160,9 +169,11 @@ class NiftiMapsMasker(RegionMasker):
         if tuple(self.maps_img_.shape[:3]) != tuple(shape) or not np.allclose(
             self.maps_img_.affine, affine
         ):
-            warn("Resampling maps at transform time...\nTo avoid this warning, make sure "
-                 "to pass the images you want to transform to fit() first, or directly use "
-                 "fit_transform().")
+            warn(
+                "Resampling maps at transform time...\nTo avoid this warning, make sure "
+                "to pass the images you want to transform to fit() first, or directly use "
+                "fit_transform()."
+            )
         maps_img = self._maps_on_grid(shape, affine)
         mdata = np.array(maps_img.dataobj)
         if not self.allow_overlap:
@@ -183,9 +194,11 @@ class NiftiMapsMasker(RegionMasker):
                     raise ParameterError("No map left after applying mask to the maps image.")
                 if keep.size < mdata.shape[3]:
                     lost = sorted(set(range(mdata.shape[3])) - set(keep.tolist()))
-                    warn(f"After applying mask to the maps image, maps with the following "
-                         f"indices were removed: {lost}. Out of {mdata.shape[3]} maps, the "
-                         f"masked map image only contains {keep.size} maps.")
+                    warn(
+                        f"After applying mask to the maps image, maps with the following "
+                        f"indices were removed: {lost}. Out of {mdata.shape[3]} maps, the "
+                        f"masked map image only contains {keep.size} maps."
+                    )
         flat = mdata.reshape(-1, mdata.shape[3])[:, keep]
         regions, values = [], []
         for k in range(flat.shape[1]):
@@ -196,8 +209,9 @@ class NiftiMapsMasker(RegionMasker):
         gram = m.T @ m
         weights = self._weights(regions, shape, affine, values=values)
         data_dtype = self._smoothed_dtype(img4.dtype)
-        dtype = linalg.get_lapack_funcs("gelsd", (np.empty(0, mdata.dtype),
-                                                  np.empty(0, data_dtype))).dtype
+        dtype = linalg.get_lapack_funcs(
+            "gelsd", (np.empty(0, mdata.dtype), np.empty(0, data_dtype))
+        ).dtype
         return RegionPlan(weights, _MapsFinish(gram, dtype), m.shape[0])
 
     def inverse_transform(self, region_signals):
@@ -205,8 +219,10 @@ class NiftiMapsMasker(RegionMasker):
         self._check_fitted()
         x = np.atleast_1d(np.asarray(region_signals))
         if x.shape[-1] != self.n_elements_ or x.ndim > 2:
-            raise ParameterError(f"region_signals has shape {x.shape}; expected (n_samples, "
-                                 f"{self.n_elements_}) or ({self.n_elements_},).")
+            raise ParameterError(
+                f"region_signals has shape {x.shape}; expected (n_samples, "
+                f"{self.n_elements_}) or ({self.n_elements_},)."
+            )
         mdata = np.asarray(self.maps_img_.dataobj)
         if self.mask_img_ is not None:
             mask = mask_on_grid(self.mask_img_, mdata.shape[:3], self.maps_img_.affine)
@@ -214,5 +230,6 @@ class NiftiMapsMasker(RegionMasker):
         out = np.tensordot(mdata, np.atleast_2d(x).T, axes=([3], [0]))
         if x.ndim == 1:
             out = out[..., 0]
-        return nib.Nifti1Image(out.astype(np.result_type(x.dtype, np.float32)),
-                               self.maps_img_.affine)
+        return nib.Nifti1Image(
+            out.astype(np.result_type(x.dtype, np.float32)), self.maps_img_.affine
+        )

@@ -14,15 +14,17 @@ from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
 from lazyconn.maskers.base_masker import BaseMasker
 
-_TEMPLATE_MASK_TYPES = {"whole-brain-template": "whole-brain", "gm-template": "gm",
-                        "wm-template": "wm"}
+_TEMPLATE_MASK_TYPES = {
+    "whole-brain-template": "whole-brain",
+    "gm-template": "gm",
+    "wm-template": "wm",
+}
 
 
 def mask_strategy_function(strategy, multi=False):
     """The mask-computing function of a ``mask_strategy`` (nilearn's names)."""
     if strategy == "background":
-        return (masking.compute_multi_background_mask if multi
-                else masking.compute_background_mask)
+        return masking.compute_multi_background_mask if multi else masking.compute_background_mask
     if strategy == "epi":
         return masking.compute_multi_epi_mask if multi else masking.compute_epi_mask
     if strategy in _TEMPLATE_MASK_TYPES:
@@ -114,8 +116,10 @@ class NiftiMasker(BaseMasker):
         for key, value in (self.mask_args or {}).items():
             (kwargs.__setitem__(key, value) if key in params else skipped.append(key))
         if skipped:
-            warn(f"The following arguments are not supported by the masking strategy "
-                 f"{self.mask_strategy!r}: {skipped}")
+            warn(
+                f"The following arguments are not supported by the masking strategy "
+                f"{self.mask_strategy!r}: {skipped}"
+            )
         if self._multi and "target_affine" in params:
             kwargs.setdefault("target_affine", self.target_affine)
             kwargs.setdefault("target_shape", self.target_shape)
@@ -135,35 +139,44 @@ class NiftiMasker(BaseMasker):
             else:
                 self.mask_img_ = self._compute_mask(self._split_runs(imgs)[0][0])
         elif imgs is not None:
-            warn(f"[{type(self).__name__}.fit] Generation of a mask has been requested "
-                 "(imgs != None) while a mask was given at masker creation. Given mask will "
-                 "be used.", RuntimeWarning)
+            warn(
+                f"[{type(self).__name__}.fit] Generation of a mask has been requested "
+                "(imgs != None) while a mask was given at masker creation. Given mask will "
+                "be used.",
+                RuntimeWarning,
+            )
         mask = self.mask_img_
         if self.target_affine is not None or self.target_shape is not None:
             from lazyconn.image import resample_img
 
-            mask = load(resample_img(mask, target_affine=self.target_affine,
-                                     target_shape=self.target_shape,
-                                     interpolation="nearest")).to_nifti()
+            mask = load(
+                resample_img(
+                    mask,
+                    target_affine=self.target_affine,
+                    target_shape=self.target_shape,
+                    interpolation="nearest",
+                )
+            ).to_nifti()
         data = np.asarray(mask.dataobj).astype(bool)
         if not data.any():
             raise ParameterError("The mask is invalid as it is empty: it masks all data.")
         self.mask_img_ = nib.Nifti1Image(data.astype(np.int8), mask.affine)
-        self.affine_ = self.mask_img_.affine if self.target_affine is None else \
-            np.asarray(self.target_affine)
+        self.affine_ = (
+            self.mask_img_.affine if self.target_affine is None else np.asarray(self.target_affine)
+        )
         self.n_elements_ = int(data.sum())
         return self
 
-    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True,
-                      **fit_params):
+    def fit_transform(
+        self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True, **fit_params
+    ):
         """``fit(imgs)`` then ``transform`` (no warning about the given mask, as nilearn)."""
         import warnings
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
             self.fit(imgs, y, **fit_params)
-        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask,
-                              compute=compute)
+        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask, compute=compute)
 
     # ------------------------------------------------------------------ transform
     def _input_dtype(self, img):
@@ -171,31 +184,36 @@ class NiftiMasker(BaseMasker):
 
     def _transform_run(self, img, confounds, sample_mask):
         mask = self.mask_img_
-        if tuple(img.shape[:3]) != tuple(mask.shape) or not np.allclose(img.affine,
-                                                                        mask.affine):
+        if tuple(img.shape[:3]) != tuple(mask.shape) or not np.allclose(img.affine, mask.affine):
             from lazyconn.image import resample_img
 
-            warn("imgs are being resampled to the mask_img resolution. This process is "
-                 "memory intensive. You might want to provide a target_affine that is equal "
-                 "to the affine of the imgs or resample the mask beforehand to save memory "
-                 "and computation time.")
+            warn(
+                "imgs are being resampled to the mask_img resolution. This process is "
+                "memory intensive. You might want to provide a target_affine that is equal "
+                "to the affine of the imgs or resample the mask beforehand to save memory "
+                "and computation time."
+            )
             img = load(resample_img(img, target_affine=mask.affine, target_shape=mask.shape))
         return super()._transform_run(img, confounds, sample_mask)
 
     def _extract(self, img4):
-        return masking.apply_mask(img4, self.mask_img_,
-                                  smoothing_fwhm=self._fitted_smoothing())
+        return masking.apply_mask(img4, self.mask_img_, smoothing_fwhm=self._fitted_smoothing())
 
     def inverse_transform(self, X):
         """Put (T, V) / (V,) data back into a 4-D / 3-D nibabel image (zeros outside)."""
         self._check_fitted()
         x = np.atleast_1d(np.asarray(X))
         if x.ndim > 2 or x.shape[-1] != self.n_elements_:
-            raise ParameterError(f"X has shape {x.shape}; expected (n_samples, "
-                                 f"{self.n_elements_}) or ({self.n_elements_},).")
+            raise ParameterError(
+                f"X has shape {x.shape}; expected (n_samples, "
+                f"{self.n_elements_}) or ({self.n_elements_},)."
+            )
         if x.dtype == bool:
             x = x.astype(np.int32 if self.dtype is None else self.dtype)
-        out_dtype = x.dtype if self.dtype is None else np.dtype(
-            np.float32 if self.dtype == "auto" else self.dtype)
+        out_dtype = (
+            x.dtype
+            if self.dtype is None
+            else np.dtype(np.float32 if self.dtype == "auto" else self.dtype)
+        )
         img = load(masking.unmask(x, self.mask_img_)).to_nifti()
         return nib.Nifti1Image(np.asarray(img.dataobj).astype(out_dtype), img.affine)

@@ -92,15 +92,17 @@ class NiftiSpheresMasker(RegionMasker):
         error = "Seeds must be a list of triplets of coordinates in native space.\n"
         if not hasattr(self.seeds, "__iter__") or isinstance(self.seeds, str):
             raise ParameterError(
-                f"{error}Given seed list is of type: {type(self.seeds)}; "
-                f"seeds={self.seeds!r}."
+                f"{error}Given seed list is of type: {type(self.seeds)}; seeds={self.seeds!r}."
             )
         if self.radius is not None and (
-            isinstance(self.radius, bool) or not np.isscalar(self.radius)
-            or not np.isfinite(self.radius) or self.radius < 0
+            isinstance(self.radius, bool)
+            or not np.isscalar(self.radius)
+            or not np.isfinite(self.radius)
+            or self.radius < 0
         ):
-            raise ParameterError(f"radius={self.radius!r} is not valid; expected None or a "
-                                 "number >= 0 (mm).")
+            raise ParameterError(
+                f"radius={self.radius!r} is not valid; expected None or a number >= 0 (mm)."
+            )
         seeds = []
         for i, seed in enumerate(self.seeds):
             if not hasattr(seed, "__len__"):
@@ -120,8 +122,9 @@ class NiftiSpheresMasker(RegionMasker):
 
     def _sphere_indices(self, shape, affine):
         mask = mask_on_grid(self.mask_img_, shape, affine)
-        return sphere_voxels(self.seeds_, affine, shape, self.radius, mask=mask,
-                             allow_overlap=self.allow_overlap)
+        return sphere_voxels(
+            self.seeds_, affine, shape, self.radius, mask=mask, allow_overlap=self.allow_overlap
+        )
 
     def _plan(self, img4):
         shape, affine = img4.shape[:3], img4.affine
@@ -149,8 +152,14 @@ class NiftiSpheresMasker(RegionMasker):
                 f"or ({self.n_elements_},)."
             )
         mask = np.asarray(self.mask_img_.dataobj).astype(bool)
-        spheres = sphere_voxels(self.seeds_, self.mask_img_.affine, mask.shape, self.radius,
-                                mask=mask, allow_overlap=self.allow_overlap)
+        spheres = sphere_voxels(
+            self.seeds_,
+            self.mask_img_.affine,
+            mask.shape,
+            self.radius,
+            mask=mask,
+            allow_overlap=self.allow_overlap,
+        )
         n_vox = int(np.prod(mask.shape))
         adj = sparse.lil_matrix((self.n_elements_, n_vox))
         for i, s in enumerate(spheres):
@@ -160,8 +169,11 @@ class NiftiSpheresMasker(RegionMasker):
             n_adj = np.asarray(adj.sum(axis=0)).ravel()
             adj = adj @ sparse.diags(1.0 / np.maximum(1, n_adj))
         flat = np.asarray(adj.T.dot(np.atleast_2d(x).T).T)  # (T, V_box)
-        out_dtype = x.dtype if self.dtype is None else np.dtype(
-            np.float32 if self.dtype == "auto" else self.dtype)
+        out_dtype = (
+            x.dtype
+            if self.dtype is None
+            else np.dtype(np.float32 if self.dtype == "auto" else self.dtype)
+        )
         data = flat.reshape((-1, *mask.shape)).transpose(1, 2, 3, 0).astype(out_dtype)
         if x.ndim == 1:
             data = data[..., 0]

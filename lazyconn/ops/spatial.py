@@ -57,8 +57,7 @@ def fwhm_to_sigma(fwhm, affine) -> np.ndarray:
         ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         if not ok or not np.isfinite(v) or v < 0:
             raise ParameterError(
-                f"fwhm={fwhm!r} is not valid; expected finite numbers >= 0 (mm), "
-                "None, or 'fast'."
+                f"fwhm={fwhm!r} is not valid; expected finite numbers >= 0 (mm), None, or 'fast'."
             )
         out.append(float(v))
     vox = np.sqrt(np.sum(np.asarray(affine, dtype=np.float64)[:3, :3] ** 2, axis=0))
@@ -126,7 +125,8 @@ def _halo_graph(arr: da.Array, depth, kernel, name, **kernel_kwargs) -> da.Array
     dsk = {}
     for loc, rest in itertools.product(np.ndindex(*nb[:3]), np.ndindex(*nb[3:])):
         halos = tuple(
-            (depth[a] if loc[a] > 0 else 0, depth[a] if loc[a] < nb[a] - 1 else 0) for a in range(3)
+            (depth[a] if loc[a] > 0 else 0, depth[a] if loc[a] < nb[a] - 1 else 0)
+            for a in range(3)
         )
         pieces, offsets = [], []
         for d in itertools.product((-1, 0, 1), repeat=3):
@@ -139,14 +139,23 @@ def _halo_graph(arr: da.Array, depth, kernel, name, **kernel_kwargs) -> da.Array
             for a, o in enumerate(d):
                 size = arr.chunks[a][n[a]]
                 index.append(
-                    slice(size - depth[a], None) if o < 0 else slice(None) if o == 0 else slice(0, depth[a])
+                    slice(size - depth[a], None)
+                    if o < 0
+                    else slice(None)
+                    if o == 0
+                    else slice(0, depth[a])
                 )
             key = (piece_name, *loc, *rest, *(o + 1 for o in d))
             dsk[key] = (_copy_piece, (arr.name, *n, *rest), tuple(index))
             pieces.append(key)
             offsets.append(d)
         dsk[(name, *loc, *rest)] = (
-            kernel, (arr.name, *loc, *rest), pieces, offsets, halos, *kernel_kwargs.values()
+            kernel,
+            (arr.name, *loc, *rest),
+            pieces,
+            offsets,
+            halos,
+            *kernel_kwargs.values(),
         )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[arr])
     return da.Array(graph, name, chunks=arr.chunks, dtype=arr.dtype, meta=arr._meta)
@@ -177,7 +186,9 @@ def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
         + arr.chunks[3:]
     )
     name = f"gaussian-smooth-{tokenize(work, sigmas, truncate)}"
-    out = _halo_graph(work, depth, _smooth_with_halo, name, sigmas=tuple(sigmas), truncate=truncate)
+    out = _halo_graph(
+        work, depth, _smooth_with_halo, name, sigmas=tuple(sigmas), truncate=truncate
+    )
     return _keep_chunks(out, chunks)
 
 
@@ -231,11 +242,16 @@ def border_data(data: np.ndarray, border_size: int) -> np.ndarray:
     Same order and repetitions (edges and corners counted once per face) as nilearn's
     ``_utils.ndimage.get_border_data``, so medians agree.
     """
-    return np.concatenate([
-        data[:border_size].ravel(), data[-border_size:].ravel(),
-        data[:, :border_size].ravel(), data[:, -border_size:].ravel(),
-        data[:, :, :border_size].ravel(), data[:, :, -border_size:].ravel(),
-    ])
+    return np.concatenate(
+        [
+            data[:border_size].ravel(),
+            data[-border_size:].ravel(),
+            data[:, :border_size].ravel(),
+            data[:, -border_size:].ravel(),
+            data[:, :, :border_size].ravel(),
+            data[:, :, -border_size:].ravel(),
+        ]
+    )
 
 
 def largest_connected_component(mask: np.ndarray) -> np.ndarray:

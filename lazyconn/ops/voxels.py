@@ -36,7 +36,10 @@ def _block_slices(chunks3):
     """(index, slices) for every spatial block, blocks in C order."""
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in chunks3]
     for idx in np.ndindex(*(len(c) for c in chunks3)):
-        yield idx, tuple(slice(int(starts[a][i]), int(starts[a][i + 1])) for a, i in enumerate(idx))
+        yield (
+            idx,
+            tuple(slice(int(starts[a][i]), int(starts[a][i + 1])) for a, i in enumerate(idx)),
+        )
 
 
 def c_positions(mask: np.ndarray) -> np.ndarray:

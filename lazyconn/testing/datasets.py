@@ -29,6 +29,9 @@ def synthetic_fmri(tmp_path_factory):
 def synthetic_fmri_4mm(tmp_path_factory):
     """2 subjects x 60 volumes at 4 mm, (50, 59, 48) grid, 3 planted networks / 12 regions."""
     return make_synthetic_fmri(
-        2, n_timepoints=60, resolution=4, n_networks=3,
+        2,
+        n_timepoints=60,
+        resolution=4,
+        n_networks=3,
         data_dir=tmp_path_factory.mktemp("synthetic_fmri_4mm"),
     )

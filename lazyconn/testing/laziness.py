@@ -54,4 +54,9 @@ class InaccessibleArray(np.lib.mixins.NDArrayOperatorsMixin):
 
 def inaccessible_dask_array(shape, chunks, dtype=np.float32) -> da.Array:
     """A dask array whose every chunk raises when computed."""
-    return da.from_array(InaccessibleArray(shape, dtype), chunks=chunks, asarray=False, meta=np.empty((0,) * len(shape), dtype))
+    return da.from_array(
+        InaccessibleArray(shape, dtype),
+        chunks=chunks,
+        asarray=False,
+        meta=np.empty((0,) * len(shape), dtype),
+    )

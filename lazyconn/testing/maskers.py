@@ -115,8 +115,7 @@ class MaskerSuite:
         assert masker.fit(run) is masker
         expected = masker.transform(run, confounds=self.confounds())
         again = pickle.loads(pickle.dumps(masker))
-        np.testing.assert_array_equal(again.transform(run, confounds=self.confounds()),
-                                      expected)
+        np.testing.assert_array_equal(again.transform(run, confounds=self.confounds()), expected)
 
     def test_transform_before_fit(self):
         with pytest.raises(NotFittedError, match="not fitted yet"):
@@ -128,8 +127,9 @@ class MaskerSuite:
         ours, ref = self.both(case)
         img = tiny_run()
         conf = self.confounds() if case == "clean" else None
-        expected = quiet(ref.fit_transform, img,
-                         confounds=None if conf is None else self.ref_confounds(conf))
+        expected = quiet(
+            ref.fit_transform, img, confounds=None if conf is None else self.ref_confounds(conf)
+        )
         got = ours.fit_transform(lazy(img), confounds=conf)
         assert got.dtype == expected.dtype and got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)
@@ -175,8 +175,9 @@ class MaskerSuite:
         img = tiny_run()
         conf = self.confounds()
         mask = [keep] if self.ref_confounds(conf) is not conf else keep
-        expected = quiet(ref.fit_transform, img, confounds=self.ref_confounds(conf),
-                         sample_mask=mask)
+        expected = quiet(
+            ref.fit_transform, img, confounds=self.ref_confounds(conf), sample_mask=mask
+        )
         got = ours.fit_transform(lazy(img), confounds=conf, sample_mask=keep)
         assert got.shape == expected.shape == (N_T - 3, ours.n_elements_)
         np.testing.assert_allclose(got, expected, atol=self.tol, rtol=self.tol)

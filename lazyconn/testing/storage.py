@@ -19,7 +19,9 @@ def write_nifti(path, data, affine, *, dtype=None, slope=None, inter=None, t_r=2
     if dtype is not None:
         img.header.set_data_dtype(dtype)
     if slope is not None or inter is not None:
-        img.header.set_slope_inter(1.0 if slope is None else slope, 0.0 if inter is None else inter)
+        img.header.set_slope_inter(
+            1.0 if slope is None else slope, 0.0 if inter is None else inter
+        )
     zooms = tuple(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     img.header.set_zooms(zooms + ((t_r,) if data.ndim == 4 else ()))
     img.header.set_xyzt_units("mm", "sec")
@@ -34,8 +36,9 @@ def make_nifti(tmp_path, rng, affine):
     Returns ``(path, reference values)``; int dtypes get random integers, floats normals.
     """
 
-    def make(name="run.nii.gz", shape=(7, 8, 9, 20), dtype=np.float32, slope=None, inter=None,
-             t_r=2.0):
+    def make(
+        name="run.nii.gz", shape=(7, 8, 9, 20), dtype=np.float32, slope=None, inter=None, t_r=2.0
+    ):
         dtype = np.dtype(dtype)
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
