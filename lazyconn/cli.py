@@ -159,10 +159,9 @@ def add_demo(parser: argparse.ArgumentParser) -> None:
 
 def run_demo(args) -> int:
     """Simulate a study, convert it to Zarr, compute Power-264 connectomes on a LocalCluster."""
-    from lazyconn import datasets
     from lazyconn.group._demo import run
 
-    return run(args, datasets)  # datasets sit above group: passed in, not imported there
+    return run(args)
 
 
 #: name -> (add arguments, run). Add a subcommand with one line here.

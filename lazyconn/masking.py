@@ -32,15 +32,8 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 from lazyconn.image._lazyimage import LazyImage
-from lazyconn.image.image import (
-    check_same_fov,
-    compute_mean,
-    load_3d,
-    load_img,
-    load_mask_img,
-    new_img_like,
-    smooth_array,
-)
+from lazyconn.image._niimg import check_same_fov, load_3d, load_img, load_mask_img, new_img_like
+from lazyconn.image.image import compute_mean, smooth_array
 from lazyconn.image.resampling import resample_to_img
 from lazyconn.image.templates import (
     load_mni152_gm_template,

@@ -73,12 +73,11 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
 
 
 def test_demo_options_are_validated(tmp_path):
-    import lazyconn.datasets
 
     with pytest.raises(ParameterError, match=r"n_subjects=1 is not valid; expected an integer"):
-        run_demo(tmp_path, datasets=lazyconn.datasets, n_subjects=1)
+        run_demo(tmp_path, n_subjects=1)
     with pytest.raises(ParameterError, match=r"n_workers=0 is not valid"):
-        run_demo(tmp_path, datasets=lazyconn.datasets, n_workers=0)
+        run_demo(tmp_path, n_workers=0)
     assert main(["demo", "--n-subjects", "1", "--output", str(tmp_path)]) == 1
 
 

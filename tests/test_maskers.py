@@ -11,8 +11,8 @@ from nilearn import maskers as nilearn_maskers
 from lazyconn.exceptions import GridMismatchError, ParameterError
 from lazyconn.image import LazyImage
 from lazyconn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
-from lazyconn.maskers._spheres import sphere_voxels
-from lazyconn.maskers._weights import n_chunks_touched, region_weights, smooth_adjoint
+from lazyconn.ops.spheres import sphere_voxels
+from lazyconn.ops.weights import n_chunks_touched, region_weights, smooth_adjoint
 from lazyconn.testing.maskers import (
     SHAPE,
     TOL,
@@ -338,7 +338,7 @@ def test_uneven_time_chunks_supported():
 
 def test_slabs_inside_a_chunk_give_the_same_sums(monkeypatch):
     """Chunks are converted to float64 a slab of voxels at a time; slabs must not matter."""
-    import lazyconn.maskers._weights as weights_module
+    import lazyconn.ops.weights as weights_module
 
     run = lazy(tiny_run(), chunks=(7, 8, 9, 40))  # one chunk of 504 voxels
     w = region_weights([np.arange(0, 500, 3), np.array([5, 17, 400])], SHAPE, tiny_affine(), 6)

@@ -5,8 +5,7 @@ Makes a synthetic fMRIPrep-like study, converts it to Zarr, extracts Power-264 s
 fMRIPrep confounds) and partial-correlation connectomes for every subject on a LocalCluster,
 aggregates them and writes matrices, plots and a report. No network.
 
-The data generators live in ``lazyconn.datasets``, a layer above this one, so the command
-line passes that module in (``run(args, datasets)``).
+The data generators come from ``lazyconn.datasets``, a layer below this one.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lazyconn.datasets import fetch_coords_power_2011, make_synthetic_fmri
 from lazyconn.exceptions import ParameterError
 
 #: Study size: the default (about a minute or two on 2 cores) and ``--small`` (seconds).
@@ -127,7 +127,6 @@ def _plots(output: Path, matrix: np.ndarray, coords: np.ndarray) -> list[str]:
 def run_demo(
     output,
     *,
-    datasets,
     n_subjects=None,
     small=False,
     n_workers=2,
@@ -140,8 +139,6 @@ def run_demo(
     Parameters
     ----------
     output : str or Path
-    datasets : module
-        ``lazyconn.datasets`` (gives ``make_synthetic_fmri`` and ``fetch_coords_power_2011``).
     n_subjects : int, optional
     small : bool
     n_workers : int
@@ -181,7 +178,7 @@ def run_demo(
 
     start = time.perf_counter()
     token = stage(f"simulating {size['n_subjects']} subjects")
-    study = datasets.make_synthetic_fmri(
+    study = make_synthetic_fmri(
         size["n_subjects"],
         n_timepoints=size["n_timepoints"],
         resolution=size["resolution"],
@@ -207,7 +204,7 @@ def run_demo(
 
     first = load(stores[0])
     t_r = first.t_r
-    power = datasets.fetch_coords_power_2011()
+    power = fetch_coords_power_2011()
     coords = power.rois[["x", "y", "z"]].to_numpy()
     masker = NiftiSpheresMasker(
         seeds=coords,
@@ -316,12 +313,11 @@ def _report(output, study, first, masker, group, stages, plots, where) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args, datasets) -> int:
+def run(args) -> int:
     """Run ``lazyconn demo`` from parsed arguments (see :func:`add_arguments`)."""
     client = args.scheduler if args.scheduler else "local"
     run_demo(
         os.fspath(args.output),
-        datasets=datasets,
         n_subjects=args.n_subjects,
         small=args.small,
         n_workers=args.n_workers,

@@ -3,14 +3,12 @@
 from lazyconn.image._cleaning import clean_img, high_variance_confounds
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
+from lazyconn.image._niimg import check_same_fov, get_data, new_img_like
 from lazyconn.image.image import (
     binarize_img,
-    check_same_fov,
-    get_data,
     index_img,
     math_img,
     mean_img,
-    new_img_like,
     smooth_img,
     threshold_img,
 )

@@ -18,7 +18,7 @@ import numpy as np
 
 from lazyconn.exceptions import GridMismatchError, ParameterError
 from lazyconn.image._lazyimage import LazyImage
-from lazyconn.image.image import load_4d, load_mask_img, new_img_like
+from lazyconn.image._niimg import load_4d, load_mask_img, new_img_like
 from lazyconn.ops import spatial
 from lazyconn.ops.voxels import block_positions, gather, scatter
 

@@ -14,21 +14,30 @@ emitted.
 from __future__ import annotations
 
 import dask.array as da
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from lazyconn._utils import warn
-from lazyconn.config import default_chunks, float_dtype_for
+from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import (
     DimensionError,
-    GridMismatchError,
     LazyconnWarning,
     ParameterError,
     ParameterTypeError,
 )
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
+from lazyconn.image._niimg import (
+    _is_list_of_images,
+    check_same_fov,
+    get_data,
+    load_3d,
+    load_4d,
+    load_img,
+    load_mask_img,
+    new_img_like,
+)
+from lazyconn.image.resampling import resample_img
 from lazyconn.ops import spatial
 
 __all__ = [
@@ -42,161 +51,6 @@ __all__ = [
     "smooth_img",
     "threshold_img",
 ]
-
-
-# ---------------------------------------------------------------------------------------
-# input coercion and checks (shared with resampling, masking, _cleaning)
-# ---------------------------------------------------------------------------------------
-def _is_list_of_images(obj) -> bool:
-    return isinstance(obj, (list, tuple))
-
-
-def load_img(img, name: str = "img") -> LazyImage:
-    """``load`` a 3-D or 4-D image; a list of 3-D images is stacked along time."""
-    if _is_list_of_images(img):
-        return _stack(img, name)
-    return load(img)
-
-
-def _stack(imgs, name: str) -> LazyImage:
-    if len(imgs) == 0:
-        raise ParameterError(f"{name}=[] is empty; expected at least one image.")
-    loaded = [load(im) for im in imgs]
-    for i, im in enumerate(loaded):
-        if im.ndim != 3:
-            raise DimensionError(
-                f"{name}[{i}] has shape {im.shape} ({im.ndim}-D); a list of images must "
-                "hold 3-D images (they are stacked along time into one 4-D image)."
-            )
-    check_same_fov(*loaded, names=[f"{name}[{i}]" for i in range(len(loaded))])
-    first = loaded[0]
-    data = da.stack([im.data for im in loaded], axis=-1).rechunk({3: -1})
-    return LazyImage(data, first.affine, first.header, source=first.source)
-
-
-def load_4d(imgs, name: str = "imgs") -> LazyImage:
-    """A 4-D LazyImage from a 4-D image or a list of 3-D images (DimensionError otherwise)."""
-    img = load_img(imgs, name)
-    if img.ndim != 4:
-        raise DimensionError(
-            f"{name} has shape {img.shape} ({img.ndim}-D); expected a 4-D image "
-            "(or a list of 3-D images)."
-        )
-    return img
-
-
-def load_3d(img, name: str = "img") -> LazyImage:
-    """A 3-D LazyImage; a 4-D image with one volume is squeezed, as nilearn does."""
-    img = load(img) if not _is_list_of_images(img) else load_img(img, name)
-    if img.ndim == 4 and img.shape[3] == 1:
-        img = LazyImage(img.data[..., 0], img.affine, img.header, source=img.source)
-    if img.ndim != 3:
-        raise DimensionError(f"{name} has shape {img.shape} ({img.ndim}-D); expected a 3-D image.")
-    return img
-
-
-def check_same_fov(*imgs, names=None, raise_error: bool = True) -> bool:
-    """True if all images share shape[:3] and affine (np.allclose), as nilearn.
-
-    With ``raise_error`` (default), a GridMismatchError names both images' shapes and
-    affines instead.
-    """
-    names = names or [f"img_#{i}" for i in range(len(imgs))]
-    ref, ref_name = imgs[0], names[0]
-    for img, name in zip(imgs[1:], names[1:], strict=True):
-        same = tuple(img.shape[:3]) == tuple(ref.shape[:3]) and np.allclose(img.affine, ref.affine)
-        if not same:
-            if not raise_error:
-                return False
-            raise GridMismatchError(
-                f"{ref_name} (shape {tuple(ref.shape[:3])}, affine "
-                f"{np.round(ref.affine, 4).tolist()}) and {name} (shape "
-                f"{tuple(img.shape[:3])}, affine {np.round(img.affine, 4).tolist()}) are not "
-                "on the same voxel grid; expected equal shapes and affines. Resample one "
-                "onto the other with lazyconn.image.resample_to_img."
-            )
-    return True
-
-
-def load_mask_img(mask_img, allow_empty: bool = False, name: str = "mask_img"):
-    """Validate and read a mask (eager: masks are small): (bool numpy array, affine).
-
-    As nilearn's ``masking.load_mask_img``: NaN/inf -> 0, then the mask must hold 0 and one
-    other value (ParameterError otherwise) and must not be empty unless ``allow_empty``.
-    """
-    if isinstance(mask_img, nib.spatialimages.SpatialImage) and len(mask_img.shape) == 3:
-        # In memory or on disk already: read it without a dask compute.
-        data, affine = np.asanyarray(mask_img.dataobj), mask_img.affine
-    else:
-        img = load_3d(mask_img, name)
-        data, affine = np.asarray(img.data.compute()), img.affine
-    data = spatial.ensure_finite(data)
-    values = np.unique(data)
-    if len(values) == 1:
-        if values[0] == 0 and not allow_empty:
-            raise ParameterError(
-                f"{name} is invalid as it is empty: it masks all data (every voxel is 0)."
-            )
-    elif len(values) == 2:
-        if 0 not in values:
-            raise ParameterError(
-                f"{name}: background of the mask must be represented with 0. "
-                f"Given mask contains: {values}."
-            )
-    else:
-        shown = values if len(values) < 8 else f"{values[:7]}... ({len(values)} values)"
-        raise ParameterError(
-            f"{name} is not made of 2 values: {shown}. Cannot interpret as true or false; "
-            "expected 0 for background and one value for the mask."
-        )
-    return data.astype(bool), affine
-
-
-# ---------------------------------------------------------------------------------------
-# basic constructors
-# ---------------------------------------------------------------------------------------
-def new_img_like(ref_niimg, data, affine=None, copy_header=True) -> LazyImage:
-    """A new LazyImage on the reference's grid (nilearn's ``new_img_like``).
-
-    ``data`` may be a numpy or dask array. bool data become uint8. int64 numpy data that fit
-    are cast to int32 with a warning, as nilearn; int64 *dask* data are kept (checking the
-    range would compute). The header is copied from the reference (``copy_header=True``)
-    with its scaling reset; unlike nilearn its data dtype is set to the new data's dtype.
-    """
-    if _is_list_of_images(ref_niimg):
-        ref_niimg = ref_niimg[0]
-    ref = load(ref_niimg)
-    if not isinstance(data, (np.ndarray, da.Array)):
-        raise ParameterTypeError(
-            f"data has type {type(data).__name__}; expected a numpy or dask array."
-        )
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
-    if isinstance(data, np.ndarray) and data.dtype in (np.int64, np.uint64) and data.size:
-        info = np.iinfo(np.int32)
-        if info.min <= data.min() and data.max() <= info.max:
-            warn(
-                "Data array used to create a new image contains 64-bit ints; "
-                "converted to int32 for compatibility (as nilearn does).",
-                LazyconnWarning,
-            )
-            data = data.astype(np.int32)
-    if isinstance(data, np.ndarray):
-        data = da.from_array(data, chunks=_default_chunks_for(data))
-    header = None
-    if copy_header:
-        header = ref.header.copy()
-        header.set_slope_inter(None, None)
-    return LazyImage(data, ref.affine if affine is None else affine, header, source=None)
-
-
-def _default_chunks_for(arr):
-    return default_chunks(arr.shape, arr.dtype)
-
-
-def get_data(img) -> da.Array:
-    """The voxels of an image as a dask array (nilearn returns numpy; compute it if needed)."""
-    return load_img(img).data
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,7 +126,6 @@ def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
     The mean is accumulated in float64 and cast to numpy's result dtype (float32 stays
     float32), so it can differ from numpy's float32 summation in the last bits.
     """
-    from lazyconn.image.resampling import resample_img
 
     img = load_img(imgs, "imgs")
     data = img.data
@@ -489,8 +342,6 @@ def threshold_img(
     data = spatial.ensure_finite(img.data)
     mask = None
     if mask_img is not None:
-        from lazyconn.image.resampling import resample_img
-
         mask_img = load_3d(mask_img, "mask_img")
         if not check_same_fov(img, mask_img, raise_error=False):
             mask_img = resample_img(

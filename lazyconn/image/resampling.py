@@ -22,7 +22,7 @@ from lazyconn.exceptions import (
     ParameterError,
 )
 from lazyconn.image._lazyimage import LazyImage
-from lazyconn.image.image import load_img, new_img_like
+from lazyconn.image._niimg import load_img, new_img_like
 from lazyconn.ops.spatial import extrapolate_out_mask
 
 __all__ = ["get_bounds", "resample_img", "resample_to_img"]

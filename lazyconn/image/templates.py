@@ -17,7 +17,7 @@ from scipy.ndimage import binary_closing
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import ParameterError
 from lazyconn.image._lazyimage import LazyImage
-from lazyconn.image.image import new_img_like
+from lazyconn.image._niimg import new_img_like
 from lazyconn.image.resampling import resample_img
 
 __all__ = [

@@ -12,7 +12,7 @@ import numpy as np
 
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import GridMismatchError
-from lazyconn.maskers._weights import region_reduce, region_weights
+from lazyconn.ops.weights import region_reduce, region_weights
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 
 

@@ -24,7 +24,7 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 from lazyconn.image import LazyImage, high_variance_confounds, load
-from lazyconn.image.image import load_mask_img
+from lazyconn.image._niimg import load_mask_img
 from lazyconn.io.confounds import sanitize_confounds
 
 _STANDARDIZE = ("zscore_sample", "psc", True, False, None)
@@ -219,7 +219,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
                 raise ParameterError("imgs=[] is empty; expected an image or a list of runs.")
             runs = [load(im) for im in imgs]
             if self._list_of_3d_is_one_run and all(r.ndim == 3 for r in runs):
-                from lazyconn.image.image import load_4d
+                from lazyconn.image._niimg import load_4d
 
                 return [load_4d(list(imgs))], True
             return runs, False

@@ -10,7 +10,7 @@ from scipy import ndimage
 from lazyconn._utils import check_in, warn
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
-from lazyconn.image.image import check_same_fov, load_3d
+from lazyconn.image._niimg import check_same_fov, load_3d
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 from lazyconn.ops import spatial
 from lazyconn.ops.voxels import gather

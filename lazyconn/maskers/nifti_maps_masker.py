@@ -10,7 +10,7 @@ from lazyconn._utils import check_in, warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
-from lazyconn.image.image import check_same_fov, load_4d
+from lazyconn.image._niimg import check_same_fov, load_4d
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 
 

@@ -8,7 +8,7 @@ from scipy import sparse
 
 from lazyconn.exceptions import ParameterError
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
-from lazyconn.maskers._spheres import sphere_voxels
+from lazyconn.ops.spheres import sphere_voxels
 
 
 class _SphereFinish:
@@ -31,7 +31,7 @@ class NiftiSpheresMasker(RegionMasker):
 
     Voxels are chosen exactly as nilearn chooses them: world-space centres within
     ``radius`` mm of the seed, plus the nearest voxel (numpy half-to-even rounding) and
-    nilearn's truncated-coordinates voxel (see ``lazyconn.maskers._spheres``).
+    nilearn's truncated-coordinates voxel (see ``lazyconn.ops.spheres``).
     ``radius=None`` takes the nearest voxel only.
 
     Differences from nilearn: signals are computed in one pass over the run's chunks,
