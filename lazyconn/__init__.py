@@ -20,6 +20,7 @@ _SUBMODULES = {
     "maskers",
     "masking",
     "ops",
+    "regions",
     "signal",
     "testing",
 }

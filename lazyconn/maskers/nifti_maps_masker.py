@@ -100,9 +100,7 @@ class NiftiMapsMasker(RegionMasker):
                 "resampling_target='mask' but mask_img=None; provide a mask "
                 "or set resampling_target to 'data', 'maps' or None."
             )
-        if self.maps_img is None:
-            raise ParameterError("maps_img=None; expected a 4-D image of maps.")
-        maps = load(self.maps_img)
+        maps = load(self._maps_source())
         if maps.ndim == 3:
             maps = maps.with_data(maps.data[..., None])
         maps = load_4d(maps, "maps_img")
@@ -132,6 +130,12 @@ class NiftiMapsMasker(RegionMasker):
         if imgs is not None and self.resampling_target in ("data", None):
             self._plan_for_fit(imgs)  # weights of the data grid, built once
         return self
+
+    def _maps_source(self):
+        """The maps to fit (RegionExtractor gives its extracted regions instead)."""
+        if self.maps_img is None:
+            raise ParameterError("maps_img=None; expected a 4-D image of maps.")
+        return self.maps_img
 
     def _maps_on_grid(self, shape, affine):
         img = self.maps_img_
