@@ -20,7 +20,7 @@ from lazyconn._utils import check_in, warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load, resample_img, threshold_img
-from lazyconn.image.image import check_same_fov, load_3d, load_4d, load_mask_img
+from lazyconn.image._niimg import check_same_fov, load_3d, load_4d, load_mask_img
 from lazyconn.maskers import NiftiMapsMasker
 from lazyconn.ops import spatial
 from lazyconn.ops.segmentation import peak_local_max, random_walker

@@ -14,7 +14,7 @@ import numpy as np
 from lazyconn._utils import check_in, warn
 from lazyconn.exceptions import GridMismatchError, ParameterError
 from lazyconn.image import load
-from lazyconn.image.image import load_3d, load_4d
+from lazyconn.image._niimg import load_3d, load_4d
 from lazyconn.maskers import NiftiLabelsMasker, NiftiMapsMasker
 from lazyconn.ops import spatial
 
