@@ -157,6 +157,44 @@ def test_deterministic_and_prefix_stable(small, tmp_path):
     assert _md5(other.func[0]) != _md5(small.func[0])
 
 
+# Digests of the `small` dataset written by generator version 4 before the module was split
+# into a package (commit b1351a1). The uncompressed NIfTI bytes and the tables, so the pin does
+# not depend on the zlib build. A deliberate change of the data bumps _GENERATOR_VERSION and
+# these digests together.
+PINNED_V4 = {
+    "sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz": (
+        "8524b80775aaf3b91bac8c5c82e4d0d8"
+    ),
+    "truth/space-MNI152NLin2009cAsym_res-8mm_desc-regions_dseg.nii.gz": (
+        "915da167ceae7a702cc6a9f6acec2662"
+    ),
+    "truth/space-MNI152NLin2009cAsym_res-8mm_desc-networks_probseg.nii.gz": (
+        "c68078b6377b07955ddea8a1eeaf1d3a"
+    ),
+    "sub-01/func/sub-01_task-rest_desc-confounds_timeseries.tsv": (
+        "689158debfb059d0c690c69b53e03a76"
+    ),
+    "sub-02/func/sub-02_task-rest_desc-reducedConfounds_timeseries.tsv": (
+        "6e97d533c182f76c6e0498f368eaaae6"
+    ),
+    "truth/regions.tsv": "fb8ddc97ba0df421344d0a96cfc607f5",
+    "truth/region_correlation.tsv": "2d3a46af037a56758684a6fa105e0c02",
+}
+
+
+def test_same_bytes_as_the_pinned_generator(small):
+    import gzip
+
+    from lazyconn.datasets.synthetic._generate import _GENERATOR_VERSION
+
+    assert _GENERATOR_VERSION == 4
+    for name, digest in PINNED_V4.items():
+        raw = Path(small.data_dir, name).read_bytes()
+        if name.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        assert hashlib.md5(raw).hexdigest() == digest, name
+
+
 def test_reuses_a_complete_dataset_and_refuses_other_params(small, tmp_path):
     first = make_synthetic_fmri(1, data_dir=tmp_path, **SMALL)
     stamp = Path(first.func[0]).stat().st_mtime_ns
@@ -272,10 +310,11 @@ def test_planted_correlation_values(small, tmp_path):
 def test_region_signals_have_exactly_the_planted_correlation():
     from nilearn.signal import clean
 
-    from lazyconn.datasets.synthetic import _build_layout, _neural_signals
+    from lazyconn.datasets.synthetic._layout import build_layout
+    from lazyconn.datasets.synthetic._timecourses import neural_signals
 
-    layout = _build_layout(8.0, 6, 10.0, 0)
-    signals = _neural_signals(np.random.default_rng(0), 50, 2.0, layout.region_correlation)
+    layout = build_layout(8.0, 6, 10.0, 0)
+    signals = neural_signals(np.random.default_rng(0), 50, 2.0, layout.region_correlation)
     np.testing.assert_allclose(np.corrcoef(signals.T), layout.region_correlation, atol=1e-10)
     # nilearn's detrending keeps them as they are
     detrended = clean(signals, detrend=True, standardize=None)
@@ -397,15 +436,15 @@ def test_nilearn_canica_recovers_planted_networks(tmp_path):
 def test_streams_volume_slabs_with_identical_output(small, tmp_path, monkeypatch):
     import tracemalloc
 
-    from lazyconn.datasets import synthetic
+    from lazyconn.datasets.synthetic import _writers
 
     # one volume per slab gives byte-identical files (the random streams do not depend on it)
-    monkeypatch.setattr(synthetic, "_SLAB_BYTES", 1)
+    monkeypatch.setattr(_writers, "_SLAB_BYTES", 1)
     one = make_synthetic_fmri(1, data_dir=tmp_path / "one", **SMALL)
     assert _md5(one.func[0]) == _md5(small.func[0])
     assert _md5(one.confounds[0]) == _md5(small.confounds[0])
     # memory is bounded by the slab, not by the run: 10x more volumes, same peak
-    monkeypatch.setattr(synthetic, "_SLAB_BYTES", 2 * 2**20)
+    monkeypatch.setattr(_writers, "_SLAB_BYTES", 2 * 2**20)
     peaks = []
     for n_timepoints in (40, 400):
         tracemalloc.start()
