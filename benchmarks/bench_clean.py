@@ -43,7 +43,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_convert import fmri_like_volumes
+from bench_convert import fmri_like_volumes  # noqa: E402 - after the sys.path entry
 
 T_R = 0.72
 FWHM = 6.0

@@ -27,6 +27,7 @@ benchmarks/_data/bench_group[_small].json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -56,10 +57,8 @@ class PeakRSS:
     def _run(self):
         while not self._stop.is_set():
             for pid, proc in self.procs.items():
-                try:
+                with contextlib.suppress(Exception):
                     self.peak[pid] = max(self.peak[pid], proc.memory_info().rss)
-                except Exception:
-                    pass
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -87,7 +86,11 @@ def make_study(n_subjects, n_timepoints, resolution):
     generate = time.perf_counter() - t0
     stores = [str(root / "zarr" / f"{s}.zarr") for s in study.subjects]
     (root / "zarr").mkdir(parents=True, exist_ok=True)
-    todo = [(f, z) for f, z in zip(study.func, stores) if not Path(z, "zarr.json").exists()]
+    todo = [
+        (f, z)
+        for f, z in zip(study.func, stores, strict=True)
+        if not Path(z, "zarr.json").exists()
+    ]
     t0 = time.perf_counter()
     if todo:
         convert([f for f, _ in todo], [z for _, z in todo], overwrite=True, progress=False)
@@ -182,7 +185,7 @@ def run_nilearn(study, confounds, masker_kw):
     t0 = time.perf_counter()
     series = [
         NiftiSpheresMasker(**masker_kw).fit_transform(f, confounds=c.to_numpy())
-        for f, c in zip(study.func, confounds)
+        for f, c in zip(study.func, confounds, strict=True)
     ]
     matrices = ConnectivityMeasure(kind="partial correlation").fit_transform(series)
     return matrices, time.perf_counter() - t0
@@ -253,11 +256,12 @@ def main(argv=None):
     }
     if 1 in by_workers and 2 in by_workers:
         summary["speedup_2_vs_1_worker"] = [
-            round(a["wall_s"] / b["wall_s"], 2) for a, b in zip(by_workers[1], by_workers[2])
+            round(a["wall_s"] / b["wall_s"], 2)
+            for a, b in zip(by_workers[1], by_workers[2], strict=True)
         ]
     top = max(args.workers)
     peaks = [max(r["peak_rss_per_worker_mb"]) for r in by_workers[top]]
-    summary["peak_worker_rss_mb"] = dict(zip(sizes, peaks))
+    summary["peak_worker_rss_mb"] = dict(zip(sizes, peaks, strict=True))
     summary["peak_growth_first_to_last"] = round(peaks[-1] / peaks[0] - 1, 3)
     summary["rerun_cached_fraction"] = [
         round(r["rerun_cached_s"] / r["wall_s"], 4) for r in by_workers[top]

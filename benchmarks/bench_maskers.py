@@ -78,7 +78,7 @@ def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: 
         n_subjects, n_timepoints=n_timepoints, resolution=resolution, data_dir=workdir / "synth"
     )
     nii, filled, tsv = [], [], []
-    for i, (func, conf) in enumerate(zip(data.func, data.confounds)):
+    for i, (func, conf) in enumerate(zip(data.func, data.confounds, strict=True)):
         img = nib.load(func)
         path = workdir / f"sub{i:02d}.nii"
         nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), path)
@@ -177,7 +177,7 @@ def _child_nilearn(workdir: Path, kind: str):
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for nii, conf in zip(meta["nii"], meta["filled"]):
+        for nii, conf in zip(meta["nii"], meta["filled"], strict=True):
             masker = cls(**_masker_kwargs(kind, meta))
             out.append(masker.fit_transform(nii, confounds=np.load(conf)))
     wall = time.perf_counter() - t0

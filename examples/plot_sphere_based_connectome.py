@@ -119,7 +119,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     # Display time series
     # -------------------
     if plotting is not None:
-        for time_serie, label in zip(time_series.T, labels):
+        for time_serie, label in zip(time_series.T, labels, strict=True):
             plt.plot(time_serie, label=label)
         plt.title("Default Mode Network Time Series")
         plt.xlabel("Scan number")

@@ -130,7 +130,7 @@ def run_convert(args) -> int:
     finally:
         if client is not None:
             client.close()
-    for src, dst in zip(args.src, dsts):
+    for src, dst in zip(args.src, dsts, strict=True):
         print(f"{src} -> {dst}")
     return 0
 

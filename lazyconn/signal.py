@@ -229,7 +229,7 @@ def _sanitize_sample_mask(sample_mask, run_rows, given_runs):
         _one_sample_mask(
             m, len(rows), "sample_mask" if given_runs is None else f"sample_mask[{i}]"
         )
-        for i, (m, rows) in enumerate(zip(masks, run_rows))
+        for i, (m, rows) in enumerate(zip(masks, run_rows, strict=True))
     ]
 
 
@@ -489,7 +489,10 @@ def clean(
         standardize_confounds=standardize_confounds,
         standardize=standardize,
     )
-    n_out = sum(rows.size if keep is None else keep.size for rows, keep in zip(run_rows, masks))
+    n_out = sum(
+        rows.size if keep is None else keep.size
+        for rows, keep in zip(run_rows, masks, strict=True)
+    )
 
     if lazy_confounds:
         # Small lazy confounds (e.g. high-variance confounds of the same run): the plan is
@@ -530,7 +533,8 @@ def clean(
 def _build_plans(confounds, n_samples, storage_options, run_rows, masks, options):
     confounds = sanitize_confounds(confounds, n_samples, storage_options=storage_options)
     return tuple(
-        _plan_run(rows, confounds, keep, **options) for rows, keep in zip(run_rows, masks)
+        _plan_run(rows, confounds, keep, **options)
+        for rows, keep in zip(run_rows, masks, strict=True)
     )
 
 

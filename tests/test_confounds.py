@@ -143,11 +143,11 @@ def test_urls_and_storage_options(tmp_path, rng):
 
 
 def test_bad_confound_inputs(tmp_path):
-    with pytest.raises(InputNotFoundError, match="confounds file .*missing.tsv' does not exist"):
+    with pytest.raises(InputNotFoundError, match=r"confounds file .*missing\.tsv' does not exist"):
         sanitize_confounds(tmp_path / "missing.tsv", T)
     binary = tmp_path / "conf.npy"
     binary.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(InputFileError, match="conf.npy"):
+    with pytest.raises(InputFileError, match=r"conf\.npy"):
         sanitize_confounds(binary, T)
     with pytest.raises(InputFileError, match="is empty"):
         (tmp_path / "empty.tsv").write_text("")
@@ -183,5 +183,5 @@ def test_s3_url_with_storage_options(s3_bucket, fmriprep_table, rng):
     np.testing.assert_allclose(
         ours, nsignal.clean(x, confounds=expected, high_pass=0.01, t_r=2.0), atol=1e-10
     )
-    with pytest.raises(InputNotFoundError, match="missing.tsv' does not exist"):
+    with pytest.raises(InputNotFoundError, match=r"missing\.tsv' does not exist"):
         sanitize_confounds(f"{bucket}/missing.tsv", T, storage_options=options)

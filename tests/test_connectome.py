@@ -443,7 +443,7 @@ def test_error_different_feature_counts(subjects):
     with pytest.raises(DimensionError, match=r"same number of features.*n_features=\[6, 6, 4\]"):
         ConnectivityMeasure().fit([subjects[0], subjects[1], subjects[2][:, :4]])
     measure = ConnectivityMeasure().fit(subjects)
-    with pytest.raises(DimensionError, match="X\\[0\\] has 4 features, but .* expecting 6"):
+    with pytest.raises(DimensionError, match=r"X\[0\] has 4 features, but .* expecting 6"):
         measure.transform([subjects[0][:, :4]])
     with pytest.raises(
         DimensionError, match=r"covariances of shape \(4, 4\) does not fit: .* expecting 6"
@@ -485,7 +485,7 @@ def test_error_unknown_kind_and_params(subjects):
         "'precision'",
     ):
         ConnectivityMeasure(kind="foo").fit(subjects)
-    with pytest.raises(ParameterError, match="cov_estimator='lw' is not valid.*'.fit\\(\\)'"):
+    with pytest.raises(ParameterError, match=r"cov_estimator='lw' is not valid.*'\.fit\(\)'"):
         ConnectivityMeasure(cov_estimator="lw").fit(subjects)
     with pytest.raises(ParameterError, match="standardize='zscore' is not valid; expected one"):
         ConnectivityMeasure(standardize="zscore").fit(subjects)
@@ -494,7 +494,7 @@ def test_error_unknown_kind_and_params(subjects):
 
 
 def test_error_tangent_needs_a_group(subjects):
-    with pytest.raises(ParameterError, match="group of subjects.*You provided 1 subject"):
+    with pytest.raises(ParameterError, match=r"group of subjects.*You provided 1 subject"):
         ConnectivityMeasure(kind="tangent").fit_transform(subjects[0])
     measure = ConnectivityMeasure(kind="tangent").fit(subjects)
     with pytest.raises(ParameterError, match="group of subjects"):
@@ -510,8 +510,8 @@ def test_error_singular_covariance(rng):
     subjects = [rng.standard_normal((4, 6)) for _ in range(3)]
     with pytest.raises(
         ParameterError,
-        match="Expected a symmetric positive definite matrix for "
-        "the covariance of subject 0.*smallest eigenvalue.*LedoitWolf",
+        match=r"Expected a symmetric positive definite matrix for "
+        r"the covariance of subject 0.*smallest eigenvalue.*LedoitWolf",
     ):
         ConnectivityMeasure(EmpiricalCovariance(), kind="tangent").fit(subjects)
     with pytest.raises(ValueError, match="Expected a symmetric positive definite matrix"):
@@ -531,7 +531,7 @@ def test_error_singular_covariance(rng):
         match="Expected a symmetric positive definite matrix for covariance of subject 1",
     ):
         measure.transform_covariances([np.eye(6), singular])
-    with pytest.raises(ParameterError, match="matrices\\[1\\].*not symmetric"):
+    with pytest.raises(ParameterError, match=r"matrices\[1\].*not symmetric"):
         connectome._geometric_mean([np.eye(2), np.array([[1.0, 0.5], [0.0, 1.0]])])
 
 
@@ -555,7 +555,7 @@ def test_error_vector_length(rng):
 
 
 def test_error_confounds(subjects):
-    with pytest.raises(ParameterError, match="vectorize=False.*expected vectorize=True"):
+    with pytest.raises(ParameterError, match=r"vectorize=False.*expected vectorize=True"):
         ConnectivityMeasure().fit_transform(subjects, confounds=np.ones((5, 1)))
     with pytest.raises(ParameterTypeError, match="confounds=3 has type int"):
         ConnectivityMeasure(vectorize=True).fit_transform(subjects, confounds=3)
@@ -573,7 +573,7 @@ def test_not_fitted_errors(subjects):
         lambda: measure.transform_covariances([np.eye(3)] * 2),
         lambda: measure.subject_transform(np.eye(3)),
     ):
-        with pytest.raises(NotFittedError, match="not fitted yet. Call 'fit'"):
+        with pytest.raises(NotFittedError, match=r"not fitted yet\. Call 'fit'"):
             call()
 
 

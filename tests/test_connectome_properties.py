@@ -75,7 +75,7 @@ def test_correlation_and_partial_correlation_invariants(subjects):
         assert np.all(np.abs(matrices) <= 1 + 1e-9)
     # guaranteed: LedoitWolf covariances are positive semi-definite, so is their correlation;
     # and 2 I - partial correlation is the correlation of the precision matrix.
-    for corr, part in zip(correlation, partial):
+    for corr, part in zip(correlation, partial, strict=True):
         assert np.linalg.eigvalsh(corr).min() > -1e-9
         assert np.linalg.eigvalsh(2 * np.eye(n) - part).min() > -1e-9
 

@@ -1,19 +1,16 @@
 """Coordinate atlases: identical to nilearn's fetchers, field by field."""
 
-import warnings
-
 import pandas as pd
 import pytest
 from nilearn import datasets as nl_datasets
 from sklearn.utils import Bunch
 
 from lazyconn import datasets
+from lazyconn.testing.reference import quiet
 
 
 def _nilearn(fetcher, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return getattr(nl_datasets, fetcher)(**kwargs)
+    return quiet(getattr(nl_datasets, fetcher), **kwargs)
 
 
 def test_power_2011_matches_nilearn():
@@ -50,7 +47,12 @@ def test_dosenbach_order_keeps_original_index():
     assert ordered.rois.index[0] != 0
     assert sorted(ordered.rois.index) == list(range(160))
     keys = list(
-        zip(ordered.networks, [lab.rsplit(" ", 1)[0] for lab in ordered.labels], ordered.rois["y"])
+        zip(
+            ordered.networks,
+            [lab.rsplit(" ", 1)[0] for lab in ordered.labels],
+            ordered.rois["y"],
+            strict=True,
+        )
     )
     assert keys == sorted(keys)
     # a label's number is the 1-based original row

@@ -29,7 +29,7 @@ def _md5(path):
 def test_layout_and_names(small):
     root = Path(small.data_dir)
     assert small.subjects == ["sub-01", "sub-02"]
-    for sub, func, conf in zip(small.subjects, small.func, small.confounds):
+    for sub, func, conf in zip(small.subjects, small.func, small.confounds, strict=True):
         assert Path(func) == (
             root
             / sub
@@ -84,7 +84,7 @@ def test_confounds_table_like_fmriprep(small):
         assert len(table) == 40
         # fMRIPrep writes n/a exactly in the first row of FD and of the derivatives
         first = raw[1].split("\t")
-        na_cols = {c for c, v in zip(header, first) if v == "n/a"}
+        na_cols = {c for c, v in zip(header, first, strict=True) if v == "n/a"}
         assert na_cols == {"framewise_displacement"} | {f"{m}_derivative1" for m in MOTION}
         assert not any("n/a" in line for line in raw[2:])
         assert table.iloc[1:].notna().all().all()
@@ -104,7 +104,7 @@ def test_reduced_confounds_pass_to_nilearn_as_paths(small):
 
     from lazyconn.datasets.synthetic import REDUCED_CONFOUNDS
 
-    for full, reduced in zip(small.confounds, small.reduced_confounds):
+    for full, reduced in zip(small.confounds, small.reduced_confounds, strict=True):
         assert Path(reduced).name == Path(full).name.replace(
             "desc-confounds", "desc-reducedConfounds"
         )
@@ -361,7 +361,7 @@ def test_nilearn_recovers_planted_connectome(realistic, masker_kind):
     for cleaned in (True, False):
         series = [
             masker.fit_transform(f, confounds=_confounds(c) if cleaned else None)
-            for f, c in zip(realistic.func, realistic.confounds)
+            for f, c in zip(realistic.func, realistic.confounds, strict=True)
         ]
         measure = ConnectivityMeasure(kind="correlation", standardize="zscore_sample")
         matrices = measure.fit_transform(series)
@@ -390,7 +390,7 @@ def test_without_nuisance_no_cleaning_is_needed(tmp_path):
     assert r.min() > 0.97  # measured 0.99: only white noise is left
     # the confounds are still written, the same as with nuisance (aCompCor directions too)
     noisy = make_synthetic_fmri(2, data_dir=tmp_path / "noisy", **dict(SMALL, n_timepoints=60))
-    for clean_table, noisy_table in zip(data.confounds, noisy.confounds):
+    for clean_table, noisy_table in zip(data.confounds, noisy.confounds, strict=True):
         a, b = pd.read_csv(clean_table, sep="\t"), pd.read_csv(noisy_table, sep="\t")
         same = [c for c in a.columns if c not in ("global_signal", "csf", "white_matter")]
         pd.testing.assert_frame_equal(a[same], b[same])

@@ -45,7 +45,7 @@ def _check_sphere_based_connectome(out):
 
     group = out["group"]
     data = out["dataset"]
-    series = [_nilearn_dmn(f, c, data.t_r) for f, c in zip(data.func, data.confounds)]
+    series = [_nilearn_dmn(f, c, data.t_r) for f, c in zip(data.func, data.confounds, strict=True)]
     np.testing.assert_allclose(out["dmn_time_series"], series[0], atol=2e-4)
     reference = ConnectivityMeasure(kind="partial correlation")
     per_subject = reference.fit_transform(series)
@@ -70,7 +70,7 @@ def _check_group_connectome(out):
     assert again.n_cached_ == len(study.func) and group.n_cached_ == 0
     np.testing.assert_array_equal(again.group_matrix_, group.group_matrix_)
     series = []
-    for func, conf in zip(study.func, group_confounds(study)):
+    for func, conf in zip(study.func, group_confounds(study), strict=True):
         masker = NiftiSpheresMasker(
             seeds=study.region_coords,
             radius=8,

@@ -31,7 +31,7 @@ def test_local_results_and_tree_mean_match_numpy():
     out = _run(CorrcoefStep(), _subjects(arrays), split_every=3)
     expected = [np.corrcoef(a, rowvar=False) for a in arrays]
     assert list(out["outcomes"]) == [f"s{i}" for i in range(19)]
-    for got, want in zip(out["outcomes"].values(), expected):
+    for got, want in zip(out["outcomes"].values(), expected, strict=True):
         np.testing.assert_allclose(got.result, want, rtol=1e-12)
     total, count = out["partial"]
     assert count == 19
@@ -66,7 +66,7 @@ def test_store_second_run_computes_nothing_and_gives_same_numbers(tmp_path):
     assert len(os.listdir(calls)) == 6 and first["n_cached"] == 0
     second = _run(CorrcoefStep(calls_dir=calls), _subjects(arrays), store=store)
     assert len(os.listdir(calls)) == 6 and second["n_cached"] == 6
-    for a, b in zip(first["outcomes"].values(), second["outcomes"].values()):
+    for a, b in zip(first["outcomes"].values(), second["outcomes"].values(), strict=True):
         np.testing.assert_array_equal(a.result, b.result)
     np.testing.assert_array_equal(first["partial"][0], second["partial"][0])
     assert sorted(store.keys()) == sorted(f"ks{i}" for i in range(6))
@@ -224,7 +224,7 @@ def test_distributed_equals_local_and_skips_failures(group_client, tmp_path):
     subjects = _subjects(arrays) + [Subject("broken", np.zeros(4), key="kbroken")]
     remote = _run(CorrcoefStep(), subjects, client=group_client, on_error="skip", split_every=2)
     assert list(remote["outcomes"]) == list(local["outcomes"])
-    for a, b in zip(local["outcomes"].values(), remote["outcomes"].values()):
+    for a, b in zip(local["outcomes"].values(), remote["outcomes"].values(), strict=True):
         np.testing.assert_array_equal(a.result, b.result)
     np.testing.assert_allclose(remote["partial"][0], local["partial"][0], rtol=1e-12)
     assert list(remote["failures"]) == ["broken"]
@@ -236,7 +236,7 @@ def test_distributed_equals_local_and_skips_failures(group_client, tmp_path):
 def test_local_cluster_is_started_and_closed():
     arrays = toy_study(3)
     out = _run(CorrcoefStep(), _subjects(arrays), client="local", n_workers=1)
-    for got, array in zip(out["outcomes"].values(), arrays):
+    for got, array in zip(out["outcomes"].values(), arrays, strict=True):
         np.testing.assert_allclose(got.result, np.corrcoef(array, rowvar=False), rtol=1e-12)
     import distributed
 
@@ -268,7 +268,7 @@ def test_killed_worker_mid_run_gives_identical_results(group_client, tmp_path):
     assert killed.is_set()
     assert victim not in group_client.run(os.getpid).values()
     assert not out["failures"]
-    for a, b in zip(reference["outcomes"].values(), out["outcomes"].values()):
+    for a, b in zip(reference["outcomes"].values(), out["outcomes"].values(), strict=True):
         np.testing.assert_array_equal(a.result, b.result)
     np.testing.assert_allclose(out["partial"][0], reference["partial"][0], rtol=1e-12)
     assert len(store.keys()) == 10

@@ -36,7 +36,8 @@ def nilearn_signals(study):
 
     paths, confounds = study
     return [
-        NilearnSpheres(**MASKER_KW).fit_transform(p, confounds=c) for p, c in zip(paths, confounds)
+        NilearnSpheres(**MASKER_KW).fit_transform(p, confounds=c)
+        for p, c in zip(paths, confounds, strict=True)
     ]
 
 
@@ -198,7 +199,7 @@ def test_labels_masker_matches_nilearn(study):
     group.fit(paths, confounds=confounds)
     series = [
         NilearnLabels(labels_img, **kw).fit_transform(p, confounds=c)
-        for p, c in zip(paths, confounds)
+        for p, c in zip(paths, confounds, strict=True)
     ]
     reference = NilearnMeasure(kind="correlation")
     np.testing.assert_allclose(group.subject_matrices_, reference.fit_transform(series), atol=2e-5)

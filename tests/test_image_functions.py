@@ -1,8 +1,6 @@
 """mean_img, index_img, math_img, new_img_like, get_data, threshold_img, binarize_img, templates,
 clean_img and high_variance_confounds: parity with nilearn on unevenly chunked inputs."""
 
-import warnings
-
 import dask.array as da
 import nibabel as nib
 import numpy as np
@@ -27,12 +25,7 @@ from lazyconn.testing.imaging import (
     synthetic_epi,
 )
 from lazyconn.testing.laziness import raise_if_dask_computes
-
-
-def _quiet(func, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return func(*args, **kwargs)
+from lazyconn.testing.reference import quiet
 
 
 def _close32(result, expected):
@@ -64,7 +57,7 @@ def test_mean_img_list_is_unweighted_mean_of_means_and_resamples(rng):
     _close32(limage.mean_img([lazy_uneven(a), lazy_uneven(b)]).data, expected.dataobj)
     ta = np.diag([4.0, 4.0, 4.0, 1.0])
     ta[:3, 3] = [-8, -10, -7]
-    expected = _quiet(nimage.mean_img, [a, b], target_affine=ta, target_shape=(9, 8, 9))
+    expected = quiet(nimage.mean_img, [a, b], target_affine=ta, target_shape=(9, 8, 9))
     result = limage.mean_img([a, lazy_uneven(b)], target_affine=ta, target_shape=(9, 8, 9))
     np.testing.assert_array_equal(result.affine, expected.affine)
     _close32(result.data, expected.dataobj)
@@ -188,7 +181,7 @@ def test_threshold_img_matches_nilearn(rng, threshold, two_sided, cluster_thresh
         else None
     )
     kwargs = {"cluster_threshold": cluster_threshold, "two_sided": two_sided, "mask_img": mask}
-    expected = _quiet(nimage.threshold_img, stat, threshold, **kwargs)
+    expected = quiet(nimage.threshold_img, stat, threshold, **kwargs)
     result = limage.threshold_img(lazy_uneven(stat), threshold, **kwargs)
     np.testing.assert_array_equal(np.asarray(result.data), np.asanyarray(expected.dataobj))
 
@@ -201,7 +194,7 @@ def test_threshold_img_4d_nan_and_resampled_mask(rng):
     mask_aff[:3, 3] = [-10.0, -12.0, -9.0]
     mask = nib.Nifti1Image(brain_blob((14, 16, 18), 0.45).astype(np.uint8), mask_aff)
     kwargs = {"cluster_threshold": 3, "mask_img": mask}
-    expected = _quiet(nimage.threshold_img, img, "70%", **kwargs)
+    expected = quiet(nimage.threshold_img, img, "70%", **kwargs)
     result = limage.threshold_img(lazy_uneven(img), "70%", **kwargs)
     np.testing.assert_array_equal(np.asarray(result.data), np.asanyarray(expected.dataobj))
 
@@ -209,7 +202,7 @@ def test_threshold_img_4d_nan_and_resampled_mask(rng):
 @pytest.mark.parametrize(("threshold", "two_sided"), [(0.0, False), ("60%", True), (0.5, True)])
 def test_binarize_img_matches_nilearn(rng, threshold, two_sided):
     stat = nib.Nifti1Image(rng.standard_normal((7, 8, 9)).astype(np.float32), grid_affine())
-    expected = _quiet(nimage.binarize_img, stat, threshold, two_sided=two_sided)
+    expected = quiet(nimage.binarize_img, stat, threshold, two_sided=two_sided)
     result = limage.binarize_img(lazy_uneven(stat), threshold, two_sided=two_sided)
     assert result.dtype == np.int8
     np.testing.assert_array_equal(np.asarray(result.data), np.asanyarray(expected.dataobj))
@@ -305,8 +298,8 @@ def test_clean_img_matches_nilearn(run64, rng, case, masked):
         kwargs["mask_img"] = nib.Nifti1Image(
             brain_blob((7, 8, 9), 0.4).astype(np.uint8), img.affine
         )
-    expected = _quiet(nimage.clean_img, img64, **kwargs).get_fdata()
-    result = _quiet(limage.clean_img, lazy_uneven(img), **kwargs)
+    expected = quiet(nimage.clean_img, img64, **kwargs).get_fdata()
+    result = quiet(limage.clean_img, lazy_uneven(img), **kwargs)
     assert result.dtype == np.float32 and result.shape == expected.shape
     assert result.chunks[:3] == lazy_uneven(img).chunks[:3]
     # float32 data cleaned in float64 vs nilearn in float64 on the same values

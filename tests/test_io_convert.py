@@ -2,6 +2,7 @@
 
 import gzip
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -34,10 +35,10 @@ def test_convert_is_lossless(make_nifti, tmp_path, name, dtype, slope, inter, un
     np.testing.assert_array_equal(img.affine, nib.load(path).affine)
     out = str(tmp_path / "back.nii")
     img.to_nifti(out)
-    original = open(path, "rb").read()
+    original = Path(path).read_bytes()
     if name.endswith(".gz"):
         original = gzip.decompress(original)
-    assert open(out, "rb").read() == original
+    assert Path(out).read_bytes() == original
 
 
 def test_unit_plan_covers_every_voxel_once():
@@ -59,7 +60,7 @@ def test_convert_many_files_in_one_graph(make_nifti, tmp_path, capsys):
     out = lazyconn.convert([p for p, _ in made], dsts, chunks=(4, 5, 6), overwrite=True)
     assert out == dsts
     assert "100% Completed" in capsys.readouterr().out  # dask's ProgressBar
-    for (_, ref), dst in zip(made, dsts):
+    for (_, ref), dst in zip(made, dsts, strict=True):
         np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
 
 
@@ -124,7 +125,7 @@ def test_convert_on_distributed_client(make_nifti, tmp_path):
         distributed.Client(cluster),
     ):
         lazyconn.convert([p for p, _ in made], dsts, chunks=UNEVEN)  # distributed's progress
-    for (_, ref), dst in zip(made, dsts):
+    for (_, ref), dst in zip(made, dsts, strict=True):
         np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
 
 
@@ -155,7 +156,7 @@ cm.convert({path!r}, {store!r}, chunks=(4, 5, 6), progress=False, scratch_dir={s
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    with pytest.raises(IncompleteStoreError, match="run.zarr"):
+    with pytest.raises(IncompleteStoreError, match=r"run\.zarr"):
         lazyconn.load(store)
     lazyconn.convert(path, store, chunks=(4, 5, 6), progress=False)
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)

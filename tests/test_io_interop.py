@@ -6,6 +6,7 @@ ours; so scaled-integer images are only exchanged losslessly lazyconn <- niizarr
 """
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -28,8 +29,8 @@ def test_niizarr_reads_lazyconn_stores(make_nifti, tmp_path, name):
     # Written back by niizarr: the very bytes of the original NIfTI.
     back = str(tmp_path / "back.nii")
     niizarr.zarr2nii(store, back)
-    original = open(path, "rb").read()
-    assert open(back, "rb").read() == (
+    original = Path(path).read_bytes()
+    assert Path(back).read_bytes() == (
         gzip.decompress(original) if name.endswith("gz") else original
     )
 

@@ -2,6 +2,7 @@
 
 import pickle
 import time
+from pathlib import Path
 
 import cloudpickle
 import dask
@@ -101,7 +102,7 @@ def test_open_reads_header_only(tmp_path, affine):
 def test_gzip_open_reads_header_only(tmp_path, make_nifti):
     """A .nii.gz cut in half: load reads only the header and succeeds; reading fails."""
     path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 200))
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     bad = tmp_path / "cut.nii.gz"
     bad.write_bytes(data[: len(data) // 2])
     with raise_if_dask_computes():
@@ -184,3 +185,15 @@ def test_file_urls_and_pathlib(make_nifti, tmp_path):
     lazyconn.convert(f"file://{path}", store, progress=False)
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
     assert lazyconn.load(store).source == store
+
+
+def test_read_keys_are_checked(make_nifti):
+    path, ref = make_nifti("run.nii")
+    nifti = nifti_mod.NiftiFile(path)
+    np.testing.assert_array_equal(nifti[1:3, ..., :2], ref[1:3, ..., :2])
+    with pytest.raises(IndexError, match=r"too many indices for a 4-D NiftiFile"):
+        nifti[0:1, 0:1, 0:1, 0:1, 0:1]
+    with pytest.raises(TypeError, match=r"NiftiFile indices must be slices, got 0"):
+        nifti[0]
+    with pytest.raises(TypeError, match=r"NiftiFile slices must have step 1"):
+        nifti[::2]

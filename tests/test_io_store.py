@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+from pathlib import Path
 
 import dask
 import nibabel as nib
@@ -19,7 +20,7 @@ UNEVEN = (4, 5, 6, 20)
 
 
 def _nii_bytes(path):
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     return gzip.decompress(data) if path.endswith(".gz") else data
 
 
@@ -69,7 +70,7 @@ def test_in_memory_image_round_trip(tmp_path, rng, affine):
 
 
 def test_store_layout_and_metadata(make_nifti, tmp_path):
-    path, ref = make_nifti("run.nii.gz", dtype=np.int16, slope=0.5, inter=3.0)
+    path, _ = make_nifti("run.nii.gz", dtype=np.int16, slope=0.5, inter=3.0)
     store = str(tmp_path / "run.zarr")
     lazyconn.load(path).to_zarr(store, chunks=UNEVEN)
     group = zarr.open_group(store, mode="r")
@@ -135,8 +136,8 @@ def test_default_codec_is_blosc_lz4_shuffle(make_nifti, tmp_path):
     path, _ = make_nifti("run.nii")
     store = str(tmp_path / "run.zarr")
     lazyconn.load(path).to_zarr(store)
-    meta = json.load(open(os.path.join(store, "0", "zarr.json")))
-    blosc = [c for c in meta["codecs"] if c["name"] == "blosc"][0]["configuration"]
+    meta = json.loads(Path(store, "0", "zarr.json").read_text())
+    blosc = next(c for c in meta["codecs"] if c["name"] == "blosc")["configuration"]
     assert (blosc["cname"], blosc["clevel"], blosc["shuffle"]) == ("lz4", 5, "shuffle")
     assert store_mod.DEFAULT_COMPRESSOR == {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
     # No compression is available too.

@@ -7,9 +7,11 @@ from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_com
 
 def test_raise_if_dask_computes_catches_a_compute():
     x = da.ones((4, 4), chunks=2)
-    with pytest.raises(RuntimeError, match="Too many dask computations"):
-        with raise_if_dask_computes():
-            x.sum().compute()
+    with (
+        pytest.raises(RuntimeError, match="Too many dask computations"),
+        raise_if_dask_computes(),
+    ):
+        x.sum().compute()
 
 
 def test_inaccessible_array_builds_but_cannot_be_read():

@@ -105,7 +105,7 @@ def test_sphere_voxels_exactly_as_nilearn(trial):
             sphere_voxels(seeds, affine, shape, radius, mask=mask, allow_overlap=True)
         return
     got = sphere_voxels(seeds, affine, shape, radius, mask=mask, allow_overlap=True)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(g, e)
 
 
@@ -261,7 +261,7 @@ def test_labels_removed_by_the_mask_are_not_regions():
 
 def test_labels_on_other_grid_without_resampling_error():
     other = nib.Nifti1Image(np.asarray(tiny_labels().dataobj), np.diag([2.0, 2.0, 2.0, 1.0]))
-    with pytest.raises(GridMismatchError, match="labels_img .* not on the same voxel grid"):
+    with pytest.raises(GridMismatchError, match=r"labels_img .* not on the same voxel grid"):
         NiftiLabelsMasker(other, resampling_target=None).fit(lazy(tiny_run()))
 
 
@@ -305,7 +305,7 @@ def test_maps_with_mask_and_inverse_match_nilearn():
 def test_maps_on_other_grid_without_resampling_error():
     maps = tiny_maps()
     other = nib.Nifti1Image(np.asarray(maps.dataobj), np.diag([2.0, 2.0, 2.0, 1.0]))
-    with pytest.raises(GridMismatchError, match="maps_img .* not on the same voxel grid"):
+    with pytest.raises(GridMismatchError, match=r"maps_img .* not on the same voxel grid"):
         NiftiMapsMasker(other, resampling_target=None).fit(lazy(tiny_run()))
 
 

@@ -130,5 +130,5 @@ def test_multi_transform_is_lazy_and_one_compute():
         nilearn_maskers.MultiNiftiMasker(mask_img=tiny_mask(), **CLEAN).fit_transform,
         [tiny_run(i) for i in range(3)],
     )
-    for a, r in zip(arrays, ref):
+    for a, r in zip(arrays, ref, strict=True):
         np.testing.assert_allclose(a, r, rtol=TOL, atol=TOL)

@@ -1,9 +1,13 @@
 """apply_mask / unmask: parity with nilearn, C voxel order, laziness, errors."""
 
+import itertools
+
 import dask.array as da
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nilearn import masking as nmasking
 
 from lazyconn import masking as lmasking
@@ -215,10 +219,6 @@ def test_positions_helpers(rng):
 
 
 # --- properties (hypothesis): any shape, any chunking, any mask --------------------------
-import itertools
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @st.composite

@@ -1,7 +1,5 @@
 """resample_img / resample_to_img: parity with nilearn 0.14.1, laziness, errors."""
 
-import warnings
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from lazyconn.testing.imaging import (
     synthetic_epi,
 )
 from lazyconn.testing.laziness import raise_if_dask_computes
+from lazyconn.testing.reference import quiet
 
 
 def _sheared(aff):
@@ -39,9 +38,7 @@ TARGETS = {
 
 
 def _nilearn(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nimage.resample_img(*args, **kwargs)
+    return quiet(nimage.resample_img, *args, **kwargs)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

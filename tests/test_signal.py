@@ -1,5 +1,6 @@
 """lazyconn.signal.clean / high_variance_confounds against nilearn 0.14.1 and scipy."""
 
+import itertools
 import warnings
 
 import dask.array as da
@@ -18,6 +19,7 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
+from lazyconn.testing.reference import quiet
 
 T, V = 80, 23
 UNEVEN = (5, 11, 7)  # three uneven voxel chunks
@@ -35,9 +37,7 @@ def data(rng):
 
 
 def _nilearn(x, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nsignal.clean(np.array(x, copy=True), **kw)
+    return quiet(nsignal.clean, np.array(x, copy=True), **kw)
 
 
 def _ours(x, **kw):
@@ -371,7 +371,7 @@ def test_runs_length_mismatch(data):
 
 def test_bad_parameters(data):
     x, conf = data
-    with pytest.raises(ParameterError, match="t_r=None but low_pass=0.1"):
+    with pytest.raises(ParameterError, match=r"t_r=None but low_pass=0\.1"):
         lsignal.clean(x, low_pass=0.1, t_r=None)
     with pytest.raises(
         ParameterError, match=r"high_pass=0\.1 is greater than or equal to low_pass=0\.05"
@@ -387,7 +387,7 @@ def test_bad_parameters(data):
         lsignal.clean(x, standardize="zscore")
     with pytest.raises(ParameterError, match="low_pass=0 is not valid"):
         lsignal.clean(x, low_pass=0)
-    with pytest.raises(ParameterError, match="high_pass=-0.01 is not valid"):
+    with pytest.raises(ParameterError, match=r"high_pass=-0\.01 is not valid"):
         lsignal.clean(x, high_pass=-0.01)
     with pytest.raises(ParameterError, match="t_r=0 is not valid"):
         lsignal.clean(x, t_r=0, low_pass=0.1)
@@ -565,7 +565,7 @@ from hypothesis import strategies as st  # noqa: E402
 def _chunks_1d(draw, n):
     cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=4))) if n > 1 else []
     edges = [0, *cuts, n]
-    return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
+    return tuple(b - a for a, b in itertools.pairwise(edges))
 
 
 @settings(max_examples=10, deadline=None)

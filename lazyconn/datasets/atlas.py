@@ -73,7 +73,9 @@ def fetch_coords_dosenbach_2010(ordered_regions: bool = True) -> Bunch:
     table = pd.read_csv(DATA_DIR / "dosenbach_2010.csv")
     if ordered_regions:
         table = table.sort_values(by=["network", "name", "y"])
-    labels = [f"{name} {number}" for name, number in zip(table["name"], table["number"])]
+    labels = [
+        f"{name} {number}" for name, number in zip(table["name"], table["number"], strict=True)
+    ]
     return Bunch(
         rois=table[["x", "y", "z"]],
         labels=labels,

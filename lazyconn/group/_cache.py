@@ -22,6 +22,7 @@ version, so a changed parameter never reuses a stale result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -52,10 +53,8 @@ def _path_identity(src, storage_options=None) -> tuple:
         fs, path = fsspec.core.url_to_fs(src, **(storage_options or {}))
         info = fs.info(path)
         if info.get("type") == "directory":
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 info = {**fs.info(path.rstrip("/") + "/zarr.json"), "dir": True}
-            except FileNotFoundError:
-                pass
         keep = {k: str(v) for k, v in info.items() if k.lower() in _URL_VERSION_FIELDS}
         return ("url", src, tuple(sorted(keep.items())))
     path = Path(src.removeprefix("file://")).expanduser().resolve()

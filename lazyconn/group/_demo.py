@@ -193,7 +193,7 @@ def run_demo(
     zarr_dir.mkdir(parents=True, exist_ok=True)
     stores = [str(zarr_dir / f"{s}.zarr") for s in study.subjects]
     todo = []
-    for src, dst in zip(study.func, stores):
+    for src, dst in zip(study.func, stores, strict=True):
         try:
             load(dst)  # a complete store from an earlier run of the demo is reused
         except Exception:

@@ -265,7 +265,7 @@ class GroupConnectome(BaseEstimator):
         stored = "covariance" if connectivity.kind == "tangent" else "connectivity"
         params = params_token(masker, connectivity, extra={"stored": stored})
         records = []
-        for name, img, conf, mask in zip(names, imgs, confounds, sample_mask):
+        for name, img, conf, mask in zip(names, imgs, confounds, sample_mask, strict=True):
             identity = input_identity(img, self.storage_options)
             key = tokenize(
                 identity, input_identity(conf, self.storage_options), input_identity(mask), params
@@ -336,7 +336,7 @@ class GroupConnectome(BaseEstimator):
             matrices = np.stack(
                 [
                     fitted.subject_connectivity(c, f"covariance of subject {name!r}")
-                    for name, c in zip(outcomes, results)
+                    for name, c in zip(outcomes, results, strict=True)
                 ]
             )
         else:

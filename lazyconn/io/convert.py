@@ -506,7 +506,7 @@ def convert(
             unit_bytes,
             scratch_dir,
         )
-        for s, d in zip(srcs, dsts)
+        for s, d in zip(srcs, dsts, strict=True)
     ]
     client = _client()
     if client is not None:

@@ -344,9 +344,11 @@ def _normalize_key(key, shape) -> tuple[slice, ...]:
     if Ellipsis in key:
         i = key.index(Ellipsis)
         key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices for a {len(shape)}-D NiftiFile: {key!r}")
     key = key + (slice(None),) * (len(shape) - len(key))
     out = []
-    for k, n in zip(key, shape):
+    for k, n in zip(key, shape, strict=True):
         if not isinstance(k, slice):
             raise TypeError(f"NiftiFile indices must be slices, got {k!r}")
         start, stop, step = k.indices(n)

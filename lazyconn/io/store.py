@@ -164,7 +164,7 @@ def check_chunks(chunks, shape) -> tuple[int, ...]:
             "integers (x, y, z), optionally followed by the whole time axis "
             f"({shape[3] if len(shape) == 4 else 'none for 3-D'}): a stored chunk never splits time."
         )
-    return tuple(min(c, int(s)) for c, s in zip(chunks, shape))
+    return tuple(min(c, int(s)) for c, s in zip(chunks, shape, strict=True))
 
 
 def create_store(

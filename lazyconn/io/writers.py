@@ -172,7 +172,7 @@ class _BatchProgress:
         import time
 
         frac = self.done / self.total
-        bar = "#" * int(round(40 * frac))
+        bar = "#" * round(40 * frac)
         sys.stderr.write(
             f"\r[{bar:<40}] {100 * frac:3.0f}% | batch {self.done}/{self.total} | "
             f"{time.perf_counter() - self.t0:.1f}s"

@@ -130,20 +130,23 @@ class BaseMasker(TransformerMixin, BaseEstimator):
                         f"dtype={self.dtype!r} is not a numpy dtype; expected None, 'auto' or "
                         "a numeric dtype."
                     ) from exc
-                if dt == bool:
+                if dt.kind == "b":
                     raise ParameterTypeError("dtype=bool is not valid; 'dtype' cannot be bool.")
         if self.clean_args is not None and not isinstance(self.clean_args, dict):
             raise ParameterTypeError(
                 f"clean_args={self.clean_args!r} has type {type(self.clean_args).__name__}; "
                 "expected a dict of extra arguments for lazyconn.signal.clean."
             )
-        if (self.low_pass is not None or self.high_pass is not None) and self.t_r is None:
-            if (self.clean_args or {}).get("filter", "butterworth") is not False:
-                raise ParameterError(
-                    f"low_pass={self.low_pass!r}, high_pass={self.high_pass!r} need the "
-                    "repetition time, but t_r=None; expected t_r=<seconds between volumes> "
-                    "(the masker does not read it from the image header, as in nilearn)."
-                )
+        if (
+            (self.low_pass is not None or self.high_pass is not None)
+            and self.t_r is None
+            and (self.clean_args or {}).get("filter", "butterworth") is not False
+        ):
+            raise ParameterError(
+                f"low_pass={self.low_pass!r}, high_pass={self.high_pass!r} need the "
+                "repetition time, but t_r=None; expected t_r=<seconds between volumes> "
+                "(the masker does not read it from the image header, as in nilearn)."
+            )
 
     def _fitted_smoothing(self):
         fwhm = self.smoothing_fwhm
@@ -267,7 +270,9 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         runs, single = self._split_runs(imgs)
         confs = self._per_run("confounds", confounds, len(runs), single)
         masks = self._per_run("sample_mask", sample_mask, len(runs), single)
-        outs = [self._transform_run(img, c, m) for img, c, m in zip(runs, confs, masks)]
+        outs = [
+            self._transform_run(img, c, m) for img, c, m in zip(runs, confs, masks, strict=True)
+        ]
         if compute:
             outs = [np.asarray(o) for o in dask.compute(*outs)]
         return outs[0] if single else outs

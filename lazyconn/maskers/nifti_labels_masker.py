@@ -273,7 +273,7 @@ class NiftiLabelsMasker(RegionMasker):
             data = load(smooth_img(img4, fwhm))
         selected = np.zeros(img4.shape[:3], dtype=bool)
         row_labels = np.zeros(img4.shape[:3], dtype=np.float64)
-        for r, v in zip(regions, index):
+        for r, v in zip(regions, index, strict=True):
             selected.flat[r] = True
             row_labels.flat[r] = v
         # (T, V_labelled) in C order, NaN -> 0 as nilearn; one chunk: ndimage needs a label whole

@@ -132,7 +132,7 @@ def _halo_graph(arr: da.Array, depth, kernel, name, **kernel_kwargs) -> da.Array
         for d in itertools.product((-1, 0, 1), repeat=3):
             if d == (0, 0, 0) or any(o and not depth[a] for a, o in enumerate(d)):
                 continue
-            n = tuple(l + o for l, o in zip(loc, d, strict=True))
+            n = tuple(c + o for c, o in zip(loc, d, strict=True))
             if any(i < 0 or i >= m for i, m in zip(n, nb[:3], strict=True)):
                 continue
             index = []

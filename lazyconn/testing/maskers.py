@@ -206,11 +206,11 @@ class MaskerSuite:
         masker = self.lazy_cls(**self.make_kwargs("clean")).fit(lazy(tiny_run()))
         runs = [lazy(tiny_run(1)), lazy(tiny_run(2, n_t=45))]
         confs = [self.confounds(3), self.confounds(4, n_t=45)]
-        singles = [masker.transform(r, confounds=c) for r, c in zip(runs, confs)]
+        singles = [masker.transform(r, confounds=c) for r, c in zip(runs, confs, strict=True)]
         with raise_if_dask_computes(max_computes=1):
             outs = masker.transform(runs, confounds=confs)
         assert isinstance(outs, list) and len(outs) == 2
-        for o, s in zip(outs, singles):
+        for o, s in zip(outs, singles, strict=True):
             np.testing.assert_allclose(o, s, rtol=1e-6, atol=1e-6)
         lazies = masker.transform(runs, confounds=confs, compute=False)
         assert all(isinstance(x, da.Array) for x in lazies)

@@ -8,6 +8,7 @@ recognisable (:data:`FAKE_SECRET`) so tests can assert they never leak.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 
@@ -60,7 +61,5 @@ def s3_bucket(s3_storage_options):
     bucket = f"lazyconn-test-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)
     yield f"s3://{bucket}", s3_storage_options
-    try:
+    with contextlib.suppress(OSError):  # FileNotFoundError is an OSError
         fs.rm(bucket, recursive=True)
-    except (OSError, FileNotFoundError):
-        pass
