@@ -132,3 +132,14 @@ def test_smooth_img_accepts_nibabel_and_keeps_affine(rng):
     np.testing.assert_array_equal(
         np.asarray(out.data), nimage.smooth_img(img, 4).get_fdata(dtype=np.float32)
     )
+
+
+def test_smooth_array_on_a_numpy_array_matches_nilearn(rng):
+    from nilearn.image.image import smooth_array as nilearn_smooth_array
+
+    from lazyconn.image.image import smooth_array
+
+    x = rng.standard_normal((6, 7, 5, 3)).astype(np.float32)
+    affine = np.diag([2.0, 3.0, 2.5, 1.0])
+    got = smooth_array(x, affine, fwhm=4.0)
+    np.testing.assert_array_equal(np.asarray(got), nilearn_smooth_array(x, affine, fwhm=4.0))

@@ -28,6 +28,7 @@ from lazyconn.exceptions import (
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import (
+    _default_chunks_for,
     _is_list_of_images,
     check_same_fov,
     get_data,

@@ -12,8 +12,8 @@ import numpy as np
 
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import GridMismatchError
-from lazyconn.ops.weights import region_reduce, region_weights
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
+from lazyconn.ops.weights import region_reduce, region_weights
 
 
 class RegionPlan:

@@ -41,7 +41,9 @@ def _coord_transform(x, y, z, affine):
 
 def _voxel_box(world_lo, world_hi, inv_affine, shape):
     """Voxel index ranges (clipped to the grid) covering a world-space box, with 1 voxel margin."""
-    corners = np.array(list(itertools.product(*zip(world_lo, world_hi))), dtype=np.float64)
+    corners = np.array(
+        list(itertools.product(*zip(world_lo, world_hi, strict=True))), dtype=np.float64
+    )
     ijk = np.dot(inv_affine[:3, :3], corners.T).T + inv_affine[:3, 3]
     lo = np.floor(ijk.min(axis=0)).astype(int) - 1
     hi = np.ceil(ijk.max(axis=0)).astype(int) + 2
@@ -54,7 +56,7 @@ def _local_candidates(lo, hi, shape, mask):
     """Flat C-order indices and ijk of the candidates of the box [lo, hi), in C order."""
     if np.any(hi <= lo):
         return np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64)
-    grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
+    grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij")
     ijk = np.stack([g.ravel() for g in grids], axis=1)
     if mask is not None:
         keep = mask[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
@@ -101,9 +103,12 @@ def sphere_voxels(seeds, affine, shape, radius, mask=None, allow_overlap=False):
             selected.update(flat[np.sqrt(d2) <= radius].tolist())
         # 3. the nearest voxel, rounding half to even like np.round
         nearest = np.round(np.array(_coord_transform(*seed, inv_affine)).ravel()).astype(int)
-        if np.all(nearest >= 0) and np.all(nearest < shape):
-            if mask is None or mask[tuple(nearest)]:
-                selected.add(int(np.ravel_multi_index(tuple(nearest), shape)))
+        if (
+            np.all(nearest >= 0)
+            and np.all(nearest < shape)
+            and (mask is None or mask[tuple(nearest)])
+        ):
+            selected.add(int(np.ravel_multi_index(tuple(nearest), shape)))
         # 4. nilearn's truncated-coordinates quirk: first match in C order
         target = [int(c) for c in seed]
         lo, hi = _voxel_box(np.subtract(target, 1.0), np.add(target, 1.0), inv_affine, shape)

@@ -142,14 +142,14 @@ def _split_rows(rows, shape, chunks):
     """Group flat voxel indices by spatial block; return {block: (positions, local flat)}."""
     bounds = [np.concatenate([[0], np.cumsum(c)]) for c in chunks[:3]]
     ijk = np.array(np.unravel_index(rows, shape))
-    bidx = [np.searchsorted(b, c, side="right") - 1 for b, c in zip(bounds, ijk)]
+    bidx = [np.searchsorted(b, c, side="right") - 1 for b, c in zip(bounds, ijk, strict=True)]
     key = np.ravel_multi_index(bidx, tuple(len(c) for c in chunks[:3]))
     order = np.argsort(key, kind="stable")
     key_sorted = key[order]
     groups = {}
     starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
     ends = np.r_[starts[1:], key_sorted.size]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         pos = order[s:e]
         b = tuple(int(x[pos[0]]) for x in bidx)
         loc = [ijk[a, pos] - bounds[a][b[a]] for a in range(3)]
