@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from lazyconn import signal
+from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in
 from lazyconn.exceptions import (
     DimensionError,
@@ -246,25 +247,20 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             )
         return list(value)
 
+    @fill_doc
     def transform(self, imgs, confounds=None, sample_mask=None, *, compute=True):
         """Extract signals from one run or a list of runs.
 
         Parameters
         ----------
-        imgs : 3-D/4-D image (path, nibabel image, LazyImage) or list of runs
-            A 3-D image gives a 1-D output. A list gives a list of outputs (for nilearn's
-            non-Multi maskers a list of 3-D images is one 4-D run, as nilearn reads it).
-        confounds : confounds of one run, or a list with one entry per run
-            Arrays, DataFrames or TSV/CSV paths (nilearn's ``signal.clean`` inputs); ``n/a``
-            in the first row (fMRIPrep) is filled with the second row's values.
-        sample_mask : kept volumes of one run, or a list with one entry per run
-        compute : bool, default=True
-            lazyconn only. True: numpy arrays, all runs computed in one ``dask.compute``.
-            False: the lazy dask arrays (a list for a list input); nothing is read.
+        %(masker_imgs)s
+        %(confounds)s
+        %(sample_mask)s
+        %(compute)s
 
         Returns
         -------
-        numpy.ndarray (n_samples, n_features) (1-D for a 3-D image), dask array, or a list.
+        %(masker_transform_returns)s
         """
         self._check_fitted()
         runs, single = self._split_runs(imgs)
@@ -277,10 +273,26 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             outs = [np.asarray(o) for o in dask.compute(*outs)]
         return outs[0] if single else outs
 
+    @fill_doc
     def fit_transform(
         self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True, **fit_params
     ):
-        """``fit(imgs)`` then ``transform(imgs, confounds, sample_mask, compute=compute)``."""
+        """``fit(imgs)`` then ``transform(imgs, confounds, sample_mask, compute=compute)``.
+
+        Parameters
+        ----------
+        %(masker_imgs)s
+        y : ignored
+        %(confounds)s
+        %(sample_mask)s
+        %(compute)s
+        **fit_params
+            Passed to ``fit``.
+
+        Returns
+        -------
+        %(masker_transform_returns)s
+        """
         del y
         return self.fit(imgs, **fit_params).transform(
             imgs, confounds=confounds, sample_mask=sample_mask, compute=compute

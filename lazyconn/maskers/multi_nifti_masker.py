@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from lazyconn._docs import fill_doc
 from lazyconn.maskers.nifti_masker import NiftiMasker
 
 
+@fill_doc
 class MultiNiftiMasker(NiftiMasker):
     """NiftiMasker for lists of runs (nilearn's ``MultiNiftiMasker``).
 
@@ -14,6 +16,39 @@ class MultiNiftiMasker(NiftiMasker):
     Without ``mask_img``, ``fit`` computes a common mask with the ``compute_multi_*``
     variant of ``mask_strategy``. As in nilearn, high-variance confounds are appended after
     the user's confounds, and each element of a list is one run (3-D images give 1-D rows).
+
+    Parameters
+    ----------
+    mask_img : 3-D image, or path, optional
+        The mask; without it ``fit`` computes a common mask of the runs with the
+        ``compute_multi_*`` variant of ``mask_strategy``.
+    %(runs)s
+    %(smoothing_fwhm)s
+    %(standardize)s
+    %(standardize_confounds)s
+    %(high_variance_confounds)s
+    %(detrend)s
+    %(low_pass)s
+    %(high_pass)s
+    %(t_r)s
+    %(target_affine_masker)s
+    %(target_shape_masker)s
+    %(mask_strategy)s
+    %(mask_args)s
+    %(dtype_masker)s
+    %(memory_masker)s
+    %(memory_level)s
+    %(n_jobs_ignored)s
+    %(verbose_masker)s
+    %(reports)s
+    %(cmap)s
+    %(clean_args)s
+
+    Attributes
+    ----------
+    mask_img_ : nibabel image, the common mask (resampled to target_affine / target_shape)
+    affine_ : (4, 4) array
+    n_elements_ : int, number of in-mask voxels
     """
 
     _multi = True

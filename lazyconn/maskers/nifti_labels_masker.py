@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, warn
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
@@ -47,6 +48,7 @@ def _reduce_gathered(x, labels_of_rows, index, strategy, dtype):
     return out.reshape(x.shape[0], len(index))
 
 
+@fill_doc
 class NiftiLabelsMasker(RegionMasker):
     """Region signals from a labels image (nilearn's ``NiftiLabelsMasker``).
 
@@ -60,6 +62,42 @@ class NiftiLabelsMasker(RegionMasker):
     and ``"variance"`` need each label's voxels together: the labelled voxels of the run
     (smoothed first if asked) are gathered into one (V_labelled, T) array and reduced with
     ``scipy.ndimage`` like nilearn, so memory grows with the labelled volume.
+
+    Parameters
+    ----------
+    labels_img : 3-D image of integers, or path
+        The atlas: one region per label value other than ``background_label``.
+    labels : list of str, optional
+        Region names, in the order of the sorted label values (background included when
+        it is a label value, as nilearn).
+    lut : DataFrame or path, optional
+        nilearn's look-up table of names and values; only its presence is checked (region
+        names come from ``labels`` or the label values).
+    background_label : int or float, default=0
+        Label value of the voxels outside every region.
+    %(mask_img_masker)s
+    %(smoothing_fwhm)s
+    %(standardize)s
+    %(standardize_confounds)s
+    %(high_variance_confounds)s
+    %(detrend)s
+    %(low_pass)s
+    %(high_pass)s
+    %(t_r)s
+    %(dtype_masker)s
+    %(resampling_target)s
+    %(memory_masker)s
+    %(memory_level)s
+    %(verbose_masker)s
+    strategy : {"mean", "median", "sum", "minimum", "maximum", "standard_deviation", \
+"variance"}, default="mean"
+        How a region's voxels are summarised at each volume.
+    keep_masked_labels : bool, default=False
+        Keep a zero signal for labels that ``mask_img`` removes entirely (nilearn's
+        deprecated behaviour); ``False`` drops them, as nilearn will.
+    %(reports)s
+    %(cmap)s
+    %(clean_args)s
 
     Attributes
     ----------
@@ -290,7 +328,18 @@ class NiftiLabelsMasker(RegionMasker):
         )
 
     def inverse_transform(self, signals):
-        """Image from region signals: each labelled voxel gets its region's signal."""
+        """Image from region signals: each labelled voxel gets its region's signal.
+
+        Parameters
+        ----------
+        signals : (n_volumes, n_elements_) or (n_elements_,) array
+            Signals of the regions, as ``transform`` returns them.
+
+        Returns
+        -------
+        img : nibabel.Nifti1Image
+            4-D for 2-D signals, 3-D for 1-D signals.
+        """
         self._check_fitted()
         x = np.atleast_1d(np.asarray(signals))
         if x.shape[-1] != self.n_elements_ or x.ndim > 2:

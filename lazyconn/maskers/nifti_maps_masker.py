@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 from scipy import linalg
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
@@ -26,6 +27,7 @@ class _MapsFinish:
         return sol.T.astype(self.dtype)
 
 
+@fill_doc
 class NiftiMapsMasker(RegionMasker):
     """Region signals from probabilistic / continuous maps (nilearn's ``NiftiMapsMasker``).
 
@@ -41,6 +43,33 @@ class NiftiMapsMasker(RegionMasker):
 
     ``allow_overlap=False`` reproduces nilearn's quirk: map values below the dtype's eps
     (so every negative value) are set to 0 before the overlap check and the extraction.
+
+    Parameters
+    ----------
+    maps_img : 4-D image, or path
+        One map per volume: the weight of every voxel in each region.
+    %(mask_img_masker)s
+    allow_overlap : bool, default=True
+        Allow maps to share voxels; ``False`` raises ParameterError when they do.
+    %(smoothing_fwhm)s
+    %(standardize)s
+    %(standardize_confounds)s
+    %(high_variance_confounds)s
+    %(detrend)s
+    %(low_pass)s
+    %(high_pass)s
+    %(t_r)s
+    %(dtype_masker)s
+    %(resampling_target)s
+    keep_masked_maps : bool, default=False
+        Keep a zero signal for maps that ``mask_img`` removes entirely (nilearn's deprecated
+        behaviour); ``False`` drops them, as nilearn will.
+    %(memory_masker)s
+    %(memory_level)s
+    %(verbose_masker)s
+    %(reports)s
+    %(cmap)s
+    %(clean_args)s
 
     Attributes
     ----------
@@ -218,8 +247,19 @@ class NiftiMapsMasker(RegionMasker):
         ).dtype
         return RegionPlan(weights, _MapsFinish(gram, dtype), m.shape[0])
 
+    @fill_doc
     def inverse_transform(self, region_signals):
-        """Image ``signals @ mapsᵀ`` (nilearn's ``signals_to_img_maps``)."""
+        """Image ``signals @ mapsᵀ`` (nilearn's ``signals_to_img_maps``).
+
+        Parameters
+        ----------
+        %(region_signals)s
+
+        Returns
+        -------
+        img : nibabel.Nifti1Image
+            4-D for 2-D signals, 3-D for 1-D signals.
+        """
         self._check_fitted()
         x = np.atleast_1d(np.asarray(region_signals))
         if x.shape[-1] != self.n_elements_ or x.ndim > 2:

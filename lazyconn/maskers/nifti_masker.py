@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from lazyconn import masking
+from lazyconn._docs import fill_doc
 from lazyconn._utils import warn
 from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
@@ -36,6 +37,7 @@ def mask_strategy_function(strategy, multi=False):
     )
 
 
+@fill_doc
 class NiftiMasker(BaseMasker):
     """In-mask voxel time series, cleaned (nilearn's ``NiftiMasker``).
 
@@ -52,6 +54,31 @@ class NiftiMasker(BaseMasker):
     Images on another grid than the mask are resampled onto the mask's grid (continuous
     interpolation, with nilearn's warning); nilearn first crops the mask, which gives the
     same in-mask values.
+
+    Parameters
+    ----------
+    mask_img : 3-D image, or path, optional
+        The mask; without it ``fit`` computes one with ``mask_strategy``.
+    %(runs)s
+    %(smoothing_fwhm)s
+    %(standardize)s
+    %(standardize_confounds)s
+    %(high_variance_confounds)s
+    %(detrend)s
+    %(low_pass)s
+    %(high_pass)s
+    %(t_r)s
+    %(target_affine_masker)s
+    %(target_shape_masker)s
+    %(mask_strategy)s
+    %(mask_args)s
+    %(dtype_masker)s
+    %(memory_masker)s
+    %(memory_level)s
+    %(verbose_masker)s
+    %(reports)s
+    %(cmap)s
+    %(clean_args)s
 
     Attributes
     ----------
@@ -167,10 +194,26 @@ class NiftiMasker(BaseMasker):
         self.n_elements_ = int(data.sum())
         return self
 
+    @fill_doc
     def fit_transform(
         self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True, **fit_params
     ):
-        """``fit(imgs)`` then ``transform`` (no warning about the given mask, as nilearn)."""
+        """``fit(imgs)`` then ``transform`` (no warning about the given mask, as nilearn).
+
+        Parameters
+        ----------
+        %(masker_imgs)s
+        y : ignored
+        %(confounds)s
+        %(sample_mask)s
+        %(compute)s
+        **fit_params
+            Passed to ``fit``.
+
+        Returns
+        -------
+        %(masker_transform_returns)s
+        """
         import warnings
 
         with warnings.catch_warnings():
@@ -200,7 +243,18 @@ class NiftiMasker(BaseMasker):
         return masking.apply_mask(img4, self.mask_img_, smoothing_fwhm=self._fitted_smoothing())
 
     def inverse_transform(self, X):
-        """Put (T, V) / (V,) data back into a 4-D / 3-D nibabel image (zeros outside)."""
+        """Put (T, V) / (V,) data back into a 4-D / 3-D nibabel image (zeros outside).
+
+        Parameters
+        ----------
+        X : (n_volumes, n_elements_) or (n_elements_,) array
+            Voxel signals, as ``transform`` returns them (numpy or dask).
+
+        Returns
+        -------
+        img : nibabel.Nifti1Image
+            4-D for 2-D signals, 3-D for 1-D signals.
+        """
         self._check_fitted()
         x = np.atleast_1d(np.asarray(X))
         if x.ndim > 2 or x.shape[-1] != self.n_elements_:

@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 from scipy import sparse
 
+from lazyconn._docs import fill_doc
 from lazyconn.exceptions import ParameterError
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 from lazyconn.ops.spheres import sphere_voxels
@@ -23,6 +24,7 @@ class _SphereFinish:
         return means.astype(self.dtype)  # float -> int truncates toward zero, like nilearn
 
 
+@fill_doc
 class NiftiSpheresMasker(RegionMasker):
     """Signals averaged in spheres around seeds (nilearn's ``NiftiSpheresMasker``).
 
@@ -39,6 +41,30 @@ class NiftiSpheresMasker(RegionMasker):
     smoothing the data first up to float rounding); sums are accumulated in float64.
     NaN/inf voxels are zeroed silently (nilearn warns about NaN). ``transform`` accepts
     ``compute=False`` and lists of runs.
+
+    Parameters
+    ----------
+    seeds : list of 3 floats
+        Sphere centres in world coordinates (mm, the images' space).
+    radius : float, optional
+        Sphere radius in mm; ``None`` takes the nearest voxel of each seed only.
+    %(mask_img_masker)s
+    allow_overlap : bool, default=False
+        Allow spheres to share voxels; ``False`` raises ParameterError when they do.
+    %(smoothing_fwhm)s
+    %(standardize)s
+    %(standardize_confounds)s
+    %(high_variance_confounds)s
+    %(detrend)s
+    %(low_pass)s
+    %(high_pass)s
+    %(t_r)s
+    %(dtype_masker)s
+    %(memory_masker)s
+    %(memory_level)s
+    %(verbose_masker)s
+    %(reports)s
+    %(clean_args)s
 
     Attributes
     ----------
@@ -133,11 +159,21 @@ class NiftiSpheresMasker(RegionMasker):
         finish = _SphereFinish([s.size for s in spheres], self._smoothed_dtype(img4.dtype))
         return RegionPlan(weights, finish, sum(s.size for s in spheres))
 
+    @fill_doc
     def inverse_transform(self, region_signals):
         """Voxel signals from sphere signals (needs ``mask_img``), as nilearn.
 
         Each in-mask voxel of a sphere gets the sphere's signal (averaged over the spheres
-        that contain it when ``allow_overlap``). Returns a nibabel image.
+        that contain it when ``allow_overlap``).
+
+        Parameters
+        ----------
+        %(region_signals)s
+
+        Returns
+        -------
+        img : nibabel.Nifti1Image
+            4-D for 2-D signals, 3-D for 1-D signals.
         """
         self._check_fitted()
         if self.mask_img_ is None:
