@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lazyconn._docs import fill_doc
 from lazyconn.exceptions import GridMismatchError, ParameterError
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._niimg import load_4d, load_mask_img, new_img_like
@@ -53,6 +54,7 @@ def _signals(img: LazyImage, mask_img):
     return gather(data, mask, order="block"), block_positions(mask, chunks3), chunks3
 
 
+@fill_doc
 def clean_img(
     imgs,
     runs=None,
@@ -68,15 +70,40 @@ def clean_img(
 ) -> LazyImage:
     """Clean a 4-D image voxel by voxel with ``signal.clean`` (lazy ``nilearn.image.clean_img``).
 
-    Same parameters and defaults as nilearn 0.14.1 (``standardize=True`` means
-    ``"zscore_sample"`` with nilearn's FutureWarning; ``t_r`` is required with a filter and
-    is not read from the header; ``clean__``-prefixed keywords go to ``signal.clean``).
-    With ``mask_img``, voxels outside the mask are 0 and NaN/inf inside become 0 first (as
-    nilearn's ``apply_mask``); without, every voxel is cleaned.
+    Same parameters and defaults as nilearn 0.14.1. With ``mask_img``, voxels outside the
+    mask are 0 and NaN/inf inside become 0 first (as nilearn's ``apply_mask``); without,
+    every voxel is cleaned. Results equal nilearn's up to floating-point rounding
+    (``signal.clean`` computes in float64 inside each chunk and casts to float32 for
+    float32 input).
 
-    Returns a LazyImage with the input's spatial chunks (and header); nothing is computed.
-    Results equal nilearn's up to floating-point rounding (``signal.clean`` computes in
-    float64 inside each chunk and casts to float32 for float32 input).
+    Parameters
+    ----------
+    imgs : 4-D image, or path
+        The run to clean, opened lazily.
+    %(runs)s
+    detrend : bool, default=True
+        Remove a linear trend from every voxel.
+    standardize : {"zscore_sample", "psc", True, False, None}, default=True
+        As :func:`lazyconn.signal.clean`; ``True`` means ``"zscore_sample"`` with nilearn's
+        FutureWarning.
+    confounds : array, DataFrame, path, or a list of them, optional
+        Confounds regressed out of every voxel (nilearn's ``signal.clean`` inputs).
+    %(low_pass)s
+    %(high_pass)s
+    t_r : float, optional
+        Repetition time (s); required with a filter and not read from the header (nilearn).
+    ensure_finite : bool, default=False
+        Replace NaN and inf by 0 before cleaning.
+    mask_img : 3-D image, or path, optional
+        Clean only the voxels inside it (the others become 0).
+    **kwargs
+        ``clean__``-prefixed keywords go to :func:`lazyconn.signal.clean` (e.g.
+        ``clean__filter="cosine"``); any other keyword is a ParameterError.
+
+    Returns
+    -------
+    LazyImage
+        With the input's spatial chunks (and header); nothing is computed.
     """
     from lazyconn import signal
 
@@ -116,9 +143,26 @@ def clean_img(
 def high_variance_confounds(imgs, n_confounds=5, percentile=2.0, detrend=True, mask_img=None):
     """CompCor-like confounds of a 4-D image, as ``nilearn.image.high_variance_confounds``.
 
-    Voxels of ``mask_img`` (NaN -> 0) or, without a mask, every voxel of the box. Returns a
-    lazy (T, n_confounds) float64 dask array (nilearn returns numpy: call ``.compute()``);
-    the percentile and the Gram matrix are reductions over voxel chunks.
+    Returns a lazy (T, n_confounds) float64 dask array (nilearn returns numpy: call
+    ``.compute()``); the percentile and the Gram matrix are reductions over voxel chunks.
+
+    Parameters
+    ----------
+    imgs : 4-D image, or path
+        The run, opened lazily.
+    n_confounds : int, default=5
+        Number of confounds (the top temporal singular vectors).
+    percentile : float, default=2.0
+        Percentage of the voxels with the highest variance (after detrending) used.
+    detrend : bool, default=True
+        Remove a linear trend before measuring the variance.
+    mask_img : 3-D image, or path, optional
+        Use only its voxels (NaN -> 0); without, every voxel of the box.
+
+    Returns
+    -------
+    dask.array.Array
+        (n_volumes, n_confounds) float64, lazy.
     """
     from lazyconn import signal
 

@@ -12,6 +12,7 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import warn
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
@@ -80,8 +81,19 @@ def load_3d(img, name: str = "img") -> LazyImage:
 def check_same_fov(*imgs, names=None, raise_error: bool = True) -> bool:
     """True if all images share shape[:3] and affine (np.allclose), as nilearn.
 
-    With ``raise_error`` (default), a GridMismatchError names both images' shapes and
-    affines instead.
+    Parameters
+    ----------
+    *imgs
+        Images (LazyImage, nibabel images or paths); only their headers are read.
+    names : list of str, optional
+        Names of the images in the error message (default ``img0``, ``img1``...).
+    raise_error : bool, default=True
+        Raise a GridMismatchError naming both images' shapes and affines instead of
+        returning False (nilearn returns False).
+
+    Returns
+    -------
+    bool
     """
     names = names or [f"img_#{i}" for i in range(len(imgs))]
     ref, ref_name = imgs[0], names[0]
@@ -105,6 +117,20 @@ def load_mask_img(mask_img, allow_empty: bool = False, name: str = "mask_img"):
 
     As nilearn's ``masking.load_mask_img``: NaN/inf -> 0, then the mask must hold 0 and one
     other value (ParameterError otherwise) and must not be empty unless ``allow_empty``.
+
+    Parameters
+    ----------
+    mask_img : 3-D image, or path
+        The mask (a lazy image is computed: masks are small).
+    allow_empty : bool, default=False
+        Accept a mask without any voxel.
+    name : str, default="mask_img"
+        lazyconn only: the parameter name used in error messages.
+
+    Returns
+    -------
+    mask : numpy.ndarray of bool
+    affine : (4, 4) numpy.ndarray
     """
     if isinstance(mask_img, nib.spatialimages.SpatialImage) and len(mask_img.shape) == 3:
         # In memory or on disk already: read it without a dask compute.
@@ -137,6 +163,7 @@ def load_mask_img(mask_img, allow_empty: bool = False, name: str = "mask_img"):
 # ---------------------------------------------------------------------------------------
 # basic constructors
 # ---------------------------------------------------------------------------------------
+@fill_doc
 def new_img_like(ref_niimg, data, affine=None, copy_header=True) -> LazyImage:
     """A new LazyImage on the reference's grid (nilearn's ``new_img_like``).
 
@@ -144,6 +171,20 @@ def new_img_like(ref_niimg, data, affine=None, copy_header=True) -> LazyImage:
     are cast to int32 with a warning, as nilearn; int64 *dask* data are kept (checking the
     range would compute). The header is copied from the reference (``copy_header=True``)
     with its scaling reset; unlike nilearn its data dtype is set to the new data's dtype.
+
+    Parameters
+    ----------
+    ref_niimg : image, or path
+        Reference image: its affine (and header) are used.
+    data : numpy or dask array
+        Voxels of the new image, 3-D or 4-D.
+    affine : (4, 4) array, optional
+        Affine of the new image; default: the reference's.
+    %(copy_header)s
+
+    Returns
+    -------
+    LazyImage
     """
     if _is_list_of_images(ref_niimg):
         ref_niimg = ref_niimg[0]
@@ -176,6 +217,16 @@ def _default_chunks_for(arr):
     return default_chunks(arr.shape, arr.dtype)
 
 
+@fill_doc
 def get_data(img) -> da.Array:
-    """The voxels of an image as a dask array (nilearn returns numpy; compute it if needed)."""
+    """The voxels of an image as a dask array (nilearn returns numpy; compute it if needed).
+
+    Parameters
+    ----------
+    %(img)s
+
+    Returns
+    -------
+    dask.array.Array
+    """
     return load_img(img).data

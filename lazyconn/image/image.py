@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import (
@@ -96,14 +97,27 @@ def smooth_array(arr, affine, fwhm=None, ensure_finite=True, copy=True):
     return spatial.gaussian_smooth(arr, sigmas)
 
 
+@fill_doc
 def smooth_img(imgs, fwhm):
     """Smooth images with a Gaussian filter along the three spatial axes (lazy).
 
-    Same parameters and results as ``nilearn.image.smooth_img``: ``fwhm`` in mm (scalar,
-    3 values with ``None`` entries meaning no smoothing on that axis, ``"fast"``, ``None``,
-    or 0 -> warning and no smoothing); NaN/inf become 0 first. A list of images gives a list
-    of results, as in nilearn. Negative or non-finite fwhm values raise ParameterError
-    (nilearn silently skips negative ones).
+    Same results as ``nilearn.image.smooth_img``. NaN/inf become 0 first.
+
+    Parameters
+    ----------
+    %(imgs)s
+        A list gives a list of results, as in nilearn.
+    fwhm : float, 3 floats, "fast" or None
+        Full width at half maximum (mm), one value or one per axis (``None`` entries: no
+        smoothing on that axis); ``"fast"`` is nilearn's face-neighbour average; ``None`` or 0
+        (with nilearn's warning) does not smooth. Negative or non-finite values raise
+        ParameterError (nilearn silently skips negative ones).
+
+    Returns
+    -------
+    LazyImage or list of LazyImage
+        Nothing is computed; the chunks of the input are kept (with a halo of the kernel's
+        half-width between chunks).
     """
     single = not _is_list_of_images(imgs)
     out = []
@@ -146,12 +160,26 @@ def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
     return data, mean.affine
 
 
+@fill_doc
 def mean_img(imgs, target_affine=None, target_shape=None, verbose=0, n_jobs=1, copy_header=True):
     """Mean over time of a 4-D image, or unweighted mean of per-image means for a list.
 
     As ``nilearn.image.mean_img``: every mean is resampled (continuous) to the target grid,
-    the first image's grid when no complete target is given. ``verbose`` and ``n_jobs`` are
-    accepted and ignored (dask schedules the work).
+    the first image's grid when no complete target is given.
+
+    Parameters
+    ----------
+    %(imgs)s
+    %(target_affine)s
+    %(target_shape)s
+    %(verbose_ignored)s
+    %(n_jobs_ignored)s
+    %(copy_header)s
+
+    Returns
+    -------
+    LazyImage
+        3-D, lazy: the mean is a reduction over time chunks, accumulated in float64.
     """
     del verbose, n_jobs
     if not _is_list_of_images(imgs):
@@ -169,10 +197,21 @@ def mean_img(imgs, target_affine=None, target_shape=None, verbose=0, n_jobs=1, c
     return new_img_like(first, running, target_affine, copy_header=copy_header)
 
 
+@fill_doc
 def index_img(imgs, index):
     """Select volumes of a 4-D image along time (int -> 3-D image), as nilearn.
 
-    pandas objects are turned into numpy; an int out of range raises IndexError.
+    Parameters
+    ----------
+    %(imgs)s
+    index : int, slice, or array of ints or bools
+        Volumes to keep. pandas objects are turned into numpy; an int out of range raises
+        IndexError.
+
+    Returns
+    -------
+    LazyImage
+        3-D for an int index, else 4-D; lazy.
     """
     img = load_4d(imgs)
     if hasattr(index, "values") and hasattr(index, "iloc"):
@@ -197,6 +236,20 @@ def math_img(formula: str, copy_header_from=None, **imgs):
     The names in ``formula`` are bound to the images' dask arrays and ``np`` to numpy;
     numpy functions dispatch to dask, so the result stays lazy. All images must share one
     grid (GridMismatchError otherwise). Images not in the formula -> warning, as nilearn.
+
+    Parameters
+    ----------
+    formula : str
+        A numpy expression of the image names, e.g. ``"np.mean(img, axis=-1) > 100"``.
+    copy_header_from : str, optional
+        Name of the image whose header is copied to the result (as nilearn).
+    **imgs
+        The images, by the names the formula uses.
+
+    Returns
+    -------
+    LazyImage
+        On the images' grid; nothing is computed.
     """
     if not isinstance(formula, str):
         raise ParameterTypeError(
@@ -310,6 +363,7 @@ def _cluster_threshold_block(block, cluster_threshold):
     return out
 
 
+@fill_doc
 def threshold_img(
     img,
     threshold,
@@ -328,7 +382,24 @@ def threshold_img(
     The percentile is an exact lazy reduction (one task over all entries: meant for
     statistical maps, not long runs). Cluster thresholding labels each volume whole.
     The warnings about a threshold outside the data range are not emitted (they would
-    need a compute). ``copy`` is accepted for parity (inputs are never modified).
+    need a compute).
+
+    Parameters
+    ----------
+    %(img)s
+    %(threshold_img)s
+    cluster_threshold : int, default=0
+        Clusters (6-connected, per sign and volume) with fewer voxels become 0; 0 keeps all.
+    %(two_sided)s
+    %(mask_img_image)s
+    copy : bool, default=True
+        Accepted for nilearn parity, no effect: inputs are never modified.
+    %(copy_header)s
+
+    Returns
+    -------
+    LazyImage
+        Same grid and dtype as ``img``; lazy.
     """
     del copy
     value, is_pct = _parse_threshold(threshold, two_sided)
@@ -383,8 +454,25 @@ def threshold_img(
     return new_img_like(img, data, img.affine, copy_header=copy_header)
 
 
+@fill_doc
 def binarize_img(img, threshold=0.0, mask_img=None, two_sided=False, copy_header=True):
-    """int8 image: 1 where ``threshold_img(img, threshold, ...)`` is non-zero, else 0."""
+    """int8 image: 1 where ``threshold_img(img, threshold, ...)`` is non-zero, else 0.
+
+    Parameters
+    ----------
+    %(img)s
+    threshold : float, or str ending with "%", default=0.0
+        As :func:`threshold_img`.
+    %(mask_img_image)s
+    two_sided : bool, default=False
+        Threshold the absolute values (nilearn's default here is ``False``).
+    %(copy_header)s
+
+    Returns
+    -------
+    LazyImage
+        int8, lazy.
+    """
     thr = threshold_img(
         img, threshold, mask_img=mask_img, two_sided=two_sided, copy_header=copy_header
     )

@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 from scipy import linalg, ndimage
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, warn
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
 from lazyconn.exceptions import (
@@ -128,6 +129,7 @@ def _not_needed(img, target_affine, target_shape) -> bool:
     )
 
 
+@fill_doc
 def resample_img(
     img,
     target_affine=None,
@@ -142,18 +144,31 @@ def resample_img(
 ) -> LazyImage:
     """Resample an image onto a target grid (lazy ``nilearn.image.resample_img``).
 
-    Same semantics as nilearn 0.14.1: ``interpolation`` "continuous" (cubic spline with
-    prefilter), "linear" or "nearest"; a 3x3 ``target_affine`` gives the bounding box of the
-    data plus one voxel; a 4x4 one without ``target_shape`` extends to contain the data;
-    ``clip=True`` clips to [min(data, 0), max(data, 0)] (a lazy reduction over the input);
-    ``fill_value`` outside the input; signed ints with "continuous" become floats (warning);
+    Same semantics as nilearn 0.14.1: signed ints with "continuous" become floats (warning);
     NaN/inf are extrapolated from their neighbours and put back (nearest). No resampling
-    (the image itself) when the grid is already the target.
+    (the image itself) when the grid is already the target. The NaN "RuntimeWarning", the
+    "binary image" and "no sform" warnings are not emitted (they would need a compute).
 
-    Differences: ``copy``, ``order`` and ``force_resample`` are accepted and have no
-    effect (dask arrays are immutable; the padding shortcut of ``force_resample=False``
-    gives the same voxels up to spline rounding); the NaN "RuntimeWarning", the "binary
-    image" and "no sform" warnings are not emitted (they would need a compute).
+    Parameters
+    ----------
+    %(img)s
+    target_affine : (3, 3) or (4, 4) array, optional
+        A 3x3 affine gives the bounding box of the data plus one voxel; a 4x4 one without
+        ``target_shape`` extends the grid to contain the data.
+    %(target_shape)s
+    %(interpolation)s
+    %(copy)s
+    %(order)s
+    clip : bool, default=True
+        Clip the result to ``[min(data, 0), max(data, 0)]`` (a lazy reduction over the input).
+    %(fill_value)s
+    %(force_resample)s
+    %(copy_header)s
+
+    Returns
+    -------
+    LazyImage
+        Lazy; chunked in lazyconn's spatial blocks of the target grid.
     """
     del copy
     _check_inputs(target_shape, target_affine, interpolation)
@@ -238,6 +253,7 @@ def resample_img(
     return new_img_like(img, out, target_affine, copy_header=copy_header)
 
 
+@fill_doc
 def resample_to_img(
     source_img,
     target_img,
@@ -251,8 +267,24 @@ def resample_to_img(
 ) -> LazyImage:
     """Resample ``source_img`` onto the grid of ``target_img`` (lazy, nilearn's defaults).
 
-    Only the shape and affine of ``target_img`` are used (its voxels are never read).
-    Note nilearn's default ``clip=False`` here (``True`` in :func:`resample_img`).
+    Parameters
+    ----------
+    source_img : image, or path
+        The image to resample, opened lazily.
+    target_img : image, or path
+        Only its shape and affine are used (its voxels are never read).
+    %(interpolation)s
+    %(copy)s
+    %(order)s
+    clip : bool, default=False
+        As :func:`resample_img` (note nilearn's default ``False`` here, ``True`` there).
+    %(fill_value)s
+    %(force_resample)s
+    %(copy_header)s
+
+    Returns
+    -------
+    LazyImage
     """
     target = load_img(target_img, "target_img")
     return resample_img(

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import binary_closing
 
+from lazyconn._docs import fill_doc
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import ParameterError
 from lazyconn.image._lazyimage import LazyImage
@@ -76,30 +77,72 @@ def _load_template(kind, resolution):
     )
 
 
+@fill_doc
 def load_mni152_template(resolution=None) -> LazyImage:
     """The skull-stripped MNI152 T1 template, float32 scaled to [0, 1] (nilearn's semantics).
 
-    ``resolution`` (mm, default 1): other values resample with a 3x3 affine
-    ``eye(3) * resolution`` (bounding box + 1 voxel, cubic, clipped), as nilearn does, giving
-    e.g. (99, 117, 95) at 2 mm. The template is package data, read (and resampled) eagerly
-    once per resolution and cached. Difference: the header's data dtype is float32 (nilearn
-    keeps uint8, which would quantise the template if saved).
+    At 2 mm the grid is (99, 117, 95), as nilearn's. Difference: the header's data dtype is
+    float32 (nilearn keeps uint8, which would quantise the template if saved).
+
+    Parameters
+    ----------
+    %(resolution)s
+
+    Returns
+    -------
+    LazyImage
+        float32, package data read (and resampled) eagerly once per resolution and cached.
     """
     return _load_template("t1", resolution)
 
 
+@fill_doc
 def load_mni152_gm_template(resolution=None) -> LazyImage:
-    """The MNI152 grey-matter template, float32 scaled to [0, 1]; as ``load_mni152_template``."""
+    """The MNI152 grey-matter template, float32 scaled to [0, 1].
+
+    Parameters
+    ----------
+    %(resolution)s
+
+    Returns
+    -------
+    LazyImage
+        float32, package data read (and resampled) eagerly once per resolution and cached.
+    """
     return _load_template("gm", resolution)
 
 
+@fill_doc
 def load_mni152_wm_template(resolution=None) -> LazyImage:
-    """The MNI152 white-matter template, float32 scaled to [0, 1]; as ``load_mni152_template``."""
+    """The MNI152 white-matter template, float32 scaled to [0, 1].
+
+    Parameters
+    ----------
+    %(resolution)s
+
+    Returns
+    -------
+    LazyImage
+        float32, package data read (and resampled) eagerly once per resolution and cached.
+    """
     return _load_template("wm", resolution)
 
 
+@fill_doc
 def load_mni152_brain_mask(resolution=None, threshold=0.2) -> LazyImage:
-    """Whole-brain mask: template voxels strictly above ``threshold``, int8 (as nilearn)."""
+    """Whole-brain mask: template voxels strictly above ``threshold``, int8 (as nilearn).
+
+    Parameters
+    ----------
+    %(resolution)s
+    threshold : float, default=0.2
+        Template values strictly above it are in the mask.
+
+    Returns
+    -------
+    LazyImage
+        int8, lazy (a comparison on the cached template).
+    """
     template = load_mni152_template(resolution=resolution)
     return new_img_like(template, (template.data > threshold).astype(np.int8))
 
@@ -111,13 +154,41 @@ def _tissue_mask(kind, resolution, threshold, n_iter):
     return new_img_like(_load_template(kind, resolution), mask, affine)  # bool -> uint8
 
 
+@fill_doc
 def load_mni152_gm_mask(resolution=None, threshold=0.2, n_iter=2) -> LazyImage:
-    """Grey-matter mask: GM template > ``threshold``, then ``binary_closing`` with ``n_iter``
-    iterations, uint8 (as nilearn; computed, from the cached template)."""
+    """Grey-matter mask: GM template > ``threshold``, then ``binary_closing`` (as nilearn).
+
+    Parameters
+    ----------
+    %(resolution)s
+    threshold : float, default=0.2
+        Template values strictly above it are in the mask.
+    n_iter : int, default=2
+        Iterations of the binary closing.
+
+    Returns
+    -------
+    LazyImage
+        uint8 (computed from the cached template).
+    """
     return _tissue_mask("gm", resolution, threshold, n_iter)
 
 
+@fill_doc
 def load_mni152_wm_mask(resolution=None, threshold=0.2, n_iter=2) -> LazyImage:
-    """White-matter mask: WM template > ``threshold``, then ``binary_closing`` with ``n_iter``
-    iterations, uint8 (as nilearn; computed, from the cached template)."""
+    """White-matter mask: WM template > ``threshold``, then ``binary_closing`` (as nilearn).
+
+    Parameters
+    ----------
+    %(resolution)s
+    threshold : float, default=0.2
+        Template values strictly above it are in the mask.
+    n_iter : int, default=2
+        Iterations of the binary closing.
+
+    Returns
+    -------
+    LazyImage
+        uint8 (computed from the cached template).
+    """
     return _tissue_mask("wm", resolution, threshold, n_iter)
