@@ -22,6 +22,7 @@ import dask.array as da
 import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, warn
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
@@ -84,19 +85,33 @@ def _masked_array(img, mask, dtype="f", smoothing_fwhm=None, ensure_finite=True)
     return data
 
 
+@fill_doc
 def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True):
     """Extract the in-mask voxels of images: a lazy (T, V) dask array ((V,) for a 3-D image).
 
-    As ``nilearn.masking.apply_mask``: the mask must hold 0 and one other value and share
-    the images' grid (GridMismatchError otherwise); ``dtype="f"`` keeps float data and casts
-    others to float32; ``smoothing_fwhm`` smooths the whole volume before masking (and
-    implies ``ensure_finite``); NaN/inf become 0 when ``ensure_finite``. With
-    ``ensure_finite=False`` non-finite values propagate into the result, as in nilearn.
+    As ``nilearn.masking.apply_mask``. The result is chunked along voxels with the whole time
+    axis in every chunk; voxels are in C order of the 3-D index. A list of 3-D images is
+    stacked along time. The mask is read eagerly (one small compute if it is itself a lazy
+    image): its voxel list shapes the graph.
 
-    The result is chunked along voxels with the whole time axis in every chunk; voxels are
-    in C order of the 3-D index. A list of 3-D images is stacked along time. The mask is
-    read eagerly (one small compute if it is itself a lazy image): its voxel list shapes
-    the graph.
+    Parameters
+    ----------
+    %(imgs)s
+    mask_img : 3-D image, or path
+        Must hold 0 and one other value and share the images' grid (GridMismatchError
+        otherwise).
+    dtype : numpy dtype or "f", default="f"
+        ``"f"`` keeps float data and casts others to float32.
+    smoothing_fwhm : float, 3 floats, "fast" or None, default=None
+        Smooth the whole volume (mm) before masking, as :func:`lazyconn.image.smooth_img`;
+        implies ``ensure_finite``.
+    ensure_finite : bool, default=True
+        Replace NaN and inf by 0; with ``False`` non-finite values propagate, as in nilearn.
+
+    Returns
+    -------
+    dask.array.Array
+        (n_volumes, n_voxels), or (n_voxels,) for a 3-D image; lazy.
     """
     mask, mask_affine = load_mask_img(mask_img)
     img = load_img(imgs, "imgs")
@@ -107,12 +122,23 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     return gather(data, mask)
 
 
+@fill_doc
 def unmask(X, mask_img, order="F"):
     """Put (T, V) data back into a lazy 4-D image ((V,) -> 3-D), zeros outside the mask.
 
-    ``X`` may be a numpy or dask array (or a list of them -> list of images). The output is
-    chunked in lazyconn's spatial blocks. ``order`` is accepted for nilearn parity (memory
-    layout is dask's business). bool data become uint8, as nilearn.
+    Parameters
+    ----------
+    X : numpy or dask array, or a list of them
+        (n_volumes, n_voxels) or (n_voxels,) data, voxels in the order of
+        :func:`apply_mask`; a list gives a list of images.
+    mask_img : 3-D image, or path
+        The mask the data were extracted with.
+    %(order)s
+
+    Returns
+    -------
+    LazyImage or list of LazyImage
+        Chunked in lazyconn's spatial blocks; bool data become uint8, as nilearn.
     """
     check_in("order", order, ("F", "C"))
     if isinstance(X, list) and X and not np.isscalar(X[0]):
@@ -260,6 +286,7 @@ def _epi_steps(
     )
 
 
+@fill_doc
 def compute_epi_mask(
     epi_img,
     lower_cutoff=0.2,
@@ -280,7 +307,31 @@ def compute_epi_mask(
     least-dense point of the sorted values between the cutoffs, then opening, largest
     connected component and closing. The mean is one lazy reduction, computed once.
     A run whose mean is constant (e.g. all zeros) raises ParameterError (nilearn returns an
-    arbitrary box). ``memory`` and ``verbose`` are accepted and ignored.
+    arbitrary box).
+
+    Parameters
+    ----------
+    epi_img : 3-D/4-D image, or path
+        The run, opened lazily.
+    %(lower_cutoff)s
+    %(upper_cutoff)s
+    connected : bool, default=True
+        Keep only the largest connected component (6-connectivity).
+    opening : bool or int, default=2
+        Morphological opening with this many iterations (``True`` = 2), then the same number
+        of closings, as nilearn.
+    %(exclude_zeros)s
+    ensure_finite : bool, default=True
+        Replace NaN and inf by 0 before the mean.
+    %(target_affine_mask)s
+    %(target_shape_mask)s
+    %(memory_ignored)s
+    %(verbose_ignored)s
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
     """
     del memory, verbose
     return _one_mask(
@@ -311,8 +362,19 @@ def _one_mask(imgs, name, lazy_mean, mask_from_mean):
 def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> LazyImage:
     """Voxels in more than ``threshold`` x n of the masks (int8), as nilearn (computed).
 
-    ``threshold`` in [0, 1] (1: intersection, 0: union, clipped to 1 - 1e-7); the largest
-    6-connected component is kept when ``connected``. Masks must share one grid.
+    Parameters
+    ----------
+    mask_imgs : list of 3-D images, or paths
+        Masks on one grid.
+    threshold : float in [0, 1], default=0.5
+        1: intersection, 0: union (clipped to 1 - 1e-7).
+    connected : bool, default=True
+        Keep only the largest 6-connected component.
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
     """
     _check_threshold(threshold)
     if not isinstance(mask_imgs, (list, tuple)) or len(mask_imgs) == 0:
@@ -340,6 +402,7 @@ def _intersect(masks, threshold, connected):
     return grp.astype(np.int8)
 
 
+@fill_doc
 def compute_multi_epi_mask(
     epi_imgs,
     lower_cutoff=0.2,
@@ -356,8 +419,30 @@ def compute_multi_epi_mask(
 ) -> LazyImage:
     """Common EPI mask of several runs: per-run ``compute_epi_mask``, then ``intersect_masks``.
 
-    All runs' mean images are computed in one ``dask.compute`` (dask parallelises;
-    ``n_jobs``, ``memory`` and ``verbose`` are accepted and ignored).
+    All runs' mean images are computed in one ``dask.compute`` (dask parallelises).
+
+    Parameters
+    ----------
+    epi_imgs : list of 3-D/4-D images, or paths
+        The runs, opened lazily.
+    %(lower_cutoff)s
+    %(upper_cutoff)s
+    connected : bool, default=True
+        Keep only the largest connected component of the common mask.
+    opening : bool or int, default=2
+        Opening iterations of each run's mask (as :func:`compute_epi_mask`).
+    %(multi_threshold)s
+    %(target_affine_mask)s
+    %(target_shape_mask)s
+    %(exclude_zeros)s
+    %(n_jobs_ignored)s
+    %(memory_ignored)s
+    %(verbose_ignored)s
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
     """
     del n_jobs, memory, verbose
     return _multi_mask(
@@ -428,6 +513,7 @@ def _background_steps(border_size, connected, opening, target_affine, target_sha
     )
 
 
+@fill_doc
 def compute_background_mask(
     data_imgs,
     border_size=2,
@@ -444,8 +530,27 @@ def compute_background_mask(
     (resampled to the target if given, not smoothed); if the outer shell of thickness
     ``border_size`` holds a NaN the mask is the non-NaN voxels, else the background is the
     shell's median and the mask is every voxel that differs from it; then opening, largest
-    connected component and closing. 3-D and 4-D images are accepted. The mean is one lazy
-    reduction, computed once. ``memory`` and ``verbose`` are accepted and ignored.
+    connected component and closing. The mean is one lazy reduction, computed once.
+
+    Parameters
+    ----------
+    data_imgs : 3-D/4-D image, or path
+        The image, opened lazily.
+    %(border_size)s
+    connected : bool, default=False
+        Keep only the largest connected component (6-connectivity).
+    opening : bool or int, default=False
+        Morphological opening with this many iterations (``True`` = 2), then the same number
+        of closings.
+    %(target_affine_mask)s
+    %(target_shape_mask)s
+    %(memory_ignored)s
+    %(verbose_ignored)s
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
     """
     del memory, verbose
     _check_border_size(border_size)
@@ -456,6 +561,7 @@ def compute_background_mask(
     )
 
 
+@fill_doc
 def compute_multi_background_mask(
     data_imgs,
     border_size=2,
@@ -471,8 +577,28 @@ def compute_multi_background_mask(
     """Common background mask of several runs: per-run ``compute_background_mask``, then
     ``intersect_masks`` (nilearn's rule; note the defaults differ from the single-run ones).
 
-    All runs' mean images are computed in one ``dask.compute`` (dask parallelises;
-    ``n_jobs``, ``memory`` and ``verbose`` are accepted and ignored).
+    All runs' mean images are computed in one ``dask.compute`` (dask parallelises).
+
+    Parameters
+    ----------
+    data_imgs : list of 3-D/4-D images, or paths
+        The runs, opened lazily.
+    %(border_size)s
+    connected : bool, default=True
+        Keep only the largest connected component of the common mask.
+    opening : bool or int, default=2
+        Opening iterations of each run's mask.
+    %(multi_threshold)s
+    %(target_affine_mask)s
+    %(target_shape_mask)s
+    %(n_jobs_ignored)s
+    %(memory_ignored)s
+    %(verbose_ignored)s
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
     """
     del n_jobs, memory, verbose
     _check_border_size(border_size)
@@ -492,6 +618,7 @@ _BRAIN_TEMPLATES = {
 }
 
 
+@fill_doc
 def compute_brain_mask(
     target_img,
     threshold=0.5,
@@ -501,12 +628,29 @@ def compute_brain_mask(
     verbose=0,
     mask_type="whole-brain",
 ) -> LazyImage:
-    """Whole-brain, grey- or white-matter mask (``mask_type`` "whole-brain", "gm", "wm"):
-    the 1 mm MNI152 template of that type resampled (cubic, no clip) onto the grid of
-    ``target_img``, kept where >= ``threshold``, then nilearn's opening/closing (computed).
+    """Whole-brain, grey- or white-matter mask from the MNI152 templates, computed.
 
-    Only the shape and affine of ``target_img`` are used (its voxels are never read).
-    ``memory`` and ``verbose`` are accepted and ignored.
+    The 1 mm template of ``mask_type`` resampled (cubic, no clip) onto the grid of
+    ``target_img``, kept where >= ``threshold``, then nilearn's opening/closing.
+
+    Parameters
+    ----------
+    target_img : 3-D/4-D image, or path
+        Only its shape and affine are used (its voxels are never read).
+    %(brain_threshold)s
+    connected : bool, default=True
+        Keep only the largest connected component (6-connectivity).
+    opening : bool or int, default=2
+        Morphological opening with this many iterations (``True`` = 2), then the same number
+        of closings.
+    %(memory_ignored)s
+    %(verbose_ignored)s
+    %(mask_type)s
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
     """
     del memory, verbose
     check_in("mask_type", mask_type, tuple(_BRAIN_TEMPLATES))
@@ -524,6 +668,7 @@ def compute_brain_mask(
     return new_img_like(target, mask, affine)
 
 
+@fill_doc
 def compute_multi_brain_mask(
     target_imgs,
     threshold=0.5,
@@ -533,8 +678,29 @@ def compute_multi_brain_mask(
     verbose=0,
     mask_type="whole-brain",
 ) -> LazyImage:
-    """``compute_brain_mask`` on the grid of the first of ``target_imgs`` (as nilearn: all
-    are loaded, which checks they are images; only the first one's shape/affine is used)."""
+    """``compute_brain_mask`` on the grid of the first of ``target_imgs``.
+
+    As nilearn: all are loaded, which checks they are images; only the first one's
+    shape/affine is used.
+
+    Parameters
+    ----------
+    target_imgs : list of 3-D/4-D images, or paths
+        The runs; their voxels are never read.
+    %(brain_threshold)s
+    connected : bool, default=True
+        Keep only the largest connected component (6-connectivity).
+    opening : bool or int, default=2
+        Morphological opening with this many iterations, then as many closings.
+    %(memory_ignored)s
+    %(verbose_ignored)s
+    %(mask_type)s
+
+    Returns
+    -------
+    LazyImage
+        The mask (int8), computed: its voxels are in memory.
+    """
     if not isinstance(target_imgs, (list, tuple)) or len(target_imgs) == 0:
         raise ParameterTypeError(
             f"target_imgs={target_imgs!r}: an empty object was passed instead of a list of images."
