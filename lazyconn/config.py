@@ -8,9 +8,6 @@ import numpy as np
 #: the whole time axis, so temporal steps never rechunk.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
-#: Working float dtype of lazy pipelines when the input is float32 or a small int.
-WORKING_DTYPE = np.float32
-
 
 def float_dtype_for(dtype: np.dtype) -> np.dtype:
     """nilearn's promotion rule: floats kept; 8-byte ints -> float64; other ints -> float32."""

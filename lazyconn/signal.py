@@ -10,6 +10,7 @@ standardize), so cleaning fuses into a single pass over the data.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 
 import dask
@@ -318,22 +319,11 @@ def _plan_run(
 
 
 def _plan_token(plans):
-    return [
-        (
-            p.rows,
-            p.keep,
-            p.interpolate,
-            p.extrapolate,
-            p.t_r,
-            p.detrend,
-            p.sos,
-            p.padtype,
-            p.padlen,
-            p.q,
-            p.standardize,
-        )
-        for p in plans
-    ]
+    """What identifies the plans in the graph's keys: every field of every plan.
+
+    Read from the dataclass fields, so a field added to ``RunPlan`` later is part of it.
+    """
+    return [tuple(getattr(p, f.name) for f in dataclasses.fields(p)) for p in plans]
 
 
 # --------------------------------------------------------------------------- public API

@@ -629,3 +629,55 @@ def test_high_variance_confounds_float32(rng):
         da.from_array(x, chunks=(60, (100, 57, 143))), n_confounds=3, percentile=3.0
     ).compute()
     np.testing.assert_allclose(_align_signs(lazy, ref), ref, atol=1e-6)
+
+
+def test_plan_token_covers_every_plan_field():
+    import dataclasses
+
+    from dask.base import tokenize
+
+    from lazyconn.ops.temporal import RunPlan
+    from lazyconn.signal import _plan_token
+
+    base = RunPlan(
+        rows=np.arange(10),
+        keep=None,
+        interpolate=False,
+        extrapolate=True,
+        t_r=2.0,
+        detrend=True,
+        sos=None,
+        padtype="odd",
+        padlen=None,
+        q=None,
+        standardize="zscore_sample",
+        n_out=10,
+    )
+    changed = {
+        "rows": np.arange(1, 11),
+        "keep": np.arange(5),
+        "interpolate": True,
+        "extrapolate": False,
+        "t_r": 1.0,
+        "detrend": False,
+        "sos": np.ones((1, 6)),
+        "padtype": "even",
+        "padlen": 3,
+        "q": np.ones((10, 1)),
+        "standardize": "psc",
+        "n_out": 9,
+    }
+    assert set(changed) == {f.name for f in dataclasses.fields(RunPlan)}  # a test per field
+    reference = tokenize(_plan_token([base]))
+    for name, value in changed.items():
+        other = dataclasses.replace(base, **{name: value})
+        assert tokenize(_plan_token([other])) != reference, name
+
+    # a field added later (here by a subclass) is part of the token without editing it
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class LaterPlan(RunPlan):
+        new_option: int = 0
+
+    one = LaterPlan(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    two = dataclasses.replace(one, new_option=1)
+    assert tokenize(_plan_token([one])) != tokenize(_plan_token([two]))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import dask.array as da
 import nibabel as nib
 import numpy as np
@@ -212,7 +210,3 @@ class LazyImage:
         if self.source:
             parts.append(f"source={self.source!r}")
         return f"<LazyImage {' '.join(parts)}>"
-
-
-def is_image_like(obj: Any) -> bool:
-    return isinstance(obj, (LazyImage, nib.spatialimages.SpatialImage))

@@ -321,10 +321,6 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
     return StoreInfo(array, header, header_bytes, meta, url)
 
 
-def chunks_xyzt(info: StoreInfo) -> tuple[int, ...]:
-    return tuple(int(c) for c in info.array.chunks[::-1])
-
-
 __all__ = [
     "DEFAULT_COMPRESSOR",
     "create_store",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lazyconn.config import float_dtype_for
-from lazyconn.exceptions import GridMismatchError
+from lazyconn.image import resample_img
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 from lazyconn.ops.weights import region_reduce, region_weights
 
@@ -35,13 +35,6 @@ def mask_on_grid(mask_img, shape, affine):
     mdata = np.asarray(mask_img.dataobj).astype(bool)
     if tuple(mdata.shape) == tuple(shape) and np.allclose(mask_img.affine, affine):
         return mdata
-    try:
-        from lazyconn.image import resample_img
-    except ImportError as exc:  # resampling is the image layer's; say what to do meanwhile
-        raise GridMismatchError(
-            f"mask_img (shape {mdata.shape}) is not on the images' grid (shape {tuple(shape)}) "
-            "and lazyconn.image.resample_img is unavailable; expected a mask on the same grid."
-        ) from exc
     res = resample_img(
         mask_img, target_affine=affine, target_shape=tuple(shape), interpolation="nearest"
     )

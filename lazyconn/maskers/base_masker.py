@@ -51,23 +51,6 @@ def as_4d(img: LazyImage) -> tuple[LazyImage, bool]:
     return img, False
 
 
-def to_nifti_3d(img) -> nib.Nifti1Image:
-    """A small fitted image (mask, labels) as an in-memory nibabel image."""
-    return load(img).to_nifti()
-
-
-def check_grid(img: LazyImage, shape, affine, what: str, hint: str):
-    """GridMismatchError-like ParameterError if ``img`` is not on the (shape, affine) grid."""
-    from lazyconn.exceptions import GridMismatchError
-
-    if tuple(img.shape[:3]) != tuple(shape) or not np.allclose(img.affine, affine):
-        raise GridMismatchError(
-            f"imgs (shape {tuple(img.shape[:3])}, affine {np.round(img.affine, 4).tolist()}) "
-            f"and {what} (shape {tuple(shape)}, affine {np.round(affine, 4).tolist()}) are "
-            f"not on the same voxel grid; {hint}"
-        )
-
-
 class BaseMasker(TransformerMixin, BaseEstimator):
     """Base class of lazyconn's maskers (scikit-learn estimator, nilearn's API).
 
