@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 import lazyconn
-from lazyconn.exceptions import IncompleteStoreError, ParameterError
+from lazyconn.exceptions import IncompleteStoreError, OutputExistsError, ParameterError
 from lazyconn.io import convert as convert_mod
 
 UNEVEN = (4, 5, 6, 20)
@@ -62,6 +62,31 @@ def test_convert_many_files_in_one_graph(make_nifti, tmp_path, capsys):
     assert "100% Completed" in capsys.readouterr().out  # dask's ProgressBar
     for (_, ref), dst in zip(made, dsts, strict=True):
         np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
+
+
+def test_compute_false_deletes_and_creates_nothing_until_computed(make_nifti, tmp_path):
+    import dask
+
+    old_path, old_ref = make_nifti("old.nii.gz", shape=(7, 8, 9, 5))
+    new_path, new_ref = make_nifti("new.nii.gz")
+    store = str(tmp_path / "run.zarr")
+    lazyconn.convert(old_path, store, progress=False)
+    before = sorted(p.relative_to(tmp_path) for p in Path(store).rglob("*"))
+
+    task = lazyconn.convert(new_path, store, overwrite=True, compute=False)
+    fresh = str(tmp_path / "fresh.zarr")
+    fresh_task = lazyconn.convert(new_path, fresh, compute=False)
+    # the graph is built: the old store is untouched and complete, nothing new exists
+    assert sorted(p.relative_to(tmp_path) for p in Path(store).rglob("*")) == before
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), old_ref)
+    assert not os.path.exists(fresh)
+    # what would be refused is refused when the graph is built, before anything runs
+    with pytest.raises(OutputExistsError, match=r"already exists; expected a new path"):
+        lazyconn.convert(new_path, store, compute=False)
+
+    dask.compute(task, fresh_task)
+    for dst in (store, fresh):
+        np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), new_ref)
 
 
 def test_convert_float_dtype_and_refusal_for_scaled_integers(make_nifti, tmp_path):

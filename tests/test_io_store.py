@@ -97,14 +97,22 @@ def test_store_layout_and_metadata(make_nifti, tmp_path):
 
 def test_completion_marker_is_written_last(make_nifti, tmp_path):
     path, _ = make_nifti("run.nii")
+    # An unmodified file takes the streaming conversion: nothing is written (or deleted)
+    # before the graph is computed.
     store = str(tmp_path / "run.zarr")
     delayed = lazyconn.load(path).to_zarr(store, chunks=UNEVEN, compute=False)
-    # Metadata exists, marked incomplete, before any voxel is written.
-    with pytest.raises(IncompleteStoreError, match=r"run.zarr.*incomplete lazyconn store"):
-        lazyconn.load(store)
-    assert not os.path.exists(os.path.join(store, "0", "c"))
+    assert not os.path.exists(store)
     delayed.compute()
     assert lazyconn.load(store).shape == (7, 8, 9, 20)
+    # A computed image: metadata exists, marked incomplete, before any voxel is written.
+    other = str(tmp_path / "other.zarr")
+    img = lazyconn.load(path)
+    delayed = img.with_data(img.data * 1).to_zarr(other, chunks=UNEVEN, compute=False)
+    with pytest.raises(IncompleteStoreError, match=r"other\.zarr.*incomplete lazyconn store"):
+        lazyconn.load(other)
+    assert not os.path.exists(os.path.join(other, "0", "c"))
+    delayed.compute()
+    assert lazyconn.load(other).shape == (7, 8, 9, 20)
 
 
 def test_store_load_is_lazy_and_pickles(make_nifti, tmp_path):

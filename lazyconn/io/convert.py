@@ -44,6 +44,7 @@ from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
 from lazyconn.io.nifti import NiftiFile, header_bytes_with_dtype, scale
 from lazyconn.io.store import (
     _zarr_store,
+    check_chunks,
     create_store,
     is_store,
     mark_complete,
@@ -72,6 +73,8 @@ class _Job:
     def __init__(
         self, nifti, dst, dst_options, header_bytes, out_dtype, chunks, unit_bytes, scratch_dir
     ):
+        #: set by _make_job: ``(overwrite, compressor)`` for creating the store when run
+        self.create_args = (False, "default")
         self.nifti = nifti
         self.dst = dst
         self.dst_options = dst_options
@@ -105,7 +108,11 @@ def _plan_units(shape4, chunks4, itemsize, unit_bytes):
 
 # --- the tasks --------------------------------------------------------------------
 def _stage(job: _Job):
-    """(path, offset) of the raw voxel bytes: the source itself, or a local scratch copy."""
+    """(path, offset) of the raw voxel bytes: the source itself, or a local scratch copy.
+
+    Creates the destination store first (see ``_create_destination``).
+    """
+    _create_destination(job)
     nifti = job.nifti
     if job.in_place:
         return local_path(nifti.url), nifti.offset
@@ -473,6 +480,9 @@ def convert(
         distributed client is active).
     compute : bool
         If False, return the dask Delayed objects (one per file) instead of running.
+        Nothing is deleted or written until they are computed (with ``overwrite``, the
+        old store stays readable until then); a destination that would be refused is
+        refused at once.
 
     Returns
     -------
@@ -575,20 +585,30 @@ def _make_job(
             header_bytes = header_bytes_with_dtype(nifti.header, dtype, len(nifti.header_bytes))
     if chunks is None:
         chunks = default_chunks(nifti.shape, out_dtype or nifti.raw_dtype)
-    _prepare(dst, dst_options, overwrite)
+    stored = check_chunks(chunks, nifti.shape)  # create_store's rule
+    # Refuse now what would be refused, but delete and create nothing until the graph runs
+    # (``compute=False`` hands the graph to the caller).
+    _prepare(dst, dst_options, overwrite, remove=False)
+    job = _Job(nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir)
+    job.create_args = (overwrite, compressor)
+    return job
+
+
+def _create_destination(job: _Job) -> None:
+    """Replace the destination by a new, incomplete store: the first step of the graph."""
+    overwrite, compressor = job.create_args
+    _prepare(job.dst, job.dst_options, overwrite)
     create_store(
-        dst,
-        header_bytes=header_bytes,
-        chunks=chunks,
+        job.dst,
+        header_bytes=job.header_bytes,
+        chunks=job.chunks4[: job.nifti.ndim],
         compressor=compressor,
-        storage_options=dst_options,
-        source=nifti.url,
+        storage_options=job.dst_options,
+        source=job.nifti.url,
     )
-    stored = tuple(int(c) for c in _open_chunks(dst, dst_options))
-    return _Job(nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir)
 
 
-def _prepare(dst, dst_options, overwrite):
+def _prepare(dst, dst_options, overwrite, remove=True):
     """An interrupted conversion (incomplete lazyconn store) is redone without asking."""
     if not overwrite and is_store(dst, dst_options):
         try:
@@ -597,9 +617,4 @@ def _prepare(dst, dst_options, overwrite):
             overwrite = True
         except InputFileError:
             pass  # not a lazyconn store: prepare_destination refuses it
-    prepare_destination(dst, dst_options, overwrite)
-
-
-def _open_chunks(dst, dst_options):
-    group = zarr.open_group(_zarr_store(dst, dst_options, read_only=True), mode="r")
-    return group["0"].chunks[::-1]
+    prepare_destination(dst, dst_options, overwrite, remove=remove)

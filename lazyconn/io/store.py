@@ -110,9 +110,18 @@ def _remove_tree(fs, path: str, attempts: int = 5) -> None:
 
 
 def prepare_destination(
-    dst: str, storage_options: dict | None, overwrite: bool, *, name: str = "dst"
+    dst: str,
+    storage_options: dict | None,
+    overwrite: bool,
+    *,
+    name: str = "dst",
+    remove: bool = True,
 ) -> None:
-    """Refuse an existing destination unless ``overwrite``; then remove it; check writability."""
+    """Refuse an existing destination unless ``overwrite``; then remove it; check writability.
+
+    With ``remove=False`` only the checks run (nothing is deleted): for graphs that write
+    later, which must fail early but delete nothing before they are computed.
+    """
     fs, path = get_fs(dst, storage_options)
     if fs.exists(path):
         if not overwrite:
@@ -125,7 +134,8 @@ def prepare_destination(
                 f"{name}={redact(dst)!r} is a non-empty directory that is not a zarr store; "
                 "refusing to delete it even with overwrite=True."
             )
-        _remove_tree(fs, path)
+        if remove:
+            _remove_tree(fs, path)
     if is_local(dst):
         import os
 
