@@ -1,4 +1,4 @@
-"""The layering of docs/architecture and the promises about imports hold."""
+"""The layering of docs/architecture.md and the promises about imports hold."""
 
 import shutil
 import subprocess
@@ -26,3 +26,19 @@ def test_import_lazyconn_is_cheap_and_imports_neither_distributed_nor_nilearn():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_docs_architecture_lists_the_enforced_layers():
+    import re
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    enforced = [
+        " | ".join(m.strip().strip("()") for m in layer.split("|")) for layer in layers["layers"]
+    ]
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    block = re.search(r"```layers\n(.*?)```", doc, re.DOTALL)
+    assert block, "docs/architecture.md has no ```layers block"
+    assert block.group(1).splitlines() == enforced
+    assert "ignore_imports" not in layers
