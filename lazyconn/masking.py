@@ -23,7 +23,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_in, warn
+from lazyconn._utils import check_in, check_int, check_real, warn
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
     DimensionError,
@@ -188,26 +188,16 @@ def _post_process_mask(mask, affine, opening=2, connected=True, warning_msg=""):
 
 
 def _check_threshold(threshold):
-    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
-        threshold, bool
-    )
-    if not ok or not 0 <= threshold <= 1:
-        raise ParameterError(f"threshold={threshold!r} is not valid; expected a number in [0, 1].")
+    check_real("threshold", threshold, low=0, high=1, expected="a number in [0, 1]")
 
 
 def _check_border_size(border_size):
-    ok = isinstance(border_size, (int, np.integer)) and not isinstance(border_size, bool)
-    if not ok or border_size < 0:
-        raise ParameterError(
-            f"border_size={border_size!r} is not valid; expected a number of voxels (int >= 0)."
-        )
+    check_int("border_size", border_size, low=0, expected="a number of voxels (int >= 0)")
 
 
 def _check_cutoffs(lower_cutoff, upper_cutoff):
     for name, v in (("lower_cutoff", lower_cutoff), ("upper_cutoff", upper_cutoff)):
-        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-        if not ok or not 0 <= v <= 1:
-            raise ParameterError(f"{name}={v!r} is not valid; expected a fraction in [0, 1].")
+        check_real(name, v, low=0, high=1, expected="a fraction in [0, 1]")
     if lower_cutoff >= upper_cutoff:
         raise ParameterError(
             f"lower_cutoff={lower_cutoff!r} must be smaller than upper_cutoff={upper_cutoff!r}."

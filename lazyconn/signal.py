@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from lazyconn._utils import check_type, warn
+from lazyconn._utils import check_int, check_real, check_type, warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import (
     AllVolumesRemovedError,
@@ -44,18 +44,14 @@ def _check_bool(name, value):
 
 
 def _check_cutoff(name, value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ParameterError(
-            f"{name}={value!r} is not valid; expected None or a frequency in Hz > 0."
-        )
-    if value <= 0:
-        raise ParameterError(
-            f"{name}={value!r} is not valid; expected None or a frequency in Hz > 0 "
-            "(use None to switch this side of the filter off)."
-        )
-    return float(value)
+    return check_real(
+        name,
+        value,
+        low=0,
+        low_inclusive=False,
+        allow_none=True,
+        expected="None or a frequency in Hz > 0 (use None to switch this side of the filter off)",
+    )
 
 
 def _check_standardize(standardize):
@@ -84,15 +80,14 @@ def _check_filter(filter, low_pass, high_pass, t_r):
         raise ParameterError(
             f"filter={filter!r} is not valid; expected 'butterworth', 'cosine' or False."
         )
-    if t_r is not None and (
-        isinstance(t_r, bool)
-        or not isinstance(t_r, numbers.Real)
-        or not np.isfinite(t_r)
-        or t_r <= 0
-    ):
-        raise ParameterError(
-            f"t_r={t_r!r} is not valid; expected the repetition time in seconds (> 0) or None."
-        )
+    check_real(
+        "t_r",
+        t_r,
+        low=0,
+        low_inclusive=False,
+        allow_none=True,
+        expected="the repetition time in seconds (> 0) or None",
+    )
     low_pass = _check_cutoff("low_pass", low_pass)
     high_pass = _check_cutoff("high_pass", high_pass)
     if not filter:
@@ -141,23 +136,18 @@ def _split_kwargs(kwargs):
                 + "."
             )
         butter[name] = value
-    order = butter.get("order", 5)
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
-        raise ParameterError(
-            f"butterworth__order={order!r} is not valid; expected an integer >= 1."
-        )
+    order = check_int(
+        "butterworth__order", butter.get("order", 5), low=1, expected="an integer >= 1"
+    )
     padtype = butter.get("padtype", "odd")
     if padtype not in _PADTYPES:
         raise ParameterError(
             f"butterworth__padtype={padtype!r} is not valid; expected one of {_PADTYPES}."
         )
     padlen = butter.get("padlen")
-    if padlen is not None and (
-        isinstance(padlen, bool) or not isinstance(padlen, numbers.Integral) or padlen < 0
-    ):
-        raise ParameterError(
-            f"butterworth__padlen={padlen!r} is not valid; expected None or an integer >= 0."
-        )
+    check_int(
+        "butterworth__padlen", padlen, low=0, allow_none=True, expected="None or an integer >= 0"
+    )
     return {"order": int(order), "padtype": padtype, "padlen": padlen}, storage_options
 
 
@@ -584,15 +574,13 @@ def butterworth(
     Returns a new array (numpy input is never modified in place, unlike nilearn's
     ``copy=False``; ``copy`` is accepted for compatibility).
     """
-    check_positive_rate = sampling_rate
-    if (
-        isinstance(check_positive_rate, bool)
-        or not isinstance(check_positive_rate, numbers.Real)
-        or not check_positive_rate > 0
-    ):
-        raise ParameterError(
-            f"sampling_rate={sampling_rate!r} is not valid; expected a frequency in Hz > 0."
-        )
+    check_real(
+        "sampling_rate",
+        sampling_rate,
+        low=0,
+        low_inclusive=False,
+        expected="a frequency in Hz > 0",
+    )
     low_pass = _check_cutoff("low_pass", low_pass)
     high_pass = _check_cutoff("high_pass", high_pass)
     if low_pass is not None and high_pass is not None and high_pass >= low_pass:
@@ -696,22 +684,8 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
         accumulated over feature chunks (two passes: mean of squares, then Gram), so values
         agree to rounding. Signs of components are arbitrary (as in nilearn).
     """
-    if (
-        isinstance(n_confounds, bool)
-        or not isinstance(n_confounds, numbers.Integral)
-        or n_confounds < 1
-    ):
-        raise ParameterError(
-            f"n_confounds={n_confounds!r} is not valid; expected an integer >= 1."
-        )
-    if (
-        isinstance(percentile, bool)
-        or not isinstance(percentile, numbers.Real)
-        or not 0 <= percentile <= 100
-    ):
-        raise ParameterError(
-            f"percentile={percentile!r} is not valid; expected a number in [0, 100]."
-        )
+    check_int("n_confounds", n_confounds, low=1, expected="an integer >= 1")
+    check_real("percentile", percentile, low=0, high=100, expected="a number in [0, 100]")
     detrend = _check_bool("detrend", detrend)
     is_dask = isinstance(series, da.Array)
     if not is_dask:

@@ -15,8 +15,8 @@ import numpy as np
 from scipy.ndimage import binary_closing
 
 from lazyconn._docs import fill_doc
+from lazyconn._utils import check_real
 from lazyconn.config import default_chunks
-from lazyconn.exceptions import ParameterError
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._niimg import new_img_like
 from lazyconn.image.resampling import resample_img
@@ -41,16 +41,13 @@ _FILES = {"t1": MNI152_FILE_PATH, "gm": GM_MNI152_FILE_PATH, "wm": WM_MNI152_FIL
 
 
 def _check_resolution(resolution):
-    ok = resolution is None or (
-        isinstance(resolution, (int, float, np.integer, np.floating))
-        and not isinstance(resolution, bool)
-        and np.isfinite(resolution)
-        and resolution >= 0
+    check_real(
+        "resolution",
+        resolution,
+        low=0,
+        allow_none=True,
+        expected="None or a voxel size in mm (None and 0 mean 1 mm, as in nilearn)",
     )
-    if not ok:
-        raise ParameterError(
-            f"resolution={resolution!r} is not valid; expected None or a voxel size in mm > 0."
-        )
     return resolution or 1
 
 

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from lazyconn import signal
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_in
+from lazyconn._utils import check_in, check_real
 from lazyconn.exceptions import (
     DimensionError,
     NotFittedError,
@@ -84,13 +84,14 @@ class BaseMasker(TransformerMixin, BaseEstimator):
                     f"{name}={value!r} has type {type(value).__name__}; expected True or False."
                 )
         for name in ("low_pass", "high_pass", "t_r"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0
-            ):
-                raise ParameterError(
-                    f"{name}={value!r} is not valid; expected None or a number > 0."
-                )
+            check_real(
+                name,
+                getattr(self, name),
+                low=0,
+                low_inclusive=False,
+                allow_none=True,
+                expected="None or a number > 0",
+            )
         fwhm = self.smoothing_fwhm
         if fwhm is not None and not (isinstance(fwhm, str) and fwhm == "fast"):
             values = np.asarray([fwhm]).ravel()

@@ -7,6 +7,7 @@ import numpy as np
 from scipy import sparse
 
 from lazyconn._docs import fill_doc
+from lazyconn._utils import check_real
 from lazyconn.exceptions import ParameterError
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 from lazyconn.ops.spheres import sphere_voxels
@@ -120,15 +121,9 @@ class NiftiSpheresMasker(RegionMasker):
             raise ParameterError(
                 f"{error}Given seed list is of type: {type(self.seeds)}; seeds={self.seeds!r}."
             )
-        if self.radius is not None and (
-            isinstance(self.radius, bool)
-            or not np.isscalar(self.radius)
-            or not np.isfinite(self.radius)
-            or self.radius < 0
-        ):
-            raise ParameterError(
-                f"radius={self.radius!r} is not valid; expected None or a number >= 0 (mm)."
-            )
+        check_real(
+            "radius", self.radius, low=0, allow_none=True, expected="None or a number >= 0 (mm)"
+        )
         seeds = []
         for i, seed in enumerate(self.seeds):
             if not hasattr(seed, "__len__"):

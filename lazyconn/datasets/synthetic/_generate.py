@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from lazyconn._utils import check_positive, check_type, is_path_like
+from lazyconn._utils import check_int, check_positive, check_type, is_path_like
 from lazyconn.datasets.synthetic import _writers
 from lazyconn.datasets.synthetic._layout import build_layout
 from lazyconn.datasets.synthetic._truth import NETWORKS
@@ -213,14 +213,6 @@ def make_synthetic_fmri(
     return _bunch(layout, paths, t_r)
 
 
-def _check_int(name, value, low, high=None):
-    check_type(name, value, (int, np.integer), "an int")
-    if isinstance(value, bool) or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ParameterError(f"{name}={value!r} is not valid; expected an int {bound}.")
-    return int(value)
-
-
 def _seed_from(random_state):
     if random_state is None:
         return int(np.random.SeedSequence().entropy % 2**63)
@@ -253,10 +245,12 @@ def _check_params(
     n_jobs,
 ):
     """Validate the parameters; return the recorded parameters and the number of threads."""
-    n_subjects = _check_int("n_subjects", n_subjects, 1)
-    n_networks = _check_int("n_networks", n_networks, 1, len(NETWORKS))
+    n_subjects = check_int("n_subjects", n_subjects, low=1, type_error=ParameterTypeError)
+    n_networks = check_int(
+        "n_networks", n_networks, low=1, high=len(NETWORKS), type_error=ParameterTypeError
+    )
     n_regions = 4 * n_networks
-    n_timepoints = _check_int("n_timepoints", n_timepoints, 1)
+    n_timepoints = check_int("n_timepoints", n_timepoints, low=1, type_error=ParameterTypeError)
     if n_timepoints < n_regions + 3:
         raise ParameterError(
             f"n_timepoints={n_timepoints!r} is too small for {n_regions} planted regions; "
@@ -267,7 +261,7 @@ def _check_params(
     check_positive("region_radius", region_radius)
     check_positive("nuisance", nuisance, strict=False)
     check_type("overwrite", overwrite, bool, "a bool")
-    n_jobs = _check_int("n_jobs", n_jobs, -1)
+    n_jobs = check_int("n_jobs", n_jobs, low=-1, type_error=ParameterTypeError)
     if n_jobs == 0:
         raise ParameterError("n_jobs=0 is not valid; expected a positive int or -1 (all CPUs).")
     if n_jobs == -1:
