@@ -215,6 +215,74 @@ docdict["mask_strategy"] = """mask_strategy : {"background", "epi", "whole-brain
 docdict["mask_args"] = """mask_args : dict, optional
     Extra keyword arguments of the mask function of ``mask_strategy``."""
 
+# --- masker methods -----------------------------------------------------------------------
+
+docdict["masker_imgs"] = """imgs : 3-D/4-D image (path, nibabel image, LazyImage) or list of runs
+    A 3-D image gives a 1-D output. A list gives a list of outputs (for nilearn's
+    non-Multi maskers a list of 3-D images is one 4-D run, as nilearn reads it)."""
+
+docdict["confounds"] = """confounds : confounds of one run, or a list with one entry per run
+    Arrays, DataFrames or TSV/CSV paths (nilearn's ``signal.clean`` inputs); ``n/a`` in the
+    first row (fMRIPrep) is filled with the second row's values."""
+
+docdict["sample_mask"] = """sample_mask : kept volumes of one run, or a list with one entry per run
+    Indices or a boolean mask of the volumes to keep (scrubbing), applied after the
+    confounds are regressed out, as nilearn."""
+
+docdict["compute"] = """compute : bool, default=True
+    lazyconn only. True: numpy arrays, all runs computed in one ``dask.compute``. False:
+    the lazy dask arrays (a list for a list input); nothing is read."""
+
+docdict["masker_transform_returns"] = """signals : numpy.ndarray, dask array, or a list of them
+    (n_volumes, n_elements_) per run (1-D for a 3-D image); dask arrays with
+    ``compute=False``."""
+
+docdict["region_signals"] = """region_signals : (n_volumes, n_elements_) or (n_elements_,) array
+    Signals of the regions, as ``transform`` returns them (numpy or dask)."""
+
+
+# --- groups of entries that always appear together ------------------------------------------
+
+docdict["tissue_mask_params"] = """threshold : float, default=0.2
+    Template values strictly above it are in the mask.
+n_iter : int, default=2
+    Iterations of the binary closing."""
+
+docdict["tissue_mask_returns"] = """LazyImage
+    uint8 (computed from the cached template)."""
+
+docdict["template_returns"] = """LazyImage
+    float32, package data read (and resampled) eagerly once per resolution and cached."""
+
+docdict["connected_opening_2"] = """connected : bool, default=True
+    Keep only the largest connected component (6-connectivity).
+opening : bool or int, default=2
+    Morphological opening with this many iterations (``True`` = 2), then the same number of
+    closings, as nilearn."""
+
+docdict["mask_returns"] = """LazyImage
+    The mask (int8), computed: its voxels are in memory."""
+
+
+def _join(*names: str) -> str:
+    return "\n".join(docdict[name] for name in names)
+
+
+docdict["resample_tail"] = _join("fill_value", "force_resample", "copy_header")
+docdict["masker_cleaning"] = _join(
+    "smoothing_fwhm",
+    "standardize",
+    "standardize_confounds",
+    "high_variance_confounds",
+    "detrend",
+    "low_pass",
+    "high_pass",
+    "t_r",
+)
+docdict["masker_ignored"] = _join("memory_masker", "memory_level", "verbose_masker", "reports")
+docdict["masker_transform_params"] = _join("confounds", "sample_mask", "compute")
+docdict["mask_ignored"] = _join("memory_ignored", "verbose_ignored")
+
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
 
 
@@ -255,29 +323,3 @@ def fill_doc(obj: _T) -> _T:
 
     obj.__doc__ = _PLACEHOLDER.sub(fill, doc)
     return obj
-
-
-# --- masker methods -----------------------------------------------------------------------
-
-docdict["masker_imgs"] = """imgs : 3-D/4-D image (path, nibabel image, LazyImage) or list of runs
-    A 3-D image gives a 1-D output. A list gives a list of outputs (for nilearn's
-    non-Multi maskers a list of 3-D images is one 4-D run, as nilearn reads it)."""
-
-docdict["confounds"] = """confounds : confounds of one run, or a list with one entry per run
-    Arrays, DataFrames or TSV/CSV paths (nilearn's ``signal.clean`` inputs); ``n/a`` in the
-    first row (fMRIPrep) is filled with the second row's values."""
-
-docdict["sample_mask"] = """sample_mask : kept volumes of one run, or a list with one entry per run
-    Indices or a boolean mask of the volumes to keep (scrubbing), applied after the
-    confounds are regressed out, as nilearn."""
-
-docdict["compute"] = """compute : bool, default=True
-    lazyconn only. True: numpy arrays, all runs computed in one ``dask.compute``. False:
-    the lazy dask arrays (a list for a list input); nothing is read."""
-
-docdict["masker_transform_returns"] = """signals : numpy.ndarray, dask array, or a list of them
-    (n_volumes, n_elements_) per run (1-D for a 3-D image); dask arrays with
-    ``compute=False``."""
-
-docdict["region_signals"] = """region_signals : (n_volumes, n_elements_) or (n_elements_,) array
-    Signals of the regions, as ``transform`` returns them (numpy or dask)."""

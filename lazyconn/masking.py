@@ -305,23 +305,17 @@ def compute_epi_mask(
         The run, opened lazily.
     %(lower_cutoff)s
     %(upper_cutoff)s
-    connected : bool, default=True
-        Keep only the largest connected component (6-connectivity).
-    opening : bool or int, default=2
-        Morphological opening with this many iterations (``True`` = 2), then the same number
-        of closings, as nilearn.
+    %(connected_opening_2)s
     %(exclude_zeros)s
     ensure_finite : bool, default=True
         Replace NaN and inf by 0 before the mean.
     %(target_affine_mask)s
     %(target_shape_mask)s
-    %(memory_ignored)s
-    %(verbose_ignored)s
+    %(mask_ignored)s
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     del memory, verbose
     return _one_mask(
@@ -363,8 +357,7 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> LazyImage:
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     _check_threshold(threshold)
     if not isinstance(mask_imgs, (list, tuple)) or len(mask_imgs) == 0:
@@ -426,13 +419,11 @@ def compute_multi_epi_mask(
     %(target_shape_mask)s
     %(exclude_zeros)s
     %(n_jobs_ignored)s
-    %(memory_ignored)s
-    %(verbose_ignored)s
+    %(mask_ignored)s
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     del n_jobs, memory, verbose
     return _multi_mask(
@@ -534,13 +525,11 @@ def compute_background_mask(
         of closings.
     %(target_affine_mask)s
     %(target_shape_mask)s
-    %(memory_ignored)s
-    %(verbose_ignored)s
+    %(mask_ignored)s
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     del memory, verbose
     _check_border_size(border_size)
@@ -582,13 +571,11 @@ def compute_multi_background_mask(
     %(target_affine_mask)s
     %(target_shape_mask)s
     %(n_jobs_ignored)s
-    %(memory_ignored)s
-    %(verbose_ignored)s
+    %(mask_ignored)s
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     del n_jobs, memory, verbose
     _check_border_size(border_size)
@@ -628,19 +615,13 @@ def compute_brain_mask(
     target_img : 3-D/4-D image, or path
         Only its shape and affine are used (its voxels are never read).
     %(brain_threshold)s
-    connected : bool, default=True
-        Keep only the largest connected component (6-connectivity).
-    opening : bool or int, default=2
-        Morphological opening with this many iterations (``True`` = 2), then the same number
-        of closings.
-    %(memory_ignored)s
-    %(verbose_ignored)s
+    %(connected_opening_2)s
+    %(mask_ignored)s
     %(mask_type)s
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     del memory, verbose
     check_in("mask_type", mask_type, tuple(_BRAIN_TEMPLATES))
@@ -682,14 +663,12 @@ def compute_multi_brain_mask(
         Keep only the largest connected component (6-connectivity).
     opening : bool or int, default=2
         Morphological opening with this many iterations, then as many closings.
-    %(memory_ignored)s
-    %(verbose_ignored)s
+    %(mask_ignored)s
     %(mask_type)s
 
     Returns
     -------
-    LazyImage
-        The mask (int8), computed: its voxels are in memory.
+    %(mask_returns)s
     """
     if not isinstance(target_imgs, (list, tuple)) or len(target_imgs) == 0:
         raise ParameterTypeError(

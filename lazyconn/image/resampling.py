@@ -161,9 +161,7 @@ def resample_img(
     %(order)s
     clip : bool, default=True
         Clip the result to ``[min(data, 0), max(data, 0)]`` (a lazy reduction over the input).
-    %(fill_value)s
-    %(force_resample)s
-    %(copy_header)s
+    %(resample_tail)s
 
     Returns
     -------
@@ -278,9 +276,7 @@ def resample_to_img(
     %(order)s
     clip : bool, default=False
         As :func:`resample_img` (note nilearn's default ``False`` here, ``True`` there).
-    %(fill_value)s
-    %(force_resample)s
-    %(copy_header)s
+    %(resample_tail)s
 
     Returns
     -------

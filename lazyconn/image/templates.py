@@ -87,8 +87,7 @@ def load_mni152_template(resolution=None) -> LazyImage:
 
     Returns
     -------
-    LazyImage
-        float32, package data read (and resampled) eagerly once per resolution and cached.
+    %(template_returns)s
     """
     return _load_template("t1", resolution)
 
@@ -103,8 +102,7 @@ def load_mni152_gm_template(resolution=None) -> LazyImage:
 
     Returns
     -------
-    LazyImage
-        float32, package data read (and resampled) eagerly once per resolution and cached.
+    %(template_returns)s
     """
     return _load_template("gm", resolution)
 
@@ -119,8 +117,7 @@ def load_mni152_wm_template(resolution=None) -> LazyImage:
 
     Returns
     -------
-    LazyImage
-        float32, package data read (and resampled) eagerly once per resolution and cached.
+    %(template_returns)s
     """
     return _load_template("wm", resolution)
 
@@ -158,15 +155,11 @@ def load_mni152_gm_mask(resolution=None, threshold=0.2, n_iter=2) -> LazyImage:
     Parameters
     ----------
     %(resolution)s
-    threshold : float, default=0.2
-        Template values strictly above it are in the mask.
-    n_iter : int, default=2
-        Iterations of the binary closing.
+    %(tissue_mask_params)s
 
     Returns
     -------
-    LazyImage
-        uint8 (computed from the cached template).
+    %(tissue_mask_returns)s
     """
     return _tissue_mask("gm", resolution, threshold, n_iter)
 
@@ -178,14 +171,10 @@ def load_mni152_wm_mask(resolution=None, threshold=0.2, n_iter=2) -> LazyImage:
     Parameters
     ----------
     %(resolution)s
-    threshold : float, default=0.2
-        Template values strictly above it are in the mask.
-    n_iter : int, default=2
-        Iterations of the binary closing.
+    %(tissue_mask_params)s
 
     Returns
     -------
-    LazyImage
-        uint8 (computed from the cached template).
+    %(tissue_mask_returns)s
     """
     return _tissue_mask("wm", resolution, threshold, n_iter)

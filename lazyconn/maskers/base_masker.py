@@ -238,9 +238,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         %(masker_imgs)s
-        %(confounds)s
-        %(sample_mask)s
-        %(compute)s
+        %(masker_transform_params)s
 
         Returns
         -------
@@ -267,9 +265,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         ----------
         %(masker_imgs)s
         y : ignored
-        %(confounds)s
-        %(sample_mask)s
-        %(compute)s
+        %(masker_transform_params)s
         **fit_params
             Passed to ``fit``.
 

@@ -23,24 +23,14 @@ class MultiNiftiMasker(NiftiMasker):
         The mask; without it ``fit`` computes a common mask of the runs with the
         ``compute_multi_*`` variant of ``mask_strategy``.
     %(runs)s
-    %(smoothing_fwhm)s
-    %(standardize)s
-    %(standardize_confounds)s
-    %(high_variance_confounds)s
-    %(detrend)s
-    %(low_pass)s
-    %(high_pass)s
-    %(t_r)s
+    %(masker_cleaning)s
     %(target_affine_masker)s
     %(target_shape_masker)s
     %(mask_strategy)s
     %(mask_args)s
     %(dtype_masker)s
-    %(memory_masker)s
-    %(memory_level)s
+    %(masker_ignored)s
     %(n_jobs_ignored)s
-    %(verbose_masker)s
-    %(reports)s
     %(cmap)s
     %(clean_args)s
 

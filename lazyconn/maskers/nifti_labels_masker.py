@@ -76,26 +76,16 @@ class NiftiLabelsMasker(RegionMasker):
     background_label : int or float, default=0
         Label value of the voxels outside every region.
     %(mask_img_masker)s
-    %(smoothing_fwhm)s
-    %(standardize)s
-    %(standardize_confounds)s
-    %(high_variance_confounds)s
-    %(detrend)s
-    %(low_pass)s
-    %(high_pass)s
-    %(t_r)s
+    %(masker_cleaning)s
     %(dtype_masker)s
     %(resampling_target)s
-    %(memory_masker)s
-    %(memory_level)s
-    %(verbose_masker)s
+    %(masker_ignored)s
     strategy : {"mean", "median", "sum", "minimum", "maximum", "standard_deviation", \
 "variance"}, default="mean"
         How a region's voxels are summarised at each volume.
     keep_masked_labels : bool, default=False
         Keep a zero signal for labels that ``mask_img`` removes entirely (nilearn's
         deprecated behaviour); ``False`` drops them, as nilearn will.
-    %(reports)s
     %(cmap)s
     %(clean_args)s
 

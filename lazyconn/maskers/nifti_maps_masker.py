@@ -51,23 +51,13 @@ class NiftiMapsMasker(RegionMasker):
     %(mask_img_masker)s
     allow_overlap : bool, default=True
         Allow maps to share voxels; ``False`` raises ParameterError when they do.
-    %(smoothing_fwhm)s
-    %(standardize)s
-    %(standardize_confounds)s
-    %(high_variance_confounds)s
-    %(detrend)s
-    %(low_pass)s
-    %(high_pass)s
-    %(t_r)s
+    %(masker_cleaning)s
     %(dtype_masker)s
     %(resampling_target)s
     keep_masked_maps : bool, default=False
         Keep a zero signal for maps that ``mask_img`` removes entirely (nilearn's deprecated
         behaviour); ``False`` drops them, as nilearn will.
-    %(memory_masker)s
-    %(memory_level)s
-    %(verbose_masker)s
-    %(reports)s
+    %(masker_ignored)s
     %(cmap)s
     %(clean_args)s
 

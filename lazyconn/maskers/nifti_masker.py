@@ -60,23 +60,13 @@ class NiftiMasker(BaseMasker):
     mask_img : 3-D image, or path, optional
         The mask; without it ``fit`` computes one with ``mask_strategy``.
     %(runs)s
-    %(smoothing_fwhm)s
-    %(standardize)s
-    %(standardize_confounds)s
-    %(high_variance_confounds)s
-    %(detrend)s
-    %(low_pass)s
-    %(high_pass)s
-    %(t_r)s
+    %(masker_cleaning)s
     %(target_affine_masker)s
     %(target_shape_masker)s
     %(mask_strategy)s
     %(mask_args)s
     %(dtype_masker)s
-    %(memory_masker)s
-    %(memory_level)s
-    %(verbose_masker)s
-    %(reports)s
+    %(masker_ignored)s
     %(cmap)s
     %(clean_args)s
 
@@ -204,9 +194,7 @@ class NiftiMasker(BaseMasker):
         ----------
         %(masker_imgs)s
         y : ignored
-        %(confounds)s
-        %(sample_mask)s
-        %(compute)s
+        %(masker_transform_params)s
         **fit_params
             Passed to ``fit``.
 

@@ -52,19 +52,9 @@ class NiftiSpheresMasker(RegionMasker):
     %(mask_img_masker)s
     allow_overlap : bool, default=False
         Allow spheres to share voxels; ``False`` raises ParameterError when they do.
-    %(smoothing_fwhm)s
-    %(standardize)s
-    %(standardize_confounds)s
-    %(high_variance_confounds)s
-    %(detrend)s
-    %(low_pass)s
-    %(high_pass)s
-    %(t_r)s
+    %(masker_cleaning)s
     %(dtype_masker)s
-    %(memory_masker)s
-    %(memory_level)s
-    %(verbose_masker)s
-    %(reports)s
+    %(masker_ignored)s
     %(clean_args)s
 
     Attributes

@@ -182,18 +182,7 @@ def make_synthetic_fmri(
 
     lazyconn-specific (nilearn has no such generator).
     """
-    params, n_jobs = _check_params(
-        n_subjects,
-        n_timepoints,
-        resolution,
-        t_r,
-        n_networks,
-        region_radius,
-        nuisance,
-        random_state,
-        overwrite,
-        n_jobs,
-    )
+    params, n_jobs = _check_params(**locals())  # first statement: locals() are the arguments
     root = _dataset_root(data_dir, params)
     paths = _Paths.of(root, n_subjects, resolution)
     layout = build_layout(
@@ -233,18 +222,10 @@ def _seed_from(random_state):
 
 
 def _check_params(
-    n_subjects,
-    n_timepoints,
-    resolution,
-    t_r,
-    n_networks,
-    region_radius,
-    nuisance,
-    random_state,
-    overwrite,
-    n_jobs,
+    *, n_subjects, n_timepoints, resolution, t_r, n_networks, region_radius, nuisance, **others
 ):
     """Validate the parameters; return the recorded parameters and the number of threads."""
+    random_state, overwrite, n_jobs = others["random_state"], others["overwrite"], others["n_jobs"]
     n_subjects = check_int("n_subjects", n_subjects, low=1, type_error=ParameterTypeError)
     n_networks = check_int(
         "n_networks", n_networks, low=1, high=len(NETWORKS), type_error=ParameterTypeError
