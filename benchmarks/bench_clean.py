@@ -13,7 +13,7 @@ The pipeline of issue #3::
   the result in memory (no write: favours nilearn).
 
 Each step runs in its own subprocess, which reports its wall time (work only, imports
-excluded) and its peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``). Outputs are compared on
+excluded) and its peak RSS (``harness.peak_rss``). Outputs are compared on
 a strided sample of voxels (every 7th along each axis, all time points).
 
 Usage::
@@ -29,11 +29,8 @@ Data go to benchmarks/_data/ (git-ignored); big files are removed at the end unl
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +40,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_convert import fmri_like_volumes  # noqa: E402 - after the sys.path entry
+import harness  # noqa: E402 - benchmarks/ is not a package
+from bench_convert import fmri_like_volumes  # noqa: E402
 
 T_R = 0.72
 FWHM = 6.0
@@ -170,21 +168,6 @@ CHILDREN = {
 }
 
 
-def run_child(name: str, workdir: Path) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["process_wall_s"] = time.perf_counter() - t0
-    return result
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="40 x 48 x 40 x 150 (seconds)")
@@ -208,10 +191,7 @@ def main(argv=None):
     workdir = Path(args.workdir)
 
     if args.child:
-        wall = CHILDREN[args.child](workdir)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak}))
-        return 0
+        return harness.child_report(CHILDREN[args.child], workdir)
 
     if args.batch_bytes:
         os.environ["BENCH_BATCH_BYTES"] = str(args.batch_bytes)
@@ -239,7 +219,7 @@ def main(argv=None):
     )
     samples = {}
     for name in names:
-        results[name] = run_child(name, workdir)
+        results[name] = harness.run_child(__file__, name, workdir)
         r = results[name]
         print(
             f"{name:16s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB",
@@ -265,8 +245,8 @@ def main(argv=None):
             f"batched vs one graph: max |diff| {results['max_abs_diff_batched_vs_one_graph']:.1e}"
         )
     out = HERE / "_data" / f"bench_clean_{'x'.join(map(str, shape))}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    harness.write_results(out, results)
+    print(harness.load_text())
     print(f"results: {out}")
     if not args.keep:
         shutil.rmtree(workdir)

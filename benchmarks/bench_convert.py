@@ -24,11 +24,7 @@ Data go to benchmarks/_data/ (git-ignored) and big files are deleted at the end
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 import zlib
@@ -37,6 +33,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402 - benchmarks/ is not a package
+
 SHAPE3 = (91, 109, 91)
 
 
@@ -83,43 +83,6 @@ def write_run(path: Path, shape3, n_vols, compresslevel=1):
         for vol in fmri_like_volumes(shape3, n_vols):
             f.write(comp.compress(vol.tobytes(order="F")))
         f.write(comp.flush())
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(cmd, shell=False):
-    """(wall seconds, CPU seconds) of a shell command."""
-    cpu = _children_cpu()
-    start = time.perf_counter()
-    subprocess.run(cmd, shell=shell, check=True)
-    return time.perf_counter() - start, _children_cpu() - cpu
-
-
-def run_measured(args):
-    """Run a Python subprocess; return (wall s, CPU s, peak RSS bytes by polling, ru_maxrss)."""
-    import psutil
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    cpu = _children_cpu()
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", *args])
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
-            peak = max(peak, rss)
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"conversion failed with status {proc.returncode}")
-    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, _children_cpu() - cpu, peak, max(maxrss, before) * 1024
 
 
 def codec_table(shape3, n_vols):
@@ -192,17 +155,17 @@ def main(argv=None):
             write_run(src, SHAPE3, n_vols, args.compresslevel)
             results["write_s"] = time.perf_counter() - start
         results["gz_bytes"] = src.stat().st_size
-        results["loadavg_start"] = os.getloadavg()
-        gunzip = [timed(f"gzip -dc {src} > /dev/null", shell=True)]
+        gunzip = [harness.timed(f"gzip -dc {src} > /dev/null", shell=True)]
         shutil.rmtree(dst, ignore_errors=True)
         code = (
             "import lazyconn; "
             f"lazyconn.convert({str(src)!r}, {str(dst)!r}, scratch_dir={str(scratch)!r}, "
             "progress=False)"
         )
-        wall, cpu, peak, maxrss = run_measured([code])
-        gunzip.append(timed(f"gzip -dc {src} > /dev/null", shell=True))
-        results["loadavg_end"] = os.getloadavg()
+        measured = harness.run_measured([sys.executable, "-c", code])
+        wall, cpu = measured["wall_s"], measured["cpu_s"]
+        peak, maxrss = measured["peak_rss_bytes"], measured["peak_rss_maxrss_bytes"]
+        gunzip.append(harness.timed(f"gzip -dc {src} > /dev/null", shell=True))
         walls, cpus = [g[0] for g in gunzip], [g[1] for g in gunzip]
         results.update(
             gunzip_s=walls,
@@ -253,10 +216,7 @@ def main(argv=None):
         f"run {tuple(results['shape'])} float32: {gb:.2f} GB raw, "
         f"{results['gz_bytes'] / 1e9:.2f} GB gzip level {args.compresslevel}"
     )
-    print(
-        f"load average (1, 5, 15 min) at start {results['loadavg_start']}, "
-        f"end {results['loadavg_end']} on {os.cpu_count()} CPUs"
-    )
+    print(harness.load_text())
     print(
         f"gzip -dc > /dev/null: {', '.join(f'{g:.1f}' for g in results['gunzip_s'])} s wall, "
         f"{', '.join(f'{g:.1f}' for g in results['gunzip_cpu_s'])} s CPU"
@@ -280,7 +240,7 @@ def main(argv=None):
     )
     if args.codecs:
         results["codecs"] = codec_table(SHAPE3, n_vols)
-    (data / f"results_{n_vols}.json").write_text(json.dumps(results, indent=1, default=float))
+    harness.write_results(data / f"results_{n_vols}.json", results)
     return results
 
 

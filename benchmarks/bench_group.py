@@ -27,11 +27,10 @@ benchmarks/_data/bench_group[_small].json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import threading
+import sys
 import time
 from pathlib import Path
 
@@ -39,35 +38,11 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402 - benchmarks/ is not a package
+
 DATA = HERE / "_data"
-
-
-class PeakRSS:
-    """Peak resident memory of some processes, sampled in a background thread."""
-
-    def __init__(self, pids, interval=0.02):
-        import psutil
-
-        self.procs = {pid: psutil.Process(pid) for pid in pids}
-        self.peak = dict.fromkeys(pids, 0)
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for pid, proc in self.procs.items():
-                with contextlib.suppress(Exception):
-                    self.peak[pid] = max(self.peak[pid], proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def make_study(n_subjects, n_timepoints, resolution):
@@ -159,7 +134,7 @@ def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
         # Warm-up (imports, first-call costs) on every worker: one subject each, no store.
         fit(stores[:n_workers], confounds[:n_workers], None)
 
-        with PeakRSS(pids) as rss:
+        with harness.PeakRSS(pids) as rss:
             t0 = time.perf_counter()
             group = fit(stores, confounds, cache_dir)
             wall = time.perf_counter() - t0
@@ -271,7 +246,8 @@ def main(argv=None):
     print(json.dumps(summary, indent=2))
     suffix = ("_small" if args.small else "") + ("_lazyconn" if args.skip_nilearn else "")
     path = DATA / f"bench_group{suffix}.json"
-    path.write_text(json.dumps({"results": results, "summary": summary}, indent=2))
+    harness.write_results(path, {"results": results, "summary": summary})
+    print(harness.load_text())
     print(f"written {path}")
 
 

@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +42,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402 - benchmarks/ is not a package
+
 CLEAN = dict(detrend=True, standardize="zscore_sample", low_pass=0.1, high_pass=0.01, t_r=2.0)
 N_WORKERS = 2
 
@@ -111,21 +113,6 @@ def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: 
 
 
 # ---------------------------------------------------------------------------------- children
-def peak_rss() -> int:
-    """Peak RSS of this process, in bytes.
-
-    ``VmHWM`` from /proc (reset by ``exec``); ``ru_maxrss`` survives ``exec`` on Linux, so
-    a child would report its parent's peak if that were higher.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def child_convert(workdir: Path):
     import lazyconn
 
@@ -195,17 +182,6 @@ CHILDREN = {
 }
 
 
-def run_child(name: str, workdir: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="4 subjects x 60 volumes")
@@ -219,9 +195,7 @@ def main(argv=None):
     workdir = Path(args.workdir)
 
     if args.child:
-        wall = CHILDREN[args.child](workdir)
-        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak_rss()}))
-        return 0
+        return harness.child_report(CHILDREN[args.child], workdir)
 
     n_sub = args.subjects or (4 if args.small else 20)
     n_t = args.timepoints or (60 if args.small else 168)
@@ -251,7 +225,7 @@ def main(argv=None):
         "lazyconn_labels",
         "nilearn_labels",
     ]:
-        results[name] = r = run_child(name, workdir)
+        results[name] = r = harness.run_child(__file__, name, workdir)
         print(
             f"{name:17s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**20:7.0f} MiB",
             flush=True,
@@ -274,7 +248,8 @@ def main(argv=None):
             flush=True,
         )
     out = HERE / "_data" / f"bench_maskers_{n_sub}x{n_t}_{args.resolution:g}mm.json"
-    out.write_text(json.dumps(results, indent=2))
+    harness.write_results(out, results)
+    print(harness.load_text())
     print(f"results: {out}")
     if not args.keep:
         shutil.rmtree(workdir)
