@@ -12,6 +12,11 @@ from lazyconn.image.image import (
     smooth_img,
     threshold_img,
 )
+from lazyconn.image.morphology import (
+    binary_dilation_img,
+    binary_erosion_img,
+    connected_components_img,
+)
 from lazyconn.image.resampling import resample_img, resample_to_img
 from lazyconn.image.templates import (
     load_mni152_brain_mask,
@@ -25,8 +30,11 @@ from lazyconn.image.templates import (
 __all__ = [
     "LazyImage",
     "binarize_img",
+    "binary_dilation_img",
+    "binary_erosion_img",
     "check_same_fov",
     "clean_img",
+    "connected_components_img",
     "get_data",
     "high_variance_confounds",
     "index_img",

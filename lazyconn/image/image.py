@@ -1,14 +1,14 @@
 """Image functions with nilearn's names, arguments and defaults, returning lazy LazyImages.
 
 Inputs are anything :func:`lazyconn.load` accepts (LazyImage, nibabel image, path); where
-nilearn accepts a 4-D image, a list of 3-D images is stacked along time. Nothing here
-computes voxels: results are LazyImages over dask graphs.
+nilearn accepts a 4-D image, a list of 3-D images is stacked along time. Results are
+LazyImages over dask graphs; nothing here reads a 4-D run.
 
 Differences from nilearn (all caused by laziness) are listed in each docstring; the common
 ones: the header of a result carries the result's dtype (nilearn copies the reference's
 data dtype, which quantises on save), ``cal_min``/``cal_max`` are not filled (that would
-need a compute), and value-dependent warnings (e.g. "threshold exceeds the maximum") are not
-emitted.
+need a compute), and value-dependent warnings (e.g. "threshold exceeds the maximum") are
+emitted for 3-D maps only (for runs they would need a read of the run).
 """
 
 from __future__ import annotations
@@ -363,6 +363,19 @@ def _cluster_threshold_block(block, cluster_threshold):
     return out
 
 
+def _warn_if_above_max(data, mask, value: float, two_sided: bool) -> None:
+    """nilearn's warning when a threshold leaves no voxel (3-D maps: the check is cheap)."""
+    values = np.asarray(data.compute())
+    values = values if mask is None else values[mask]
+    values = np.abs(values) if two_sided else values[values >= 0]
+    if values.size and value > values.max():
+        warn(
+            f"The given float value must not exceed {values.max()}. But, you have given "
+            f"threshold={value}: no voxel is kept (the result is empty).",
+            LazyconnWarning,
+        )
+
+
 @fill_doc
 def threshold_img(
     img,
@@ -381,8 +394,8 @@ def threshold_img(
     ``scoreatpercentile`` (+1e-5) of |data| (two-sided) or of the non-negative entries.
     The percentile is an exact lazy reduction (one task over all entries: meant for
     statistical maps, not long runs). Cluster thresholding labels each volume whole.
-    The warnings about a threshold outside the data range are not emitted (they would
-    need a compute).
+    A threshold above the data's maximum warns as in nilearn for 3-D maps (one cheap
+    compute); for 4-D runs the check is skipped (it would read the run).
 
     Parameters
     ----------
@@ -424,6 +437,8 @@ def threshold_img(
             )
         mask, _ = load_mask_img(mask_img)
         data = da.where(mask if data.ndim == 3 else mask[..., None], data, data.dtype.type(0))
+    if data.ndim == 3 and not is_pct and value >= 0:
+        _warn_if_above_max(data, mask, value, two_sided)
     if is_pct:
         # Exact order statistics need every entry in one task.
         whole = data.rechunk(-1)
