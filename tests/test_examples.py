@@ -107,9 +107,48 @@ def group_confounds(study):
     return [pd.read_csv(p, sep="\t")[columns].bfill(limit=1).to_numpy() for p in study.confounds]
 
 
+def _check_roi_extraction(out):
+    import nibabel as nib
+    from nilearn import image as nimage
+    from scipy import stats as sstats
+
+    data, labels = out["dataset"], out["labels"]
+    # The lazy t-test gives scipy's p map on nilearn's smoothed run (float32 data).
+    smoothed = nimage.get_data(nimage.smooth_img(data.func[0], fwhm=6))
+    _, p_values = sstats.ttest_ind(
+        smoothed[..., labels == "face"], smoothed[..., labels == "house"], axis=-1
+    )
+    np.testing.assert_allclose(
+        -np.log10(out["p_values"]), -np.log10(p_values), atol=1e-3, equal_nan=True
+    )
+    # Every component is a planted region inside the VT mask; the region planted outside
+    # it is gone; the two ROIs are the face regions, each covered almost whole.
+    effects = np.asarray(nib.load(data.effects_img).dataobj)
+    rois = out["roi_labels"]
+    outside = [k + 1 for k, inside in enumerate(data.effect_in_vt) if not inside]
+    assert not np.isin(effects[rois > 0], outside).any()
+    covered = set()
+    for label in range(1, out["n_labels"] + 1):
+        planted = effects[(rois == label) & (effects > 0)]
+        assert planted.size and len(np.unique(planted)) == 1
+        covered.add(int(planted[0]))
+    for roi in (out["first_roi"], out["second_roi"]):
+        (k,) = np.unique(effects[(roi > 0) & (effects > 0)])
+        assert data.effect_conditions[k - 1] == "face" and data.effect_in_vt[k - 1]
+        assert (roi[effects == k] > 0).mean() >= 0.8
+    assert len(covered) >= 3
+    # Face volumes have the highest mean signal in the face ROIs (the boxplots).
+    names = list(out["condition_names"])
+    for X in (out["X1"], out["X2"]):
+        assert names[int(np.argmax(X.mean(axis=0)))] == "face"
+    saved = np.asarray(nib.load(out["atlas_path"]).dataobj)
+    np.testing.assert_array_equal(saved, rois)
+
+
 CHECKS = {
     "plot_sphere_based_connectome": _check_sphere_based_connectome,
     "group_connectome": _check_group_connectome,
+    "plot_roi_extraction": _check_roi_extraction,
 }
 
 
