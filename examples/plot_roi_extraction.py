@@ -18,8 +18,9 @@ The differences from nilearn's example:
 - the data are a synthetic Haxby-like run (no download) made by
   :func:`lazyconn.datasets.make_synthetic_task_fmri`, with face- and house-preferring
   regions planted in the ventral temporal mask and a face-preferring region outside it;
-- the p map is computed once (``p_values.compute()``): it is a 3-D map, cheap to hold, and
-  every later step would otherwise run the t-test again;
+- the mean and p maps are computed together once (``stats.compute_maps``, one pass over
+  the run in batches that bound memory): they are 3-D maps, cheap to hold, and every later
+  step would otherwise run the t-test again;
 - dilation and connected components use the image functions
   :func:`lazyconn.image.binary_dilation_img` and
   :func:`lazyconn.image.connected_components_img` (equal to ``scipy.ndimage``'s
@@ -108,25 +109,27 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     fmri_img = image.smooth_img(fmri_filename, fwhm=6)
 
     mean_img = image.mean_img(fmri_img)
+
+    # A dask array: (x, y, z, t), chunked in spatial blocks with the whole time axis.
+    fmri_data = get_data(fmri_img)
+    print(fmri_data.shape)
+
+    # The t-test of nilearn's example, line for line: lazy (nothing is read yet).
+    _, p_values = stats.ttest_ind(
+        fmri_data[..., haxby_labels == "face"],
+        fmri_data[..., haxby_labels == "house"],
+        axis=-1,
+    )
+    # The mean and p maps are 3-D: compute both in one pass over the run, in batches of
+    # block-rows so memory stays bounded whatever the run's length.
+    mean_data, p_values = stats.compute_maps(mean_img, p_values, run=fmri_img)
+    mean_img = new_img_like(fmri_img, mean_data)
     if plotting is not None:
         mean_nifti = mean_img.to_nifti()
         save(
             plotting.plot_epi(mean_nifti, title="Smoothed mean EPI", cut_coords=cut_coords),
             "mean_epi.png",
         )
-
-    # A dask array: (x, y, z, t), chunked in spatial blocks with the whole time axis.
-    fmri_data = get_data(fmri_img)
-    print(fmri_data.shape)
-
-    # The t-test of nilearn's example, line for line: lazy, one pass over the run.
-    _, p_values = stats.ttest_ind(
-        fmri_data[..., haxby_labels == "face"],
-        fmri_data[..., haxby_labels == "house"],
-        axis=-1,
-    )
-    # The p map is 3-D: compute it once (this is the pass over the run).
-    p_values = p_values.compute()
 
     # Use a log scale for p-values
     log_p_values = -np.log10(p_values)

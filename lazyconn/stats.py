@@ -28,9 +28,17 @@ from lazyconn.exceptions import DimensionError, ParameterError, ParameterTypeErr
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import check_same_fov, load_4d, new_img_like
+from lazyconn.io.writers import batch_regions
 from lazyconn.ops import stats as _ops
 
-__all__ = ["TtestResult", "ttest_1samp", "ttest_1samp_img", "ttest_ind", "ttest_ind_img"]
+__all__ = [
+    "TtestResult",
+    "compute_maps",
+    "ttest_1samp",
+    "ttest_1samp_img",
+    "ttest_ind",
+    "ttest_ind_img",
+]
 
 
 class TtestResult(tuple):
@@ -461,3 +469,60 @@ def ttest_1samp_img(
         pm = pm_img.data[..., None]
     result = ttest_1samp(data, pm, axis=-1, nan_policy=nan_policy, alternative=alternative)
     return _maps(runs[0], result)
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def compute_maps(*maps, run=None, batch_bytes=None):
+    """Compute lazy 3-D maps of one run together, in batches that bound memory.
+
+    A map computed from a smoothed run (``map_overlap`` halos) as one graph lets dask keep
+    many blocks of the run alive. With ``run``, the maps are computed in batches of spatial
+    block-rows of the run (one ``dask.compute`` of every map per batch, the batches of
+    ``LazyImage.to_zarr``), each reading at most about ``batch_bytes`` of the run plus the
+    neighbours' halos; all maps of a batch share its read.
+
+    Parameters
+    ----------
+    *maps : dask arrays or LazyImages
+        3-D lazy maps on the run's grid, e.g. a t-test's ``pvalue`` and ``mean_img``.
+    run : 4-D LazyImage or dask array, optional
+        The run the maps are computed from (its chunks define the batches). Without it,
+        the maps are computed in one ``dask.compute``.
+    batch_bytes : int, optional
+        Bytes of the run read per batch (default
+        ``lazyconn.io.writers.DEFAULT_BATCH_BYTES``, 128 MiB).
+
+    Returns
+    -------
+    list of numpy arrays
+        The computed maps, in the order given.
+    """
+    arrays = [m.data if isinstance(m, LazyImage) else m for m in maps]
+    for i, a in enumerate(arrays):
+        if not isinstance(a, da.Array) or a.ndim != 3:
+            raise ParameterTypeError(
+                f"maps[{i}] is {type(a).__name__} of {getattr(a, 'ndim', '?')} dimensions; "
+                "expected 3-D dask arrays or LazyImages."
+            )
+    if run is None:
+        return [np.asarray(x) for x in da.compute(*arrays)]
+    data = run.data if isinstance(run, LazyImage) else run
+    if not isinstance(data, da.Array) or data.ndim != 4:
+        raise ParameterTypeError(
+            f"run is {type(run).__name__}; expected a 4-D LazyImage or dask array."
+        )
+    for i, a in enumerate(arrays):
+        if a.shape != data.shape[:3]:
+            raise DimensionError(
+                f"maps[{i}] has shape {a.shape}; expected the run's grid {data.shape[:3]}."
+            )
+    # batch_regions works on (t, z, y, x) arrays: its last two slices are y and x.
+    regions = batch_regions(tuple(reversed(data.chunks)), data.dtype.itemsize, batch_bytes)
+    out = [np.empty(a.shape, dtype=a.dtype) for a in arrays]
+    for region in regions:
+        xy = (region[-1], region[-2])
+        for o, part in zip(out, da.compute(*(a[xy] for a in arrays)), strict=True):
+            o[xy] = part
+    return out

@@ -11,7 +11,12 @@ import pytest
 from scipy import stats as sstats
 
 from lazyconn import stats
-from lazyconn.exceptions import DimensionError, GridMismatchError, ParameterError
+from lazyconn.exceptions import (
+    DimensionError,
+    GridMismatchError,
+    ParameterError,
+    ParameterTypeError,
+)
 from lazyconn.image import LazyImage, index_img
 from lazyconn.ops import stats as ostats
 from lazyconn.testing.imaging import grid_affine, inaccessible_image
@@ -284,3 +289,31 @@ def test_array_arguments_checked(data):
         stats.ttest_ind(a, a[:3], axis=-1)
     with pytest.raises(DimensionError, match=r"popmean has shape \(7, 8\); expected a number"):
         stats.ttest_1samp(a, np.zeros((7, 8)), axis=-1)
+
+
+# --- computing maps in batches -----------------------------------------------------------------
+def test_compute_maps_in_batches_equals_one_compute(data):
+    from lazyconn.image import mean_img, smooth_img
+
+    run = smooth_img(_run(np.nan_to_num(data)), 6.0)
+    t_img, p_img = stats.ttest_ind_img(run, LABELS, "face", "house")
+    mean = mean_img(run)
+    expected = dask.compute(t_img.data, p_img.data, mean.data)
+    # 1 kB of run per batch: one block-row (x-block, y-block) at a time
+    with raise_if_dask_computes(max_computes=100) as counter:
+        maps = stats.compute_maps(t_img, p_img, mean, run=run, batch_bytes=1000)
+    assert counter.total_computes == len(CHUNKS[0]) * len(CHUNKS[1])
+    for got, exp in zip(maps, expected, strict=True):
+        np.testing.assert_array_equal(got, exp)
+    for got, exp in zip(stats.compute_maps(t_img, mean), expected[::2], strict=True):
+        np.testing.assert_array_equal(got, exp)
+
+
+def test_compute_maps_bad_input(data):
+    run = _run(data)
+    with pytest.raises(ParameterTypeError, match=r"maps\[0\] is ndarray.*expected 3-D dask"):
+        stats.compute_maps(np.zeros(3), run=run)
+    with pytest.raises(DimensionError, match=r"maps\[0\] has shape \(7, 8, 8\); expected the"):
+        stats.compute_maps(run.data[:, :, :8, 0], run=run)
+    with pytest.raises(ParameterTypeError, match=r"run is ndarray; expected a 4-D"):
+        stats.compute_maps(run.data[..., 0], run=np.zeros((7, 8, 9, 2)))
