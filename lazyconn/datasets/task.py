@@ -20,15 +20,13 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from lazyconn._utils import check_positive, check_type, is_path_like
-from lazyconn.datasets.synthetic import (
+from lazyconn.datasets.synthetic._generate import (
     _check_int,
     _default_data_dir,
-    _GzipWriter,
-    _nifti_header,
     _read_description,
     _seed_from,
-    _write_image,
 )
+from lazyconn.datasets.synthetic._writers import _GzipWriter, _nifti_header, write_image
 from lazyconn.exceptions import OutputExistsError, ParameterError, ParameterTypeError
 
 __all__ = ["TASK_EFFECTS", "make_synthetic_task_fmri"]
@@ -304,10 +302,10 @@ def make_synthetic_task_fmri(
                 (root / name).unlink(missing_ok=True)
         subj.mkdir(parents=True, exist_ok=True)
         paths["effects_img"].parent.mkdir(parents=True, exist_ok=True)
-        _write_image(paths["mask_vt"], vt.astype(np.uint8), affine)
-        _write_image(paths["mask"], brain.astype(np.uint8), affine)
-        _write_image(paths["anat"], baseline, affine)
-        _write_image(paths["effects_img"], effects, affine)
+        write_image(paths["mask_vt"], vt.astype(np.uint8), affine)
+        write_image(paths["mask"], brain.astype(np.uint8), affine)
+        write_image(paths["anat"], baseline, affine)
+        write_image(paths["effects_img"], effects, affine)
         table = pd.DataFrame({"labels": labels, "chunks": chunks})
         tmp = paths["session_target"].with_name("labels.txt.part")
         table.to_csv(tmp, sep=" ", index=False)
