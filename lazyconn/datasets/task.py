@@ -19,9 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from lazyconn._utils import check_positive, check_type, is_path_like
+from lazyconn._utils import check_int, check_positive, check_type, is_path_like
 from lazyconn.datasets.synthetic._generate import (
-    _check_int,
     _default_data_dir,
     _read_description,
     _seed_from,
@@ -227,16 +226,16 @@ def make_synthetic_task_fmri(
     most 64 MB of volumes at a time), so HCP-size runs (4.3 GB as float32) can be made.
     lazyconn-specific (nilearn fetches the real Haxby data instead).
     """
-    n_timepoints = _check_int("n_timepoints", n_timepoints, 2)
+    n_timepoints = check_int("n_timepoints", n_timepoints, low=2)
     if not isinstance(shape, (tuple, list)) or len(shape) != 3:
         raise ParameterError(f"shape={shape!r} is not valid; expected 3 ints (x, y, z).")
-    shape = tuple(_check_int(f"shape[{i}]", s, 12) for i, s in enumerate(shape))
+    shape = tuple(check_int(f"shape[{i}]", s, low=12) for i, s in enumerate(shape))
     check_positive("voxel_size", voxel_size)
     check_positive("t_r", t_r)
     check_positive("effect_size", effect_size, strict=False)
     check_positive("noise", noise, strict=False)
-    block_volumes = _check_int("block_volumes", block_volumes, 1)
-    rest_volumes = _check_int("rest_volumes", rest_volumes, 0)
+    block_volumes = check_int("block_volumes", block_volumes, low=1)
+    rest_volumes = check_int("rest_volumes", rest_volumes, low=0)
     check_type("overwrite", overwrite, bool, "a bool")
     if isinstance(conditions, str) or not all(isinstance(c, str) for c in conditions):
         raise ParameterTypeError(
