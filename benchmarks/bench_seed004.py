@@ -19,8 +19,8 @@ The seed's steps on a synthetic Haxby-like task run
 Also timed on the store: a plain read (every chunk decompressed, nothing computed) and the
 t-test alone on the raw run (no smoothing): the t-test's read pass vs a plain read.
 
-Each step runs in its own subprocess reporting its wall time (work only, imports excluded)
-and peak RSS (``getrusage``). The p maps and labels of both are compared.
+Each step runs in its own subprocess (``benchmarks/harness.py``) reporting its wall time
+(work only, imports excluded) and peak RSS. The p maps and labels of both are compared.
 
 Usage::
 
@@ -36,10 +36,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +44,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402 - benchmarks/ is not a package
+
 FWHM = 6.0
 
 
@@ -217,21 +218,6 @@ CHILDREN = {
 }
 
 
-def run_child(name: str, workdir: Path) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["process_wall_s"] = time.perf_counter() - t0
-    return result
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="40 x 48 x 40 x 150 (seconds)")
@@ -244,10 +230,7 @@ def main(argv=None):
     workdir = Path(args.workdir)
 
     if args.child:
-        wall = CHILDREN[args.child](workdir)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak}))
-        return 0
+        return harness.child_report(CHILDREN[args.child], workdir)
 
     shape = (
         tuple(args.shape)
@@ -270,20 +253,16 @@ def main(argv=None):
         with gzip.open(data.func[0], "rb") as src, open(workdir / "run.nii", "wb") as dst:
             shutil.copyfileobj(src, dst, 16 * 2**20)
 
-    results = {
-        "shape": shape,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": os.getloadavg(),
-    }
+    results = {"shape": shape}
     names = ["convert", "read", "ttest_raw", "lazyconn"] + (
         [] if args.skip_nilearn else ["nilearn"]
     )
     for name in names:
-        results[name] = run_child(name, workdir)
+        results[name] = harness.run_child(__file__, name, workdir)
         r = results[name]
         print(
             f"{name:10s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB"
-            f"   (load {os.getloadavg()[0]:.1f})",
+            f"   (load {harness.machine()['loadavg_end'][0]:.1f})",
             flush=True,
         )
     results["ttest_read_pass_over_plain_read"] = (
@@ -312,10 +291,9 @@ def main(argv=None):
             f"{results['max_abs_diff_log10_p']:.1e}; atlases equal: {results['atlases_equal']}; "
             f"signals max rel diff {results['max_rel_diff_signals']:.1e}"
         )
-    results["load_average_after"] = os.getloadavg()
     out = HERE / "_data" / f"bench_seed004_{'x'.join(map(str, shape))}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    harness.write_results(out, results)
+    print(harness.load_text())
     print(f"results: {out}")
     if not args.keep:
         shutil.rmtree(workdir)
