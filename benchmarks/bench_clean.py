@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -200,9 +199,7 @@ def main(argv=None):
         if args.shape
         else ((40, 48, 40, 150) if args.small else (91, 109, 91, 400))
     )
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    harness.fresh_dir(workdir)
     t0 = time.perf_counter()
     n_mask = write_inputs(workdir, shape)
     print(
@@ -245,11 +242,7 @@ def main(argv=None):
             f"batched vs one graph: max |diff| {results['max_abs_diff_batched_vs_one_graph']:.1e}"
         )
     out = HERE / "_data" / f"bench_clean_{'x'.join(map(str, shape))}.json"
-    harness.write_results(out, results)
-    print(harness.load_text())
-    print(f"results: {out}")
-    if not args.keep:
-        shutil.rmtree(workdir)
+    harness.finish(out, results, workdir, args.keep)
     return 0
 
 

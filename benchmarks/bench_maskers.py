@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -199,9 +198,7 @@ def main(argv=None):
 
     n_sub = args.subjects or (4 if args.small else 20)
     n_t = args.timepoints or (60 if args.small else 168)
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    harness.fresh_dir(workdir)
     t0 = time.perf_counter()
     meta = write_inputs(workdir, n_sub, n_t, args.resolution)
     print(
@@ -248,11 +245,7 @@ def main(argv=None):
             flush=True,
         )
     out = HERE / "_data" / f"bench_maskers_{n_sub}x{n_t}_{args.resolution:g}mm.json"
-    harness.write_results(out, results)
-    print(harness.load_text())
-    print(f"results: {out}")
-    if not args.keep:
-        shutil.rmtree(workdir)
+    harness.finish(out, results, workdir, args.keep)
     return 0
 
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -189,4 +190,24 @@ def write_results(path, results: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**results, "machine": machine()}, indent=2, default=float))
+    return path
+
+
+def fresh_dir(path) -> Path:
+    """``path`` as a new empty directory (what a previous run left there is removed)."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def finish(path, results: dict, workdir=None, keep: bool = False) -> Path:
+    """Write the results (:func:`write_results`), print the load and the path, and remove
+    ``workdir`` unless ``keep``."""
+    path = write_results(path, results)
+    print(load_text())
+    print(f"results: {path}")
+    if workdir is not None and not keep:
+        shutil.rmtree(workdir)
     return path

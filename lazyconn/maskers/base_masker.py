@@ -7,6 +7,7 @@ the lazy results with ``compute=False``).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import dask
@@ -274,9 +275,13 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         %(masker_transform_returns)s
         """
         del y
-        return self.fit(imgs, **fit_params).transform(
-            imgs, confounds=confounds, sample_mask=sample_mask, compute=compute
-        )
+        with self._fit_transform_filters():
+            self.fit(imgs, **fit_params)
+        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask, compute=compute)
+
+    def _fit_transform_filters(self):
+        """Warnings ``fit_transform`` silences in its ``fit`` (none here)."""
+        return contextlib.nullcontext()
 
     def _input_dtype(self, img):
         """dtype the voxels are cast to before anything (nilearn's ``check_niimg(dtype=)``)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -184,30 +186,12 @@ class NiftiMasker(BaseMasker):
         self.n_elements_ = int(data.sum())
         return self
 
-    @fill_doc
-    def fit_transform(
-        self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True, **fit_params
-    ):
-        """``fit(imgs)`` then ``transform`` (no warning about the given mask, as nilearn).
-
-        Parameters
-        ----------
-        %(masker_imgs)s
-        y : ignored
-        %(masker_transform_params)s
-        **fit_params
-            Passed to ``fit``.
-
-        Returns
-        -------
-        %(masker_transform_returns)s
-        """
-        import warnings
-
+    @contextlib.contextmanager
+    def _fit_transform_filters(self):
+        """No warning about a given mask when fit_transform fits on imgs, as nilearn."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
-            self.fit(imgs, y, **fit_params)
-        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask, compute=compute)
+            yield
 
     # ------------------------------------------------------------------ transform
     def _input_dtype(self, img):
