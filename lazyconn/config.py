@@ -32,3 +32,14 @@ def default_chunks(shape: tuple[int, ...], dtype, target_bytes: int = DEFAULT_CH
         axis = int(np.argmax(block))
         block[axis] = max(1, (block[axis] + 1) // 2)
     return tuple(block) + tuple(shape[3:])
+
+
+#: Decompositions: the stacked per-subject reductions (n_subjects x n_components, V) are
+#: kept in memory up to this many bytes, else in a temporary Zarr array (the group SVD then
+#: runs out of core). The estimators' ``memory_budget`` parameter overrides it.
+DECOMPOSITION_MEMORY_BUDGET = 2 * 2**30
+
+#: Decompositions: a run whose cleaned (T, V) matrix takes at most this many bytes is
+#: computed once and kept for the two products of its reduction; a longer run is read twice
+#: (Gram matrix, then projection) and never held.
+DECOMPOSITION_SUBJECT_BYTES = 256 * 2**20

@@ -272,3 +272,23 @@ def test_killed_worker_mid_run_gives_identical_results(group_client, tmp_path):
         np.testing.assert_array_equal(a.result, b.result)
     np.testing.assert_allclose(out["partial"][0], reference["partial"][0], rtol=1e-12)
     assert len(store.keys()) == 10
+
+
+def test_sink_receives_every_result_and_outcomes_keep_none(tmp_path):
+    arrays = toy_study(7)
+    store = ResultStore(tmp_path / "store")
+    first = _subjects(arrays[:3])
+    _run(CorrcoefStep(), first, store=store)  # 3 cached for the next run
+    seen = {}
+
+    def sink(subject, result):
+        seen[subject.name] = result
+
+    out = _run(CorrcoefStep(), _subjects(arrays), store=store, sink=sink, split_every=2)
+    assert sorted(seen) == sorted(f"s{i}" for i in range(7))
+    for i, a in enumerate(arrays):
+        np.testing.assert_allclose(seen[f"s{i}"], np.corrcoef(a, rowvar=False), rtol=1e-12)
+    assert all(o.result is None for o in out["outcomes"].values())
+    assert out["n_cached"] == 3
+    _, count = out["partial"]  # the tree still sees the results
+    assert count == 7

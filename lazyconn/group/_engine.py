@@ -125,10 +125,19 @@ def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
     ]
 
 
-def _run_local(tasks, group, on_result):
+def _without_result(outcome):
+    return (
+        Outcome(outcome.name, None, outcome.seconds) if isinstance(outcome, Outcome) else outcome
+    )
+
+
+def _run_local(tasks, group, on_result, keep_results=True):
     from dask.callbacks import Callback
 
     subject_keys = {t.key for t in tasks}
+    if not keep_results:
+        # Ask for light copies: dask then frees each result once the callback has seen it.
+        tasks = [delayed(_without_result, pure=True)(t) for t in tasks]
 
     class _Arrivals(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
@@ -170,6 +179,7 @@ def run_group(
     progress: bool = True,
     split_every: int = 8,
     store_attrs: Callable[[Subject], dict] | None = None,
+    sink: Callable[[Subject, np.ndarray], None] | None = None,
 ) -> dict:
     """Compute ``step`` for every subject (cached ones read back) and the group partial.
 
@@ -178,6 +188,11 @@ def run_group(
     without ``chunk_fn``, which skips the tree), ``timings`` (seconds per stage:
     ``cache_lookup``; when subjects are computed ``connect`` (starting a LocalCluster or
     connecting), ``compute``, ``disconnect``; ``aggregate``; ``total``), ``n_cached``.
+
+    ``sink(subject, result)``, when given, receives every subject's result (cached ones
+    first, then each computed one as it arrives, in the client process) and the outcomes
+    keep ``result=None``: the results of a study larger than memory can be written
+    elsewhere (e.g. a Zarr array) instead of being held. The tree's partial is unaffected.
     """
     timer = StageTimer()
     outcomes: dict[str, Outcome] = {}
@@ -192,6 +207,12 @@ def run_group(
                 result, attrs = hit
                 outcomes[s.name] = Outcome(s.name, result, attrs.get("seconds", 0.0), True)
         cached = [outcomes[s.name] for s in subjects if s.name in outcomes]
+        cached_partial = chunk_fn([o.result for o in cached]) if chunk_fn and cached else None
+        if sink is not None:
+            by_all = {s.name: s for s in subjects}
+            for o in cached:
+                sink(by_all[o.name], o.result)
+                o.result = None
     by_name = {s.name: s for s in todo}
     bar = SubjectProgress(len(todo), enabled=progress)
 
@@ -206,6 +227,9 @@ def run_group(
             attrs = {"subject": s.name, "seconds": outcome.seconds}
             attrs.update(store_attrs(s) if store_attrs else {})
             store.put(s.key, outcome.result, attrs)
+        if sink is not None:
+            sink(by_name[outcome.name], outcome.result)
+            outcome.result = None
         bar.update()
 
     tasks = _subject_tasks(step, todo, on_error)
@@ -218,7 +242,7 @@ def run_group(
                     c = stack.enter_context(client_context(client, n_workers=n_workers))
                 with timer("compute"):
                     if c is None:
-                        new_partial = _run_local(tasks, group, on_result)
+                        new_partial = _run_local(tasks, group, on_result, sink is None)
                     else:
                         new_partial = _run_distributed(c, tasks, group, on_result)
                 bar.close()
@@ -229,7 +253,6 @@ def run_group(
     with timer("aggregate"):
         partial = None
         if chunk_fn is not None:
-            cached_partial = chunk_fn([o.result for o in cached]) if cached else None
             partial = _combine(combine_fn, [new_partial, cached_partial])
     ordered = {s.name: outcomes[s.name] for s in subjects if s.name in outcomes}
     timings = dict(timer.seconds)

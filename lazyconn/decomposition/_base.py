@@ -1,0 +1,500 @@
+"""Shared machinery of the decomposition estimators: masking, per-subject reductions, scoring.
+
+The per-subject reduction (read -> smooth -> mask -> clean -> top singular vectors) is one
+task per subject on the group engine (:mod:`lazyconn.group._engine`): each subject's chunk
+graph runs inside its task, on dask's current scheduler, a ``LocalCluster`` or a remote
+cluster, and only the small (k, V) reduction comes back.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import dask
+import nibabel as nib
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+
+from lazyconn._utils import check_type, is_path_like, warn
+from lazyconn.config import DECOMPOSITION_MEMORY_BUDGET, DECOMPOSITION_SUBJECT_BYTES
+from lazyconn.exceptions import (
+    DimensionError,
+    LazyconnWarning,
+    NotFittedError,
+    ParameterError,
+    ParameterTypeError,
+)
+from lazyconn.group._engine import Subject, run_group
+from lazyconn.image import LazyImage, load
+from lazyconn.maskers import MultiNiftiMasker, NiftiMapsMasker, NiftiMasker
+from lazyconn.ops.reduction import flip_rows, gram, project, top_eigenvectors
+
+
+class EmptyRunWarning(LazyconnWarning):
+    """A subject's run is constant (all zeros after cleaning) inside the mask."""
+
+
+# ---------------------------------------------------------------------- per-subject step
+def reduce_run(x, n_components: int, keep_bytes: int) -> np.ndarray:
+    """Top-``n_components`` reduction ``S·Vᵀ`` (k, V) of a lazy cleaned run ``x`` (T, V).
+
+    Runs whose (T, V) matrix takes at most ``keep_bytes`` are computed once and kept in
+    memory (chunk by chunk) for both products; longer runs are read twice (Gram matrix,
+    then projection), never holding the matrix. Returns ``x``'s dtype.
+    """
+    k = int(min(n_components, x.shape[0]))
+    if x.nbytes <= keep_bytes:
+        (x,) = dask.persist(x)
+    g = gram(x).compute()
+    u, _ = top_eigenvectors(g, k)
+    b = np.asarray(project(u, x).compute())
+    return flip_rows(b).astype(x.dtype, copy=False)
+
+
+class _ReductionStep:
+    """Picklable per-subject step: masker.transform (lazy) -> ``reduce_run``.
+
+    ``n_components=None`` keeps every component (``score``); ``components`` given: also
+    return the score's partial sums instead of the reduction.
+    """
+
+    def __init__(self, masker, n_components, keep_bytes, components=None):
+        self.masker = masker
+        self.n_components = n_components
+        self.keep_bytes = keep_bytes
+        self.components = components
+
+    def __call__(self, subject: Subject) -> np.ndarray:
+        x = self.masker.transform(subject.img, confounds=subject.confounds, compute=False)
+        k = x.shape[0] if self.n_components is None else self.n_components
+        b = reduce_run(x, k, self.keep_bytes)
+        if self.components is None:
+            return b
+        return _score_partials(b.astype(np.float64), self.components)
+
+
+# ---------------------------------------------------------------------- input checks
+def _name(img, i: int) -> str:
+    if is_path_like(img):
+        return f"imgs[{i}] ({os.fspath(img)!r})"
+    src = img.source if isinstance(img, LazyImage) else None
+    if src is None and isinstance(img, nib.spatialimages.SpatialImage):
+        src = img.get_filename()
+    return f"imgs[{i}] ({src!r})" if src else f"imgs[{i}]"
+
+
+def _as_run_list(imgs) -> list:
+    if isinstance(imgs, (str, os.PathLike, LazyImage, nib.spatialimages.SpatialImage)):
+        return [imgs]
+    if not isinstance(imgs, (list, tuple)):
+        if hasattr(imgs, "__iter__") and not isinstance(imgs, np.ndarray):
+            return list(imgs)
+        raise ParameterTypeError(
+            f"imgs has type {type(imgs).__name__}; expected a 4-D image (path, Zarr store, "
+            "URL, nibabel image or LazyImage) or a list of them, one run per subject."
+        )
+    return list(imgs)
+
+
+def _check_runs(imgs) -> list[LazyImage]:
+    """Open every run (headers only) and check it is 4-D."""
+    if len(imgs) == 0:
+        raise ParameterError(
+            "imgs=[] is empty: need one or more 4-D images (one run per subject), an empty "
+            "list was given (a glob that matched no file?)."
+        )
+    runs = []
+    for i, img in enumerate(imgs):
+        run = load(img)
+        if run.ndim != 4:
+            raise DimensionError(
+                f"{_name(img, i)} has shape {run.shape} ({run.ndim}-D); expected 4-D runs "
+                "(x, y, z, time), one per subject. Several volumes of one run: stack them "
+                "first (e.g. lazyconn.image.concat_imgs)."
+            )
+        runs.append(run)
+    return runs
+
+
+def _check_confounds(confounds, n: int) -> list:
+    if confounds is None:
+        return [None] * n
+    if not isinstance(confounds, (list, tuple)):
+        raise ParameterTypeError(
+            f"confounds has type {type(confounds).__name__}; expected None or a list with one "
+            f"entry per image ({n})."
+        )
+    if len(confounds) != n:
+        raise ParameterError(
+            f"Number of confounds ({len(confounds)}) must match number of images ({n}); "
+            "expected one confounds entry (or None) per run."
+        )
+    return list(confounds)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not _is_int(value) or value < 1:
+        raise ParameterError(f"{name}={value!r} is not valid; expected an integer >= 1.")
+
+
+# ---------------------------------------------------------------------- score helpers
+def _score_partials(b: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """The sums over one subject's rotated run ``b`` (T, V) that the score needs.
+
+    ``[count, Σb, Σb², rss, Σ_r p_r (K), Σ_r p_r² (K)]`` with ``p = b Cᵀ`` the projections
+    on the unit-norm components C (K, V) and ``rss`` the residual sum of squares of
+    nilearn's per-row ``LinearRegression(fit_intercept=True)`` on C (nilearn then subtracts
+    ``coef_ · C``, not the intercept). Sums over subjects give the study's values.
+    """
+    from sklearn.linear_model import LinearRegression
+
+    p = b @ components.T
+    lr = LinearRegression(fit_intercept=True).fit(components.T, b.T)
+    rss = float(((b - lr.coef_ @ components) ** 2).sum())
+    return np.concatenate([[b.size, b.sum(), (b**2).sum(), rss], p.sum(0), (p**2).sum(0)])
+
+
+# ---------------------------------------------------------------------- estimator base
+class _BaseDecomposition(TransformerMixin, BaseEstimator):
+    """Common ``fit`` / ``transform`` / ``inverse_transform`` / ``score`` of CanICA and
+    DictLearning (nilearn's ``_BaseDecomposition``)."""
+
+    # ------------------------------------------------------------------ parameters
+    def _check_base_params(self):
+        _check_positive_int("n_components", self.n_components)
+        image_like = is_path_like(self.mask) or isinstance(
+            self.mask, (LazyImage, nib.spatialimages.SpatialImage, NiftiMasker)
+        )
+        if self.mask is not None and not image_like:
+            raise ParameterTypeError(
+                f"mask has type {type(self.mask).__name__}; expected None, a 3-D image "
+                "(path, nibabel image, LazyImage) or a lazyconn NiftiMasker / "
+                "MultiNiftiMasker."
+            )
+        budget = self.memory_budget
+        if budget is not None and (not _is_int(budget) or budget < 0):
+            raise ParameterError(
+                f"memory_budget={budget!r} is not valid; expected None or a number of bytes >= 0."
+            )
+        check_type("verbose", self.verbose, (numbers.Integral, bool), "an integer")
+
+    def _embedded_masker(self):
+        """A MultiNiftiMasker from the estimator's parameters (nilearn's
+        ``check_embedded_masker``); a given masker is copied with its own parameters."""
+        if isinstance(self.mask, NiftiMasker):
+            fitted = self.mask.__sklearn_is_fitted__()
+            masker = self.mask if fitted else clone(self.mask)
+            return masker, fitted
+        dtype = self.dtype
+        is_auto = isinstance(dtype, str) and dtype == "auto"
+        if dtype is not None and not is_auto and np.dtype(dtype).kind != "f":
+            dtype = None  # nilearn: integer dtypes only apply to transform's output
+        masker = MultiNiftiMasker(
+            mask_img=self.mask,
+            smoothing_fwhm=self.smoothing_fwhm,
+            standardize=self.standardize,
+            standardize_confounds=self.standardize_confounds,
+            detrend=self.detrend,
+            low_pass=self.low_pass,
+            high_pass=self.high_pass,
+            t_r=self.t_r,
+            target_affine=self.target_affine,
+            target_shape=self.target_shape,
+            mask_strategy=self.mask_strategy,
+            mask_args=self.mask_args,
+            dtype=dtype,
+            memory=self.memory,
+            memory_level=max(0, self.memory_level - 1),
+            n_jobs=self.n_jobs,
+            verbose=self.verbose,
+        )
+        return masker, False
+
+    def _budget(self) -> int:
+        return DECOMPOSITION_MEMORY_BUDGET if self.memory_budget is None else self.memory_budget
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, imgs, y=None, confounds=None):
+        """Compute the mask and the components across subjects.
+
+        Parameters
+        ----------
+        imgs : 4-D image or list of 4-D images
+            One run per subject: paths (``.nii``, ``.nii.gz``, Zarr stores, URLs), nibabel
+            images or LazyImages (anything :func:`lazyconn.load` opens).
+        y : None
+            Ignored (scikit-learn API).
+        confounds : list, optional
+            One entry per run (array, DataFrame, CSV/TSV path, or None), passed to
+            :func:`lazyconn.signal.clean`.
+
+        Returns
+        -------
+        self
+        """
+        del y
+        self._check_base_params()
+        self._check_params()
+        imgs = _as_run_list(imgs)
+        runs = _check_runs(imgs)
+        confounds = _check_confounds(confounds, len(imgs))
+        masker, fitted = self._embedded_masker()
+        if not fitted:
+            if masker.mask_img is None:
+                masker.fit(runs)
+            else:
+                masker.fit()
+        self.masker_ = masker
+        self.mask_img_ = masker.mask_img_
+        data = self._mask_and_reduce(imgs, runs, confounds)
+        try:
+            self._raw_fit(data)
+        finally:
+            self._release(data)
+        self._fit_maps_masker()
+        return self
+
+    def _subjects(self, imgs, confounds) -> list[Subject]:
+        return [
+            Subject(f"{i}", img, conf, key=f"{i}")
+            for i, (img, conf) in enumerate(zip(imgs, confounds, strict=True))
+        ]
+
+    def _mask_and_reduce(self, imgs, runs, confounds):
+        """Every subject's reduction, stacked in subject order -> (Σ k_s, V) data.
+
+        In memory (Fortran order, as nilearn) when it fits ``memory_budget``; else a Zarr
+        array (one row block per subject) read back as a dask array.
+        """
+        n_voxels = self.masker_.n_elements_
+        k = self.n_components
+        short = [_name(imgs[i], i) for i, r in enumerate(runs) if r.shape[3] < k]
+        if short:
+            warn(
+                f"{len(short)} run(s) have fewer time points than n_components={k}: "
+                f"{', '.join(short)}; their reductions keep all their time points (as nilearn).",
+                LazyconnWarning,
+            )
+        rows = [min(k, r.shape[3]) for r in runs]
+        n_rows = int(np.sum(rows))
+        if n_rows < k:
+            raise ParameterError(
+                f"n_components={k} is larger than the {n_rows} time points of all runs "
+                "together; expected n_components <= the total number of volumes."
+            )
+        dtype = self._data_dtype(runs)
+        offsets = np.concatenate([[0], np.cumsum(rows)])
+        subjects = self._subjects(imgs, confounds)
+        in_memory = n_rows * n_voxels * dtype.itemsize <= self._budget()
+        if in_memory:
+            data = np.empty((n_rows, n_voxels), order="F", dtype=dtype)
+            self._stack_store_ = None
+        else:
+            data, self._stack_store_ = self._zarr_stack((n_rows, n_voxels), rows, dtype)
+        empty = []
+
+        def sink(subject, block):
+            i = int(subject.key)
+            if not np.any(block):
+                empty.append(i)
+            data[offsets[i] : offsets[i + 1]] = block
+
+        step = _ReductionStep(self.masker_, k, DECOMPOSITION_SUBJECT_BYTES)
+        self._run(step, subjects, sink)
+        for i in sorted(empty):
+            warn(
+                f"{_name(imgs[i], i)} is constant (all zeros after cleaning) inside the "
+                "mask: it adds nothing to the components.",
+                EmptyRunWarning,
+            )
+        if not in_memory:
+            import dask.array as da
+
+            return da.from_zarr(data)
+        return data
+
+    def _run(self, step, subjects, sink):
+        out = run_group(
+            step,
+            subjects,
+            chunk_fn=None,
+            combine_fn=None,
+            client=self.client,
+            n_workers=self.n_workers,
+            progress=bool(self.verbose),
+            sink=sink,
+        )
+        self.timings_ = dict(out["timings"])
+
+    def _data_dtype(self, runs):
+        """nilearn: float64 stacks if the reductions are float64, else float32."""
+        first = runs[0].dtype
+        out = self.masker_._output_dtype(first)
+        dt = np.dtype(first if out is None else out)
+        return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+
+    def _zarr_stack(self, shape, rows, dtype):
+        import zarr
+
+        base = self.memory if isinstance(self.memory, (str, os.PathLike)) else None
+        if base is not None:
+            Path(base).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="lazyconn-decomposition-", dir=base)
+        chunk_rows = max(1, int(np.median(rows)))
+        arr = zarr.create_array(
+            store=os.path.join(folder, "stack.zarr"),
+            shape=shape,
+            chunks=(chunk_rows, shape[1]),
+            dtype=dtype,
+        )
+        return arr, folder
+
+    def _release(self, data):
+        folder = getattr(self, "_stack_store_", None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._stack_store_ = None
+
+    def _fit_maps_masker(self):
+        self.maps_masker_ = NiftiMapsMasker(
+            self.components_img_,
+            self.masker_.mask_img_,
+            resampling_target="maps",
+            standardize=None,
+            dtype=self.dtype,
+        )
+        try:
+            self.maps_masker_.fit()
+        except ValueError as exc:
+            if "contains no map" in str(exc):
+                raise ParameterError(
+                    "No component found in data: every component is zero (an all-zero "
+                    "study, or a threshold that removed everything)."
+                ) from exc
+            raise
+
+    # ------------------------------------------------------------------ fitted API
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "components_")
+
+    def _check_fitted(self):
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    @property
+    def n_elements_(self) -> int:
+        """Number of components (nilearn's ``n_elements_``)."""
+        return self.maps_masker_.n_elements_
+
+    def transform(self, imgs, confounds=None):
+        """Project the data into the components (least squares on the maps).
+
+        Parameters
+        ----------
+        imgs : 4-D image or list of 4-D images
+            Data to project (one run per element).
+        confounds : list, optional
+            One entry per run, passed to :func:`lazyconn.signal.clean`.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One (n_samples, n_components) array per run. As in nilearn, no smoothing,
+            detrending or standardisation is applied at this stage.
+        """
+        self._check_fitted()
+        imgs = _as_run_list(imgs)
+        confounds = _check_confounds(confounds, len(imgs))
+        return [
+            self.maps_masker_.transform(img, confounds=c)
+            for img, c in zip(imgs, confounds, strict=True)
+        ]
+
+    def inverse_transform(self, loadings):
+        """Images ``loadings @ components_`` in voxel space.
+
+        Parameters
+        ----------
+        loadings : list of numpy.ndarray
+            One (n_samples, n_components) array per run.
+
+        Returns
+        -------
+        list of nibabel.Nifti1Image
+        """
+        self._check_fitted()
+        if not isinstance(loadings, list):
+            raise ParameterTypeError(
+                f"'loadings' must be a list of numpy arrays; got {type(loadings).__name__}."
+            )
+        return [self.maps_masker_.inverse_transform(x) for x in loadings]
+
+    def score(self, imgs, y=None, confounds=None, per_component=False):
+        """Explained variance of ``imgs`` by the components (nilearn's ``score``).
+
+        Parameters
+        ----------
+        imgs : 4-D image or list of 4-D images
+            Data to score.
+        y : None
+            Ignored.
+        confounds : list, optional
+            One entry per run.
+        per_component : bool, default=False
+            One ratio per component (True) or one for the set of components.
+
+        Returns
+        -------
+        float or numpy.ndarray (n_components,)
+
+        Notes
+        -----
+        As nilearn, the ratio is computed on every run rotated onto its temporal singular
+        vectors (full rank). lazyconn accumulates the sums it needs per subject on the
+        group engine, so the stacked data are never held; each subject's rotated run
+        (T, V) is held once inside its task.
+        """
+        del y
+        self._check_fitted()
+        imgs = _as_run_list(imgs)
+        runs = _check_runs(imgs)
+        confounds = _check_confounds(confounds, len(imgs))
+        comps = np.asarray(self.components_, dtype=np.float64)
+        norms = np.sqrt((comps**2).sum(axis=1))
+        norms[norms == 0] = 1
+        comps = comps / norms[:, None]
+        total = []
+
+        def sink(subject, partial):
+            total.append(partial)
+
+        step = _ReductionStep(self.masker_, None, DECOMPOSITION_SUBJECT_BYTES, components=comps)
+        self._run(step, self._subjects(imgs, confounds), sink)
+        del runs
+        partials = np.sum(total, axis=0)
+        k = comps.shape[0]
+        count, tot, sumsq, rss = partials[:4]
+        psum, psq = partials[4 : 4 + k], partials[4 + k : 4 + 2 * k]
+        if not per_component:
+            return max(0.0, 1.0 - rss / sumsq) if sumsq else 0.0
+        full_var = sumsq / count - (tot / count) ** 2
+        csum = comps.sum(axis=1)
+        res_sum = tot - psum * csum
+        res_sq = sumsq - psq
+        res_var = res_sq / count - (res_sum / count) ** 2
+        return np.maximum(0.0, 1.0 - res_var / full_var)
+
+    def set_output(self, *, transform=None):
+        """Not implemented (as in nilearn)."""
+        raise NotImplementedError()

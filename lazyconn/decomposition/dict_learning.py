@@ -1,0 +1,255 @@
+"""Dictionary learning (nilearn's ``DictLearning``) over lazily computed per-subject reductions."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+from lazyconn.decomposition._base import _BaseDecomposition, _check_positive_int
+from lazyconn.decomposition.canica import CanICA
+from lazyconn.exceptions import ParameterError
+
+
+def _compute_loadings(components, data):
+    """nilearn's ``_compute_loadings``: ridge (alpha=1e-8, no intercept) of the data on
+    the components, then every column (sample) scaled to unit norm."""
+    if isinstance(data, np.ndarray):
+        from sklearn.linear_model import Ridge
+
+        ridge = Ridge(fit_intercept=False, alpha=1e-8)
+        ridge.fit(components.T, np.asarray(data.T))
+        loadings = ridge.coef_.T
+    else:
+        # Out of core: the same normal equations (C Cᵀ + a I) W = C Dᵀ, with C Dᵀ reduced
+        # over the stack's chunks (scikit-learn's 'cholesky' solver solves these too).
+        from scipy import linalg
+
+        c = np.asarray(components, dtype=np.float64)
+        rhs = np.asarray((data.astype(np.float64) @ c.T).compute()).T
+        loadings = linalg.solve(c @ c.T + 1e-8 * np.eye(len(c)), rhs, assume_a="pos")
+        loadings = loadings.astype(np.result_type(components.dtype, data.dtype))
+    norms = np.sqrt(np.sum(loadings**2, axis=0))
+    norms[norms == 0] = 1
+    loadings /= norms[np.newaxis, :]
+    return loadings
+
+
+class DictLearning(_BaseDecomposition):
+    """Sparse dictionary learning of brain maps (nilearn's ``DictLearning``), out of core.
+
+    The per-subject pass (read -> smooth -> mask -> clean -> leading singular vectors) runs
+    lazily, one task per subject on dask's scheduler (see :class:`CanICA` for how); the group
+    step runs scikit-learn's functions on the stacked reductions as nilearn 0.14.1 does: a
+    CanICA initialisation (one FastICA run, no threshold), ridge loadings, then
+    ``dict_learning_online`` with lasso coding, unit-norm components and sign flips.
+
+    Parameters
+    ----------
+    n_components : int, default=20
+        Number of components to extract.
+    n_epochs : float, default=1
+        Number of epochs over the voxels of the online dictionary learning.
+    alpha : float, default=10
+        Sparsity of the maps (lasso penalty).
+    reduction_ratio : 'auto' or float in [0, 1], default='auto'
+        Stored and not used, as in nilearn 0.14.1 (every run is reduced to
+        ``n_components``).
+    dict_init : 4-D image, optional
+        Initial maps (masked and cleaned like the data, as nilearn); default: CanICA.
+    random_state : int, RandomState or None, default=None
+        Seed of the group SVD, the ICA and ``dict_learning_online``.
+    batch_size : int, default=20
+        Voxels per mini-batch.
+    method : {'cd', 'lars'}, default='cd'
+        Lasso solver of scikit-learn's dictionary learning.
+    mask : 3-D image, NiftiMasker or MultiNiftiMasker, optional
+        Mask (or masker); computed from the runs with ``mask_strategy`` if None.
+    smoothing_fwhm : float, optional, default=4
+        Gaussian smoothing of the runs, in mm.
+    standardize : {'zscore_sample', 'psc', True, False, None}, default=True
+        Temporal standardisation of each voxel (True is 'zscore_sample').
+    standardize_confounds : bool, default=True
+        z-score the confounds before regressing them out.
+    detrend : bool, default=True
+        Remove linear trends.
+    low_pass, high_pass : float, optional
+        Butterworth cut-off frequencies in Hz (need ``t_r``).
+    t_r : float, optional
+        Repetition time in seconds.
+    dtype : dtype, 'auto' or None, optional
+        Data type of ``transform``'s output (float dtypes also apply to the fit).
+    target_affine, target_shape : optional
+        Resample the mask (and the runs) to this grid.
+    mask_strategy : str, default='epi'
+        'background', 'epi', 'whole-brain-template', 'gm-template' or 'wm-template'.
+    mask_args : dict, optional
+        Extra arguments of the mask-computing function.
+    n_jobs : int, default=1
+        Accepted for compatibility; subjects run in parallel on dask's scheduler.
+    verbose : int, default=0
+        > 0: a progress bar of subjects on stderr.
+    memory : str or path, optional
+        lazyconn: where the temporary Zarr stack of a study larger than ``memory_budget`` is
+        written (nothing is cached with joblib).
+    memory_level : int, default=0
+        Accepted for compatibility; no effect.
+    client, n_workers, memory_budget : keyword-only
+        lazyconn only; as in :class:`CanICA`.
+
+    Attributes
+    ----------
+    components_ : numpy.ndarray (n_components, n_voxels)
+        Unit-norm maps, signed so that most voxels are positive.
+    components_img_ : nibabel.Nifti1Image
+        ``components_`` as a 4-D image.
+    components_init_ : numpy.ndarray
+        Initial maps (CanICA or ``dict_init``).
+    loadings_init_ : numpy.ndarray
+        Initial loadings (the dictionary's initial atoms).
+    masker_, mask_img_, maps_masker_, n_elements_, timings_
+        As in :class:`CanICA`.
+
+    Notes
+    -----
+    The per-subject reduction is exact (Gram matrix + ``eigh``) where nilearn's is a
+    randomized SVD: see :class:`CanICA`. The dictionary learning itself holds the stack
+    (n_subjects x n_components, V) in memory, as scikit-learn's ``dict_learning_online``
+    needs; above ``memory_budget`` the group PCA of the initialisation and the ridge
+    loadings run out of core, and the stack is read back once for the online learning.
+    """
+
+    def __init__(
+        self,
+        n_components=20,
+        n_epochs=1,
+        alpha=10,
+        reduction_ratio="auto",
+        dict_init=None,
+        random_state=None,
+        batch_size=20,
+        method="cd",
+        mask=None,
+        smoothing_fwhm=4,
+        standardize=True,
+        standardize_confounds=True,
+        detrend=True,
+        low_pass=None,
+        high_pass=None,
+        t_r=None,
+        dtype=None,
+        target_affine=None,
+        target_shape=None,
+        mask_strategy="epi",
+        mask_args=None,
+        n_jobs=1,
+        verbose=0,
+        memory=None,
+        memory_level=0,
+        *,
+        client=None,
+        n_workers=None,
+        memory_budget=None,
+    ):
+        self.n_components = n_components
+        self.n_epochs = n_epochs
+        self.alpha = alpha
+        self.reduction_ratio = reduction_ratio
+        self.dict_init = dict_init
+        self.random_state = random_state
+        self.batch_size = batch_size
+        self.method = method
+        self.mask = mask
+        self.smoothing_fwhm = smoothing_fwhm
+        self.standardize = standardize
+        self.standardize_confounds = standardize_confounds
+        self.detrend = detrend
+        self.low_pass = low_pass
+        self.high_pass = high_pass
+        self.t_r = t_r
+        self.dtype = dtype
+        self.target_affine = target_affine
+        self.target_shape = target_shape
+        self.mask_strategy = mask_strategy
+        self.mask_args = mask_args
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.memory = memory
+        self.memory_level = memory_level
+        self.client = client
+        self.n_workers = n_workers
+        self.memory_budget = memory_budget
+
+    def _check_params(self):
+        _check_positive_int("batch_size", self.batch_size)
+        for name in ("alpha", "n_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+                raise ParameterError(f"{name}={value!r} is not valid; expected a number > 0.")
+        if self.method not in ("cd", "lars"):
+            raise ParameterError(f"method={self.method!r} is not valid; expected 'cd' or 'lars'.")
+        ratio = self.reduction_ratio
+        if not (isinstance(ratio, str) and ratio == "auto") and not (
+            isinstance(ratio, numbers.Real) and not isinstance(ratio, bool) and 0 <= ratio <= 1
+        ):
+            raise ParameterError(
+                f"reduction_ratio={ratio!r} is not valid; expected 'auto' or a number in "
+                "[0, 1] (it is not used, as in nilearn 0.14.1)."
+            )
+
+    def _init_dict(self, data):
+        if self.dict_init is not None:
+            components = np.asarray(self.masker_.transform(self.dict_init))
+        else:
+            canica = CanICA(
+                n_components=self.n_components,
+                do_cca=True,
+                threshold=float(self.n_components),
+                n_init=1,
+                random_state=self.random_state,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                canica._raw_fit(data)
+            components = canica.components_
+        norms = (components**2).sum(axis=1)
+        norms[norms == 0] = 1
+        components /= norms[:, np.newaxis]
+        self.components_init_ = components
+
+    def _raw_fit(self, data):
+        """CanICA init, ridge loadings, ``dict_learning_online`` on ``data`` (N, V)."""
+        from sklearn.decomposition import dict_learning_online
+
+        self._init_dict(data)
+        n_features = data.shape[1]
+        self.loadings_init_ = _compute_loadings(self.components_init_, data)
+        if not isinstance(data, np.ndarray):
+            data = np.asarray(data.compute(), order="F")
+        max_iter = ((n_features - 1) // self.batch_size + 1) * self.n_epochs
+        code, _ = dict_learning_online(
+            data.T,
+            self.n_components,
+            alpha=self.alpha,
+            batch_size=self.batch_size,
+            method=self.method,
+            dict_init=self.loadings_init_,
+            verbose=max(0, int(self.verbose) - 1),
+            random_state=self.random_state,
+            return_code=True,
+            shuffle=True,
+            n_jobs=1,
+            max_iter=max_iter,
+        )
+        components = code.T
+        norms = np.sqrt(np.sum(components**2, axis=1))
+        norms[norms == 0] = 1
+        components /= norms[:, np.newaxis]
+        # Most voxels positive (counts, not L1), as nilearn.
+        for component in components:
+            if np.sum(component > 0) < np.sum(component < 0):
+                component *= -1
+        self.components_ = components
+        self.components_img_ = self.masker_.inverse_transform(components)
+        return self
