@@ -1,0 +1,238 @@
+"""Benchmark: the seeds' DictLearning over a study, lazyconn vs nilearn in the same run.
+
+Seeds 000/001/003 start with::
+
+    DictLearning(n_components=8, smoothing_fwhm=6.0, standardize="zscore_sample",
+                 random_state=0).fit(func_filenames)
+
+on 20 subjects of ``lazyconn.datasets.make_synthetic_fmri`` (4 mm MNI grid, 50 x 59 x 48,
+168 volumes, ``.nii.gz``, like nilearn's development fMRI dataset). Steps, each in its own
+subprocess reporting its wall time (work only: imports and data generation excluded) and
+its peak RSS (``VmHWM``):
+
+- ``nilearn``: nilearn 0.14.1 on the ``.nii.gz`` files (its own default ``n_jobs=1``);
+- ``lazyconn_niigz``: lazyconn on the same ``.nii.gz`` files, no conversion;
+- ``convert``: ``lazyconn.convert`` of every run to a Zarr store;
+- ``lazyconn_zarr``: lazyconn on the Zarr stores (dask's threads, ``--workers`` of them,
+  or ``--client local``: a LocalCluster of ``--workers`` processes).
+
+"from .nii.gz, conversion included" is ``convert + lazyconn_zarr``. Components are compared
+with nilearn's (|spatial r| after Hungarian matching). The machine's load average is
+recorded before and after: on a shared machine, only ratios measured in the same run mean
+something.
+
+Usage::
+
+    python benchmarks/bench_decomposition.py --small          # 4 subjects x 60 volumes
+    python benchmarks/bench_decomposition.py                  # 20 x 168 (the seed's size)
+    python benchmarks/bench_decomposition.py --only lazyconn_zarr --workers 1   # scaling
+
+Data go to benchmarks/_data/decomposition/ (git-ignored); ``--keep`` keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SEED = dict(n_components=8, smoothing_fwhm=6.0, standardize="zscore_sample", random_state=0)
+STEPS = ["nilearn", "lazyconn_niigz", "convert", "lazyconn_zarr"]
+
+
+def peak_rss() -> int:
+    """Peak RSS of this process in bytes (``VmHWM``, reset by ``exec``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: float) -> dict:
+    from lazyconn.datasets import make_synthetic_fmri
+
+    data = make_synthetic_fmri(
+        n_subjects,
+        n_timepoints=n_timepoints,
+        resolution=resolution,
+        data_dir=workdir / "synth",
+        n_jobs=2,
+    )
+    meta = dict(
+        func=[str(f) for f in data.func],
+        zarr=[str(workdir / f"sub{i:03d}.zarr") for i in range(n_subjects)],
+    )
+    (workdir / "inputs.json").write_text(json.dumps(meta))
+    return meta
+
+
+# ------------------------------------------------------------------------------ children
+def _fit_lazyconn(runs, workdir, name, workers, client):
+    import warnings
+
+    import dask
+
+    from lazyconn.decomposition import DictLearning
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(), dask.config.set(scheduler="threads", num_workers=workers):
+        warnings.simplefilter("ignore")
+        est = DictLearning(**SEED, client=client, n_workers=workers).fit(runs)
+    wall = time.perf_counter() - t0
+    np.save(workdir / f"{name}.npy", est.components_)
+    return wall, est.timings_
+
+
+def child_nilearn(workdir: Path, workers: int, client):
+    import warnings
+
+    from nilearn.decomposition import DictLearning
+
+    meta = json.loads((workdir / "inputs.json").read_text())
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = DictLearning(**SEED).fit(meta["func"])
+    wall = time.perf_counter() - t0
+    np.save(workdir / "nilearn.npy", est.components_)
+    return wall, {}
+
+
+def child_lazyconn_niigz(workdir: Path, workers: int, client):
+    meta = json.loads((workdir / "inputs.json").read_text())
+    return _fit_lazyconn(meta["func"], workdir, "lazyconn_niigz", workers, client)
+
+
+def child_convert(workdir: Path, workers: int, client):
+    import lazyconn
+
+    meta = json.loads((workdir / "inputs.json").read_text())
+    t0 = time.perf_counter()
+    lazyconn.convert(meta["func"], meta["zarr"], overwrite=True, progress=False)
+    return time.perf_counter() - t0, {}
+
+
+def child_lazyconn_zarr(workdir: Path, workers: int, client):
+    meta = json.loads((workdir / "inputs.json").read_text())
+    return _fit_lazyconn(meta["zarr"], workdir, "lazyconn_zarr", workers, client)
+
+
+CHILDREN = {
+    "nilearn": child_nilearn,
+    "lazyconn_niigz": child_lazyconn_niigz,
+    "convert": child_convert,
+    "lazyconn_zarr": child_lazyconn_zarr,
+}
+
+
+def run_child(name: str, workdir: Path, workers: int, client) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--workdir", str(workdir)]
+    cmd += ["--workers", str(workers)] + (["--client", client] if client else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def match(a, b) -> np.ndarray:
+    """|spatial r| of each row of ``a`` with its Hungarian-matched row of ``b``."""
+    from scipy.optimize import linear_sum_assignment
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.nan_to_num(np.abs(np.corrcoef(a, b)[: len(a), len(a) :]))
+    i, j = linear_sum_assignment(-r)
+    return r[i, j]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="4 subjects x 60 volumes")
+    parser.add_argument("--subjects", type=int, default=None)
+    parser.add_argument("--timepoints", type=int, default=None)
+    parser.add_argument("--resolution", type=float, default=4.0, help="voxel size (mm)")
+    parser.add_argument("--workers", type=int, default=2, help="dask threads / LocalCluster")
+    parser.add_argument("--client", default=None, help="'local' for a LocalCluster")
+    parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    parser.add_argument("--workdir", default=str(HERE / "_data" / "decomposition"))
+    parser.add_argument("--keep", action="store_true", help="keep the data files")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+
+    if args.child:
+        wall, timings = CHILDREN[args.child](workdir, args.workers, args.client)
+        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak_rss(), "timings": timings}))
+        return 0
+
+    n_sub = args.subjects or (4 if args.small else 20)
+    n_t = args.timepoints or (60 if args.small else 168)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    meta = write_inputs(workdir, n_sub, n_t, args.resolution)
+    print(f"inputs: {n_sub} subjects x {n_t} volumes, {time.perf_counter() - t0:.1f} s")
+    steps = args.only or STEPS
+    if "lazyconn_zarr" in steps and not all(Path(z).exists() for z in meta["zarr"]):
+        steps = ["convert", *[s for s in steps if s != "convert"]]
+    results = {
+        "n_subjects": n_sub,
+        "n_timepoints": n_t,
+        "resolution_mm": args.resolution,
+        "workers": args.workers,
+        "client": args.client,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+    }
+    for name in [s for s in STEPS if s in steps]:
+        results[name] = r = run_child(name, workdir, args.workers, args.client)
+        print(
+            f"{name:15s} wall {r['wall_s']:7.1f} s   peak RSS "
+            f"{r['peak_rss_bytes'] / 2**20:7.0f} MiB   load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    results["loadavg_after"] = os.getloadavg()
+    if "nilearn" in results:
+        ref = np.load(workdir / "nilearn.npy")
+        nl = results["nilearn"]
+        for name in ("lazyconn_niigz", "lazyconn_zarr"):
+            if name not in results:
+                continue
+            lz = results[name]
+            wall = lz["wall_s"] + (results["convert"]["wall_s"] if name == "lazyconn_zarr" else 0)
+            r = match(np.load(workdir / f"{name}.npy"), ref)
+            results[name]["vs_nilearn"] = s = {
+                "wall_ratio": lz["wall_s"] / nl["wall_s"],
+                "wall_ratio_incl_convert": wall / nl["wall_s"],
+                "rss_ratio": lz["peak_rss_bytes"] / nl["peak_rss_bytes"],
+                "min_abs_r": float(r.min()),
+                "abs_r": r.round(3).tolist(),
+            }
+            print(
+                f"{name}: wall {s['wall_ratio']:.2f}x nilearn's "
+                f"({s['wall_ratio_incl_convert']:.2f}x with conversion), peak RSS "
+                f"{s['rss_ratio']:.2f}x, components |r| {r.round(3).tolist()}",
+                flush=True,
+            )
+    print(f"load average before {results['loadavg_before']}, after {results['loadavg_after']}")
+    tag = f"{n_sub}x{n_t}_{args.resolution:g}mm_{args.client or 'threads'}{args.workers}"
+    out = HERE / "_data" / f"bench_decomposition_{tag}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+    if not args.keep:
+        shutil.rmtree(workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
