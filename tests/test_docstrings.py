@@ -1,9 +1,10 @@
-"""Every public masker, image and masking function documents every parameter (numpydoc)."""
+"""Every public masker, image, masking function and decomposition documents every parameter (numpydoc)."""
 
 import inspect
 
 import pytest
 
+import lazyconn.decomposition
 import lazyconn.image
 import lazyconn.maskers
 import lazyconn.masking
@@ -14,7 +15,7 @@ _METHODS = ("fit", "transform", "fit_transform", "inverse_transform")
 
 
 def _public_objects():
-    for module in (lazyconn.maskers, lazyconn.image, lazyconn.masking):
+    for module in (lazyconn.maskers, lazyconn.image, lazyconn.masking, lazyconn.decomposition):
         for name in module.__all__:
             obj = getattr(module, name)
             if inspect.isclass(obj):
