@@ -539,3 +539,66 @@ def test_signal_functions_bad_input():
         signals_to_img_maps(np.zeros((4, 2)), planted_maps())
     with pytest.raises(ParameterError, match=r"order='K' is not valid"):
         img_to_signals_labels(labelled_run(), labels_image(), order="K")
+
+
+def test_region_connectome_one_call(tmp_path):
+    from lazyconn.group import region_connectome
+
+    runs = [run_on_maps_grid(seed=s) for s in range(3)]
+    conf = [np.random.default_rng(s).standard_normal((30, 2)) for s in range(3)]
+    kw = dict(**EXTRACTOR, standardize="zscore_sample")
+    out = region_connectome(
+        [lazy(r) for r in runs],
+        planted_maps(),
+        RegionExtractor(**kw),
+        confounds=conf,
+        progress=False,
+    )
+    assert out.decomposition is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = nilearn_regions.RegionExtractor(planted_maps(), **kw).fit()
+        series = [ref.transform(r, confounds=c) for r, c in zip(runs, conf, strict=True)]
+    assert_same_regions(out.extractor, ref)
+    expected = NilearnConnectivity(kind="correlation").fit(series).mean_
+    np.testing.assert_allclose(out.mean_matrix, expected, atol=1e-4)
+    with pytest.raises(
+        ParameterTypeError,
+        match=r"extractor=.* has type NiftiMapsMasker; expected a lazyconn.regions.RegionExtractor",
+    ):
+        from lazyconn.maskers import NiftiMapsMasker
+
+        region_connectome([lazy(runs[0])], planted_maps(), NiftiMapsMasker())
+
+
+# ------------------------------------------------------------------- planted-truth scores
+def test_match_regions_and_connectome_recovery():
+    from lazyconn.datasets.recovery import connectome_recovery, match_regions
+
+    labels = np.zeros((10, 10, 10), dtype=np.int32)
+    labels[1:4, 1:4, 1:4] = 1  # 27 voxels
+    labels[6:9, 6:9, 6:9] = 2
+    labels[1:3, 6:9, 1:3] = 3
+    labels_img = nib.Nifti1Image(labels, np.eye(4))
+    regions = np.zeros((10, 10, 10, 3), dtype=np.float32)
+    regions[..., 0] = labels == 2  # exact
+    regions[1:4, 1:4, 1:3, 1] = 0.5  # 18 of region 1's 27 voxels: Dice 2*18/45 = 0.8
+    regions[0, 0, 0, 2] = 1.0  # overlaps nothing
+    got = match_regions(nib.Nifti1Image(regions, np.eye(4)), labels_img)
+    np.testing.assert_allclose(got.dice, [0.8, 1.0, 0.0])
+    np.testing.assert_array_equal(got.match, [1, 0, -1])
+    assert got.mean_dice == pytest.approx(0.6)
+    truth = np.array([[1, 0.5, 0.2], [0.5, 1, -0.3], [0.2, -0.3, 1]])
+    matrix = np.array([[1, 0.4, 0], [0.4, 1, 0], [0, 0, 1]])
+    rec = connectome_recovery(matrix, got.match, truth)
+    assert (
+        rec.n_pairs == 1 and rec.mae == pytest.approx(0.1) and rec.coverage == pytest.approx(2 / 3)
+    )
+    full = connectome_recovery(truth, np.arange(3), truth)
+    assert full.r == pytest.approx(1.0) and full.mae == 0
+    with pytest.raises(
+        ParameterError, match=r"regions_img has shape \(10, 10, 10\); expected a 4-D"
+    ):
+        match_regions(labels_img, labels_img)
+    with pytest.raises(ParameterError, match=r"truth has shape \(3, 3\) but match has 2 entries"):
+        connectome_recovery(matrix, np.arange(2), truth)

@@ -1,0 +1,112 @@
+"""How well extracted regions and a group connectome recover a synthetic study's planted truth.
+
+Used by the region-extraction example, ``lazyconn demo --workflow regions`` and the seed-001
+benchmark, for lazyconn's results and nilearn's alike (inputs are plain images and arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from lazyconn.exceptions import ParameterError
+from lazyconn.image import load, resample_img
+from lazyconn.image._niimg import check_same_fov
+
+__all__ = ["connectome_recovery", "match_regions"]
+
+
+def _data(img):
+    return np.asarray(load(img).data.compute())
+
+
+def match_regions(regions_img, labels_img):
+    """Match each planted region to the extracted region that overlaps it best (Dice).
+
+    Parameters
+    ----------
+    regions_img : 4-D image, one extracted region per volume (support = non-zero voxels),
+        e.g. ``RegionExtractor().regions_img_``.
+    labels_img : 3-D image of the planted regions (0 background, 1..n), e.g.
+        ``make_synthetic_fmri().labels_img``. Resampled (nearest) onto the regions' grid
+        if needed.
+
+    Returns
+    -------
+    Bunch with
+        - ``dice``: (n_planted,) best Dice coefficient of each planted region;
+        - ``match``: (n_planted,) index of that extracted region (-1 if none overlaps);
+        - ``dice_matrix``: (n_planted, n_extracted) all Dice coefficients;
+        - ``mean_dice``: mean of ``dice`` over the planted regions.
+    """
+    regions = load(regions_img)
+    if regions.ndim != 4:
+        raise ParameterError(
+            f"regions_img has shape {regions.shape}; expected a 4-D image (one region per volume)."
+        )
+    labels = load(labels_img)
+    if not check_same_fov(regions, labels, raise_error=False):
+        labels = resample_img(
+            labels,
+            target_affine=regions.affine,
+            target_shape=regions.shape[:3],
+            interpolation="nearest",
+        )
+    support = _data(regions) != 0
+    ldata = np.rint(_data(labels)).astype(np.int64)
+    n_planted = int(ldata.max())
+    if n_planted < 1:
+        raise ParameterError("labels_img has no planted region (every voxel is 0).")
+    flat = support.reshape(-1, support.shape[-1]).astype(np.int64)
+    planted = np.zeros((ldata.size, n_planted), dtype=np.int64)
+    inside = ldata.ravel() > 0
+    planted[np.flatnonzero(inside), ldata.ravel()[inside] - 1] = 1
+    inter = planted.T @ flat
+    sizes = planted.sum(0)[:, None] + flat.sum(0)[None, :]
+    dice = np.divide(2.0 * inter, sizes, out=np.zeros(inter.shape), where=sizes > 0)
+    if dice.shape[1]:
+        match = np.where(dice.max(1) > 0, dice.argmax(1), -1)
+        best = dice.max(1)
+    else:
+        match = np.full(n_planted, -1)
+        best = np.zeros(n_planted)
+    return Bunch(dice=best, match=match, dice_matrix=dice, mean_dice=float(best.mean()))
+
+
+def connectome_recovery(matrix, match, truth):
+    """Correlation between a connectome of extracted regions and the planted one.
+
+    Each planted region is represented by its matched extracted region (``match`` from
+    :func:`match_regions`); over the pairs of planted regions matched to two different
+    extracted regions, the off-diagonal entries of ``matrix`` are compared with ``truth``.
+
+    Parameters
+    ----------
+    matrix : (n_extracted, n_extracted) array, e.g. the group mean correlation
+    match : (n_planted,) int array, extracted region of each planted region (-1: none)
+    truth : (n_planted, n_planted) array, the planted correlation
+
+    Returns
+    -------
+    Bunch with ``r`` (Pearson correlation of the compared entries), ``mae`` (mean absolute
+    difference), ``n_pairs`` (entries compared) and ``coverage`` (fraction of planted
+    regions matched).
+    """
+    matrix, truth, match = np.asarray(matrix), np.asarray(truth), np.asarray(match)
+    if truth.shape != (match.size, match.size):
+        raise ParameterError(
+            f"truth has shape {truth.shape} but match has {match.size} entries; expected a "
+            "square matrix with one row per planted region."
+        )
+    i, j = np.triu_indices(match.size, k=1)
+    ok = (match[i] >= 0) & (match[j] >= 0) & (match[i] != match[j])
+    i, j = i[ok], j[ok]
+    got = matrix[match[i], match[j]]
+    want = truth[i, j]
+    r = float(np.corrcoef(got, want)[0, 1]) if got.size > 2 and np.std(got) > 0 else float("nan")
+    return Bunch(
+        r=r,
+        mae=float(np.mean(np.abs(got - want))) if got.size else float("nan"),
+        n_pairs=int(got.size),
+        coverage=float(np.mean(match >= 0)),
+    )

@@ -1,0 +1,108 @@
+"""The region-extraction connectome workflow of a whole study in one call.
+
+nilearn's example (``plot_extract_regions_dictlearning_maps``) runs, eagerly::
+
+    maps = DictLearning(...).fit(func).components_img_
+    extractor = RegionExtractor(maps, ...).fit()
+    correlations = [ConnectivityMeasure(kind="correlation").fit_transform(
+        [extractor.transform(f, confounds=c)])[0] for f, c in zip(func, confounds)]
+    mean_correlations = np.mean(correlations, axis=0)
+
+:func:`region_connectome` runs the same steps: the decomposition (its own group graph),
+the region extraction (in memory: maps are small), then every subject's
+read -> smooth -> extract -> clean -> correlation chain and the group mean as ONE graph
+(:class:`~lazyconn.group.GroupConnectome`: any scheduler, a results store).
+"""
+
+from __future__ import annotations
+
+from sklearn.base import clone
+from sklearn.utils import Bunch
+
+from lazyconn.connectome import ConnectivityMeasure
+from lazyconn.exceptions import ParameterTypeError
+from lazyconn.group.pipeline import GroupConnectome
+from lazyconn.regions import RegionExtractor
+
+__all__ = ["region_connectome"]
+
+
+def region_connectome(
+    imgs,
+    decomposition,
+    extractor=None,
+    connectivity=None,
+    *,
+    confounds=None,
+    sample_mask=None,
+    subjects=None,
+    **group_params,
+):
+    """Maps from a decomposition -> regions -> one connectome per subject -> group mean.
+
+    Parameters
+    ----------
+    imgs : list of runs (paths, zarr stores, URLs, images), one per subject
+    decomposition : estimator, or a 4-D maps image
+        An unfitted decomposition (e.g. ``lazyconn.decomposition.DictLearning``): it is
+        cloned and fitted on ``imgs`` (``fit(imgs, confounds=confounds)``), and its
+        ``components_img_`` are the maps. A fitted one (with ``components_img_``) is used
+        as is; a maps image skips the decomposition.
+    extractor : lazyconn.regions.RegionExtractor, optional
+        Its ``maps_img`` is replaced by the maps. Default: ``RegionExtractor()`` (nilearn's
+        defaults).
+    connectivity : lazyconn.connectome.ConnectivityMeasure, optional
+        Default: ``ConnectivityMeasure(kind="correlation")`` (as the nilearn example).
+    confounds, sample_mask : list with one entry per subject, optional
+        Given to the decomposition (confounds) and to every subject's extraction.
+    subjects : list of str, optional
+        Subject names (see ``GroupConnectome.fit``).
+    **group_params
+        ``GroupConnectome`` options: ``cache_dir``, ``client``, ``n_workers``,
+        ``on_error``, ``progress``, ``storage_options``.
+
+    Returns
+    -------
+    Bunch with ``decomposition`` (fitted, or None for a maps image), ``maps_img``,
+    ``extractor`` (fitted: ``regions_img_``, ``index_``), ``group`` (the fitted
+    GroupConnectome: ``subject_matrices_``, ``group_matrix_``...) and ``mean_matrix``
+    (= ``group.group_matrix_``).
+
+    Notes
+    -----
+    Not in nilearn. The connectomes of all subjects are computed in one graph whose
+    tasks each read one subject's run once (smoothing folded into the regions' weights).
+    """
+    fitted_decomposition = None
+    if hasattr(decomposition, "components_img_"):
+        fitted_decomposition = decomposition
+        maps = decomposition.components_img_
+    elif callable(getattr(decomposition, "fit", None)):
+        fitted_decomposition = clone(decomposition)
+        if confounds is None:
+            fitted_decomposition.fit(imgs)
+        else:
+            fitted_decomposition.fit(imgs, confounds=confounds)
+        maps = fitted_decomposition.components_img_
+    else:
+        maps = decomposition  # an image (checked by the extractor)
+    extractor = RegionExtractor() if extractor is None else extractor
+    if not isinstance(extractor, RegionExtractor):
+        raise ParameterTypeError(
+            f"extractor={extractor!r} has type {type(extractor).__name__}; expected a "
+            "lazyconn.regions.RegionExtractor."
+        )
+    extractor = clone(extractor).set_params(maps_img=maps).fit()
+    connectivity = (
+        ConnectivityMeasure(kind="correlation") if connectivity is None else connectivity
+    )
+    group = GroupConnectome(extractor, connectivity, **group_params).fit(
+        imgs, confounds=confounds, sample_mask=sample_mask, subjects=subjects
+    )
+    return Bunch(
+        decomposition=fitted_decomposition,
+        maps_img=maps,
+        extractor=extractor,
+        group=group,
+        mean_matrix=group.group_matrix_,
+    )
