@@ -44,8 +44,8 @@ def region_connectome(
     ----------
     imgs : list of runs (paths, zarr stores, URLs, images), one per subject
     decomposition : estimator, or a 4-D maps image
-        An unfitted decomposition (e.g. ``lazyconn.decomposition.DictLearning``): it is
-        cloned and fitted on ``imgs`` (``fit(imgs, confounds=confounds)``), and its
+        An unfitted decomposition (e.g. ``lazyconn.decomposition.DictLearning``): a new
+        instance with its parameters is fitted on ``imgs`` (``fit(imgs, confounds=confounds)``), and its
         ``components_img_`` are the maps. A fitted one (with ``components_img_``) is used
         as is; a maps image skips the decomposition.
     extractor : lazyconn.regions.RegionExtractor, optional
@@ -78,7 +78,9 @@ def region_connectome(
         fitted_decomposition = decomposition
         maps = decomposition.components_img_
     elif callable(getattr(decomposition, "fit", None)):
-        fitted_decomposition = clone(decomposition)
+        # a new instance with the same parameter objects (sklearn's clone would deep-copy a
+        # distributed Client given as a parameter, which cannot be copied)
+        fitted_decomposition = type(decomposition)(**decomposition.get_params(deep=False))
         if confounds is None:
             fitted_decomposition.fit(imgs)
         else:
