@@ -1,4 +1,5 @@
-"""Every public masker, image, masking function and decomposition documents every parameter (numpydoc)."""
+"""Every public masker, image, masking function, decomposition and regions function documents
+every parameter (numpydoc)."""
 
 import inspect
 
@@ -8,6 +9,7 @@ import lazyconn.decomposition
 import lazyconn.image
 import lazyconn.maskers
 import lazyconn.masking
+import lazyconn.regions
 from lazyconn._docs import docdict, fill_doc
 
 # A method is checked where the class defines or inherits it.
@@ -15,7 +17,13 @@ _METHODS = ("fit", "transform", "fit_transform", "inverse_transform")
 
 
 def _public_objects():
-    for module in (lazyconn.maskers, lazyconn.image, lazyconn.masking, lazyconn.decomposition):
+    for module in (
+        lazyconn.maskers,
+        lazyconn.image,
+        lazyconn.masking,
+        lazyconn.decomposition,
+        lazyconn.regions,
+    ):
         for name in module.__all__:
             obj = getattr(module, name)
             if inspect.isclass(obj):

@@ -145,7 +145,75 @@ def _check_roi_extraction(out):
     np.testing.assert_array_equal(saved, rois)
 
 
+def _nilearn_regions_pipeline(dataset, confounds):
+    """The seed's pipeline with nilearn alone, on the same study (confounds as the example)."""
+    import warnings
+
+    from nilearn.connectome import ConnectivityMeasure
+    from nilearn.decomposition import DictLearning
+    from nilearn.regions import RegionExtractor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        maps = (
+            DictLearning(
+                n_components=8, smoothing_fwhm=6.0, random_state=0, standardize="zscore_sample"
+            )
+            .fit(dataset.func, confounds=confounds)
+            .components_img_
+        )
+        extractor = RegionExtractor(maps, **REGION_PARAMS).fit()
+        series = [
+            extractor.transform(f, confounds=c)
+            for f, c in zip(dataset.func, confounds, strict=True)
+        ]
+    return extractor, ConnectivityMeasure(kind="correlation").fit(series).mean_
+
+
+REGION_PARAMS = dict(
+    threshold=0.5,
+    thresholding_strategy="ratio_n_voxels",
+    extractor="local_regions",
+    standardize="zscore_sample",
+    standardize_confounds=True,
+    min_region_size=1350,
+)
+
+
+def _check_extract_regions(out):
+    import warnings
+
+    from nilearn.connectome import ConnectivityMeasure
+    from nilearn.regions import RegionExtractor
+
+    from lazyconn.datasets.recovery import connectome_recovery, match_regions
+
+    data = out["dataset"]
+    ours = out["extractor"]
+    # nilearn's RegionExtractor on lazyconn's maps: identical regions, same connectomes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = RegionExtractor(out["components_img"], **REGION_PARAMS).fit()
+        series = [
+            ref.transform(f, confounds=c) for f, c in zip(data.func, out["confounds"], strict=True)
+        ]
+    np.testing.assert_array_equal(ours.regions_img_.get_fdata(), ref.regions_img_.get_fdata())
+    assert ours.index_ == list(ref.index_)
+    per_subject = ConnectivityMeasure(kind="correlation").fit_transform(series)
+    np.testing.assert_allclose(out["group"].subject_matrices_, per_subject, atol=1e-4)
+    np.testing.assert_allclose(out["mean_correlations"], per_subject.mean(0), atol=1e-4)
+    # the planted truth: recovered at least as well as by nilearn's own pipeline
+    nil_extractor, nil_mean = _nilearn_regions_pipeline(data, out["confounds"])
+    nil_match = match_regions(nil_extractor.regions_img_, data.labels_img)
+    nil_rec = connectome_recovery(nil_mean, nil_match.match, data.region_correlation)
+    assert out["regions_match"].mean_dice >= nil_match.mean_dice - 0.02
+    assert out["recovery"].r >= nil_rec.r - 0.05
+    assert out["recovery"].coverage >= nil_rec.coverage - 0.05
+    assert out["recovery"].r > 0.8
+
+
 CHECKS = {
+    "plot_extract_regions_dictlearning_maps": _check_extract_regions,
     "plot_sphere_based_connectome": _check_sphere_based_connectome,
     "group_connectome": _check_group_connectome,
     "plot_roi_extraction": _check_roi_extraction,
