@@ -241,6 +241,20 @@ docdict["region_signals"] = """region_signals : (n_volumes, n_elements_) or (n_e
     Signals of the regions, as ``transform`` returns them (numpy or dask)."""
 
 
+# --- group estimators ---------------------------------------------------------------------
+
+docdict["group_fit_params"] = """imgs : list of runs
+    One 4-D run per subject: paths (``.nii``, ``.nii.gz``, zarr stores), URLs,
+    nibabel images or LazyImages.
+y : ignored
+confounds : list, optional
+    One entry per subject (array, DataFrame, TSV path such as fMRIPrep's, or None).
+sample_mask : list, optional
+    One entry per subject (kept volumes, or None).
+subjects : list of str, optional
+    Subject names used in ``subjects_``, ``failed_``, messages and the store
+    (default: the file names without extension, or ``subject-<i>``)."""
+
 # --- groups of entries that always appear together ------------------------------------------
 
 docdict["tissue_mask_params"] = """threshold : float, default=0.2

@@ -573,6 +573,29 @@ def butterworth(
 
     Returns a new array (numpy input is never modified in place, unlike nilearn's
     ``copy=False``; ``copy`` is accepted for compatibility).
+
+    Parameters
+    ----------
+    signals : (T, F) or (T,) numpy or dask array
+        Time series, time along the first axis (a dask array is filtered per column chunk,
+        the time axis whole).
+    sampling_rate : float
+        Samples per second (1 / t_r), > 0.
+    low_pass, high_pass : float, optional
+        Cut-off frequencies (Hz); ``None`` switches that side of the filter off.
+    order : int, default=5
+        Order of the Butterworth filter (second-order sections, zero-phase ``sosfiltfilt``).
+    padtype : {"odd", "even", "constant", None}, default="odd"
+        Padding of ``scipy.signal.sosfiltfilt``.
+    padlen : int, optional
+        Padding length of ``sosfiltfilt`` (its default when None).
+    copy : bool, default=False
+        Accepted for nilearn parity, no effect: the input is never modified.
+
+    Returns
+    -------
+    numpy or dask array
+        Same shape as ``signals``.
     """
     check_real(
         "sampling_rate",

@@ -40,6 +40,17 @@ def is_spd(matrix: np.ndarray, rtol: float = _SPD_RTOL) -> bool:
     """True if ``matrix`` is symmetric (to ``rtol``) with a positive smallest eigenvalue.
 
     Same test as nilearn's ``_utils.extmath.is_spd(M, decimal=7)``.
+
+    Parameters
+    ----------
+    matrix : (n, n) numpy.ndarray
+        The matrix to test.
+    rtol : float
+        Relative tolerance of the symmetry test (``np.allclose(M, M.T, atol=0, rtol=rtol)``).
+
+    Returns
+    -------
+    bool
     """
     if not np.allclose(matrix, matrix.T, atol=0, rtol=rtol):
         return False
@@ -299,6 +310,15 @@ def cov_to_corr(covariance):
     As :func:`nilearn.connectome.cov_to_corr`, including its handling of bad input: a zero
     or negative variance gives inf/NaN entries with numpy's RuntimeWarning, not an error.
 
+    Parameters
+    ----------
+    covariance : (n, n) array-like
+        A covariance matrix.
+
+    Returns
+    -------
+    (n, n) numpy.ndarray
+
     Raises
     ------
     DimensionError
@@ -317,6 +337,15 @@ def prec_to_partial(precision):
 
     As :func:`nilearn.connectome.prec_to_partial` (bad input handled like
     :func:`cov_to_corr`).
+
+    Parameters
+    ----------
+    precision : (n, n) array-like
+        A precision (inverse covariance) matrix.
+
+    Returns
+    -------
+    (n, n) numpy.ndarray
 
     Raises
     ------

@@ -266,6 +266,15 @@ def partial_sum(matrices) -> tuple[np.ndarray, int]:
     The sum keeps the matrices' dtype, as ``np.mean`` does in nilearn. Sums of different
     batches are merged by :func:`combine`, in any grouping or order; :func:`finalize_mean`
     turns the total into ``ConnectivityMeasure.mean_``.
+
+    Parameters
+    ----------
+    matrices : (n_subjects, n, n) array, a list of (n, n) arrays, or one (n, n) array
+        Subject matrices (``ConnectivityMeasure`` outputs, not vectorized).
+
+    Returns
+    -------
+    (sum, count) : (numpy.ndarray, int)
     """
     stack = np.asarray(list(matrices) if not isinstance(matrices, np.ndarray) else matrices)
     if stack.ndim == 2:  # a single matrix
@@ -282,6 +291,15 @@ def combine(partials: Iterable[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int
     """Merge ``(sum, count)`` pairs from :func:`partial_sum` (or earlier ``combine`` calls).
 
     Takes one iterable of pairs (the signature of dask's ``combine``/``aggregate`` callbacks).
+
+    Parameters
+    ----------
+    partials : iterable of (numpy.ndarray, int)
+        ``(sum, count)`` pairs of matrices of one shape.
+
+    Returns
+    -------
+    (sum, count) : (numpy.ndarray, int)
     """
     partials = list(partials)
     if not partials:
@@ -296,7 +314,17 @@ def combine(partials: Iterable[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int
 
 
 def finalize_mean(partial: tuple[np.ndarray, int]) -> np.ndarray:
-    """The group matrix ``mean_`` from a total ``(sum, count)``: mean, then symmetrised."""
+    """The group matrix ``mean_`` from a total ``(sum, count)``: mean, then symmetrised.
+
+    Parameters
+    ----------
+    partial : (numpy.ndarray, int)
+        The total ``(sum, count)`` of :func:`combine` (or :func:`partial_sum`).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     total, count = partial
     if count < 1:
         raise ParameterError(f"count={count!r} is not valid; expected at least 1 subject.")

@@ -12,6 +12,7 @@ import numpy as np
 from dask.base import tokenize
 from sklearn.base import BaseEstimator, clone
 
+from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, check_type
 from lazyconn.connectome import ConnectivityMeasure, combine, partial_sum
 from lazyconn.exceptions import (
@@ -274,22 +275,13 @@ class GroupConnectome(BaseEstimator):
         return records, params
 
     # ------------------------------------------------------------------ fit
+    @fill_doc
     def fit(self, imgs, y=None, confounds=None, sample_mask=None, subjects=None):
         """Compute every subject's matrix (cached ones read back) and the group matrix.
 
         Parameters
         ----------
-        imgs : list of runs
-            One 4-D run per subject: paths (``.nii``, ``.nii.gz``, zarr stores), URLs,
-            nibabel images or LazyImages.
-        y : ignored
-        confounds : list, optional
-            One entry per subject (array, DataFrame, TSV path such as fMRIPrep's, or None).
-        sample_mask : list, optional
-            One entry per subject (kept volumes, or None).
-        subjects : list of str, optional
-            Subject names used in ``subjects_``, ``failed_``, messages and the store
-            (default: the file names without extension, or ``subject-<i>``).
+        %(group_fit_params)s
 
         Returns
         -------
@@ -358,6 +350,17 @@ class GroupConnectome(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "group_matrix_")
 
+    @fill_doc
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, subjects=None):
-        """``fit`` then return ``subject_matrices_``."""
+        """``fit`` then return ``subject_matrices_``.
+
+        Parameters
+        ----------
+        %(group_fit_params)s
+
+        Returns
+        -------
+        numpy.ndarray (n_subjects, n_regions, n_regions)
+            ``subject_matrices_``.
+        """
         return self.fit(imgs, y, confounds, sample_mask, subjects).subject_matrices_
