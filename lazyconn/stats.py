@@ -55,6 +55,9 @@ class TtestResult(tuple):
         self = super().__new__(cls, (statistic, pvalue, df))
         return self
 
+    def __getnewargs__(self):
+        return tuple(tuple.__getitem__(self, i) for i in range(3))
+
     def __iter__(self):
         # Unpack as scipy's two-field result; df is an attribute only.
         return iter(tuple.__getitem__(self, slice(0, 2)))

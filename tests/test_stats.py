@@ -317,3 +317,13 @@ def test_compute_maps_bad_input(data):
         stats.compute_maps(run.data[:, :, :8, 0], run=run)
     with pytest.raises(ParameterTypeError, match=r"run is ndarray; expected a 4-D"):
         stats.compute_maps(run.data[..., 0], run=np.zeros((7, 8, 9, 2)))
+
+
+def test_result_pickles_and_unpacks_like_scipy(data):
+    import pickle
+
+    result = stats.ttest_1samp(da.from_array(data, chunks=CHUNKS), 0.0, axis=-1)
+    again = pickle.loads(pickle.dumps(result))
+    statistic, pvalue = again
+    assert len(again) == 2 and again.df.shape == statistic.shape == data.shape[:3]
+    np.testing.assert_array_equal(pvalue.compute(), result.pvalue.compute())
