@@ -169,7 +169,8 @@ from lazyconn.io import convert as cm
 real = cm._write_unit
 def slow(staged, job, unit):
     out = real(staged, job, unit)
-    print("wrote a unit", flush=True)
+    sys.stdout.write("wrote a unit\\n")  # one write: units run in threads, print's two raced
+    sys.stdout.flush()
     time.sleep(60)
     return out
 cm._write_unit = slow
