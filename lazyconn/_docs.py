@@ -253,7 +253,9 @@ sample_mask : list, optional
     One entry per subject (kept volumes, or None).
 subjects : list of str, optional
     Subject names used in ``subjects_``, ``failed_``, messages and the store
-    (default: the file names without extension, or ``subject-<i>``)."""
+    (default: the BIDS entities of the file names that tell the runs apart, such as
+    ``sub-01`` or ``sub-01_ses-2``; else the file names without extension, or
+    ``subject-<i>``)."""
 
 # --- groups of entries that always appear together ------------------------------------------
 

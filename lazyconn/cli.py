@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from lazyconn.exceptions import LazyconnError
@@ -151,17 +152,66 @@ def run_info(args) -> int:
 
 
 # --- demo -------------------------------------------------------------------------
-def add_demo(parser: argparse.ArgumentParser) -> None:
-    from lazyconn.group._demo import add_arguments
+#: ``lazyconn demo --workflow NAME``: name -> module with ``add_arguments(parser)`` (its own
+#: options, may be a no-op), ``SMALL`` and ``DEFAULT`` (study sizes, with ``n_subjects``) and
+#: ``run(args) -> int``. Add a workflow with one line here.
+DEMO_WORKFLOWS = {"connectome": "lazyconn.group._demo"}
 
-    add_arguments(parser)
+
+def _demo_module(name: str):
+    import importlib
+
+    return importlib.import_module(DEMO_WORKFLOWS[name])
+
+
+def demo_output(workflow: str, small: bool) -> str:
+    """Default folder of ``lazyconn demo``: one per workflow and study size."""
+    name = "lazyconn-demo" + ("" if workflow == "connectome" else f"-{workflow}")
+    return name + ("-small" if small else "")
+
+
+def add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workflow",
+        choices=list(DEMO_WORKFLOWS),
+        default="connectome",
+        help="which workflow to run (default: connectome)",
+    )
+    parser.add_argument(
+        "--n-subjects",
+        type=int,
+        default=None,
+        help="subjects to simulate (default: the workflow's; --small: fewer)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="output folder (default ./lazyconn-demo, ./lazyconn-demo-small with --small, "
+        "./lazyconn-demo-<workflow>[-small] for other workflows); re-running reuses its data "
+        "and cached results",
+    )
+    parser.add_argument(
+        "--n-workers", type=int, default=2, help="worker processes of the LocalCluster (default 2)"
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="use this dask scheduler address instead of a LocalCluster",
+    )
+    parser.add_argument(
+        "--small", action="store_true", help="a small study that runs in seconds, for a quick look"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress")
+    for name in DEMO_WORKFLOWS:
+        _demo_module(name).add_arguments(parser)
 
 
 def run_demo(args) -> int:
-    """Simulate a study, convert it to Zarr, compute Power-264 connectomes on a LocalCluster."""
-    from lazyconn.group._demo import run
-
-    return run(args)
+    """Run a whole workflow on a simulated study (default: Power-264 connectomes, LocalCluster)."""
+    if args.output is None:
+        args.output = demo_output(args.workflow, args.small)
+    return _demo_module(args.workflow).run(args)
 
 
 #: name -> (add arguments, run). Add a subcommand with one line here.
@@ -173,16 +223,43 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lazyconn import __version__
+
     parser = argparse.ArgumentParser(
         prog="lazyconn", description="Lazy, out-of-core fMRI connectomics (dask + zarr)."
     )
+    parser.add_argument("--version", action="version", version=f"lazyconn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (add, run) in COMMANDS.items():
         summary = (run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None
         sub_parser = sub.add_parser(name, help=summary, description=summary)
         add(sub_parser)
-        sub_parser.set_defaults(_run=run)
+        sub_parser.set_defaults(_run=run, _parser=sub_parser)
     return parser
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, tuple[str, bool]]:
+    """Parameter name -> (its command-line flag, whether the flag takes no value)."""
+    out = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in ("help", "version"):
+            out[action.dest] = (longs[0], action.nargs == 0)
+    return out
+
+
+def in_cli_terms(message: str, parser: argparse.ArgumentParser) -> str:
+    """Rewrite ``name=value`` of the Python API into the flags the user typed.
+
+    lazyconn's messages name function parameters (``pass overwrite=True``); on the command
+    line the same advice must name the flag (``--overwrite``).
+    """
+    for dest, (flag, no_value) in _flags(parser).items():
+        if no_value:
+            message = re.sub(rf"\b{dest}=True\b", flag, message)
+        else:
+            message = re.sub(rf"(?<![\w.-]){dest}=", f"{flag}=", message)
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except LazyconnError as exc:
-        print(f"lazyconn {args.command}: error: {exc}", file=sys.stderr)
+        message = in_cli_terms(str(exc), args._parser)
+        print(f"lazyconn {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import lazyconn
 from lazyconn import cli
+from lazyconn.exceptions import InputNotFoundError
 
 
 def test_convert_one_file_to_named_store(make_nifti, tmp_path, capsys):
@@ -53,7 +54,9 @@ def test_errors_are_reported_with_exit_status_1(tmp_path, make_nifti, capsys):
     path, _ = make_nifti("run.nii")
     assert cli.main(["convert", path, "--no-progress"]) == 0
     assert cli.main(["convert", path, "--no-progress"]) == 1
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # the advice names the flag the user types, not the Python argument
+    assert "already exists" in err and "--overwrite" in err and "overwrite=True" not in err
     assert cli.main(["convert", path, "--no-progress", "--overwrite"]) == 0
 
 
@@ -106,3 +109,39 @@ def test_console_script_entry_point(module):
         [sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True
     )
     assert "convert" in out.stdout and "info" in out.stdout and "demo" in out.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lazyconn {lazyconn.__version__}"
+
+
+def test_messages_name_the_flags_of_the_command():
+    parser = cli.build_parser()
+    convert = parser._subparsers._group_actions[0].choices["convert"]
+    text = "dst='a.zarr' exists; pass overwrite=True. chunks=(0,) is bad; n_overwrite=True stays"
+    assert cli.in_cli_terms(text, convert) == (
+        "dst='a.zarr' exists; pass --overwrite. --chunks=(0,) is bad; n_overwrite=True stays"
+    )
+
+
+def test_progress_is_plain_lines_on_stderr_when_not_a_terminal(make_nifti, tmp_path, capsys):
+    path, _ = make_nifti("run.nii.gz")
+    assert cli.main(["convert", path, "-o", str(tmp_path / "o.zarr")]) == 0
+    captured = capsys.readouterr()  # pytest's capture is not a terminal
+    assert "[lazyconn] convert: tasks 100%" in captured.err and "\r" not in captured.err
+    assert "convert:" not in captured.out and "-> " in captured.out
+
+
+def test_mistyped_store_path_lists_every_accepted_kind(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "stores" / "sub-01.zar")]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist; expected a .nii or .nii.gz file, or a lazyconn zarr store" in err
+    with pytest.raises(
+        InputNotFoundError,
+        match=r"src='.*typo.zarr' does not exist; expected "
+        r"a .nii or .nii.gz file, or a lazyconn zarr store \(a folder ending",
+    ):
+        lazyconn.load(str(tmp_path / "typo.zarr"))

@@ -33,7 +33,8 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
         ]
     )
     assert status == 0
-    assert "done in" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "done in" in captured.out and "\r" not in captured.err
     for name in (
         "group_matrix.npy",
         "subject_matrices.npy",
@@ -51,6 +52,8 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
     report = (output / "report.md").read_text()
     assert "Simulated 2 subjects" in report and "| total |" in report
     assert f"the scheduler '{address}'" in report
+    assert "## Compared with the planted truth" in report and "same planted region" in report
+    assert (output / "subjects.txt").read_text().split() == ["sub-01", "sub-02"]
 
     # The first subject against nilearn on the NIfTI file the zarr store was converted from.
     func = sorted((output / "data").rglob("sub-01_*desc-preproc_bold.nii.gz"))[0]
@@ -72,13 +75,13 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
     np.testing.assert_allclose(subjects[0], expected, atol=1e-4)
 
 
-def test_demo_options_are_validated(tmp_path):
-
+def test_demo_options_are_validated(tmp_path, capsys):
     with pytest.raises(ParameterError, match=r"n_subjects=1 is not valid; expected an integer"):
         run_demo(tmp_path, n_subjects=1)
     with pytest.raises(ParameterError, match=r"n_workers=0 is not valid"):
         run_demo(tmp_path, n_workers=0)
     assert main(["demo", "--n-subjects", "1", "--output", str(tmp_path)]) == 1
+    assert "error: --n-subjects=1 is not valid" in capsys.readouterr().err  # the flag, on the CLI
 
 
 def test_demo_help_lists_the_options(capsys):
@@ -86,5 +89,61 @@ def test_demo_help_lists_the_options(capsys):
         main(["demo", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--n-subjects", "--output", "--n-workers", "--small", "--scheduler"):
+    for option in (
+        "--n-subjects",
+        "--output",
+        "--n-workers",
+        "--small",
+        "--scheduler",
+        "--workflow",
+    ):
         assert option in text
+
+
+def test_demo_folders_per_size_and_workflow(monkeypatch, tmp_path):
+    import lazyconn.group._demo as demo
+    from lazyconn import cli
+
+    seen = []
+    monkeypatch.setattr(demo, "run", lambda args: seen.append(args) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--small"]) == 0 and main(["demo"]) == 0
+    assert [a.output for a in seen] == ["lazyconn-demo-small", "lazyconn-demo"]
+    assert seen[0].workflow == "connectome"
+    assert cli.demo_output("regions", True) == "lazyconn-demo-regions-small"
+    assert main(["demo", "-o", "x"]) == 0 and seen[-1].output == "x"
+
+
+def test_demo_orders_rois_by_planted_network_and_compares_with_the_truth():
+    from sklearn.utils import Bunch
+
+    from lazyconn.group._demo import (
+        UNPLANTED,
+        compare_with_truth,
+        planted_labels,
+        planted_matrix,
+        planted_order,
+    )
+
+    # Two planted regions of network "a", one of "b"; ROIs at their centres, one ROI far away.
+    study = Bunch(
+        region_coords=np.array([[0.0, 0, 0], [40, 0, 0], [0, 40, 0]]),
+        region_networks=["a", "a", "b"],
+        networks=["a", "b"],
+        region_correlation=np.array([[1, 0.6, -0.3], [0.6, 1, 0], [-0.3, 0, 1]]),
+    )
+    coords = np.array([[0, 40, 3], [90, 90, 90], [1, 0, 0], [40, 2, 0], [-2, 0, 0]])
+    region, network = planted_labels(coords, study)
+    assert region.tolist() == [2, -1, 0, 1, 0]
+    assert network == ["b", UNPLANTED, "a", "a", "a"]
+    order, blocks = planted_order(network, study.networks)
+    assert order.tolist() == [2, 3, 4, 0, 1]
+    assert blocks == [("a", 0, 3), ("b", 3, 4), (UNPLANTED, 4, 5)]
+    truth = planted_matrix(region, study)
+    assert truth[2, 3] == 0.6 and truth[0, 2] == -0.3 and truth[2, 4] == 1 and truth[1, 2] == 0
+    # the truth itself correlates perfectly with the truth; its negation at -1
+    assert compare_with_truth(truth, region, study)["pearson"] == pytest.approx(1.0)
+    scores = compare_with_truth(-truth, region, study)
+    assert scores["pearson"] == pytest.approx(-1.0)
+    assert scores["means"]["same planted region"] == (-1.0, 1)
+    assert scores["means"]["anti-correlated networks (-)"] == (pytest.approx(0.3), 2)

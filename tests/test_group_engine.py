@@ -10,10 +10,10 @@ import dask
 import numpy as np
 import pytest
 
+from lazyconn._progress import Progress
 from lazyconn.exceptions import ClusterConnectionError, ParameterTypeError, SubjectError
 from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group, tree_reduce
-from lazyconn.group._report import SubjectProgress
 from lazyconn.testing.group import CorrcoefStep, add_sum_counts, sum_count, toy_study
 
 
@@ -176,16 +176,33 @@ def test_params_token_tracks_parameters_and_ignores_verbosity():
     assert params_token(fitted) != base
 
 
-def test_progress_bar_counts_subjects():
-    stream = io.StringIO()
-    bar = SubjectProgress(3, stream=stream)
+def test_progress_counts_subjects_in_plain_lines_off_a_terminal():
+    stream = io.StringIO()  # not a terminal: whole lines, no carriage return
+    bar = Progress("subjects", 3, stream=stream)
     bar.update()
     bar.update(failed=True)
     bar.update()
     bar.close()
     text = stream.getvalue()
-    assert "1/3" in text and "2/3, 1 failed" in text and text.endswith("\n")
-    assert "[" + "#" * 30 + "]" in text
+    assert "\r" not in text and text.endswith("\n")
+    lines = text.splitlines()
+    assert lines[0].startswith("[lazyconn] subjects   0% 0/3")
+    assert "subjects  66% 2/3, 1 failed" in lines[2] and "100% 3/3, 1 failed" in lines[-1]
+    assert len(lines) == 4
+
+
+def test_progress_redraws_one_line_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    with Progress("subjects", 2, stream=stream) as bar:
+        bar.update()
+        bar.update()
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n") and text.count("\r") == 4
+    assert "[" + "#" * 30 + "] 2/2" in text
 
 
 def test_progress_bar_in_a_local_run(capsys):

@@ -54,7 +54,7 @@ def test_matches_nilearn_loop_over_subjects(study, nilearn_signals, kind):
     group = _group(kind).fit(paths, confounds=confounds)
     reference = NilearnMeasure(kind=kind)
     expected = reference.fit_transform(nilearn_signals)
-    assert group.subjects_ == [f"sub-{i:02d}_bold" for i in range(4)]
+    assert group.subjects_ == [f"sub-{i:02d}" for i in range(4)]  # BIDS entities
     assert group.subject_matrices_.shape == (4, 3, 3) and not group.failed_
     np.testing.assert_allclose(group.subject_matrices_, expected, atol=2e-5)
     np.testing.assert_allclose(group.group_matrix_, reference.mean_, atol=2e-5)
@@ -98,7 +98,7 @@ def test_rewritten_input_file_is_recomputed(tmp_path):
     )
     after = _group(cache_dir=cache).fit(paths, confounds=confounds)
     assert after.n_cached_ == 1
-    assert list(after.timings_["subjects"]) == ["sub-01_bold"]
+    assert list(after.timings_["subjects"]) == ["sub-01"]
     np.testing.assert_array_equal(after.subject_matrices_[0], before.subject_matrices_[0])
 
 
@@ -109,12 +109,12 @@ def test_bad_subject_is_named_and_skipped(study, tmp_path):
     imgs = [paths[0], str(broken), paths[1]]
     confs = [confounds[0], None, confounds[1]]
     with pytest.raises(
-        SubjectError, match=r"subject 'sub-bad_bold' \(.*sub-bad_bold\.nii\) failed"
+        SubjectError, match=r"subject 'sub-bad' \(.*sub-bad_bold\.nii\) failed"
     ):
         _group().fit(imgs, confounds=confs)
     group = _group(on_error="skip").fit(imgs, confounds=confs)
-    assert group.subjects_ == ["sub-00_bold", "sub-01_bold"]
-    assert list(group.failed_) == ["sub-bad_bold"] and "failed" in group.failed_["sub-bad_bold"]
+    assert group.subjects_ == ["sub-00", "sub-01"]
+    assert list(group.failed_) == ["sub-bad"] and "failed" in group.failed_["sub-bad"]
     reference = _group().fit(paths[:2], confounds=confounds[:2])
     np.testing.assert_array_equal(group.group_matrix_, reference.group_matrix_)
     with pytest.raises(SubjectError, match=r"every subject failed \(1\); the first: subject"):

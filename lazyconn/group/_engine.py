@@ -26,10 +26,11 @@ import dask
 import numpy as np
 from dask.delayed import delayed
 
+from lazyconn._progress import Progress
 from lazyconn.exceptions import SubjectError
 from lazyconn.group._cache import ResultStore
 from lazyconn.group._cluster import client_context
-from lazyconn.group._report import StageTimer, SubjectProgress
+from lazyconn.group._report import StageTimer
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def run_group(
                 sink(by_all[o.name], o.result)
                 o.result = None
     by_name = {s.name: s for s in todo}
-    bar = SubjectProgress(len(todo), enabled=progress)
+    bar = Progress("subjects", len(todo), enabled=progress)
 
     def on_result(outcome):
         if isinstance(outcome, Failure):

@@ -77,15 +77,36 @@ def _is_single_run(obj) -> bool:
 
 
 _SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr|\.npy)/?$")
+#: BIDS entities that tell runs of one study apart, in the order BIDS writes them.
+_BIDS_KEYS = ("sub", "ses", "task", "acq", "run")
+_BIDS_ENTITY = re.compile(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)(?=_|$)")
+
+
+def _bids_entities(stem: str) -> dict | None:
+    """``sub-01_ses-2_task-rest_..._bold`` -> ``{"sub": "01", "ses": "2", "task": "rest"}``."""
+    entities = dict(_BIDS_ENTITY.findall(stem))
+    if "sub" not in entities:
+        return None
+    return {k: entities[k] for k in _BIDS_KEYS if k in entities}
 
 
 def _default_names(imgs) -> list[str]:
-    names = []
+    """Subject names: the BIDS entities that tell the runs apart (``sub-01``,
+    ``sub-01_ses-2``...), else the file names without extension, else ``subject-<i>``."""
+    stems = []
     for i, img in enumerate(imgs):
         src = os.fspath(img) if isinstance(img, (str, os.PathLike)) else None
         if src is None and isinstance(img, LazyImage) and img.source:
             src = img.source
-        names.append(_SUFFIX.sub("", Path(src.rstrip("/")).name) if src else f"subject-{i}")
+        stems.append(_SUFFIX.sub("", Path(src.rstrip("/")).name) if src else f"subject-{i}")
+    entities = [_bids_entities(stem) for stem in stems]
+    if all(entities):
+        # sub always; the other entities only where they differ between runs
+        keys = [k for k in _BIDS_KEYS if k == "sub" or len({e.get(k) for e in entities}) > 1]
+        names = ["_".join(f"{k}-{e[k]}" for k in keys if k in e) for e in entities]
+        if len(set(names)) == len(names):
+            return names
+    names = stems
     if len(set(names)) != len(names):  # same file names in different folders
         names = [f"{n}-{i}" for i, n in enumerate(names)]
     return names

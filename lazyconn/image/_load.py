@@ -12,6 +12,13 @@ from lazyconn.exceptions import ParameterTypeError
 from lazyconn.image._lazyimage import LazyImage
 
 
+#: What a path given to :func:`load` may be, for messages.
+ACCEPTED_PATHS = (
+    "a .nii or .nii.gz file, or a lazyconn zarr store (a folder ending in .zarr, made by "
+    "lazyconn.convert or `lazyconn convert`)"
+)
+
+
 def load(src, *, storage_options=None, chunks=None) -> LazyImage:
     """Open an image lazily: only the header is read; voxels are read per chunk on compute.
 
@@ -41,7 +48,7 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
         URL scheme.
     """
     from lazyconn.io._dask import nifti_arrays, store_arrays
-    from lazyconn.io._fs import check_url, redact
+    from lazyconn.io._fs import check_exists, check_url, redact
     from lazyconn.io.nifti import NiftiFile, check_ndim
     from lazyconn.io.store import is_store, open_store
 
@@ -74,6 +81,8 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
     if is_path_like(src):
         url = check_url("src", src)
         name = str(url).rstrip("/")
+        # every accepted kind in the message: a mistyped store path is not asked to be a .nii
+        check_exists("src", url, storage_options, expected=ACCEPTED_PATHS)
         if not name.endswith((".nii", ".nii.gz")) and is_store(url, storage_options):
             info = open_store(url, storage_options)
             data, raw = store_arrays(info, chunks)

@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
+from lazyconn._progress import dask_progress, futures_progress
 from lazyconn._utils import check_type
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
@@ -476,8 +477,8 @@ def convert(
         temporary directory). On a multi-host cluster each file is converted by one
         worker, so a worker-local directory is right.
     progress : bool
-        Show a progress bar (dask's ProgressBar, or ``distributed.progress`` when a
-        distributed client is active).
+        Show progress on stderr (tasks done, or runs done when a distributed client is
+        active): a redrawn line on a terminal, plain lines otherwise.
     compute : bool
         If False, return the dask Delayed objects (one per file) instead of running.
         Nothing is deleted or written until they are computed (with ``overwrite``, the
@@ -527,19 +528,11 @@ def convert(
         return tasks[0] if single else tasks
     if client is not None:
         futures = client.compute(tasks)
-        if progress:
-            from distributed import progress as dprogress
-
-            dprogress(futures)
+        futures_progress("convert: runs", futures, enabled=progress)
         client.gather(futures)
     else:
-        ctx = contextlib.nullcontext()
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            ctx = ProgressBar()
         try:
-            with ctx:
+            with dask_progress("convert: tasks", enabled=progress):
                 dask.compute(*tasks)
         except BaseException:
             for job in jobs:  # the stores stay incomplete: load refuses them

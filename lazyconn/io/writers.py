@@ -14,6 +14,7 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 
+from lazyconn._progress import Progress
 from lazyconn._utils import check_positive
 from lazyconn.io._fs import check_url, get_fs, redact
 from lazyconn.io.store import create_store, mark_complete, prepare_destination
@@ -98,10 +99,10 @@ def write_store(
         writes = da.store(stored, array, lock=False, compute=False)
         return dask.delayed(_complete_after)(writes, dst, storage_options)
     regions = batch_regions(stored.chunks, stored.dtype.itemsize, batch_bytes)
-    with _BatchProgress(len(regions), progress) as bar:
+    with Progress("write: batches", len(regions), enabled=progress) as bar:
         for region in regions:
             da.store(stored[region], array, regions=region, lock=False)
-            bar.step()
+            bar.update()
     mark_complete(dst, storage_options)  # last: an interrupted write stays incomplete
     return None
 
@@ -146,45 +147,6 @@ def batch_regions(chunks, itemsize: int, batch_bytes: int | None = None) -> list
                 lead + (slice(int(ey[k]), int(ey[m])), slice(int(ex[i]), int(ex[i + 1])))
             )
     return regions
-
-
-class _BatchProgress:
-    """A one-line progress display across batches (stderr), or nothing."""
-
-    def __init__(self, total: int, show: bool):
-        self.total, self.show, self.done = total, show, 0
-
-    def __enter__(self):
-        import time
-
-        self.t0 = time.perf_counter()
-        self._draw()
-        return self
-
-    def step(self):
-        self.done += 1
-        self._draw()
-
-    def _draw(self):
-        if not self.show:
-            return
-        import sys
-        import time
-
-        frac = self.done / self.total
-        bar = "#" * round(40 * frac)
-        sys.stderr.write(
-            f"\r[{bar:<40}] {100 * frac:3.0f}% | batch {self.done}/{self.total} | "
-            f"{time.perf_counter() - self.t0:.1f}s"
-        )
-        sys.stderr.flush()
-
-    def __exit__(self, *exc):
-        if self.show:
-            import sys
-
-            sys.stderr.write("\n")
-        return False
 
 
 def _complete_after(_writes, dst, storage_options):
