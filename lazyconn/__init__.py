@@ -17,6 +17,7 @@ _SUBMODULES = {
     "decomposition",
     "group",
     "image",
+    "interfaces",
     "io",
     "maskers",
     "masking",

@@ -42,6 +42,14 @@ class OutputNotWritableError(LazyconnError, PermissionError):
     """The destination cannot be written (missing or read-only directory, denied access)."""
 
 
+class ConfoundsNotFoundError(InputNotFoundError, ValueError):
+    """No fMRIPrep confounds file next to a run (a ``ValueError`` too, as nilearn raises)."""
+
+
+class MissingConfoundsError(LazyconnError, ValueError):
+    """A confounds table lacks columns a denoising strategy needs; the message names them."""
+
+
 class IncompleteStoreError(InputFileError):
     """A zarr store lacks its completion marker (an interrupted conversion)."""
 
@@ -61,6 +69,11 @@ class SubjectError(LazyconnError, RuntimeError):
     """Processing one subject of a group run failed; the message names it."""
 
 
+class UnguardedMainError(LazyconnError, RuntimeError):
+    """A LocalCluster would be started from a script's unguarded top level: its worker
+    processes re-run the script (multiprocessing's spawn), each starting a cluster again."""
+
+
 class ClusterConnectionError(LazyconnError, ConnectionError):
     """A dask scheduler address does not answer; the message shows the address."""
 
@@ -71,6 +84,10 @@ class LazyconnWarning(UserWarning):
 
 class BoundingBoxError(LazyconnError, ValueError):
     """A resampling target's field of view contains none of the data (nilearn's name)."""
+
+
+class TRWarning(LazyconnWarning):
+    """A given ``t_r`` differs from the repetition time in the runs' headers."""
 
 
 class MaskWarning(LazyconnWarning):

@@ -1,18 +1,18 @@
 """``lazyconn demo``: the command line end to end (small study, the shared cluster), vs nilearn."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lazyconn.cli import main
 from lazyconn.exceptions import ParameterError
-from lazyconn.group._demo import CONFOUND_COLUMNS, run_demo
+from lazyconn.group._demo import DENOISE, run_demo
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
     from nilearn.connectome import ConnectivityMeasure
+    from nilearn.interfaces.fmriprep import load_confounds
     from nilearn.maskers import NiftiSpheresMasker
 
     from lazyconn.datasets import fetch_coords_power_2011
@@ -57,8 +57,9 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
 
     # The first subject against nilearn on the NIfTI file the zarr store was converted from.
     func = sorted((output / "data").rglob("sub-01_*desc-preproc_bold.nii.gz"))[0]
-    conf = sorted((output / "data").rglob("sub-01_*confounds_timeseries.tsv"))[0]
-    table = pd.read_csv(conf, sep="\t", na_values="n/a")[CONFOUND_COLUMNS].bfill(limit=1)
+    # nilearn's own load_confounds on the same run: the reference for lazyconn's
+    confounds, sample_mask = load_confounds(str(func), **DENOISE)
+    assert sample_mask is None
     coords = fetch_coords_power_2011().rois[["x", "y", "z"]].to_numpy()
     masker = NiftiSpheresMasker(
         seeds=coords,
@@ -70,7 +71,7 @@ def test_demo_command_small_on_a_scheduler(tmp_path, group_client, capsys):
         high_pass=0.01,
         t_r=2.0,
     )
-    series = masker.fit_transform(str(func), confounds=table.to_numpy())
+    series = masker.fit_transform(str(func), confounds=confounds)
     expected = ConnectivityMeasure(kind="partial correlation").fit_transform([series])[0]
     np.testing.assert_allclose(subjects[0], expected, atol=1e-4)
 

@@ -6,13 +6,15 @@ loads it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import os
 import socket
+import sys
 from urllib.parse import urlsplit
 
-from lazyconn.exceptions import ClusterConnectionError, ParameterTypeError
+from lazyconn.exceptions import ClusterConnectionError, ParameterTypeError, UnguardedMainError
 
 #: Seconds to wait for a scheduler to answer before failing.
 CONNECT_TIMEOUT = 5.0
@@ -46,6 +48,81 @@ def _connect(address: str, timeout: float):
         ) from exc
 
 
+_GUARD_ADVICE = (
+    "Put the script's work under `if __name__ == \"__main__\":` (a LocalCluster's workers "
+    "are new processes that import the script again), or use client=None (dask's threads)."
+)
+
+
+def _is_main_guard(node) -> bool:
+    """``if __name__ == "__main__":`` (either side of the ``==``)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    values = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and values == ["__main__"]
+
+
+def _script_line():
+    """(script path, line of its top level running now), or None when not in a script that
+    spawned processes would re-import (REPL, notebook, ``python -c``, a package's
+    ``__main__``, exactly the cases multiprocessing's spawn leaves alone)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
+        return None
+    if spec is None and os.path.splitext(os.path.basename(path))[0] == "ipython":
+        return None
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
+            return path, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def check_main_guard() -> None:
+    """Fail in milliseconds, with one short message, where a LocalCluster cannot work.
+
+    Worker processes are started with multiprocessing's spawn: each imports the main script
+    again. Code at the script's top level that starts a cluster then runs again in every
+    worker (three copies of a ``freeze_support()`` error, or workers waiting for ever on
+    clusters of their own). Detected in the parent, from the script's syntax, before any
+    process starts; and in a spawned child, should it get there.
+    """
+    import multiprocessing
+
+    main = sys.modules.get("__main__")
+    if multiprocessing.parent_process() is not None and getattr(main, "__name__", None) == (
+        "__mp_main__"
+    ):
+        raise UnguardedMainError(
+            f"client='local' was asked for while a worker process imports the script "
+            f"{getattr(main, '__file__', '?')!r}: its top level starts a cluster. " + _GUARD_ADVICE
+        )
+    found = _script_line()
+    if found is None:
+        return
+    path, line = found
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):
+        return  # not a readable Python source: nothing to say
+    for node in tree.body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            if _is_main_guard(node):
+                return
+            raise UnguardedMainError(
+                f"client='local' is started from line {line} of {path!r}, which is not under "
+                '`if __name__ == "__main__":`. ' + _GUARD_ADVICE
+            )
+
+
 def default_n_workers() -> int:
     """Workers of client='local': the usable cores (at least 1)."""
     try:
@@ -72,6 +149,8 @@ def client_context(client, *, n_workers=None, timeout: float = CONNECT_TIMEOUT):
     if isinstance(client, str):
         if client == "local":
             from distributed import Client, LocalCluster
+
+            check_main_guard()
 
             n = n_workers or default_n_workers()
             with (

@@ -2,8 +2,9 @@
 
 Makes a synthetic fMRIPrep-like study, converts it to Zarr, extracts Power-264 sphere signals
 (radius 5 mm; smoothing, detrend, standardize, band-pass 0.01-0.1 Hz, t_r from the data,
-fMRIPrep confounds) and partial-correlation connectomes for every subject on a LocalCluster,
-aggregates them and writes matrices, plots and a report. No network.
+fMRIPrep confounds found by ``load_confounds``) and partial-correlation connectomes for every
+subject on a LocalCluster, aggregates them and writes matrices, plots and a report (planted
+truth vs recovered). No network.
 
 The data generators come from ``lazyconn.datasets``, a layer below this one.
 """
@@ -26,38 +27,16 @@ from lazyconn.exceptions import ParameterError
 DEFAULT = {"n_subjects": 10, "n_timepoints": 100, "resolution": 4.0}
 SMALL = {"n_subjects": 4, "n_timepoints": 60, "resolution": 8.0}
 
-#: fMRIPrep columns used as confounds (nilearn's development dataset "reduced" set).
-CONFOUND_COLUMNS = [
-    "trans_x",
-    "trans_y",
-    "trans_z",
-    "rot_x",
-    "rot_y",
-    "rot_z",
-    "framewise_displacement",
-    "a_comp_cor_00",
-    "a_comp_cor_01",
-    "a_comp_cor_02",
-    "a_comp_cor_03",
-    "a_comp_cor_04",
-    "a_comp_cor_05",
-    "csf",
-    "white_matter",
-]
+#: fMRIPrep confounds (``lazyconn.interfaces.fmriprep.load_confounds``): high-pass cosines, the
+#: 6 motion parameters, white-matter and CSF means and anatomical CompCor, as nilearn's
+#: examples use (few regressors: the demo's runs are short).
+DENOISE = {"strategy": ("high_pass", "motion", "wm_csf", "compcor"), "motion": "basic"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lazyconn demo`` that only this workflow has (none: the common ones are
     declared by :mod:`lazyconn.cli`)."""
     del parser
-
-
-def _fmriprep_confounds(path):
-    import pandas as pd
-
-    table = pd.read_csv(path, sep="\t", na_values="n/a")
-    # fMRIPrep leaves derivatives and FD undefined in the first row: use the second row's.
-    return table[CONFOUND_COLUMNS].bfill(limit=1)
 
 
 #: Name of the block of ROIs outside every planted region.
@@ -229,6 +208,7 @@ def run_demo(
     from lazyconn.connectome import ConnectivityMeasure
     from lazyconn.group.pipeline import GroupConnectome
     from lazyconn.image import load
+    from lazyconn.interfaces.fmriprep import load_confounds
     from lazyconn.io.convert import convert
     from lazyconn.maskers import NiftiSpheresMasker
 
@@ -260,6 +240,7 @@ def run_demo(
     token = stage(f"simulating {size['n_subjects']} subjects")
     study = make_synthetic_fmri(
         size["n_subjects"],
+        all_confounds=True,  # every column of fMRIPrep's table that the strategies read
         n_timepoints=size["n_timepoints"],
         resolution=size["resolution"],
         data_dir=output / "data",
@@ -297,7 +278,8 @@ def run_demo(
         t_r=t_r,
     )
     measure = ConnectivityMeasure(kind="partial correlation")
-    confounds = [_fmriprep_confounds(path) for path in study.confounds]
+    # found next to each run, as nilearn's load_confounds_strategy finds them
+    confounds, sample_masks = load_confounds(study.func, **DENOISE)
     where = (
         f"a LocalCluster of {n_workers} workers"
         if client == "local"
@@ -313,7 +295,7 @@ def run_demo(
         client=client,
         n_workers=n_workers,
         progress=progress,
-    ).fit(stores, confounds=confounds, subjects=list(study.subjects))
+    ).fit(stores, confounds=confounds, sample_mask=sample_masks, subjects=list(study.subjects))
     done(token)
 
     token = stage("writing matrices")
@@ -329,7 +311,8 @@ def run_demo(
     plots = _plots(output, group.group_matrix_, coords, region, network, study)
     done(token)
     stages["total"] = time.perf_counter() - start
-    report = _report(output, study, first, masker, group, stages, plots, where, truth)
+    columns = list(confounds[0].columns)
+    report = _report(output, study, first, masker, group, stages, plots, where, truth, columns)
     (output / "report.md").write_text(report)
     for line in plots:
         if line.startswith("plots skipped"):
@@ -340,7 +323,7 @@ def run_demo(
     return {"output": output, "group": group, "stages": stages, "plots": plots, "truth": truth}
 
 
-def _report(output, study, first, masker, group, stages, plots, where, truth) -> str:
+def _report(output, study, first, masker, group, stages, plots, where, truth, columns) -> str:
     import lazyconn
 
     lines = [
@@ -359,7 +342,8 @@ def _report(output, study, first, masker, group, stages, plots, where, truth) ->
         f"(`NiftiSpheresMasker(radius={masker.radius:g}, smoothing_fwhm={masker.smoothing_fwhm},"
         f" detrend=True, standardize='zscore_sample', low_pass={masker.low_pass}, "
         f"high_pass={masker.high_pass}, t_r={masker.t_r:g})`, confounds: "
-        f"{', '.join(CONFOUND_COLUMNS)}) and computed partial-correlation matrices "
+        f"`load_confounds(func, strategy={DENOISE['strategy']}, motion='basic')`: "
+        f"{len(columns)} regressors) and computed partial-correlation matrices "
         f"(`ConnectivityMeasure(kind='partial correlation')`, Ledoit-Wolf) for every subject "
         f"on {where}, as one dask graph (`lazyconn.group.GroupConnectome`).",
         "4. Averaged the subject matrices (tree reduction) into the group matrix.",

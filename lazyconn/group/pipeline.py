@@ -22,6 +22,7 @@ from lazyconn.exceptions import (
 )
 from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group
+from lazyconn.group._inputs import bad_inputs_error, check_inputs, warn_t_r
 from lazyconn.image import LazyImage, load
 
 #: Maskers reused by every subject a (worker) process handles, by parameters token: their
@@ -180,7 +181,14 @@ class GroupConnectome(BaseEstimator):
         A subject whose processing fails raises
         :class:`~lazyconn.exceptions.SubjectError` naming it ("raise", subjects finished
         before are kept in the store), or is listed in ``failed_`` while the others finish
-        ("skip").
+        ("skip"). Inputs are checked first, on the client, before any cluster starts: a
+        missing run or confounds file, or a confounds table whose rows differ from the run's
+        volumes (from its header), raises one error naming every bad subject
+        (:class:`~lazyconn.exceptions.InputNotFoundError` when a file is missing, else
+        :class:`~lazyconn.exceptions.ParameterError`); with "skip" those subjects are
+        listed in ``failed_`` instead. A masker ``t_r`` that differs from the runs' headers
+        gives a :class:`~lazyconn.exceptions.TRWarning` naming both values (the given
+        ``t_r`` is used, as in nilearn).
     progress : bool, default=True
         Show a progress bar of subjects on stderr.
     storage_options : dict, optional
@@ -314,6 +322,14 @@ class GroupConnectome(BaseEstimator):
         records, params = self._subjects(
             imgs, confounds, sample_mask, subjects, masker, connectivity
         )
+        # On the client, before any cluster starts: every bad subject named at once.
+        t_r = getattr(masker, "t_r", None)
+        problems, missing, conflicts = check_inputs(records, t_r, self.storage_options)
+        warn_t_r(t_r, conflicts, len(records))
+        if problems and (self.on_error == "raise" or len(problems) == len(records)):
+            raise bad_inputs_error(problems, missing, len(records))
+        bad_inputs = {name: f"subject {name!r}: {text}" for name, text in problems.items()}
+        records = [r for r in records if r.name not in problems]
         store = None if self.cache_dir is None else ResultStore(self.cache_dir)
         tangent = connectivity.kind == "tangent"
         step = _ConnectomeStep(masker, connectivity, self.storage_options, token=params)
@@ -363,7 +379,7 @@ class GroupConnectome(BaseEstimator):
         self.subject_matrices_ = matrices
         self.group_matrix_ = fitted.mean_
         self.subjects_ = list(outcomes)
-        self.failed_ = {name: f.error for name, f in failures.items()}
+        self.failed_ = {**bad_inputs, **{name: f.error for name, f in failures.items()}}
         self.n_cached_ = out["n_cached"]
         self.timings_ = timings
         return self

@@ -30,18 +30,16 @@ from lazyconn.exceptions import (
 _MISSING_TOKENS = {"", "n/a", "na", "nan", "none", "null"}
 
 
-def _open_text(path, storage_options):
+def _open_text(path, storage_options, what="confounds file"):
     import fsspec
 
     try:
         with fsspec.open(str(path), mode="rt", **(storage_options or {})) as handle:
             return handle.read()
     except FileNotFoundError as exc:
-        raise InputNotFoundError(f"confounds file {str(path)!r} does not exist.") from exc
+        raise InputNotFoundError(f"{what} {str(path)!r} does not exist.") from exc
     except UnicodeDecodeError as exc:
-        raise InputFileError(
-            f"confounds file {str(path)!r} is not a text (TSV/CSV) file: {exc}"
-        ) from exc
+        raise InputFileError(f"{what} {str(path)!r} is not a text file: {exc}") from exc
 
 
 def _is_number(token: str) -> bool:
@@ -115,6 +113,34 @@ def read_confounds_file(path, *, storage_options=None) -> tuple[np.ndarray, list
         else [f"column {j}" for j in range(values.shape[1])]
     )
     return values, names
+
+
+def read_confounds_frame(path, *, storage_options=None) -> pd.DataFrame:
+    """Read a tab-separated confounds table with a header (fMRIPrep's) as a DataFrame.
+
+    ``n/a`` and empty cells are NaN; columns keep the file's order and names. Local paths
+    or fsspec URLs. Used by :mod:`lazyconn.interfaces.fmriprep`.
+    """
+    text = _open_text(path, storage_options)
+    if not text.strip():
+        raise InputFileError(f"confounds file {str(path)!r} is empty.")
+    try:
+        return pd.read_csv(io.StringIO(text), sep="\t", na_values=["n/a"])
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputFileError(
+            f"confounds file {str(path)!r} could not be read as a tab-separated table: {exc}"
+        ) from exc
+
+
+def read_json_sidecar(path, *, storage_options=None) -> dict:
+    """Read a JSON sidecar (e.g. fMRIPrep's ``*_desc-confounds_timeseries.json``)."""
+    import json
+
+    text = _open_text(path, storage_options, what="JSON sidecar")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputFileError(f"JSON sidecar {str(path)!r} is not valid JSON: {exc}") from exc
 
 
 def _as_table(confound, where: str, storage_options) -> tuple[np.ndarray, list[str]]:
@@ -219,4 +245,10 @@ def sanitize_confounds(confounds, n_samples: int, *, storage_options=None) -> np
     return np.hstack(arrays)
 
 
-__all__ = ["fill_first_row", "read_confounds_file", "sanitize_confounds"]
+__all__ = [
+    "fill_first_row",
+    "read_confounds_file",
+    "read_confounds_frame",
+    "read_json_sidecar",
+    "sanitize_confounds",
+]

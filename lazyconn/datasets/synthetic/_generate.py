@@ -44,6 +44,7 @@ def make_synthetic_fmri(
     data_dir=None,
     overwrite: bool = False,
     n_jobs: int = 1,
+    all_confounds: bool = False,
 ) -> Bunch:
     """Write synthetic resting-state fMRI with a planted connectome, laid out like fMRIPrep.
 
@@ -89,6 +90,18 @@ def make_synthetic_fmri(
         :class:`~lazyconn.exceptions.OutputExistsError`).
     n_jobs : int, default=1
         Subjects written in parallel (threads; -1 = all CPUs). Files do not depend on it.
+    all_confounds : bool, default=False
+        Also write the columns nilearn's ``load_confounds`` strategies read
+        (:mod:`lazyconn.interfaces.fmriprep`): ``*_power2``, ``*_derivative1`` and
+        ``*_derivative1_power2`` of the motion parameters, ``global_signal``, ``csf`` and
+        ``white_matter``; ``dvars`` and ``std_dvars`` (standardized by the run's median
+        DVARS, where fMRIPrep uses an AR(1) expectation); ``a_comp_cor_06``-``07`` (white
+        matter), ``08``-``09`` (CSF) and ``t_comp_cor_00``-``02``; ``aroma_motion_01``-``03``
+        (the motion's principal time courses: no ICA-AROMA is run and no
+        ``desc-smoothAROMAnonaggr`` image is written); and the JSON sidecar
+        ``..._desc-confounds_timeseries.json`` giving each CompCor column's ``Mask``
+        (``combined``, ``WM``, ``CSF``). Off by default, so the basic table keeps its 22
+        columns (fewer regressors than volumes in short test runs).
 
     Returns
     -------
@@ -184,7 +197,7 @@ def make_synthetic_fmri(
     """
     params, n_jobs = _check_params(**locals())  # first statement: locals() are the arguments
     root = _dataset_root(data_dir, params)
-    paths = _Paths.of(root, n_subjects, resolution)
+    paths = _Paths.of(root, n_subjects, resolution, all_confounds)
     layout = build_layout(
         float(resolution), n_networks, float(region_radius), params["seed"], float(nuisance)
     )
@@ -258,6 +271,9 @@ def _check_params(
         "nuisance": float(nuisance),
         "seed": _seed_from(random_state),
     }
+    check_type("all_confounds", others["all_confounds"], bool, "a bool")
+    if others["all_confounds"]:  # only then: datasets made without it keep their key
+        params["all_confounds"] = True
     return params, n_jobs
 
 
@@ -291,6 +307,7 @@ class _Paths:
     func: list[Path]
     confounds: list[Path]
     sub_masks: list[Path]
+    sidecars: list[Path]
     truth_dir: Path
     mask: Path
     maps: Path
@@ -298,7 +315,7 @@ class _Paths:
     description: Path
 
     @classmethod
-    def of(cls, root, n_subjects, resolution):
+    def of(cls, root, n_subjects, resolution, all_confounds=False):
         subjects = _subject_ids(n_subjects)
         func_dirs = [root / sub / "func" for sub in subjects]
         func = [
@@ -321,6 +338,7 @@ class _Paths:
             func=func,
             confounds=confounds,
             sub_masks=sub_masks,
+            sidecars=[_writers.sidecar_path(c) for c in confounds] if all_confounds else [],
             truth_dir=truth_dir,
             mask=truth_dir / f"{grid}_desc-brain_mask.nii.gz",
             maps=truth_dir / f"{grid}_desc-networks_probseg.nii.gz",
@@ -342,7 +360,14 @@ class _Paths:
             self.truth_dir / "regions.tsv",
             self.truth_dir / "region_correlation.tsv",
         ]
-        return truth + self.func + self.confounds + self.reduced_confounds + self.sub_masks
+        return (
+            truth
+            + self.func
+            + self.confounds
+            + self.reduced_confounds
+            + self.sub_masks
+            + self.sidecars
+        )
 
 
 def _read_description(path: Path) -> dict | None:
@@ -383,6 +408,7 @@ def _write_dataset(layout, paths, params, n_jobs):
             seeds[k],
             paths.func[k],
             paths.confounds[k],
+            bool(paths.sidecars),
         )
 
     # zlib and numpy release the GIL, so threads overlap compression and generation

@@ -135,3 +135,40 @@ def confounds_table(means, motion, compcor, cosines):
         table[name] = motion[:, k]
         table[f"{name}_derivative1"] = np.concatenate([[np.nan], np.diff(motion[:, k])])
     return pd.DataFrame(table)
+
+
+def strategy_columns(table, means, motion, sources, layout, cosines):
+    """Columns nilearn's ``load_confounds`` strategies read beyond the basic table, and the
+    JSON sidecar describing the CompCor columns (fMRIPrep's names and ``Mask`` values)."""
+    extra = {}
+    first_nan = np.concatenate([[np.nan], np.zeros(len(table) - 1)])
+    for base in ("global_signal", "csf", "white_matter", *_MOTION_COLUMNS):
+        values = table[base].to_numpy()
+        derivative = np.concatenate([[np.nan], np.diff(values)])
+        if base not in _MOTION_COLUMNS:
+            extra[f"{base}_derivative1"] = derivative
+        extra[f"{base}_power2"] = values**2
+        extra[f"{base}_derivative1_power2"] = derivative**2
+    dvars = means[:, 3] + first_nan
+    extra["dvars"] = dvars
+    # fMRIPrep divides by the DVARS expected from an AR(1) model; here by the run's median
+    extra["std_dvars"] = dvars / np.nanmedian(dvars)
+    sidecar = {f"a_comp_cor_{k:02d}": {"Method": "aCompCor", "Mask": "combined"} for k in range(6)}
+    groups = (
+        ("a_comp_cor", 6, "WM", layout.wm_index, 2),
+        ("a_comp_cor", 8, "CSF", layout.csf_index, 2),
+        ("t_comp_cor", 0, None, np.arange(len(layout.baseline)), 3),
+    )
+    for prefix, start, mask, index, n in groups:
+        components = compcor(sources, layout.loadings, index, cosines)[:, :n]
+        for k in range(components.shape[1]):
+            name = f"{prefix}_{start + k:02d}"
+            extra[name] = components[:, k]
+            sidecar[name] = {"Method": "aCompCor" if mask else "tCompCor", "Retained": True}
+            if mask:
+                sidecar[name]["Mask"] = mask
+    # ICA-AROMA noise components: the motion's principal time courses (no ICA is run)
+    u = np.linalg.svd(motion - motion.mean(axis=0), full_matrices=False)[0]
+    for k in range(3):
+        extra[f"aroma_motion_{k + 1:02d}"] = u[:, k]
+    return pd.concat([table, pd.DataFrame(extra)], axis=1), sidecar

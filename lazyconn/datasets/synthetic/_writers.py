@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 
@@ -70,7 +71,8 @@ def _write_bold(path, layout, subject_series, n_timepoints, t_r, rng):
     slab = _slab_length(layout, n_timepoints)
     neural, sources = subject_series
     amp = _NEURAL_AMPLITUDE * layout.baseline[layout.signal_index] * layout.signal_weight
-    means = np.zeros((n_timepoints, 3))
+    means = np.zeros((n_timepoints, 4))  # global, CSF, WM means; DVARS
+    previous = None
     tmp = path.with_name(path.name + ".part")
     with _GzipWriter(tmp) as out:
         header.write_to(out)  # 348 bytes + the empty extension flag: voxels start at 352
@@ -86,6 +88,12 @@ def _write_bold(path, layout, subject_series, n_timepoints, t_r, rng):
             means[t0:t1, 0] = block.mean(axis=1, dtype=np.float64)
             means[t0:t1, 1] = block[:, layout.csf_index].mean(axis=1, dtype=np.float64)
             means[t0:t1, 2] = block[:, layout.wm_index].mean(axis=1, dtype=np.float64)
+            # DVARS: RMS over voxels of the change from the previous volume (first: n/a)
+            diffs = np.diff(block if previous is None else np.vstack([previous, block]), axis=0)
+            means[t0 + (previous is None) : t1, 3] = np.sqrt(
+                np.mean(np.square(diffs, dtype=np.float64), axis=1)
+            )
+            previous = block[-1:]
             volume = np.zeros((t1 - t0, n_grid), dtype=np.float32)
             volume[:, layout.flat_index] = block  # exact: multiples of 1/16 below 2**19
             out.write(volume)  # buffer protocol: no copy
@@ -116,6 +124,11 @@ def reduced_path(confounds_path):
     )
 
 
+def sidecar_path(confounds_path):
+    """Path of the JSON sidecar of a confounds table (fMRIPrep's CompCor metadata)."""
+    return confounds_path.with_suffix(".json")
+
+
 def write_truth(layout, truth_dir, mask_path, maps_path, labels_path):
     """Write the mask, the planted maps and labels, the region table and correlation."""
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -139,13 +152,20 @@ def write_truth(layout, truth_dir, mask_path, maps_path, labels_path):
     )
 
 
-def write_subject(layout, n_timepoints, t_r, seed, bold_path, confounds_path):
-    """Write one subject's run and confounds (full fMRIPrep-like and reduced tables)."""
+def write_subject(layout, n_timepoints, t_r, seed, bold_path, confounds_path, all_confounds=False):
+    """Write one subject's run and confounds (full fMRIPrep-like and reduced tables; with
+    ``all_confounds`` every strategy column and the JSON sidecar)."""
     rng = np.random.default_rng(seed)
     neural, motion, sources = tc.subject_series(rng, n_timepoints, t_r, layout.region_correlation)
     means = _write_bold(bold_path, layout, (neural, sources), n_timepoints, t_r, rng)
     cosines = tc.cosine_basis(n_timepoints, t_r)
     compcor = tc.compcor(sources, layout.loadings, layout.compcor_index, cosines)
     table = tc.confounds_table(means, motion, compcor, cosines)
+    reduced = table[list(tc.REDUCED_CONFOUNDS)].fillna(0.0)
+    if all_confounds:
+        table, sidecar = tc.strategy_columns(table, means, motion, sources, layout, cosines)
+        tmp = sidecar_path(confounds_path).with_name(sidecar_path(confounds_path).name + ".part")
+        tmp.write_text(json.dumps(sidecar, indent=1))
+        os.replace(tmp, sidecar_path(confounds_path))
     write_tsv(confounds_path, table)
-    write_tsv(reduced_path(confounds_path), table[list(tc.REDUCED_CONFOUNDS)].fillna(0.0))
+    write_tsv(reduced_path(confounds_path), reduced)

@@ -1,0 +1,1 @@
+"""Interfaces to other tools' outputs (nilearn's ``nilearn.interfaces``)."""
