@@ -26,24 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lazyconn import datasets
 from lazyconn.connectome import ConnectivityMeasure
 from lazyconn.group import GroupConnectome
+from lazyconn.interfaces.fmriprep import load_confounds
 from lazyconn.maskers import NiftiSpheresMasker
 
-CONFOUNDS = [
-    "trans_x",
-    "trans_y",
-    "trans_z",
-    "rot_x",
-    "rot_y",
-    "rot_z",
-    "framewise_displacement",
-    "csf",
-    "white_matter",
-]
+#: fMRIPrep confounds by noise component (nilearn's ``load_confounds``): high-pass cosines,
+#: the 6 motion parameters, white-matter and CSF means, anatomical CompCor.
+DENOISE = {"strategy": ("high_pass", "motion", "wm_csf", "compcor"), "motion": "basic"}
 
 
 def off_diagonal(matrix):
@@ -66,14 +58,15 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
         n_timepoints=60 if small else 120,
         resolution=8 if small else 4,
         data_dir=data_dir,
+        all_confounds=True,  # every column of fMRIPrep's table that the strategies read
     )
     truth = study.region_correlation
     print(f"{len(study.func)} subjects, {len(study.region_names)} planted regions")
 
     ###########################################################################
-    # fMRIPrep confounds: motion, framewise displacement, CSF and white matter (the first
-    # row of the derivative columns is ``n/a`` in fMRIPrep tables: use the second row's).
-    confounds = [pd.read_csv(path, sep="\t")[CONFOUNDS].bfill(limit=1) for path in study.confounds]
+    # fMRIPrep confounds, found next to each run as nilearn's ``load_confounds`` finds them
+    # (same strategies, parameters and tables; ``sample_mask`` is None: no volume is removed).
+    confounds, sample_masks = load_confounds(study.func, **DENOISE)
 
     ###########################################################################
     # Spheres at the planted region centres, cleaned as in nilearn's examples.
@@ -98,7 +91,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
         client=client,
         progress=not small,
     )
-    group.fit(study.func, confounds=confounds, subjects=study.subjects)
+    group.fit(study.func, confounds=confounds, sample_mask=sample_masks, subjects=study.subjects)
     first = time.perf_counter() - start
     print(f"correlation connectomes of {len(group.subjects_)} subjects in {first:.1f} s")
 
@@ -112,7 +105,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
         client=client,
         progress=False,
     )
-    again.fit(study.func, confounds=confounds, subjects=study.subjects)
+    again.fit(study.func, confounds=confounds, sample_mask=sample_masks, subjects=study.subjects)
     print(
         f"re-run: {again.n_cached_} of {len(again.subjects_)} subjects cached, "
         f"{time.perf_counter() - start:.2f} s"
@@ -147,7 +140,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
         client=client,
         progress=False,
     )
-    tangent.fit(study.func, confounds=confounds, subjects=study.subjects)
+    tangent.fit(study.func, confounds=confounds, sample_mask=sample_masks, subjects=study.subjects)
     print(f"tangent matrices: {tangent.subject_matrices_.shape}")
 
     if plot:

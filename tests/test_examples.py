@@ -93,18 +93,11 @@ def _check_group_connectome(out):
 
 
 def group_confounds(study):
-    columns = [
-        "trans_x",
-        "trans_y",
-        "trans_z",
-        "rot_x",
-        "rot_y",
-        "rot_z",
-        "framewise_displacement",
-        "csf",
-        "white_matter",
-    ]
-    return [pd.read_csv(p, sep="\t")[columns].bfill(limit=1).to_numpy() for p in study.confounds]
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    # nilearn's own load_confounds, with the example's strategy
+    strategy = ("high_pass", "motion", "wm_csf", "compcor")
+    return load_confounds(study.func, strategy=strategy, motion="basic")[0]
 
 
 def _check_roi_extraction(out):
