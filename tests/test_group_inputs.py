@@ -121,3 +121,24 @@ def test_guarded_script_passes_the_check(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "checked"
+
+
+def test_a_local_cluster_that_does_not_start_is_a_clear_error(monkeypatch):
+    import distributed
+
+    from lazyconn.exceptions import ClusterConnectionError
+    from lazyconn.group._cluster import client_context
+
+    def too_slow(**kwargs):
+        raise TimeoutError("Nanny failed to start in 60 s")
+
+    monkeypatch.setattr(distributed, "LocalCluster", too_slow)
+    with (
+        pytest.raises(
+            ClusterConnectionError,
+            match=r"client='local': the LocalCluster of 2 worker processes did not start "
+            r"\(TimeoutError: Nanny failed to start in 60 s\)\. .* or use client=None",
+        ),
+        client_context("local", n_workers=2),
+    ):
+        pass

@@ -153,16 +153,21 @@ def client_context(client, *, n_workers=None, timeout: float = CONNECT_TIMEOUT):
             check_main_guard()
 
             n = n_workers or default_n_workers()
-            with (
-                LocalCluster(
+            try:
+                cluster = LocalCluster(
                     n_workers=n,
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",
                     silence_logs=logging.ERROR,
-                ) as cluster,
-                Client(cluster, set_as_default=False) as c,
-            ):
+                )
+            except (TimeoutError, OSError) as exc:  # e.g. workers too slow to start
+                raise ClusterConnectionError(
+                    f"client='local': the LocalCluster of {n} worker processes did not start "
+                    f"({type(exc).__name__}: {exc}). On a busy machine try again or lower "
+                    "n_workers, or use client=None (dask's threads, no processes)."
+                ) from exc
+            with cluster, Client(cluster, set_as_default=False) as c:
                 yield c
             return
         c = _connect(client, timeout)

@@ -11,7 +11,6 @@ from lazyconn.config import default_chunks
 from lazyconn.exceptions import ParameterTypeError
 from lazyconn.image._lazyimage import LazyImage
 
-
 #: What a path given to :func:`load` may be, for messages.
 ACCEPTED_PATHS = (
     "a .nii or .nii.gz file, or a lazyconn zarr store (a folder ending in .zarr, made by "

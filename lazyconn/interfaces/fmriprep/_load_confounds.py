@@ -506,11 +506,14 @@ def load_confounds(
     ):
         if name in strategy:
             check_in(name, value, allowed)
-    if "compcor" in strategy and n_compcor != "all":
-        if isinstance(n_compcor, bool) or not isinstance(n_compcor, (int, np.integer)):
-            raise ParameterError(
-                f"n_compcor={n_compcor!r} is not valid; expected 'all' or an int >= 0."
-            )
+    if (
+        "compcor" in strategy
+        and n_compcor != "all"
+        and (isinstance(n_compcor, bool) or not isinstance(n_compcor, (int, np.integer)))
+    ):
+        raise ParameterError(
+            f"n_compcor={n_compcor!r} is not valid; expected 'all' or an int >= 0."
+        )
     params = {
         "motion": motion,
         "scrub": scrub,
