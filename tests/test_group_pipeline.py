@@ -108,9 +108,7 @@ def test_bad_subject_is_named_and_skipped(study, tmp_path):
     broken.write_bytes(b"not a nifti file")
     imgs = [paths[0], str(broken), paths[1]]
     confs = [confounds[0], None, confounds[1]]
-    with pytest.raises(
-        SubjectError, match=r"subject 'sub-bad' \(.*sub-bad_bold\.nii\) failed"
-    ):
+    with pytest.raises(SubjectError, match=r"subject 'sub-bad' \(.*sub-bad_bold\.nii\) failed"):
         _group().fit(imgs, confounds=confs)
     group = _group(on_error="skip").fit(imgs, confounds=confs)
     assert group.subjects_ == ["sub-00", "sub-01"]
