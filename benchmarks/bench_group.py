@@ -93,12 +93,8 @@ def power_masker(t_r):
 
 
 def confounds_of(study):
-    from lazyconn.group._demo import CONFOUND_COLUMNS
-
-    return [
-        pd.read_csv(p, sep="\t", na_values="n/a")[CONFOUND_COLUMNS].bfill(limit=1)
-        for p in study.confounds
-    ]
+    # nilearn's development-dataset "reduced" set (15 columns, first-row n/a as 0)
+    return [pd.read_csv(p, sep="\t") for p in study.reduced_confounds]
 
 
 def run_lazyconn(stores, confounds, masker_kw, n_workers, cache_dir):
