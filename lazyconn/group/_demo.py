@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lazyconn._utils import check_int
 from lazyconn.datasets import fetch_coords_power_2011, make_synthetic_fmri
-from lazyconn.exceptions import ParameterError
 
 #: Study size: the default (about a minute or two on 2 cores) and ``--small`` (seconds).
 DEFAULT = {"n_subjects": 10, "n_timepoints": 100, "resolution": 4.0}
@@ -216,13 +216,8 @@ def run_demo(
     log = sys.stderr
     size = dict(SMALL if small else DEFAULT)
     if n_subjects is not None:
-        if isinstance(n_subjects, bool) or not isinstance(n_subjects, int) or n_subjects < 2:
-            raise ParameterError(
-                f"n_subjects={n_subjects!r} is not valid; expected an integer >= 2."
-            )
-        size["n_subjects"] = n_subjects
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise ParameterError(f"n_workers={n_workers!r} is not valid; expected an integer >= 1.")
+        size["n_subjects"] = check_int("n_subjects", n_subjects, low=2, expected="an integer >= 2")
+    check_int("n_workers", n_workers, low=1, expected="an integer >= 1")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}

@@ -13,7 +13,7 @@ from dask.base import tokenize
 from sklearn.base import BaseEstimator, clone
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_in, check_type
+from lazyconn._utils import check_in, check_int, check_type
 from lazyconn.connectome import ConnectivityMeasure, combine, partial_sum
 from lazyconn.exceptions import (
     ParameterError,
@@ -260,14 +260,13 @@ class GroupConnectome(BaseEstimator):
         )
         connectivity._check_params()
         check_in("on_error", self.on_error, ("raise", "skip"))
-        if self.n_workers is not None and (
-            isinstance(self.n_workers, bool)
-            or not isinstance(self.n_workers, (int, np.integer))
-            or self.n_workers < 1
-        ):
-            raise ParameterError(
-                f"n_workers={self.n_workers!r} is not valid; expected None or an integer >= 1."
-            )
+        check_int(
+            "n_workers",
+            self.n_workers,
+            low=1,
+            allow_none=True,
+            expected="None or an integer >= 1",
+        )
         return connectivity
 
     def _fitted_masker(self):
