@@ -34,10 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,19 +41,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import harness  # noqa: E402 - benchmarks/ is not a package
+
 SEED = dict(n_components=8, smoothing_fwhm=6.0, standardize="zscore_sample", random_state=0)
 STEPS = ["nilearn", "lazyconn_niigz", "convert", "lazyconn_zarr"]
-
-
-def peak_rss() -> int:
-    """Peak RSS of this process in bytes (``VmHWM``, reset by ``exec``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: float) -> dict:
@@ -92,7 +80,8 @@ def _fit_lazyconn(runs, workdir, name, workers, client):
         est = DictLearning(**SEED, client=client, n_workers=workers).fit(runs)
     wall = time.perf_counter() - t0
     np.save(workdir / f"{name}.npy", est.components_)
-    return wall, est.timings_
+    (workdir / f"{name}_timings.json").write_text(json.dumps(est.timings_))
+    return wall
 
 
 def child_nilearn(workdir: Path, workers: int, client):
@@ -107,7 +96,7 @@ def child_nilearn(workdir: Path, workers: int, client):
         est = DictLearning(**SEED).fit(meta["func"])
     wall = time.perf_counter() - t0
     np.save(workdir / "nilearn.npy", est.components_)
-    return wall, {}
+    return wall
 
 
 def child_lazyconn_niigz(workdir: Path, workers: int, client):
@@ -121,7 +110,7 @@ def child_convert(workdir: Path, workers: int, client):
     meta = json.loads((workdir / "inputs.json").read_text())
     t0 = time.perf_counter()
     lazyconn.convert(meta["func"], meta["zarr"], overwrite=True, progress=False)
-    return time.perf_counter() - t0, {}
+    return time.perf_counter() - t0
 
 
 def child_lazyconn_zarr(workdir: Path, workers: int, client):
@@ -135,15 +124,6 @@ CHILDREN = {
     "convert": child_convert,
     "lazyconn_zarr": child_lazyconn_zarr,
 }
-
-
-def run_child(name: str, workdir: Path, workers: int, client) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--workdir", str(workdir)]
-    cmd += ["--workers", str(workers)] + (["--client", client] if client else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def match(a, b) -> np.ndarray:
@@ -172,13 +152,12 @@ def main(argv=None):
     workdir = Path(args.workdir)
 
     if args.child:
-        wall, timings = CHILDREN[args.child](workdir, args.workers, args.client)
-        print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak_rss(), "timings": timings}))
-        return 0
+        return harness.child_report(CHILDREN[args.child], workdir, args.workers, args.client)
 
     n_sub = args.subjects or (4 if args.small else 20)
     n_t = args.timepoints or (60 if args.small else 168)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if not args.keep or not (workdir / "inputs.json").exists():
+        harness.fresh_dir(workdir)
     t0 = time.perf_counter()
     meta = write_inputs(workdir, n_sub, n_t, args.resolution)
     print(f"inputs: {n_sub} subjects x {n_t} volumes, {time.perf_counter() - t0:.1f} s")
@@ -191,17 +170,18 @@ def main(argv=None):
         "resolution_mm": args.resolution,
         "workers": args.workers,
         "client": args.client,
-        "cpu_count": os.cpu_count(),
-        "loadavg_before": os.getloadavg(),
     }
+    extra = ["--workers", str(args.workers)] + (["--client", args.client] if args.client else [])
     for name in [s for s in STEPS if s in steps]:
-        results[name] = r = run_child(name, workdir, args.workers, args.client)
+        results[name] = r = harness.run_child(__file__, name, workdir, *extra)
+        timings = workdir / f"{name}_timings.json"
+        if timings.exists():
+            r["timings"] = json.loads(timings.read_text())
         print(
             f"{name:15s} wall {r['wall_s']:7.1f} s   peak RSS "
-            f"{r['peak_rss_bytes'] / 2**20:7.0f} MiB   load {os.getloadavg()[0]:.1f}",
+            f"{r['peak_rss_bytes'] / 2**20:7.0f} MiB   {harness.load_text()}",
             flush=True,
         )
-    results["loadavg_after"] = os.getloadavg()
     if "nilearn" in results:
         ref = np.load(workdir / "nilearn.npy")
         nl = results["nilearn"]
@@ -224,13 +204,9 @@ def main(argv=None):
                 f"{s['rss_ratio']:.2f}x, components |r| {r.round(3).tolist()}",
                 flush=True,
             )
-    print(f"load average before {results['loadavg_before']}, after {results['loadavg_after']}")
     tag = f"{n_sub}x{n_t}_{args.resolution:g}mm_{args.client or 'threads'}{args.workers}"
     out = HERE / "_data" / f"bench_decomposition_{tag}.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"results: {out}")
-    if not args.keep:
-        shutil.rmtree(workdir)
+    harness.finish(out, results, workdir, args.keep)
     return 0
 
 

@@ -36,6 +36,48 @@ def _compute_loadings(components, data):
     return loadings
 
 
+#: Voxels from which the final sparse coding runs in worker processes (joblib's start-up
+#: costs about a second; below this the sequential loop is faster).
+PARALLEL_CODING_VOXELS = 5000
+
+
+def _dict_learning_online(
+    X, n_components, *, alpha, batch_size, method, dict_init, verbose, random_state, max_iter
+):
+    """scikit-learn's ``dict_learning_online(..., return_code=True, shuffle=True,
+    n_jobs=1)`` as nilearn calls it, returning the code, with its final sparse coding of
+    every voxel spread over the usable cores.
+
+    ``dict_learning_online`` is ``MiniBatchDictionaryLearning(...).fit(X)`` followed by
+    ``transform(X)``; the transform codes each voxel independently (one lasso per voxel,
+    most of the group step's time), so running it with ``n_jobs`` > 1 gives the same
+    numbers. The mini-batch fit itself stays sequential, as nilearn's.
+    """
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    from lazyconn.group._cluster import default_n_workers
+
+    est = MiniBatchDictionaryLearning(
+        n_components=n_components,
+        alpha=alpha,
+        max_iter=max_iter,
+        n_jobs=1,
+        fit_algorithm=method,
+        batch_size=batch_size,
+        shuffle=True,
+        dict_init=dict_init,
+        random_state=random_state,
+        transform_algorithm="lasso_" + method,
+        transform_alpha=alpha,
+        transform_max_iter=1000,
+        verbose=verbose,
+    ).fit(X)
+    n_workers = default_n_workers()
+    if X.shape[0] >= PARALLEL_CODING_VOXELS and n_workers > 1:
+        est.n_jobs = n_workers
+    return est.transform(X)
+
+
 class DictLearning(_BaseDecomposition):
     """Sparse dictionary learning of brain maps (nilearn's ``DictLearning``), out of core.
 
@@ -220,15 +262,13 @@ class DictLearning(_BaseDecomposition):
 
     def _raw_fit(self, data):
         """CanICA init, ridge loadings, ``dict_learning_online`` on ``data`` (N, V)."""
-        from sklearn.decomposition import dict_learning_online
-
         self._init_dict(data)
         n_features = data.shape[1]
         self.loadings_init_ = _compute_loadings(self.components_init_, data)
         if not isinstance(data, np.ndarray):
             data = np.asarray(data.compute(), order="F")
         max_iter = ((n_features - 1) // self.batch_size + 1) * self.n_epochs
-        code, _ = dict_learning_online(
+        code = _dict_learning_online(
             data.T,
             self.n_components,
             alpha=self.alpha,
@@ -237,9 +277,6 @@ class DictLearning(_BaseDecomposition):
             dict_init=self.loadings_init_,
             verbose=max(0, int(self.verbose) - 1),
             random_state=self.random_state,
-            return_code=True,
-            shuffle=True,
-            n_jobs=1,
             max_iter=max_iter,
         )
         components = code.T
