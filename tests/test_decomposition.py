@@ -329,3 +329,13 @@ def test_parallel_final_coding_equals_sklearns_dict_learning_online(rng, monkeyp
     monkeypatch.setattr(dl, "PARALLEL_CODING_VOXELS", 0)
     monkeypatch.setattr(_cluster, "default_n_workers", lambda: 2)
     np.testing.assert_array_equal(dl._dict_learning_online(x, 3, **kw, verbose=0), ref)
+
+
+@pytest.mark.slow
+def test_reductions_on_a_distributed_cluster_equal_the_local_ones(study, group_client):
+    kw = {"n_components": 3, "random_state": 0, "n_init": 1}
+    local = ld.CanICA(**kw).fit(study.func[:2], confounds=study.reduced_confounds[:2])
+    remote = ld.CanICA(**kw, client=group_client).fit(
+        study.func[:2], confounds=study.reduced_confounds[:2]
+    )
+    np.testing.assert_allclose(remote.components_, local.components_, atol=1e-6)
