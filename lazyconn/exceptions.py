@@ -50,6 +50,10 @@ class MissingConfoundsError(LazyconnError, ValueError):
     """A confounds table lacks columns a denoising strategy needs; the message names them."""
 
 
+class AccessDeniedError(InputFileError, PermissionError):
+    """The storage refused the credentials (wrong key/secret, no permission on a path)."""
+
+
 class IncompleteStoreError(InputFileError):
     """A zarr store lacks its completion marker (an interrupted conversion)."""
 

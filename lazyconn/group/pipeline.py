@@ -24,6 +24,7 @@ from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group
 from lazyconn.group._inputs import bad_inputs_error, check_inputs, warn_t_r
 from lazyconn.image import LazyImage, load
+from lazyconn.io._fs import StorageOptions
 
 #: Maskers reused by every subject a (worker) process handles, by parameters token: their
 #: per-grid caches (e.g. the spheres' smoothed weights) are then built once per process, not
@@ -42,7 +43,7 @@ class _ConnectomeStep:
     def __init__(self, masker, connectivity, storage_options=None, token=None):
         self.masker = masker
         self.connectivity = connectivity
-        self.storage_options = storage_options
+        self.storage_options = StorageOptions.wrap(storage_options)
         self.token = token
 
     def _masker(self):
@@ -192,7 +193,10 @@ class GroupConnectome(BaseEstimator):
     progress : bool, default=True
         Show a progress bar of subjects on stderr.
     storage_options : dict, optional
-        fsspec options for URL inputs (``s3://...``).
+        fsspec options for URL inputs (``s3://...``) and a URL ``cache_dir``. Kept as a
+        :class:`lazyconn.io.StorageOptions` (a dict) whose printed form masks credentials,
+        so ``repr(estimator)`` and ``get_params()`` never show a secret (nilearn has no
+        such parameter).
 
     Attributes
     ----------
@@ -241,7 +245,8 @@ class GroupConnectome(BaseEstimator):
         self.n_workers = n_workers
         self.on_error = on_error
         self.progress = progress
-        self.storage_options = storage_options
+        # Wrapped so repr/str/get_params show credentials masked; clone keeps the wrapper.
+        self.storage_options = StorageOptions.wrap(storage_options)
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):

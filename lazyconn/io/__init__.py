@@ -7,3 +7,7 @@ Modules (imported on use, so ``import lazyconn`` stays cheap):
 ``writers`` (``LazyImage.to_zarr`` / ``to_nifti(filename)``), ``_fs`` (URLs, credentials),
 ``confounds`` (confound files).
 """
+
+from lazyconn.io._fs import StorageOptions
+
+__all__ = ["StorageOptions"]

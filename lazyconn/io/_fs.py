@@ -1,7 +1,14 @@
-"""Paths and fsspec URLs: scheme checks, filesystem lookup, credential-free names."""
+"""Paths and fsspec URLs: scheme checks, filesystem lookup, credential-free names.
+
+Credentials never leave the process: :class:`StorageOptions` shows secret-like values
+masked, :func:`redact` removes ``user:password@`` from URLs (also when the password holds
+``/``), and a store that refuses the credentials is reported as
+:class:`~lazyconn.exceptions.AccessDeniedError` naming the URL without them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -9,11 +16,70 @@ from pathlib import Path
 import fsspec
 from fsspec.registry import known_implementations
 
-from lazyconn.exceptions import InputNotFoundError, ParameterError, ParameterTypeError
+from lazyconn.exceptions import (
+    AccessDeniedError,
+    InputNotFoundError,
+    LazyconnError,
+    ParameterError,
+    ParameterTypeError,
+)
 
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-# user:password@ in a URL's authority part.
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@")
+#: Schemes whose authority may be host:port (a path holding "@" is then not credentials).
+_HOST_PORT_SCHEMES = frozenset({"http", "https", "ftp", "sftp", "ssh", "webhdfs", "hdfs"})
+#: Option names whose values are credentials (matched anywhere in the name, any case).
+_SECRET_NAME_RE = re.compile(
+    r"secret|passw|token|credential|signature|private|key|sas|auth|session", re.IGNORECASE
+)
+_MASK = "***"
+
+
+def _is_secret_name(name) -> bool:
+    return isinstance(name, str) and bool(_SECRET_NAME_RE.search(name))
+
+
+def _masked(value):
+    """``value`` with secret-like entries replaced by ``'***'`` and URLs redacted."""
+    if isinstance(value, dict):
+        return {k: _MASK if _is_secret_name(k) else _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_masked(v) for v in value)
+    if isinstance(value, str) and url_scheme(value) is not None:
+        return redact(value)
+    return value
+
+
+class StorageOptions(dict):
+    """fsspec ``storage_options`` whose ``repr``/``str`` mask credentials.
+
+    A plain ``dict`` subclass: fsspec, zarr and pickling see the real values; only the
+    printed form shows secret-like entries (``key``, ``secret``, ``token``, ``password``,
+    ``aws_secret_access_key``... at any nesting level) as ``'***'``. Estimators wrap the
+    ``storage_options`` they are given in it, so ``repr(estimator)``, ``str`` and a printed
+    ``get_params()`` never show a secret; ``sklearn.base.clone`` copies it unchanged.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(_masked(dict(self)))
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython
+        printer.text(repr(self))
+
+    @classmethod
+    def wrap(cls, value):
+        """``value`` as StorageOptions (None and StorageOptions unchanged; others copied)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ParameterTypeError(
+                f"storage_options has type {type(value).__name__}; expected None or a dict of "
+                "fsspec options (values not shown: they may hold credentials)."
+            )
+        return cls(value)
 
 
 def url_scheme(url: str) -> str | None:
@@ -22,9 +88,57 @@ def url_scheme(url: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+def _userinfo_span(url: str) -> tuple[int, int] | None:
+    """(start, end) of the ``user[:password]@`` part of a URL's authority, or None.
+
+    AWS secrets often hold ``/``, so the authority is not simply "up to the first /": a
+    ``:`` before the first ``/`` and an ``@`` after it mean credentials, except for a
+    host:port authority (http, ftp...) whose path holds an ``@``.
+    """
+    match = _URL_RE.match(url)
+    if not match:
+        return None
+    start = match.end()
+    rest = url[start:]
+    at = rest.find("@")
+    if at < 0:
+        return None
+    head = rest[:at]
+    if "/" in head:
+        first = head.split("/", 1)[0]
+        if ":" not in first:
+            return None  # an "@" in the path, no credentials
+        port = first.split(":", 1)[1]
+        if match.group(1).lower() in _HOST_PORT_SCHEMES and port.isdigit():
+            return None  # host:port/path@...
+    return start, start + at + 1
+
+
 def redact(url) -> str:
     """``url`` without any ``user:password@`` part (for reprs, messages and metadata)."""
-    return _USERINFO_RE.sub(r"\1", os.fspath(url))
+    url = os.fspath(url)
+    span = _userinfo_span(url)
+    return url if span is None else url[: span[0]] + url[span[1] :]
+
+
+@contextlib.contextmanager
+def access_errors(name: str, url: str):
+    """Report a store's refusal of the credentials as AccessDeniedError naming ``url``.
+
+    fsspec/s3fs raise a bare ``PermissionError('Forbidden')`` naming no URL; this names
+    the parameter and the URL (without credentials) and never shows the options.
+    """
+    try:
+        yield
+    except LazyconnError:
+        raise
+    except PermissionError as exc:
+        reason = str(exc.args[0]) if exc.args else type(exc).__name__
+        raise AccessDeniedError(
+            f"{name}={redact(url)!r} cannot be accessed: the storage refused access "
+            f"({reason}); expected credentials (storage_options or the environment) allowed "
+            "to read and write it."
+        ) from None
 
 
 def check_url(name: str, url) -> str:
@@ -69,7 +183,9 @@ def get_fs(url: str, storage_options: dict | None = None):
 def check_exists(name: str, url: str, storage_options: dict | None = None, *, expected: str):
     """Raise InputNotFoundError if ``url`` does not exist; return (fs, path)."""
     fs, path = get_fs(url, storage_options)
-    if not fs.exists(path):
+    with access_errors(name, url):
+        found = fs.exists(path)
+    if not found:
         raise InputNotFoundError(f"{name}={redact(url)!r} does not exist; expected {expected}.")
     return fs, path
 

@@ -603,7 +603,7 @@ def _create_destination(job: _Job) -> None:
 
 def _prepare(dst, dst_options, overwrite, remove=True):
     """An interrupted conversion (incomplete lazyconn store) is redone without asking."""
-    if not overwrite and is_store(dst, dst_options):
+    if not overwrite and is_store(dst, dst_options, name="dst"):
         try:
             open_store(dst, dst_options, name="dst")
         except IncompleteStoreError:

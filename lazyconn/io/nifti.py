@@ -20,7 +20,7 @@ from nibabel.fileslice import fileslice
 from nibabel.volumeutils import apply_read_scaling
 
 from lazyconn.exceptions import DimensionError, InputFileError
-from lazyconn.io._fs import check_exists, check_url, redact
+from lazyconn.io._fs import StorageOptions, check_exists, check_url, redact
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Uncompressed bytes between two saved decompressor states of a .nii.gz.
@@ -221,7 +221,7 @@ class NiftiFile:
         fs, path = check_exists(name, url, storage_options, expected="a .nii or .nii.gz file")
         info = fs.info(path)
         self.url = url
-        self.storage_options = storage_options
+        self.storage_options = StorageOptions.wrap(storage_options)
         self.size = int(info.get("size") or 0)
         self.mtime = str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or "")
         if info.get("type") == "directory":

@@ -27,7 +27,15 @@ from lazyconn.exceptions import (
     OutputExistsError,
     ParameterError,
 )
-from lazyconn.io._fs import check_exists, check_url, get_fs, is_local, local_path, redact
+from lazyconn.io._fs import (
+    access_errors,
+    check_exists,
+    check_url,
+    get_fs,
+    is_local,
+    local_path,
+    redact,
+)
 from lazyconn.io.nifti import parse_header, scaled_dtype, slope_inter
 
 FORMAT_NAME = "lazyconn-nifti-zarr"
@@ -59,10 +67,11 @@ def _zarr_store(url: str, storage_options: dict | None, *, read_only: bool):
     )
 
 
-def is_store(url: str, storage_options: dict | None = None) -> bool:
+def is_store(url: str, storage_options: dict | None = None, *, name: str = "src") -> bool:
     """True if ``url`` holds a Zarr group (has a root ``zarr.json``)."""
     fs, path = get_fs(url, storage_options)
-    return fs.exists(path.rstrip("/") + "/zarr.json")
+    with access_errors(name, url):
+        return fs.exists(path.rstrip("/") + "/zarr.json")
 
 
 def _ome_attrs(shape_xyzt, affine, t_r, name: str) -> dict:
@@ -123,13 +132,15 @@ def prepare_destination(
     later, which must fail early but delete nothing before they are computed.
     """
     fs, path = get_fs(dst, storage_options)
-    if fs.exists(path):
+    with access_errors(name, dst):
+        exists = fs.exists(path)
+    if exists:
         if not overwrite:
             raise OutputExistsError(
                 f"{name}={redact(dst)!r} already exists; expected a new path, or pass "
                 "overwrite=True to replace it."
             )
-        if fs.isdir(path) and fs.ls(path) and not is_store(dst, storage_options):
+        if fs.isdir(path) and fs.ls(path) and not is_store(dst, storage_options, name=name):
             raise OutputExistsError(
                 f"{name}={redact(dst)!r} is a non-empty directory that is not a zarr store; "
                 "refusing to delete it even with overwrite=True."
