@@ -58,6 +58,18 @@ class IncompleteStoreError(InputFileError):
     """A zarr store lacks its completion marker (an interrupted conversion)."""
 
 
+class MissingChunkError(InputFileError):
+    """A chunk of a complete store is missing (deleted or lost): never read as zeros."""
+
+
+class ChecksumError(InputFileError):
+    """Stored bytes do not match the checksum recorded when they were written."""
+
+
+class StoreLockedError(LazyconnError, FileExistsError):
+    """Another process is writing this store (its host, pid and start time are named)."""
+
+
 class NotFittedError(LazyconnError, ValueError, AttributeError):
     """An estimator was used before ``fit``.
 
@@ -96,3 +108,7 @@ class TRWarning(LazyconnWarning):
 
 class MaskWarning(LazyconnWarning):
     """A computed mask is suspicious (e.g. empty), as nilearn's ``MaskWarning``."""
+
+
+class IntegrityWarning(LazyconnWarning):
+    """Stored data failed verification (e.g. a results-store entry) and is recomputed."""

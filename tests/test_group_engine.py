@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from lazyconn._progress import Progress
-from lazyconn.exceptions import ClusterConnectionError, ParameterTypeError, SubjectError
+from lazyconn.exceptions import (
+    ClusterConnectionError,
+    IntegrityWarning,
+    ParameterTypeError,
+    SubjectError,
+)
 from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group, tree_reduce
 from lazyconn.testing.group import CorrcoefStep, add_sum_counts, sum_count, toy_study
@@ -109,12 +114,14 @@ def test_half_written_entry_reads_as_missing(tmp_path):
     assert chunks
     for chunk in chunks:
         chunk.write_bytes(b"\x00")
-    assert store.get("lost") is None
-    assert store.keys() == ["good"]
+    with pytest.warns(IntegrityWarning, match=r"entry 'lost' .* failed verification"):
+        assert store.get("lost") is None
+    with pytest.warns(IntegrityWarning):
+        assert store.keys() == ["good"]
 
 
 def test_store_rejects_non_path():
-    with pytest.raises(ParameterTypeError, match=r"cache_dir=3 has type int; expected a local"):
+    with pytest.raises(ParameterTypeError, match=r"cache_dir=3 has type int; expected a directory"):
         ResultStore(3)
 
 

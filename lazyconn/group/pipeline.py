@@ -24,7 +24,7 @@ from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group
 from lazyconn.group._inputs import bad_inputs_error, check_inputs, warn_t_r
 from lazyconn.image import LazyImage, load
-from lazyconn.io._fs import StorageOptions
+from lazyconn.io._fs import StorageOptions, redact
 
 #: Maskers reused by every subject a (worker) process handles, by parameters token: their
 #: per-grid caches (e.g. the spheres' smoothed weights) are then built once per process, not
@@ -164,12 +164,15 @@ class GroupConnectome(BaseEstimator):
         Default: ``ConnectivityMeasure()`` (nilearn's default, ``kind="covariance"``).
         ``vectorize`` and ``discard_diagonal`` do not apply here: matrices are kept square.
     cache_dir : str or Path, optional
-        Directory of the results store (a Zarr v3 group). Each subject's result is keyed by
+        Directory or fsspec URL (``s3://bucket/cache``, with ``storage_options``) of the
+        results store (a Zarr v3 group); several processes may share it. Each subject's result is keyed by
         its input's identity (path + size + mtime, a zarr store's metadata, a URL's
         ETag/mtime, or a hash of in-memory data) and by the masker's and measure's
         parameters and lazyconn's version; a changed parameter never reuses a stale result.
         Results are written as they arrive (array first, then a completion mark). None: no
         store. With a remote scheduler the store is written by this (client) process.
+        Entries are verified before use (completion mark, every chunk present, CRC-32 of the
+        values); one that fails is reported (``IntegrityWarning``) and computed again.
     client : None, "local", str or distributed.Client, default=None
         Where to compute. None: dask's current scheduler (threads by default); "local": a
         ``LocalCluster`` of ``n_workers`` single-threaded processes, started and closed by
@@ -334,14 +337,18 @@ class GroupConnectome(BaseEstimator):
             raise bad_inputs_error(problems, missing, len(records))
         bad_inputs = {name: f"subject {name!r}: {text}" for name, text in problems.items()}
         records = [r for r in records if r.name not in problems]
-        store = None if self.cache_dir is None else ResultStore(self.cache_dir)
+        store = (
+            None
+            if self.cache_dir is None
+            else ResultStore(self.cache_dir, self.storage_options)
+        )
         tangent = connectivity.kind == "tangent"
         step = _ConnectomeStep(masker, connectivity, self.storage_options, token=params)
         kind = connectivity.kind
 
         def attrs(subject):
             img = subject.img
-            where = os.fspath(img) if isinstance(img, (str, os.PathLike)) else "in-memory"
+            where = redact(img) if isinstance(img, (str, os.PathLike)) else "in-memory"
             return {"input": where, "kind": kind, "params": params}
 
         out = run_group(

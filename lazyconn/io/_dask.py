@@ -7,6 +7,8 @@ import numpy as np
 from dask.base import tokenize
 
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
+from lazyconn.exceptions import ChecksumError
+from lazyconn.io._fs import redact
 from lazyconn.io.nifti import NiftiFile, scale
 from lazyconn.io.store import StoreInfo
 
@@ -22,6 +24,31 @@ class _RawView:
 
     def __getitem__(self, key):
         return self.nifti.read_raw(key)
+
+
+class _CheckedZarr:
+    """A store's zarr array whose checksum failures name the store and the chunk."""
+
+    def __init__(self, array, shown: str):
+        self.array = array
+        self.shown = shown
+        self.shape = array.shape
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = array.ndim
+        self.chunks = array.chunks
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except ValueError as exc:
+            if "checksum" not in str(exc):
+                raise
+            where = tuple((k.start or 0) // c for k, c in zip(key, self.chunks, strict=False))
+            raise ChecksumError(
+                f"store {self.shown!r}: chunk {where} (t, z, y, x chunk indices) fails its "
+                "crc32c checksum (corrupted bytes); expected the bytes written at "
+                "conversion: convert it again (overwrite=True)."
+            ) from None
 
 
 def gzip_slab_chunks(shape, dtype, target_bytes: int | None = None):
@@ -77,7 +104,15 @@ def store_arrays(info: StoreInfo, chunks=None) -> tuple[da.Array, da.Array]:
     """(scaled, raw) dask arrays (x, y, z[, t]) over a store's voxel array."""
     ident = info.meta.get("uuid") if info.meta else None
     token = tokenize(ident or info.url, info.header_bytes, info.array.shape, info.array.chunks)
-    stored = da.from_zarr(info.array, name=f"zarr-{token}")
+    stored = da.from_array(
+        _CheckedZarr(info.array, redact(info.url)),
+        chunks=info.array.chunks,
+        name=f"zarr-{token}",
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0,) * info.array.ndim, dtype=info.array.dtype),
+    )
     raw = stored.transpose(tuple(range(stored.ndim))[::-1])
     if chunks is not None:
         raw = raw.rechunk(chunks)

@@ -342,7 +342,11 @@ class _ChunkWriter:
         import zarr.codecs
 
         self.array = array
-        codecs = array.metadata.codecs
+        codecs = list(array.metadata.codecs)
+        # A trailing crc32c (the store's checksum) is appended here as zarr would.
+        self.crc = bool(codecs) and isinstance(codecs[-1], zarr.codecs.Crc32cCodec)
+        if self.crc:
+            codecs.pop()
         little = np.dtype("<u2").isnative
         self.fast = (
             1 <= len(codecs) <= 2
@@ -377,7 +381,12 @@ class _ChunkWriter:
         key = self.array.metadata.encode_chunk_key(coords)
         if self.array.path:
             key = f"{self.array.path}/{key}"
-        buffer = default_buffer_prototype().buffer.from_bytes(bytes(data))
+        data = bytes(data)
+        if self.crc:
+            import google_crc32c  # zarr's own crc32c dependency
+
+            data += google_crc32c.value(data).to_bytes(4, "little")
+        buffer = default_buffer_prototype().buffer.from_bytes(data)
         sync(self.array.store_path.store.set(key, buffer))
 
 

@@ -14,16 +14,19 @@ last chunk, so an interrupted write is never read as a finished store.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.storage import WrapperStore
 
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
     IncompleteStoreError,
     InputFileError,
+    MissingChunkError,
     OutputExistsError,
     ParameterError,
 )
@@ -57,6 +60,40 @@ def make_compressor(compressor):
     if isinstance(compressor, dict):
         return zarr.codecs.BloscCodec(typesize=4, **compressor)
     return compressor
+
+
+_CHUNK_KEY = re.compile(r"(^|/)c(/|$)")
+
+
+class CompleteStore(WrapperStore):
+    """A zarr store where a missing chunk is an error naming the store and the chunk.
+
+    zarr reads an absent chunk as the fill value (zeros); for a store whose completion
+    record says every chunk was written, an absent chunk means lost data. While ``strict``
+    (set once the completion record is read), ``get`` of a missing chunk key under
+    ``prefix`` raises :class:`~lazyconn.exceptions.MissingChunkError`.
+    """
+
+    def __init__(self, store, shown: str, *, prefix: str = "", strict: bool = True):
+        super().__init__(store)
+        self.shown = shown
+        self.prefix = prefix
+        self.strict = strict
+
+    def _with_store(self, store):
+        return type(self)(store, self.shown, prefix=self.prefix, strict=self.strict)
+
+    async def get(self, key, prototype, byte_range=None):
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None and self.strict and key.startswith(self.prefix):
+            relative = key[len(self.prefix) :]
+            if _CHUNK_KEY.search(relative) and not relative.endswith("zarr.json"):
+                raise MissingChunkError(
+                    f"store {self.shown!r} is marked complete but its chunk {key!r} is missing "
+                    "(deleted or lost); expected every chunk it records: write or convert it "
+                    "again (overwrite=True)."
+                )
+        return value
 
 
 def _zarr_store(url: str, storage_options: dict | None, *, read_only: bool):
@@ -257,7 +294,8 @@ def create_store(
         shape=shape[::-1],
         dtype=raw_dtype,
         chunks=chunks[::-1],
-        compressors=[codec] if codec is not None else None,
+        # crc32c last: every chunk carries a checksum zarr verifies on read.
+        compressors=[*([codec] if codec is not None else []), zarr.codecs.Crc32cCodec()],
         fill_value=0,
         dimension_names=["t", "z", "y", "x"][4 - len(shape) :],
         # Every chunk is written: no per-chunk "all fill value?" scan, and a complete store
@@ -267,10 +305,30 @@ def create_store(
 
 
 def mark_complete(dst: str, storage_options: dict | None = None) -> None:
-    """Set ``lazyconn.complete = true``: the last write of a conversion."""
+    """Check every chunk was written, then record it: the last write of a conversion.
+
+    The completion record holds the number of chunks written and the checksum codec
+    ("crc32c": zarr verifies each chunk on read), so a store marked complete is complete.
+    """
     group = zarr.open_group(_zarr_store(dst, storage_options, read_only=False), mode="r+")
+    array = group[DATA_PATH]
+    expected = int(np.prod(array.cdata_shape))
+    fs, path = get_fs(dst, storage_options)
+    written = len(fs.find(path.rstrip("/") + f"/{DATA_PATH}/c"))
+    if written != expected:
+        raise IncompleteStoreError(
+            f"dst={redact(dst)!r} holds {written} chunk files after writing; expected "
+            f"{expected}: it stays incomplete (convert or write it again)."
+        )
     meta = dict(group.attrs["lazyconn"])
-    meta["complete"] = True
+    codecs = [type(c).__name__ for c in array.metadata.codecs]
+    meta.update(
+        {
+            "complete": True,
+            "chunks_written": written,
+            "checksum": "crc32c" if "Crc32cCodec" in codecs else None,
+        }
+    )
     group.attrs["lazyconn"] = meta
 
 
@@ -298,8 +356,11 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
     url = check_url(name, url)
     check_exists(name, url, storage_options, expected="a lazyconn zarr store")
     shown = redact(url)
+    store = CompleteStore(
+        _zarr_store(url, storage_options, read_only=True), shown, prefix=f"{DATA_PATH}/", strict=False
+    )
     try:
-        group = zarr.open_group(_zarr_store(url, storage_options, read_only=True), mode="r")
+        group = zarr.open_group(store, mode="r")
     except Exception as exc:
         raise InputFileError(
             f"{name}={shown!r} is not a zarr group ({type(exc).__name__}); expected a lazyconn "
@@ -325,6 +386,8 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
             f"{name}={shown!r} is a zarr group without lazyconn or NIfTI-Zarr metadata; "
             "expected a lazyconn zarr store."
         )
+    # lazyconn writes every chunk (write_empty_chunks): a missing one is lost data.
+    store.strict = meta is not None
     try:
         header_bytes = np.asarray(group[HEADER_PATH][...]).tobytes()
         array = group[DATA_PATH]

@@ -1,0 +1,213 @@
+"""A store marked complete is complete: missing chunks, flipped bytes, concurrent writers.
+
+Converted stores and the GroupConnectome results store, locally and on S3 (moto).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import zarr
+
+import lazyconn
+from lazyconn.exceptions import ChecksumError, IntegrityWarning, MissingChunkError
+from lazyconn.group._cache import ResultStore
+from lazyconn.group.pipeline import GroupConnectome
+from lazyconn.maskers import NiftiSpheresMasker
+from lazyconn.testing.group import TINY_SEEDS, tiny_study
+
+CHUNKS = (4, 5, 6)
+
+
+def _chunk_files(root):
+    return sorted(p for p in root.rglob("*") if p.is_file() and "/0/c/" in p.as_posix())
+
+
+@pytest.fixture
+def converted(make_nifti, tmp_path):
+    path, ref = make_nifti("run.nii.gz")
+    store = tmp_path / "run.zarr"
+    lazyconn.convert(path, store, chunks=CHUNKS, progress=False)
+    return store, ref
+
+
+def test_completion_record_lists_what_was_written(converted):
+    store, ref = converted
+    meta = zarr.open_group(store, mode="r").attrs["lazyconn"]
+    assert meta["complete"] is True
+    assert meta["chunks_written"] == len(_chunk_files(store)) > 1
+    assert meta["checksum"] == "crc32c"
+    codecs = zarr.open_group(store, mode="r")["0"].metadata.codecs
+    assert type(codecs[-1]).__name__ == "Crc32cCodec"
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+
+
+def test_missing_chunk_of_a_complete_store_is_an_error(converted):
+    store, _ = converted
+    lost = _chunk_files(store)[1]
+    lost.unlink()
+    key = lost.relative_to(store).as_posix()
+    img = lazyconn.load(store)  # opening reads no chunk
+    with pytest.raises(
+        MissingChunkError, match=rf"store '.*run.zarr' .* chunk '{key}' is missing"
+    ):
+        img.data.compute()
+
+
+def test_flipped_byte_is_a_checksum_error(converted):
+    store, _ = converted
+    victim = _chunk_files(store)[0]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ChecksumError, match=r"store '.*run.zarr': chunk \(0, 0, 0, 0\) .* crc32c"):
+        lazyconn.load(store).data.compute()
+
+
+def test_to_zarr_store_is_checked_too(make_nifti, tmp_path):
+    path, ref = make_nifti("run.nii")
+    out = tmp_path / "copy.zarr"
+    import nibabel as nib
+
+    in_memory = nib.Nifti1Image(np.asarray(ref, dtype=np.float32), nib.load(path).affine)
+    lazyconn.load(in_memory).to_zarr(out, chunks=CHUNKS)
+    assert zarr.open_group(out, mode="r").attrs["lazyconn"]["chunks_written"] > 1
+    _chunk_files(out)[-1].unlink()
+    with pytest.raises(MissingChunkError, match=r"copy.zarr"):
+        lazyconn.load(out).data.compute()
+
+
+def test_store_without_checksum_still_reads(make_nifti, tmp_path):
+    """Stores written before checksums (no crc32c codec, no record) stay readable."""
+    from lazyconn.io import store as store_mod
+
+    path, ref = make_nifti("run.nii")
+    out = tmp_path / "old.zarr"
+    import nibabel as nib
+
+    header = nib.load(path).header
+    raw_header = header.binaryblock + b"\0" * (int(header.get_data_offset()) - 348)
+    array = store_mod.create_store(str(out), header_bytes=raw_header, chunks=CHUNKS)
+    group = zarr.open_group(out, mode="r+")
+    del group["0"]
+    old = group.create_array(
+        "0", shape=array.shape, dtype=array.dtype, chunks=array.chunks, fill_value=0
+    )
+    old[...] = np.asarray(nib.load(path).dataobj).T
+    meta = dict(group.attrs["lazyconn"])
+    meta["complete"] = True
+    group.attrs["lazyconn"] = meta
+    np.testing.assert_array_equal(lazyconn.load(out).data.compute(), ref)
+
+
+# --- the results store ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return tiny_study(tmp_path_factory.mktemp("study"), n_subjects=3, shape=(8, 9, 10, 30))
+
+
+def _group(**kw):
+    masker = NiftiSpheresMasker(TINY_SEEDS, radius=6, standardize="zscore_sample", t_r=2.0)
+    return GroupConnectome(masker, progress=False, **kw)
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_results_store_on_s3_resumes_and_verifies(study, s3_bucket):
+    """Same completion marks, resume and verification as a local cache_dir."""
+    import s3fs
+
+    paths, confounds = study
+    bucket, options = s3_bucket
+    cache = f"{bucket}/cache"
+    first = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
+    assert first.n_cached_ == 0
+    again = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
+    assert again.n_cached_ == 3
+    np.testing.assert_array_equal(again.subject_matrices_, first.subject_matrices_)
+    fs = s3fs.S3FileSystem(**options)
+    store = ResultStore(cache, options)
+    assert "***" in repr(store.storage_options) and options["secret"] not in repr(store)
+    # A crash mid-write: an entry without its completion mark is computed again.
+    key = store.keys()[0]
+    group = zarr.open_group(store._zarr(), path=key, mode="r+")
+    group.attrs["complete"] = False
+    assert len(store.keys()) == 2
+    # A deleted chunk and a flipped byte: never zeros, never wrong numbers.
+    key2 = sorted(store.keys())[0]
+    chunk = next(
+        f for f in fs.find(f"{cache[5:]}/{key2}/result") if "/c/" in f or f.endswith("/c")
+    )
+    fs.rm(chunk)
+    with pytest.warns(IntegrityWarning, match=rf"s3://.*/cache.*'{key2}'.*is missing"):
+        third = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
+    assert third.n_cached_ == 1
+    np.testing.assert_allclose(third.subject_matrices_, first.subject_matrices_, atol=1e-12)
+
+
+def test_results_store_flipped_byte_recomputed(study, tmp_path):
+    paths, confounds = study
+    cache = tmp_path / "cache"
+    first = _group(cache_dir=cache).fit(paths, confounds=confounds)
+    store = ResultStore(cache)
+    key = store.keys()[0]
+    # Rewrite the chunk with other values (valid bytes, wrong numbers): only the CRC sees it.
+    group = zarr.open_group(cache / key, mode="r+")
+    values = group["result"][...]
+    values[0, 1] += 1.0
+    group["result"][...] = values
+    with pytest.warns(IntegrityWarning, match=r"do not match the CRC-32"):
+        again = _group(cache_dir=cache).fit(paths, confounds=confounds)
+    assert again.n_cached_ == 2
+    np.testing.assert_allclose(again.subject_matrices_, first.subject_matrices_, atol=1e-12)
+
+
+_FIT_SCRIPT = textwrap.dedent(
+    """
+    import glob, sys, time
+    import numpy as np
+    from lazyconn.group.pipeline import GroupConnectome
+    from lazyconn.maskers import NiftiSpheresMasker
+    from lazyconn.testing.group import TINY_SEEDS
+    paths, cache, barrier, out = sys.argv[1:4], sys.argv[4], sys.argv[5], sys.argv[6]
+    masker = NiftiSpheresMasker(TINY_SEEDS, radius=6, standardize="zscore_sample", t_r=2.0)
+    open(f"{barrier}-{out[-5]}", "w").close()
+    while len(glob.glob(barrier + "-*")) < 2:  # both processes go at the same moment
+        time.sleep(0.001)
+    est = GroupConnectome(masker, cache_dir=cache, progress=False).fit(paths)
+    np.save(out, est.subject_matrices_)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_fit_at_once_on_a_new_cache_dir(study, tmp_path):
+    paths, _ = study
+    cache = tmp_path / "new-cache"
+    script = tmp_path / "fit.py"
+    script.write_text(_FIT_SCRIPT)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                *paths,
+                str(cache),
+                str(tmp_path / "ready"),
+                str(tmp_path / f"{i}.npy"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONWARNINGS": "error::lazyconn.exceptions.LazyconnWarning"},
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    a, b = np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy")
+    np.testing.assert_array_equal(a, b)
+    assert len(ResultStore(cache).keys()) == 3
