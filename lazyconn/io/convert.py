@@ -24,7 +24,6 @@ import os
 import queue
 import tempfile
 import threading
-import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +41,7 @@ from lazyconn.exceptions import (
     ParameterError,
 )
 from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
+from lazyconn.io._locks import WriterLock, scratch_name, sweep_stale_scratch, terminate_cleanly
 from lazyconn.io.nifti import NiftiFile, header_bytes_with_dtype, scale
 from lazyconn.io.store import (
     _zarr_store,
@@ -72,7 +72,16 @@ class _Job:
     """Everything one file's conversion tasks need (small and picklable)."""
 
     def __init__(
-        self, nifti, dst, dst_options, header_bytes, out_dtype, chunks, unit_bytes, scratch_dir
+        self,
+        nifti,
+        dst,
+        dst_options,
+        header_bytes,
+        out_dtype,
+        chunks,
+        unit_bytes,
+        scratch_dir,
+        lock=None,
     ):
         #: set by _make_job: ``(overwrite, compressor)`` for creating the store when run
         self.create_args = (False, "default")
@@ -84,7 +93,8 @@ class _Job:
         self.shape4 = tuple(nifti.shape) + (1,) * (4 - nifti.ndim)
         self.chunks4 = tuple(chunks) + (1,) * (4 - len(chunks))
         self.scratch_dir = scratch_dir
-        self.scratch_path = os.path.join(scratch_dir, f"lazyconn-stage-{uuid.uuid4().hex}.raw")
+        self.scratch_path = scratch_name(scratch_dir)  # names this host and pid (sweepable)
+        self.lock = lock  # the destination's WriterLock, released by _finish
         self.in_place = is_local(nifti.url) and not nifti.compressed
         self.units = _plan_units(self.shape4, self.chunks4, nifti.raw_dtype.itemsize, unit_bytes)
         self.token = tokenize(nifti.token, dst, chunks, out_dtype, unit_bytes)
@@ -391,19 +401,25 @@ class _ChunkWriter:
 
 
 def _finish(_units, staged, job: _Job) -> str:
-    mark_complete(job.dst, job.dst_options)
+    token = job.lock.record["token"] if job.lock is not None else None
+    mark_complete(job.dst, job.dst_options, writer=token)
     _remove_scratch(job)
+    if job.lock is not None:
+        job.lock.release()
     return job.dst
 
 
 def _convert_one(job: _Job, n_threads: int = 2) -> str:
     """All of one file's steps in one task (distributed: the scratch file stays local)."""
+    job.scratch_path = scratch_name(job.scratch_dir)  # this worker's host and pid
+    sweep_stale_scratch(job.scratch_dir)
     staged = _stage(job)
     try:
         with ThreadPoolExecutor(n_threads) as pool:
             done = list(pool.map(lambda u: _write_unit(staged, job, u), job.units))
     except BaseException:
         _remove_scratch(job)
+        job.lock.release()  # taken by _stage in this process
         raise
     finally:
         _BUFFERS.clear()
@@ -513,10 +529,12 @@ def convert(
     if dst_storage_options is None:
         dst_storage_options = storage_options
     scratch_dir = os.fspath(scratch_dir) if scratch_dir is not None else tempfile.gettempdir()
-    jobs = [
-        _make_job(
-            s,
-            d,
+    sweep_stale_scratch(scratch_dir)  # stage files of killed conversions
+    with terminate_cleanly():  # SIGTERM: scratch files removed, locks released, then exit
+        return _convert(
+            srcs,
+            dsts,
+            single,
             chunks,
             overwrite,
             dtype,
@@ -525,32 +543,84 @@ def convert(
             dst_storage_options,
             unit_bytes,
             scratch_dir,
+            progress,
+            compute,
         )
-        for s, d in zip(srcs, dsts, strict=True)
-    ]
-    client = _client()
-    if client is not None:
-        tasks = [dask.delayed(_convert_one, pure=False)(job) for job in jobs]
-    else:
-        tasks = [_graph(job) for job in jobs]
-    if not compute:
+
+
+def _convert(
+    srcs,
+    dsts,
+    single,
+    chunks,
+    overwrite,
+    dtype,
+    compressor,
+    storage_options,
+    dst_storage_options,
+    unit_bytes,
+    scratch_dir,
+    progress,
+    compute,
+):
+    jobs: list[_Job] = []
+    try:
+        for s, d in zip(srcs, dsts, strict=True):
+            jobs.append(
+                _make_job(
+                    s,
+                    d,
+                    chunks,
+                    overwrite,
+                    dtype,
+                    compressor,
+                    storage_options,
+                    dst_storage_options,
+                    unit_bytes,
+                    scratch_dir,
+                )
+            )
+    except BaseException:
+        _release(jobs)
+        raise
+    if not compute:  # the locks are released by each file's final task
+        tasks = [_task(job) for job in jobs]
         return tasks[0] if single else tasks
+    try:
+        _run(jobs, progress)
+    except BaseException:
+        for job in jobs:  # the stores stay incomplete: load refuses them
+            _remove_scratch(job)
+        raise
+    finally:
+        _release(jobs)
+        _BUFFERS.clear()
+        _CHUNK_BUFFERS.clear()
+    return dsts[0] if single else dsts
+
+
+def _release(jobs) -> None:
+    for job in jobs:
+        if job.lock is not None:
+            job.lock.release()
+
+
+def _task(job: _Job):
+    if _client() is not None:
+        return dask.delayed(_convert_one, pure=False)(job)
+    return _graph(job)
+
+
+def _run(jobs, progress: bool) -> None:
+    client = _client()
+    tasks = [_task(job) for job in jobs]
     if client is not None:
         futures = client.compute(tasks)
         futures_progress("convert: runs", futures, enabled=progress)
         client.gather(futures)
-    else:
-        try:
-            with dask_progress("convert: tasks", enabled=progress):
-                dask.compute(*tasks)
-        except BaseException:
-            for job in jobs:  # the stores stay incomplete: load refuses them
-                _remove_scratch(job)
-            raise
-        finally:
-            _BUFFERS.clear()
-            _CHUNK_BUFFERS.clear()
-    return dsts[0] if single else dsts
+        return
+    with dask_progress("convert: tasks", enabled=progress):
+        dask.compute(*tasks)
 
 
 def _make_job(
@@ -590,8 +660,12 @@ def _make_job(
     stored = check_chunks(chunks, nifti.shape)  # create_store's rule
     # Refuse now what would be refused, but delete and create nothing until the graph runs
     # (``compute=False`` hands the graph to the caller).
+    lock = WriterLock(dst, dst_options)
+    lock.check(overwrite)  # a second writer refuses now, before any work starts
     _prepare(dst, dst_options, overwrite, remove=False)
-    job = _Job(nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir)
+    job = _Job(
+        nifti, dst, dst_options, header_bytes, out_dtype, stored, unit_bytes, scratch_dir, lock
+    )
     job.create_args = (overwrite, compressor)
     return job
 
@@ -599,19 +673,29 @@ def _make_job(
 def _create_destination(job: _Job) -> None:
     """Replace the destination by a new, incomplete store: the first step of the graph."""
     overwrite, compressor = job.create_args
-    _prepare(job.dst, job.dst_options, overwrite)
-    create_store(
-        job.dst,
-        header_bytes=job.header_bytes,
-        chunks=job.chunks4[: job.nifti.ndim],
-        compressor=compressor,
-        storage_options=job.dst_options,
-        source=job.nifti.url,
-    )
+    job.lock.acquire(overwrite)  # held until _finish (or released when the run fails)
+    try:
+        _prepare(job.dst, job.dst_options, overwrite)
+        create_store(
+            job.dst,
+            header_bytes=job.header_bytes,
+            chunks=job.chunks4[: job.nifti.ndim],
+            compressor=compressor,
+            storage_options=job.dst_options,
+            source=job.nifti.url,
+            writer=job.lock.record,
+        )
+    except BaseException:
+        job.lock.release()
+        raise
 
 
 def _prepare(dst, dst_options, overwrite, remove=True):
-    """An interrupted conversion (incomplete lazyconn store) is redone without asking."""
+    """An interrupted conversion (incomplete lazyconn store) is redone without asking.
+
+    Removing runs with the writer lock held: an incomplete store is then not another live
+    writer's (that one would hold the lock) but a dead one's.
+    """
     if not overwrite and is_store(dst, dst_options, name="dst"):
         try:
             open_store(dst, dst_options, name="dst")

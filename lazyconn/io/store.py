@@ -234,8 +234,12 @@ def create_store(
     storage_options: dict | None = None,
     source: str | None = None,
     name: str = "dst",
+    writer: dict | None = None,
 ):
     """Write the metadata of a new (incomplete) store and return its voxel zarr array.
+
+    ``writer`` (host, pid, start, token of the process holding the writer lock) is kept in
+    ``lazyconn.writer``: who writes an in-progress store, and who may mark it complete.
 
     The array holds the NIfTI's unscaled voxels (native byte order), axes reversed to
     OME-Zarr's (t, z, y, x). Call :func:`mark_complete` after the last chunk.
@@ -270,6 +274,7 @@ def create_store(
             "t_r": t_r,
             "xyzt_units": list(header.get_xyzt_units()),
             "source": redact(source) if source else None,
+            "writer": writer,
         },
     }
     codec = make_compressor(compressor)
@@ -304,13 +309,24 @@ def create_store(
     )
 
 
-def mark_complete(dst: str, storage_options: dict | None = None) -> None:
+def mark_complete(
+    dst: str, storage_options: dict | None = None, *, writer: str | None = None
+) -> None:
     """Check every chunk was written, then record it: the last write of a conversion.
 
     The completion record holds the number of chunks written and the checksum codec
     ("crc32c": zarr verifies each chunk on read), so a store marked complete is complete.
     """
     group = zarr.open_group(_zarr_store(dst, storage_options, read_only=False), mode="r+")
+    owner = (group.attrs["lazyconn"].get("writer") or {}) if writer is not None else {}
+    if writer is not None and owner.get("token") != writer:
+        from lazyconn.exceptions import StoreLockedError
+
+        raise StoreLockedError(
+            f"dst={redact(dst)!r} was replaced by another writer while this one wrote it "
+            f"(now host {owner.get('host')!r}, pid {owner.get('pid')}); expected a single "
+            "writer: its completion is left to that writer."
+        )
     array = group[DATA_PATH]
     expected = int(np.prod(array.cdata_shape))
     fs, path = get_fs(dst, storage_options)
@@ -357,7 +373,10 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
     check_exists(name, url, storage_options, expected="a lazyconn zarr store")
     shown = redact(url)
     store = CompleteStore(
-        _zarr_store(url, storage_options, read_only=True), shown, prefix=f"{DATA_PATH}/", strict=False
+        _zarr_store(url, storage_options, read_only=True),
+        shown,
+        prefix=f"{DATA_PATH}/",
+        strict=False,
     )
     try:
         group = zarr.open_group(store, mode="r")

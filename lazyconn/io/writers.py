@@ -17,6 +17,7 @@ import numpy as np
 from lazyconn._progress import Progress
 from lazyconn._utils import check_positive
 from lazyconn.io._fs import check_url, get_fs, redact
+from lazyconn.io._locks import WriterLock
 from lazyconn.io.store import create_store, mark_complete, prepare_destination
 
 
@@ -83,28 +84,50 @@ def write_store(
         )
         return None if compute else out
     header_bytes, raw = header_bytes_for(img)
-    prepare_destination(dst, storage_options, overwrite)
-    array = create_store(
-        dst,
-        header_bytes=header_bytes,
-        chunks=chunks,
-        compressor=compressor,
-        storage_options=storage_options,
-        source=img.source,
-    )
+    lock = WriterLock(dst, storage_options)
+    lock.acquire(overwrite)  # a second writer refuses before touching the store
+    try:
+        prepare_destination(dst, storage_options, overwrite)
+        array = create_store(
+            dst,
+            header_bytes=header_bytes,
+            chunks=chunks,
+            compressor=compressor,
+            storage_options=storage_options,
+            source=img.source,
+            writer=lock.record,
+        )
+        if not compute:  # the final task marks the store complete and releases the lock
+            return _write_graph(raw, array, dst, storage_options, lock)
+        _write_batches(raw, array, batch_bytes, progress)
+        mark_complete(dst, storage_options, writer=lock.record["token"])  # last
+    except BaseException:
+        lock.release()
+        raise
+    lock.release()
+    return None
+
+
+def _write_graph(raw, array, dst, storage_options, lock):
+    stored = _stored(raw, array)
+    writes = da.store(stored, array, lock=False, compute=False)
+    return dask.delayed(_complete_after)(writes, dst, storage_options, lock)
+
+
+def _stored(raw, array):
     stored = raw.transpose(tuple(range(raw.ndim))[::-1]).rechunk(array.chunks)
     if stored.dtype != array.dtype:  # e.g. big-endian file data: store native order
         stored = stored.astype(array.dtype)
-    if not compute:
-        writes = da.store(stored, array, lock=False, compute=False)
-        return dask.delayed(_complete_after)(writes, dst, storage_options)
+    return stored
+
+
+def _write_batches(raw, array, batch_bytes, progress) -> None:
+    stored = _stored(raw, array)
     regions = batch_regions(stored.chunks, stored.dtype.itemsize, batch_bytes)
     with Progress("write: batches", len(regions), enabled=progress) as bar:
         for region in regions:
             da.store(stored[region], array, regions=region, lock=False)
             bar.update()
-    mark_complete(dst, storage_options)  # last: an interrupted write stays incomplete
-    return None
 
 
 #: Default ``batch_bytes`` of ``LazyImage.to_zarr``: output bytes computed per batch.
@@ -149,8 +172,11 @@ def batch_regions(chunks, itemsize: int, batch_bytes: int | None = None) -> list
     return regions
 
 
-def _complete_after(_writes, dst, storage_options):
-    mark_complete(dst, storage_options)
+def _complete_after(_writes, dst, storage_options, lock):
+    try:
+        mark_complete(dst, storage_options, writer=lock.record["token"])
+    finally:
+        lock.release()
 
 
 def write_nifti(img, filename, *, storage_options: dict | None = None) -> None:

@@ -1,0 +1,172 @@
+"""One writer per store and no leftovers, with real processes (``lazyconn convert``).
+
+A conversion is paused with SIGSTOP at a chosen moment (its lock taken, or its stage file
+written) so that the second process always meets it mid-run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import lazyconn
+from lazyconn.exceptions import StoreLockedError
+from lazyconn.io._locks import LOCK_SUFFIX, STAGE_PREFIX, WriterLock, is_dead, writer_record
+
+
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory):
+    """A .nii.gz whose staging takes long enough to be caught mid-way (~10 MB raw)."""
+    rng = np.random.default_rng(0)
+    data = (100 + rng.standard_normal((32, 32, 24, 100))).astype(np.float32)
+    path = tmp_path_factory.mktemp("big") / "run.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return str(path), data
+
+
+def _convert(src, dst, *extra, scratch=None):
+    cmd = [sys.executable, "-m", "lazyconn", "convert", src, "-o", dst, "--no-progress", *extra]
+    if scratch is not None:
+        cmd += ["--scratch-dir", str(scratch)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _stop_when(proc, condition, timeout=90.0):
+    """SIGSTOP ``proc`` as soon as ``condition()`` holds (polled every millisecond)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < end, "condition never met"
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGSTOP)
+
+
+def _stage_files(scratch):
+    return [n for n in os.listdir(scratch) if n.startswith(STAGE_PREFIX)]
+
+
+@pytest.mark.slow
+def test_second_convert_refuses_while_the_first_writes(big_run, tmp_path):
+    src, data = big_run
+    dst = str(tmp_path / "run.zarr")
+    first = _convert(src, dst)
+    _stop_when(first, lambda: os.path.exists(dst + LOCK_SUFFIX) and os.path.exists(dst))
+    try:
+        record = json.loads(open(dst + LOCK_SUFFIX).read())
+        assert record["pid"] == first.pid and record["host"] and record["started"]
+        second = subprocess.run(
+            [sys.executable, "-m", "lazyconn", "convert", src, "-o", dst, "--no-progress"],
+            capture_output=True,
+            timeout=120,
+        )
+        err = second.stderr.decode()
+        assert second.returncode == 1, err
+        assert f"dst='{dst}' is being written by another process" in err
+        assert f"pid {first.pid}" in err and "Traceback" not in err
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err.decode()[-2000:]
+    assert not os.path.exists(dst + LOCK_SUFFIX)  # released
+    np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), data)
+
+
+@pytest.mark.slow
+def test_overwrite_takes_over_and_the_first_does_not_mark_it(big_run, tmp_path):
+    src, data = big_run
+    dst = str(tmp_path / "run.zarr")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    first = _convert(src, dst, scratch=scratch)
+    _stop_when(first, lambda: bool(_stage_files(scratch)))  # its store made, now staging
+    try:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lazyconn",
+                "convert",
+                src,
+                "-o",
+                dst,
+                "--overwrite",
+                "--no-progress",
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+        assert second.returncode == 0, second.stderr.decode()[-2000:]
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 1
+    assert "was replaced by another writer" in err.decode()
+    np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_convert_leaves_no_stage_file_for_long(big_run, tmp_path, sig):
+    """SIGTERM: cleaned at once. SIGKILL: swept, and its lock taken over, by the next run."""
+    src, data = big_run
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    dst = str(tmp_path / "run.zarr")
+    first = _convert(src, dst, scratch=scratch)
+    _stop_when(first, lambda: bool(_stage_files(scratch)))
+    os.kill(first.pid, sig)
+    os.kill(first.pid, signal.SIGCONT)
+    first.communicate(timeout=120)
+    assert first.returncode == -sig
+    if sig == signal.SIGTERM:
+        assert _stage_files(scratch) == []
+        assert not os.path.exists(dst + LOCK_SUFFIX)
+    else:
+        assert len(_stage_files(scratch)) == 1 and os.path.exists(dst + LOCK_SUFFIX)
+    again = _convert(src, dst, scratch=scratch)  # the dead writer's lock is taken over
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err.decode()[-2000:]
+    assert _stage_files(scratch) == []
+    np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), data)
+
+
+def test_lock_in_process(tmp_path):
+    dst = str(tmp_path / "x.zarr")
+    first = WriterLock(dst)
+    first.acquire()
+    with pytest.raises(StoreLockedError, match=r"dst='.*x.zarr' is being written by another"):
+        WriterLock(dst).acquire()
+    taker = WriterLock(dst)
+    taker.acquire(overwrite=True)
+    first.release()  # no longer its lock: left in place
+    assert os.path.exists(dst + LOCK_SUFFIX)
+    taker.release()
+    assert not os.path.exists(dst + LOCK_SUFFIX)
+
+
+def test_dead_writer_is_recognised():
+    record = writer_record()
+    assert not is_dead(record)
+    assert is_dead({**record, "pid": 2**22 + 12345})  # no such pid
+    assert is_dead({**record, "process_start": -1})  # the pid was reused
+    assert not is_dead({**record, "host": "another-host", "pid": 2**22 + 12345})
+
+
+def test_to_zarr_takes_the_lock(tmp_path, make_nifti):
+    path, ref = make_nifti("run.nii")
+    dst = str(tmp_path / "out.zarr")
+    holder = WriterLock(dst)
+    holder.acquire()
+    img = lazyconn.load(nib.Nifti1Image(np.asarray(ref), np.eye(4)))
+    with pytest.raises(StoreLockedError, match=r"pid \d+"):
+        img.to_zarr(dst)
+    holder.release()
+    img.to_zarr(dst)
+    assert not os.path.exists(dst + LOCK_SUFFIX)
+    np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
