@@ -58,7 +58,8 @@ def test_second_convert_refuses_while_the_first_writes(big_run, tmp_path):
     first = _convert(src, dst)
     _stop_when(first, lambda: os.path.exists(dst + LOCK_SUFFIX) and os.path.exists(dst))
     try:
-        record = json.loads(open(dst + LOCK_SUFFIX).read())
+        with open(dst + LOCK_SUFFIX) as fobj:
+            record = json.load(fobj)
         assert record["pid"] == first.pid and record["host"] and record["started"]
         second = subprocess.run(
             [sys.executable, "-m", "lazyconn", "convert", src, "-o", dst, "--no-progress"],
@@ -159,7 +160,7 @@ def test_dead_writer_is_recognised():
 
 
 def test_to_zarr_takes_the_lock(tmp_path, make_nifti):
-    path, ref = make_nifti("run.nii")
+    _, ref = make_nifti("run.nii")
     dst = str(tmp_path / "out.zarr")
     holder = WriterLock(dst)
     holder.acquire()
