@@ -110,7 +110,8 @@ def run_convert(args) -> int:
     from lazyconn.io.convert import convert
 
     dsts = _destinations(args.src, args.output)
-    if args.output and len(dsts) > 1 and "://" not in args.output:
+    is_dir = args.output and not args.output.rstrip("/").endswith(".zarr")
+    if is_dir and "://" not in args.output:  # -o out/: a directory of stores, made if missing
         os.makedirs(args.output, exist_ok=True)
     client = None
     if args.scheduler:

@@ -18,7 +18,7 @@ from lazyconn.exceptions import (
     SubjectError,
 )
 from lazyconn.group._cache import ResultStore, input_identity, params_token
-from lazyconn.group._engine import Subject, run_group, tree_reduce
+from lazyconn.group._engine import Subject, run_group, run_subject, tree_reduce
 from lazyconn.testing.group import CorrcoefStep, add_sum_counts, sum_count, toy_study
 
 
@@ -121,7 +121,9 @@ def test_half_written_entry_reads_as_missing(tmp_path):
 
 
 def test_store_rejects_non_path():
-    with pytest.raises(ParameterTypeError, match=r"cache_dir=3 has type int; expected a directory"):
+    with pytest.raises(
+        ParameterTypeError, match=r"cache_dir=3 has type int; expected a directory"
+    ):
         ResultStore(3)
 
 
@@ -316,3 +318,25 @@ def test_sink_receives_every_result_and_outcomes_keep_none(tmp_path):
     assert out["n_cached"] == 3
     _, count = out["partial"]  # the tree still sees the results
     assert count == 7
+
+
+class _BlasThreads:
+    """Toy step reporting the BLAS thread count it runs with."""
+
+    def __call__(self, subject):
+        from threadpoolctl import threadpool_info
+
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        return np.array(blas)
+
+
+def test_subject_runs_with_one_blas_thread_wherever_it_runs():
+    """Results do not depend on the scheduler's BLAS threads (summation order)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if not [i for i in threadpool_info() if i["user_api"] == "blas"]:
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    with threadpool_limits(limits=2, user_api="blas"):
+        outcome = run_subject(_BlasThreads(), Subject("s", None), "raise")
+        assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"][0] == 2
+    assert set(outcome.result.tolist()) == {1}

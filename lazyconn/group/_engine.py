@@ -73,11 +73,19 @@ def _describe(subject: Subject) -> str:
 
 
 def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Failure:
-    """Run ``step(subject)`` with the synchronous scheduler; name the subject in any error."""
+    """Run ``step(subject)`` with the synchronous scheduler; name the subject in any error.
+
+    BLAS runs single-threaded inside the task: parallelism is across subjects, and the
+    result then does not depend on where it ran (a BLAS thread count changes the order of
+    sums, hence the last bits: ~1e-6 between a threaded run and a cluster run otherwise),
+    so results computed anywhere can share one results store.
+    """
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
     t0 = time.perf_counter()
     try:
         # Inside a task (threads or a distributed worker) the subject's graph runs in place.
-        with dask.config.set(scheduler="sync"):
+        with dask.config.set(scheduler="sync"), threadpool_limits(limits=1, user_api="blas"):
             result = np.asarray(step(subject))
     except Exception as exc:
         message = f"{_describe(subject)} failed: {type(exc).__name__}: {exc}"

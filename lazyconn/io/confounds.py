@@ -107,11 +107,13 @@ def read_confounds_file(path, *, storage_options=None) -> tuple[np.ndarray, list
         ) from exc
     if values.size == 0:
         raise InputFileError(f"confounds file {str(path)!r} has a header but no rows.")
-    names = (
-        fields
-        if has_header and len(fields) == values.shape[1]
-        else [f"column {j}" for j in range(values.shape[1])]
-    )
+    if has_header and len(fields) != values.shape[1]:
+        # pandas (nilearn) would take the extra columns for an index and shift the names.
+        raise InputFileError(
+            f"confounds file {str(path)!r} has {len(fields)} names in its header but "
+            f"{values.shape[1]} columns of values; expected one name per column."
+        )
+    names = fields if has_header else [f"column {j}" for j in range(values.shape[1])]
     return values, names
 
 
