@@ -3,7 +3,6 @@
 Converted stores and the GroupConnectome results store, locally and on S3 (moto).
 """
 
-import os
 import subprocess
 import sys
 import textwrap
