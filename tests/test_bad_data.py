@@ -27,3 +27,32 @@ def test_convert_one_run_into_a_new_output_folder(make_nifti, tmp_path):
     out = tmp_path / "out"
     assert cli.main(["convert", path, "-o", f"{out}/", "--no-progress"]) == 0
     np.testing.assert_array_equal(lazyconn.load(out / "run.zarr").data.compute(), ref)
+
+
+@pytest.mark.parametrize("nan_voxels", ["all", "seeds"])
+def test_nan_run_fails_naming_the_subject(tmp_path, nan_voxels):
+    """nilearn reads NaN as zeros then fails on a singular covariance; lazyconn says why."""
+    import nibabel as nib
+
+    from lazyconn.exceptions import SubjectError
+    from lazyconn.group.pipeline import GroupConnectome
+    from lazyconn.maskers import NiftiSpheresMasker
+    from lazyconn.testing.group import TINY_SEEDS, tiny_study
+
+    paths, _ = tiny_study(tmp_path, n_subjects=2, shape=(8, 9, 10, 30))
+    img = nib.load(paths[1])
+    data = np.asarray(img.dataobj).copy()
+    if nan_voxels == "all":
+        data[...] = np.nan
+    else:  # every voxel of the first seed's sphere
+        i, j, k = np.round(np.linalg.solve(img.affine, [*TINY_SEEDS[0], 1.0])[:3]).astype(int)
+        data[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3, max(k - 2, 0) : k + 3] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), paths[1])
+    masker = NiftiSpheresMasker(TINY_SEEDS, radius=4, t_r=2.0)
+    from lazyconn.connectome import ConnectivityMeasure
+
+    group = GroupConnectome(masker, ConnectivityMeasure(kind="correlation"), progress=False)
+    with pytest.raises(
+        SubjectError, match=r"subject 'sub-01_bold' .*failed: .*regions have const"
+    ):
+        group.fit(paths)

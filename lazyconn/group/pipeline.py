@@ -64,10 +64,31 @@ class _ConnectomeStep:
         signals = self._masker().transform(
             img, confounds=subject.confounds, sample_mask=subject.sample_mask
         )
+        _check_signals(np.asarray(signals), self.connectivity.kind)
         covariance = self.connectivity.subject_covariance(signals)
         if self.connectivity.kind == "tangent":
             return covariance  # the tangent vectors need the group's geometric mean first
         return self.connectivity.subject_connectivity(covariance)
+
+
+def _check_signals(signals: np.ndarray, kind: str) -> None:
+    """Refuse region signals that are all zero (NaN voxels are read as zeros, as nilearn does).
+
+    An all-NaN run, or regions made only of NaN voxels or lying outside the data, give
+    constant zero signals; every kind but "covariance" then fails later with a singular
+    covariance (or NaN correlations) that does not say why. The error names the regions;
+    :func:`run_subject` adds the subject and its file.
+    """
+    if kind == "covariance" or signals.ndim != 2:
+        return
+    dead = np.flatnonzero(~np.any(signals != 0, axis=0) | ~np.all(np.isfinite(signals), axis=0))
+    if dead.size:
+        shown = dead[:10].tolist() + (["..."] if dead.size > 10 else [])
+        raise ValueError(
+            f"{dead.size} of {signals.shape[1]} regions have constant zero (or non-finite) "
+            f"signals (regions {shown}): an all-NaN run, NaN voxels, or regions outside the "
+            f"data; expected a signal in every region for kind={kind!r}."
+        )
 
 
 def _is_single_run(obj) -> bool:
@@ -338,9 +359,7 @@ class GroupConnectome(BaseEstimator):
         bad_inputs = {name: f"subject {name!r}: {text}" for name, text in problems.items()}
         records = [r for r in records if r.name not in problems]
         store = (
-            None
-            if self.cache_dir is None
-            else ResultStore(self.cache_dir, self.storage_options)
+            None if self.cache_dir is None else ResultStore(self.cache_dir, self.storage_options)
         )
         tangent = connectivity.kind == "tangent"
         step = _ConnectomeStep(masker, connectivity, self.storage_options, token=params)

@@ -1,0 +1,173 @@
+"""Benchmark: what the integrity checks and BLAS pinning cost (issue #15).
+
+1. **Read throughput with and without the crc32c checksum.** One run (default
+   91 x 109 x 91 x 200 float32, 720 MB raw, default chunks and codec) is converted with
+   ``lazyconn.convert`` (Blosc LZ4 + crc32c: every chunk verified on read, and the
+   missing-chunk check of a complete store); a copy of the same voxels is written with the
+   same chunks and codec but no crc32c (a store as written before checksums). Both are read
+   whole (``lazyconn.load(store).data.sum().compute()``, dask's threaded scheduler),
+   alternating A/B ``--repeats`` times; the median throughput of each and the relative cost
+   are reported.
+2. **One BLAS thread per subject.** The per-subject computation of a connectome
+   (Ledoit-Wolf covariance + partial correlation of (T, K) region signals, K = 264 Power
+   regions, T = 1200) timed under ``threadpool_limits(1)`` (what ``run_subject`` now does)
+   and under the machine's default BLAS threads, alternating, medians.
+
+The machine's load average is printed with the figures (ratios measured in the same run
+are what counts on a shared machine).
+
+Usage::
+
+    python benchmarks/bench_integrity.py            # 91 x 109 x 91 x 200
+    python benchmarks/bench_integrity.py --small    # 64 x 64 x 40 x 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _make_run(path: Path, shape) -> None:
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    base = 1000 + 50 * rng.standard_normal(shape[:3]).astype(np.float32)
+    data = np.empty(shape, dtype=np.float32)
+    for t in range(shape[3]):  # smooth baseline + 2 % noise, like the codec benchmark
+        data[..., t] = base + 20 * rng.standard_normal(shape[:3]).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), path)
+
+
+def _copy_without_checksum(src: Path, dst: Path) -> None:
+    import zarr
+
+    shutil.copytree(src, dst)
+    group = zarr.open_group(dst, mode="r+")
+    old = zarr.open_group(src, mode="r")["0"]
+    codecs = [
+        c for c in old.metadata.codecs if type(c).__name__ not in ("Crc32cCodec", "BytesCodec")
+    ]
+    del group["0"]
+    new = group.create_array(
+        "0",
+        shape=old.shape,
+        dtype=old.dtype,
+        chunks=old.chunks,
+        compressors=codecs,
+        fill_value=0,
+        dimension_names=old.metadata.dimension_names,
+        config={"write_empty_chunks": True},
+    )
+    new[...] = old[...]
+    meta = dict(group.attrs["lazyconn"])
+    meta.pop("checksum", None)
+    group.attrs["lazyconn"] = meta
+
+
+def _read(store: Path) -> float:
+    import lazyconn
+
+    t0 = time.perf_counter()
+    lazyconn.load(store).data.sum().compute()
+    return time.perf_counter() - t0
+
+
+def bench_read(shape, repeats: int, work: Path) -> dict:
+    import lazyconn
+
+    work.mkdir(parents=True, exist_ok=True)
+    nii = work / "run.nii"
+    _make_run(nii, shape)
+    with_crc, without_crc = work / "crc.zarr", work / "nocrc.zarr"
+    for p in (with_crc, without_crc):
+        shutil.rmtree(p, ignore_errors=True)
+    lazyconn.convert(nii, with_crc, progress=False)
+    _copy_without_checksum(with_crc, without_crc)
+    nbytes = int(np.prod(shape)) * 4
+    _read(with_crc), _read(without_crc)  # warm the page cache
+    times = {"crc32c": [], "none": []}
+    for _ in range(repeats):
+        times["crc32c"].append(_read(with_crc))
+        times["none"].append(_read(without_crc))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {
+        "shape": list(shape),
+        "raw_MB": nbytes / 1e6,
+        "MBps": {k: nbytes / 1e6 / v for k, v in med.items()},
+        "seconds": times,
+        "cost_percent": 100 * (med["crc32c"] / med["none"] - 1),
+    }
+    for p in (nii, with_crc, without_crc):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return out
+
+
+def bench_blas(repeats: int, n_times: int = 1200, n_regions: int = 264) -> dict:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from lazyconn.connectome import ConnectivityMeasure
+
+    rng = np.random.default_rng(0)
+    signals = rng.standard_normal((n_times, n_regions)) @ rng.standard_normal(
+        (n_regions, n_regions)
+    )
+    measure = ConnectivityMeasure(kind="partial correlation")
+    default = max(
+        (i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1
+    )
+
+    def step():
+        t0 = time.perf_counter()
+        measure.subject_connectivity(measure.subject_covariance(signals))
+        return time.perf_counter() - t0
+
+    times = {"1 thread": [], f"{default} threads": []}
+    step()
+    for _ in range(repeats):
+        with threadpool_limits(limits=1, user_api="blas"):
+            times["1 thread"].append(step())
+        times[f"{default} threads"].append(step())
+    return {
+        "shape": [n_times, n_regions],
+        "median_ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    shape = (64, 64, 40, 100) if args.small else (91, 109, 91, 200)
+    results = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}
+    results["read"] = bench_read(shape, args.repeats, HERE / "_data" / "integrity")
+    results["blas"] = bench_blas(args.repeats)
+    results["loadavg_end"] = os.getloadavg()
+    read = results["read"]
+    print(
+        f"read {read['raw_MB']:.0f} MB: with crc32c {read['MBps']['crc32c']:.0f} MB/s, without "
+        f"{read['MBps']['none']:.0f} MB/s -> checksum cost {read['cost_percent']:+.1f} % "
+        f"(medians of {args.repeats})"
+    )
+    print(f"per-subject connectivity {results['blas']['shape']}: {results['blas']['median_ms']}")
+    print(
+        f"load average at start {results['loadavg_start']}, end {results['loadavg_end']} "
+        f"on {results['cpus']} CPUs"
+    )
+    out = HERE / "_data" / ("bench_integrity_small.json" if args.small else "bench_integrity.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
