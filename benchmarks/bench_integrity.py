@@ -1,7 +1,7 @@
 """Benchmark: what the integrity checks and BLAS pinning cost (issue #15).
 
 1. **Read throughput with and without the crc32c checksum.** One run (default
-   91 x 109 x 91 x 200 float32, 720 MB raw, default chunks and codec) is converted with
+   91 x 109 x 91 x 120 float32, 430 MB raw, default chunks and codec) is converted with
    ``lazyconn.convert`` (Blosc LZ4 + crc32c: every chunk verified on read, and the
    missing-chunk check of a complete store); a copy of the same voxels is written with the
    same chunks and codec but no crc32c (a store as written before checksums). Both are read
@@ -18,7 +18,7 @@ are what counts on a shared machine).
 
 Usage::
 
-    python benchmarks/bench_integrity.py            # 91 x 109 x 91 x 200
+    python benchmarks/bench_integrity.py            # 91 x 109 x 91 x 120
     python benchmarks/bench_integrity.py --small    # 64 x 64 x 40 x 100
 """
 
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    shape = (64, 64, 40, 100) if args.small else (91, 109, 91, 200)
+    shape = (64, 64, 40, 100) if args.small else (91, 109, 91, 120)
     results = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}
     results["read"] = bench_read(shape, args.repeats, HERE / "_data" / "integrity")
     results["blas"] = bench_blas(args.repeats)
