@@ -29,9 +29,9 @@ def test_convert_one_run_into_a_new_output_folder(make_nifti, tmp_path):
     np.testing.assert_array_equal(lazyconn.load(out / "run.zarr").data.compute(), ref)
 
 
-@pytest.mark.parametrize("nan_voxels", ["all", "seeds"])
-def test_nan_run_fails_naming_the_subject(tmp_path, nan_voxels):
-    """nilearn reads NaN as zeros then fails on a singular covariance; lazyconn says why."""
+def test_all_nan_run_fails_naming_the_subject(tmp_path):
+    """nilearn warns and reads NaN as zeros (zero signals, a singular covariance later);
+    lazyconn fails at once, naming the subject and its file."""
     import nibabel as nib
 
     from lazyconn.exceptions import SubjectError
@@ -41,18 +41,14 @@ def test_nan_run_fails_naming_the_subject(tmp_path, nan_voxels):
 
     paths, _ = tiny_study(tmp_path, n_subjects=2, shape=(8, 9, 10, 30))
     img = nib.load(paths[1])
-    data = np.asarray(img.dataobj).copy()
-    if nan_voxels == "all":
-        data[...] = np.nan
-    else:  # every voxel of the first seed's sphere
-        i, j, k = np.round(np.linalg.solve(img.affine, [*TINY_SEEDS[0], 1.0])[:3]).astype(int)
-        data[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3, max(k - 2, 0) : k + 3] = np.nan
+    data = np.full(img.shape, np.nan, dtype=np.float32)
     nib.save(nib.Nifti1Image(data, img.affine, img.header), paths[1])
-    masker = NiftiSpheresMasker(TINY_SEEDS, radius=4, t_r=2.0)
-    from lazyconn.connectome import ConnectivityMeasure
-
-    group = GroupConnectome(masker, ConnectivityMeasure(kind="correlation"), progress=False)
+    group = GroupConnectome(NiftiSpheresMasker(TINY_SEEDS, radius=4, t_r=2.0), progress=False)
     with pytest.raises(
-        SubjectError, match=r"subject 'sub-01_bold' .*failed: .*regions have const"
+        SubjectError, match=r"subject 'sub-01_bold' .*failed: .*regions has constant zero"
     ):
         group.fit(paths)
+    skipped = GroupConnectome(
+        NiftiSpheresMasker(TINY_SEEDS, radius=4, t_r=2.0), progress=False, on_error="skip"
+    ).fit(paths)
+    assert skipped.subjects_ == ["sub-00_bold"] and "all-NaN" in skipped.failed_["sub-01_bold"]
