@@ -338,5 +338,5 @@ def test_subject_runs_with_one_blas_thread_wherever_it_runs():
         pytest.skip("no BLAS library seen by threadpoolctl")
     with threadpool_limits(limits=2, user_api="blas"):
         outcome = run_subject(_BlasThreads(), Subject("s", None), "raise")
-        assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"][0] == 2
+        assert next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2
     assert set(outcome.result.tolist()) == {1}
