@@ -28,7 +28,7 @@ import time
 import uuid
 
 from lazyconn.exceptions import StoreLockedError
-from lazyconn.io._fs import get_fs, is_local, local_path, redact
+from lazyconn.io._fs import access_errors, get_fs, is_local, local_path, redact
 
 LOCK_SUFFIX = ".lazyconn-lock"
 STAGE_PREFIX = "lazyconn-stage-"
@@ -168,6 +168,11 @@ class WriterLock:
         )
 
     def acquire(self, overwrite: bool = False) -> None:
+        """Take the lock, or raise StoreLockedError (AccessDeniedError: credentials refused)."""
+        with access_errors(self.name, self.dst):
+            self._acquire(overwrite)
+
+    def _acquire(self, overwrite: bool) -> None:
         data = json.dumps(self.record).encode()
         for _ in range(5):
             created = self._create(data)
