@@ -121,8 +121,8 @@ class WriterLock:
         for _ in range(20):  # a lock file being written is empty for a moment
             try:
                 text = self.fs.cat_file(self.path)
-            except FileNotFoundError:
-                return None
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None  # no lock (or no directory: the destination checks say so)
             try:
                 return json.loads(text)
             except ValueError:
