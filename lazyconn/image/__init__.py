@@ -1,7 +1,7 @@
 """Image model: LazyImage, ``load`` and image functions with nilearn's names."""
 
 from lazyconn.image._cleaning import clean_img, high_variance_confounds
-from lazyconn.image._lazyimage import LazyImage
+from lazyconn.image._lazyimage import LazyArrayProxy, LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import check_same_fov, get_data, new_img_like
 from lazyconn.image.image import (
@@ -28,6 +28,7 @@ from lazyconn.image.templates import (
 )
 
 __all__ = [
+    "LazyArrayProxy",
     "LazyImage",
     "binarize_img",
     "binary_dilation_img",

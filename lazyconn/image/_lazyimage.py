@@ -5,16 +5,71 @@ from __future__ import annotations
 import dask.array as da
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialFirstSlicer
 
-from lazyconn.exceptions import DimensionError, ParameterTypeError
+from lazyconn.config import default_chunks
+from lazyconn.exceptions import DimensionError, ParameterError, ParameterTypeError
 
 
-class LazyImage:
-    """A 3-D or 4-D image whose voxels are a dask array.
+class LazyArrayProxy:
+    """``LazyImage.dataobj``: a nibabel-style array proxy over the image's dask array.
+
+    As nibabel's ``ArrayProxy``: ``np.asarray(proxy)`` reads (computes) every voxel;
+    ``proxy[key]`` reads only the chunks the slice touches and returns numpy.
+    """
+
+    is_proxy = True
+
+    def __init__(self, data: da.Array):
+        self._data = data
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self._data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._data.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        arr = np.asarray(self._data.compute())
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        return np.asarray(self._data[key].compute())
+
+    def __repr__(self) -> str:
+        return f"<LazyArrayProxy shape={self.shape} dtype={self.dtype}>"
+
+
+class _LazySlicer(SpatialFirstSlicer):
+    """``img.slicer[...]`` without reading voxels: the result is a LazyImage."""
+
+    def __init__(self, img):
+        # nibabel only trusts its own classes to be spatial-axes-first; a LazyImage is.
+        self.img = img
+
+    def __getitem__(self, slicer):
+        try:
+            slicer = self.check_slicing(slicer)
+        except ValueError as err:
+            raise IndexError(*err.args) from None
+        data = self.img.data[slicer]
+        if any(dim == 0 for dim in data.shape):
+            raise IndexError("Empty slice requested")
+        return LazyImage(data, self.slice_affine(slicer), self.img.header, source=self.img.source)
+
+
+class LazyImage(nib.Nifti1Image):
+    """A 3-D or 4-D image whose voxels are a dask array; a ``nibabel.Nifti1Image``.
 
     Parameters
     ----------
-    data : dask.array.Array
+    data : dask.array.Array or numpy.ndarray
         Voxels, shape (x, y, z) or (x, y, z, t). 4-D runs are chunked in spatial
         blocks with the whole time axis in each chunk (see ``docs/format.md``).
     affine : (4, 4) array
@@ -24,17 +79,41 @@ class LazyImage:
     source : str, optional
         Where the voxels come from (a path or URL without credentials), for ``repr``.
 
+    A LazyImage is a ``nibabel.Nifti1Image`` whose ``dataobj`` is a
+    :class:`LazyArrayProxy`, so nibabel- and nilearn-style code (``get_fdata()``,
+    ``np.asarray(img.dataobj)``, ``img.dataobj[..., 0]``, ``img.slicer[...]``,
+    ``get_data_dtype()``, ``to_filename``, ``nilearn.plotting``) works on it as it is:
+    reading voxels computes them, as nibabel reads them from the file, and only what is
+    read (``get_fdata`` caches the result, as nibabel does). ``img.data`` is the dask
+    array itself. The header's data dtype is the voxels' dtype (uint8 for bool voxels),
+    its shape the voxels' shape and its s/q-forms follow ``affine``; unlike images made by
+    nilearn's ``new_img_like``, ``cal_min``/``cal_max`` are not filled (that needs the
+    voxels).
+
     Images opened from a file or store also keep the file's unscaled voxels and
     header bytes (private), so ``to_zarr`` and ``to_nifti(filename)`` write them back
     losslessly; ``with_data`` drops them.
     """
 
-    __slots__ = ("_raw", "affine", "data", "header", "source")
-
-    def __init__(self, data, affine, header=None, *, source: str | None = None, _raw=None):
+    def __init__(
+        self,
+        data,
+        affine,
+        header=None,
+        extra=None,
+        file_map=None,
+        dtype=None,
+        *,
+        source: str | None = None,
+        _raw=None,
+    ):
         if not isinstance(data, da.Array):
-            if isinstance(data, np.ndarray):
-                data = da.from_array(data, chunks="auto")
+            if isinstance(data, (np.ndarray, LazyArrayProxy)) or nib.is_proxy(data):
+                if isinstance(data, LazyArrayProxy):
+                    data = data._data
+                else:
+                    data = np.asarray(data)
+                    data = da.from_array(data, chunks=default_chunks(data.shape, data.dtype))
             else:
                 raise ParameterTypeError(
                     f"data={type(data).__name__} object; expected a dask or numpy array."
@@ -46,19 +125,59 @@ class LazyImage:
         affine = np.asarray(affine, dtype=np.float64)
         if affine.shape != (4, 4):
             raise DimensionError(f"affine has shape {affine.shape}; expected (4, 4).")
+        if dtype is not None:
+            data = data.astype(dtype)
+        # NIfTI has no bool type: bool voxels are described as uint8 (nibabel's choice).
+        header_dtype = np.uint8 if data.dtype == bool else data.dtype
+        # A header with the dtype already set: nibabel would set it from the voxels' dtype,
+        # which fails for bool.
+        stand_in = nib.Nifti1Header()
+        stand_in.set_data_dtype(header_dtype)
+        super().__init__(LazyArrayProxy(data), affine, stand_in, extra, file_map)
         if header is None:
-            header = nib.Nifti1Header()
+            self._affine2header()  # as nibabel does for an image made without a header
         else:
             header = header.copy()
-        header.set_data_shape(data.shape)
-        header.set_data_dtype(data.dtype)
+            header.set_data_shape(data.shape)
+            header.set_data_dtype(header_dtype)
+            self._header = header
+            if type(header) is nib.Nifti1Header:
+                self.update_header()
         self.data = data
-        self.affine = affine
-        self.header = header
         self.source = source
         # (unscaled dask array in x,y,z,t order, NIfTI header bytes, NiftiFile or None) of
         # the source file or store.
         self._raw = _raw
+
+    @property
+    def slicer(self):
+        """nibabel's ``img.slicer[...]``: a LazyImage of the slice (nothing is read)."""
+        return _LazySlicer(self)
+
+    def to_filename(self, filename, **kwargs) -> None:
+        """Write a ``.nii``/``.nii.gz`` file (nibabel's method; same as ``to_nifti(filename)``).
+
+        Parameters
+        ----------
+        filename : str or path
+            Destination path or fsspec URL ending in ``.nii`` or ``.nii.gz``.
+        **kwargs
+            ``storage_options`` (fsspec options) only; nibabel's ``dtype`` is not
+            supported (ParameterError): cast with ``with_data`` first.
+        """
+        from lazyconn.io.writers import write_nifti
+
+        storage_options = kwargs.pop("storage_options", None)
+        if kwargs:
+            raise ParameterError(
+                f"to_filename got unsupported keyword arguments {sorted(kwargs)!r}; expected "
+                "only storage_options."
+            )
+        write_nifti(self, filename, storage_options=storage_options)
+
+    def get_data_dtype(self) -> np.dtype:
+        """The data dtype in the header (the voxels' dtype; uint8 for bool voxels)."""
+        return self._header.get_data_dtype()
 
     # array-like facts -------------------------------------------------------
     @property
