@@ -2,9 +2,10 @@
 
 When things compute:
 
-* ``apply_mask`` and ``unmask`` are lazy: they return a dask (T, V) array / a LazyImage
-  over one graph (see :mod:`lazyconn.ops.voxels`). Only the *mask* is read, eagerly: it is
-  small and its voxel list shapes the graph.
+* ``unmask`` is lazy (a LazyImage). ``apply_mask`` returns numpy like nilearn, or with
+  ``compute=False`` the lazy dask (T, V) array over one graph (see
+  :mod:`lazyconn.ops.voxels`). Only the *mask* is read, eagerly: it is small and its voxel
+  list shapes the graph.
 * ``compute_epi_mask``, ``compute_background_mask``, ``compute_brain_mask``, their
   ``compute_multi_*`` variants and ``intersect_masks`` compute: a mask is the "fit" part of
   a pipeline and is small by nature. The mean image of each run is a lazy reduction (one
@@ -86,8 +87,8 @@ def _masked_array(img, mask, dtype="f", smoothing_fwhm=None, ensure_finite=True)
 
 
 @fill_doc
-def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True):
-    """Extract the in-mask voxels of images: a lazy (T, V) dask array ((V,) for a 3-D image).
+def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True, compute=True):
+    """Extract the in-mask voxels of images: a (T, V) array ((V,) for a 3-D image).
 
     As ``nilearn.masking.apply_mask``. The result is chunked along voxels with the whole time
     axis in every chunk; voxels are in C order of the 3-D index. A list of 3-D images is
@@ -107,19 +108,21 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
         implies ``ensure_finite``.
     ensure_finite : bool, default=True
         Replace NaN and inf by 0; with ``False`` non-finite values propagate, as in nilearn.
+    compute : bool, default=True
+        lazyconn addition: True returns numpy, as nilearn; False returns the lazy dask
+        array and nothing but the mask is read.
 
     Returns
     -------
-    dask.array.Array
-        (n_volumes, n_voxels), or (n_voxels,) for a 3-D image; lazy.
+    numpy.ndarray or dask.array.Array
+        (n_volumes, n_voxels), or (n_voxels,) for a 3-D image.
     """
     mask, mask_affine = load_mask_img(mask_img)
     img = load_img(imgs, "imgs")
     _check_mask_grid(img, mask, mask_affine)
     data = _masked_array(img, mask, dtype, smoothing_fwhm, ensure_finite)
-    if data.ndim == 3:
-        return gather(data[..., None], mask)[0]
-    return gather(data, mask)
+    out = gather(data[..., None], mask)[0] if data.ndim == 3 else gather(data, mask)
+    return np.asarray(out.compute()) if compute else out
 
 
 @fill_doc

@@ -702,8 +702,9 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
 
     Returns
     -------
-    numpy.ndarray or dask.array.Array of float64, shape (n_samples, n_confounds)
-        Same numbers as nilearn on numpy input (float64); on dask input the Gram matrix is
+    numpy.ndarray or dask.array.Array, shape (n_samples, n_confounds)
+        nilearn's dtype (float input keeps its dtype, e.g. float32). Computed in float64:
+        the same numbers as nilearn on float64 input; on dask input the Gram matrix is
         accumulated over feature chunks (two passes: mean of squares, then Gram), so values
         agree to rounding. Signs of components are arbitrary (as in nilearn).
     """
@@ -719,10 +720,14 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
         )
     n_samples = int(series.shape[0])
     n_out = min(int(n_confounds), n_samples)
+    out_dtype = _hv_dtype(series.dtype, detrend)
     if not is_dask:
         var = _mean_squares_detrended(series, detrend)[0]
         threshold = np.nanpercentile(var, 100.0 - percentile)
-        return _top_eigenvectors(_gram_block(series, threshold, detrend), n_samples, n_confounds)
+        vectors = _top_eigenvectors(
+            _gram_block(series, threshold, detrend), n_samples, n_confounds
+        )
+        return vectors.astype(out_dtype, copy=False)
 
     x = tk.single_time_chunk(series)
     token = tokenize(x.name, detrend, percentile, n_confounds)
@@ -740,4 +745,15 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
         dask.delayed(_gram_block)(block, threshold, detrend) for block in x.to_delayed().ravel()
     ]
     vectors = dask.delayed(_top_eigenvectors)(_tree_sum(grams), n_samples, n_confounds)
-    return da.from_delayed(vectors, (n_samples, n_out), dtype=np.float64)
+    return da.from_delayed(vectors, (n_samples, n_out), dtype=np.float64).astype(out_dtype)
+
+
+def _hv_dtype(dtype, detrend: bool) -> np.dtype:
+    """nilearn's result dtype: float input keeps its dtype; detrending makes ints float32
+    (float64 for 8-byte ints); without detrending the eigenvectors of ints are float64."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype
+    if detrend and dtype.itemsize < 8:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)

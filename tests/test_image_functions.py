@@ -108,11 +108,15 @@ def test_list_of_images_must_share_grid_and_be_3d(rng):
         limage.index_img([a, inaccessible_image((7, 8, 9, 20))], 0)
 
 
-def test_get_data_is_dask_and_new_img_like(rng):
+def test_get_data_and_new_img_like(rng):
     img = synthetic_epi((7, 8, 9, 20), rng)
+    expected = nimage.get_data(img)
     data = limage.get_data(img)
-    assert isinstance(data, da.Array)
-    np.testing.assert_array_equal(data.compute(), np.asanyarray(img.dataobj))
+    assert type(data) is np.ndarray and data.dtype == expected.dtype
+    np.testing.assert_array_equal(data, expected)
+    lazy = limage.get_data(img, compute=False)
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), expected)
     new = limage.new_img_like(img, np.ones((7, 8, 9), bool))
     assert new.dtype == np.uint8 and new.shape == (7, 8, 9)
     np.testing.assert_array_equal(new.affine, img.affine)
@@ -323,7 +327,7 @@ def test_clean_img_is_lazy_and_errors(rng):
             confounds=rng.standard_normal((40, 2)),
             mask_img=mask,
         )
-        hvc = limage.high_variance_confounds(img, mask_img=mask)
+        hvc = limage.high_variance_confounds(img, mask_img=mask, compute=False)
     assert out.shape == img.shape and hvc.shape == (40, 5)
     with pytest.raises(ParameterError, match=r"t_r\) must be specified for filtering"):
         limage.clean_img(img, low_pass=0.1)
@@ -345,9 +349,8 @@ def test_image_high_variance_confounds_matches_nilearn(run64, masked):
         else None
     )
     expected = nimage.high_variance_confounds(img64, mask_img=mask, percentile=5.0)
-    result = limage.high_variance_confounds(
-        lazy_uneven(img), mask_img=mask, percentile=5.0
-    ).compute()
+    result = limage.high_variance_confounds(lazy_uneven(img), mask_img=mask, percentile=5.0)
+    assert type(result) is np.ndarray
     # eigenvector signs are arbitrary (LAPACK)
     signs = np.sign((expected * result).sum(0))
     np.testing.assert_allclose(result * signs, expected, rtol=1e-5, atol=1e-6)
@@ -360,7 +363,7 @@ def test_mean_index_math_get_data_are_lazy():
             [img, img], target_affine=np.diag([2.0, 2.0, 2.0, 1.0]), target_shape=(9, 9, 9)
         )
         i = limage.index_img(img, [1, 3])
-        d = limage.get_data(img)
+        d = limage.get_data(img, compute=False)
         n = limage.new_img_like(img, d * 2)
         f = limage.math_img("np.mean(a, axis=-1) * b[..., 0]", a=img, b=img)
     assert f.shape == (13, 11, 12)

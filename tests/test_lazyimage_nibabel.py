@@ -146,3 +146,37 @@ def test_nilearn_plotting_accepts_lazy_images(pair, plot):
     finally:
         display.close()
         plt.close("all")
+
+
+def _array_results(module, img, mask):
+    image = module.image
+    return {
+        "get_data": image.get_data(img),
+        "apply_mask": module.masking.apply_mask(img, mask),
+        "high_variance_confounds": image.high_variance_confounds(img, n_confounds=2),
+    }
+
+
+def test_arrays_are_numpy_as_nilearn(rng):
+    """README's rule: where nilearn returns numpy, so does lazyconn (compute=False: dask)."""
+    nilearn = pytest.importorskip("nilearn")
+    import nilearn.image
+    import nilearn.masking
+
+    img = synthetic_epi((7, 8, 9, 20), rng)
+    mask = nib.Nifti1Image((np.asarray(img.dataobj)[..., 0] > 50).astype(np.uint8), img.affine)
+    expected = _array_results(nilearn, img, mask)
+    result = _array_results(lazyconn, lazy_uneven(img), mask)
+    for name, exp in expected.items():
+        res = result[name]
+        assert type(res) is type(exp) is np.ndarray, name
+        assert res.dtype == exp.dtype, name
+        signs = np.sign((exp * res).sum(0)) if name == "high_variance_confounds" else 1
+        np.testing.assert_allclose(res * signs, exp, rtol=1e-5, atol=1e-6)
+        # what nilearn code does with these arrays
+        assert bool((res > 0).any()) == bool((exp > 0).any())
+        assert np.allclose(np.asarray((res * signs).tolist()), exp, rtol=1e-5, atol=1e-6)
+        idx = np.flatnonzero(np.abs(exp.ravel()) > 1)[:5]
+        np.testing.assert_allclose((res * signs).ravel()[idx], exp.ravel()[idx], rtol=1e-5)
+    lazy = lazyconn.masking.apply_mask(inaccessible_image((7, 8, 9, 20)), mask, compute=False)
+    assert isinstance(lazy, da.Array) and lazy.shape == expected["apply_mask"].shape

@@ -40,11 +40,17 @@ def test_apply_mask_matches_nilearn(epi_img, rng, smoothing_fwhm, dtype):
     img, lazy = epi_img
     mask = _mask_img(img.shape[:3], rng)
     expected = nmasking.apply_mask(img, mask, dtype=dtype, smoothing_fwhm=smoothing_fwhm)
-    result = lmasking.apply_mask(lazy, mask, dtype=dtype, smoothing_fwhm=smoothing_fwhm)
+    result = lmasking.apply_mask(
+        lazy, mask, dtype=dtype, smoothing_fwhm=smoothing_fwhm, compute=False
+    )
     assert isinstance(result, da.Array)
     assert result.dtype == expected.dtype
     assert len(result.chunks[0]) == 1  # whole time axis per chunk
     np.testing.assert_array_equal(result.compute(), expected)
+    # the default is numpy, as nilearn
+    computed = lmasking.apply_mask(lazy, mask, dtype=dtype, smoothing_fwhm=smoothing_fwhm)
+    assert type(computed) is np.ndarray and computed.dtype == expected.dtype
+    np.testing.assert_array_equal(computed, expected)
 
 
 @pytest.mark.parametrize("target_bytes", [1, 400, 4000, None])
@@ -78,7 +84,7 @@ def test_apply_mask_3d_image_gives_1d(rng):
     expected = nmasking.apply_mask(img, mask)
     result = lmasking.apply_mask(load(img, chunks=((5, 8), (4, 7), (3, 4, 5))), mask)
     assert result.shape == expected.shape == (int(np.asarray(mask.dataobj).sum()),)
-    np.testing.assert_array_equal(result.compute(), expected)
+    np.testing.assert_array_equal(result, expected)
 
 
 def test_apply_mask_int_data_and_list_of_3d(rng):
@@ -91,7 +97,7 @@ def test_apply_mask_int_data_and_list_of_3d(rng):
     expected = nmasking.apply_mask(vols, mask)
     result = lmasking.apply_mask([lazy_uneven(v) for v in vols], mask)
     assert result.dtype == expected.dtype == np.float32
-    np.testing.assert_array_equal(result.compute(), expected)
+    np.testing.assert_array_equal(result, expected)
 
 
 def test_apply_mask_non_finite(rng):
@@ -104,12 +110,10 @@ def test_apply_mask_non_finite(rng):
     img = nib.Nifti1Image(data, img.affine)
     mask = nib.Nifti1Image(blob.astype(np.uint8), img.affine)
     lazy = lazy_uneven(img)
-    np.testing.assert_array_equal(
-        lmasking.apply_mask(lazy, mask).compute(), nmasking.apply_mask(img, mask)
-    )
+    np.testing.assert_array_equal(lmasking.apply_mask(lazy, mask), nmasking.apply_mask(img, mask))
     # ensure_finite=False: non-finite values propagate, as in nilearn
     expected = nmasking.apply_mask(img, mask, ensure_finite=False)
-    result = lmasking.apply_mask(lazy, mask, ensure_finite=False).compute()
+    result = lmasking.apply_mask(lazy, mask, ensure_finite=False)
     assert np.isnan(result).sum() == 1 and np.isinf(result).sum() == 1
     np.testing.assert_array_equal(result, expected)
 
@@ -153,7 +157,7 @@ def test_apply_mask_and_unmask_are_lazy(rng):
     mask = _mask_img((13, 11, 12), rng)
     n = int(np.asarray(mask.dataobj).sum())
     with raise_if_dask_computes():
-        X = lmasking.apply_mask(img, mask, smoothing_fwhm=6)
+        X = lmasking.apply_mask(img, mask, smoothing_fwhm=6, compute=False)
         back = lmasking.unmask(X, mask)
         other = lmasking.unmask(inaccessible_dask_array((15, n), (15, 40)), mask)
     assert X.shape == (15, n)
@@ -183,7 +187,7 @@ def test_apply_mask_bad_masks(values, match):
     img = inaccessible_image((7, 8, 9, 20))
     if match is None:  # one non-zero value only: a valid full mask
         assert lmasking.apply_mask(
-            img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32)
+            img, nib.Nifti1Image(values, grid_affine(), dtype=np.int32), compute=False
         ).shape == (20, 504)
         return
     with pytest.raises(ParameterError, match=match):

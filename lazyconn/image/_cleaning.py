@@ -140,11 +140,14 @@ def clean_img(
     return new_img_like(img, data, img.affine)
 
 
-def high_variance_confounds(imgs, n_confounds=5, percentile=2.0, detrend=True, mask_img=None):
+def high_variance_confounds(
+    imgs, n_confounds=5, percentile=2.0, detrend=True, mask_img=None, compute=True
+):
     """CompCor-like confounds of a 4-D image, as ``nilearn.image.high_variance_confounds``.
 
-    Returns a lazy (T, n_confounds) float64 dask array (nilearn returns numpy: call
-    ``.compute()``); the percentile and the Gram matrix are reductions over voxel chunks.
+    Returns (T, n_confounds) numpy, as nilearn (float64 computed, in nilearn's dtype: the
+    run's float dtype); with ``compute=False`` (lazyconn addition) the lazy dask array, whose
+    percentile and Gram matrix are reductions over voxel chunks.
 
     Parameters
     ----------
@@ -158,16 +161,19 @@ def high_variance_confounds(imgs, n_confounds=5, percentile=2.0, detrend=True, m
         Remove a linear trend before measuring the variance.
     mask_img : 3-D image, or path, optional
         Use only its voxels (NaN -> 0); without, every voxel of the box.
+    compute : bool, default=True
+        lazyconn addition: False returns the lazy dask array (nothing is read).
 
     Returns
     -------
-    dask.array.Array
-        (n_volumes, n_confounds) float64, lazy.
+    numpy.ndarray or dask.array.Array
+        (n_volumes, n_confounds).
     """
     from lazyconn import signal
 
     img = load_4d(imgs, "imgs")
     signals, _, _ = _signals(img, mask_img)
-    return signal.high_variance_confounds(
+    out = signal.high_variance_confounds(
         signals, n_confounds=n_confounds, percentile=percentile, detrend=detrend
     )
+    return np.asarray(out.compute()) if compute else out

@@ -218,15 +218,20 @@ def _default_chunks_for(arr):
 
 
 @fill_doc
-def get_data(img) -> da.Array:
-    """The voxels of an image as a dask array (nilearn returns numpy; compute it if needed).
+def get_data(img, compute: bool = True):
+    """The voxels of an image, as ``nilearn.image.get_data``.
 
     Parameters
     ----------
     %(img)s
+    compute : bool, default=True
+        lazyconn addition. True: read the voxels and return a numpy array, as nilearn.
+        False: return the lazy dask array (nothing is read), to keep building a graph.
 
     Returns
     -------
-    dask.array.Array
+    numpy.ndarray or dask.array.Array
+        The voxels with the image's dtype.
     """
-    return load_img(img).data
+    data = load_img(img).data
+    return np.asarray(data.compute()) if compute else data

@@ -364,7 +364,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     @staticmethod
     def _high_variance_confounds(img4):
         """nilearn's ``image.high_variance_confounds`` on the raw run (whole box, no mask)."""
-        return high_variance_confounds(img4).rechunk(-1)
+        return high_variance_confounds(img4, compute=False).rechunk(-1)
 
 
 def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):

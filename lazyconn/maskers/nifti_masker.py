@@ -212,7 +212,9 @@ class NiftiMasker(BaseMasker):
         return super()._transform_run(img, confounds, sample_mask)
 
     def _extract(self, img4):
-        return masking.apply_mask(img4, self.mask_img_, smoothing_fwhm=self._fitted_smoothing())
+        return masking.apply_mask(
+            img4, self.mask_img_, smoothing_fwhm=self._fitted_smoothing(), compute=False
+        )
 
     def inverse_transform(self, X):
         """Put (T, V) / (V,) data back into a 4-D / 3-D nibabel image (zeros outside).
