@@ -159,7 +159,8 @@ def _array_results(module, img, mask):
 
 def test_arrays_are_numpy_as_nilearn(rng):
     """README's rule: where nilearn returns numpy, so does lazyconn (compute=False: dask)."""
-    nilearn = pytest.importorskip("nilearn")
+    pytest.importorskip("nilearn")
+    import nilearn
     import nilearn.image
     import nilearn.masking
 
