@@ -217,9 +217,11 @@ docdict["mask_args"] = """mask_args : dict, optional
 
 # --- masker methods -----------------------------------------------------------------------
 
-docdict["masker_imgs"] = """imgs : 3-D/4-D image (path, nibabel image, LazyImage) or list of runs
-    A 3-D image gives a 1-D output. A list gives a list of outputs (for nilearn's
-    non-Multi maskers a list of 3-D images is one 4-D run, as nilearn reads it)."""
+docdict["masker_imgs"] = """imgs : 3-D/4-D image (path, nibabel image, LazyImage) or list of images
+    A 3-D image gives a 1-D output. Multi maskers: a list of runs gives a list of outputs.
+    Other maskers, as nilearn: a list of 3-D images is one 4-D run, and a list holding a 4-D
+    image is a DimensionError (transform runs one by one with ``compute=False`` to compute
+    many in one graph)."""
 
 docdict["confounds"] = """confounds : confounds of one run, or a list with one entry per run
     Arrays, DataFrames or TSV/CSV paths (nilearn's ``signal.clean`` inputs); ``n/a`` in the

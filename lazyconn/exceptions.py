@@ -18,8 +18,12 @@ class ParameterTypeError(LazyconnError, TypeError):
     """A parameter has a type the function does not accept."""
 
 
-class DimensionError(LazyconnError, ValueError):
-    """An image or array has the wrong number of dimensions."""
+class DimensionError(LazyconnError, ValueError, TypeError):
+    """An image or array has the wrong number of dimensions.
+
+    A ``TypeError`` like nilearn's ``DimensionError`` (so ``except TypeError`` code written
+    for nilearn catches it) and a ``ValueError`` like numpy's shape errors.
+    """
 
 
 class GridMismatchError(LazyconnError, ValueError):

@@ -16,7 +16,9 @@ from lazyconn.testing.imaging import inaccessible_image, lazy_uneven, synthetic_
 from lazyconn.testing.laziness import raise_if_dask_computes
 
 
-@pytest.mark.parametrize("fwhm", [6, 4.5, 2, [3, None, 8], (0, 5, 2), "fast", None, 30])
+@pytest.mark.parametrize(
+    "fwhm", [6, 4.5, 2, [3, None, 8], (0, 5, 2), np.array([3.0, 4.0, 5.0]), "fast", None, 30]
+)
 def test_smooth_img_matches_nilearn_exactly(epi_img, fwhm):
     img, lazy = epi_img
     expected = nimage.smooth_img(img, fwhm).get_fdata(dtype=np.float32)

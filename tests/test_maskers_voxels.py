@@ -39,6 +39,7 @@ class TestNiftiMaskerSuite(MaskerSuite):
 class TestMultiNiftiMaskerSuite(TestNiftiMaskerSuite):
     lazy_cls = MultiNiftiMasker
     reference_cls = nilearn_maskers.MultiNiftiMasker
+    multi = True
 
     @staticmethod
     def ref_confounds(confounds):

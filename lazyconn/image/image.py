@@ -90,7 +90,7 @@ def smooth_array(arr, affine, fwhm=None, ensure_finite=True, copy=True):
         arr = arr.astype(float_dtype_for(arr.dtype))
     if ensure_finite:
         arr = spatial.ensure_finite(arr)
-    if fwhm == "fast":
+    if isinstance(fwhm, str):  # "fast" (other strings were refused above)
         return spatial.fast_smooth(arr)
     if sigmas is None:
         return arr

@@ -8,9 +8,11 @@ grid (shape, affine) and reused for every run on that grid; smoothing is folded 
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 
 from lazyconn.config import float_dtype_for
+from lazyconn.exceptions import ParameterError
 from lazyconn.image import resample_img
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 from lazyconn.ops.weights import region_reduce, region_weights
@@ -51,6 +53,23 @@ class RegionMasker(BaseMasker):
             if self._fitted_smoothing() is not None
             else np.dtype(in_dtype)
         )
+
+    def _fit_mask_to(self, shape, affine, regions: np.ndarray, what: str) -> None:
+        """nilearn's fit-time mask steps: resample ``mask_img_`` onto the reference grid
+        (nearest) and refuse a mask that leaves no region (``regions``: (x, y, z[, k])
+        labels or maps on that grid, background 0)."""
+        if self.mask_img_ is None:
+            return
+        mdata = mask_on_grid(self.mask_img_, shape, affine)
+        if mdata.shape != tuple(np.asarray(self.mask_img_.dataobj).shape) or not np.allclose(
+            self.mask_img_.affine, affine
+        ):
+            self.mask_img_ = nib.Nifti1Image(mdata.astype(np.int8), affine)
+        if not np.any(regions[mdata]):
+            raise ParameterError(
+                f"No {what} left after applying mask to the {what}s image: mask_img and the "
+                f"{what}s do not overlap; expected a mask covering at least one {what}."
+            )
 
     def _plan(self, img4) -> RegionPlan:  # pragma: no cover - abstract
         raise NotImplementedError

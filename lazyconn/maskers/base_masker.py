@@ -179,6 +179,22 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         mask, affine = load_mask_img(img)
         return nib.Nifti1Image(mask.astype(np.int8), affine)
 
+    @staticmethod
+    def _output_image(data, affine) -> nib.Nifti1Image:
+        """``inverse_transform``'s nibabel image with nilearn's dtypes.
+
+        bool becomes int32; int64 data keep an int64 header but are held as int32 when they
+        fit (nilearn's ``new_img_like``), instead of nibabel's refusal of int64 arrays.
+        """
+        if data.dtype == bool:
+            data = data.astype(np.int32)
+        header_dtype = data.dtype
+        if data.dtype == np.int64 and data.size:
+            info = np.iinfo(np.int32)
+            if info.min <= data.min() and data.max() <= info.max:
+                data = data.astype(np.int32)
+        return nib.Nifti1Image(data, affine, dtype=header_dtype)
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "n_elements_")
 
@@ -207,7 +223,16 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             if len(imgs) == 0:
                 raise ParameterError("imgs=[] is empty; expected an image or a list of runs.")
             runs = [load(im) for im in imgs]
-            if self._list_of_3d_is_one_run and all(r.ndim == 3 for r in runs):
+            if self._list_of_3d_is_one_run:
+                # nilearn's single-run maskers: a list is one run made of 3-D volumes.
+                for i, run in enumerate(runs):
+                    if run.ndim != 3:
+                        raise DimensionError(
+                            f"imgs[{i}] has shape {run.shape} ({run.ndim}-D): a list given to "
+                            f"{type(self).__name__} must hold 3-D images (one run); expected "
+                            "one 4-D run. For several runs use a Multi masker, or transform "
+                            "each run with compute=False and compute them together."
+                        )
                 from lazyconn.image._niimg import load_4d
 
                 return [load_4d(list(imgs))], True

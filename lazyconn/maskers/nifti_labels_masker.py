@@ -181,6 +181,12 @@ class NiftiLabelsMasker(RegionMasker):
                 check_same_fov(*imgs_, names=names)
             elif self.resampling_target == "data":
                 self.labels_img_ = self._labels_on_grid(run.shape[:3], run.affine)
+        if self.resampling_target == "labels" or (
+            self.resampling_target == "data" and imgs is not None
+        ):
+            lab = self.labels_img_
+            lab_data = np.asarray(lab.dataobj)
+            self._fit_mask_to(lab.shape, lab.affine, lab_data != self.background_label, "label")
         self.n_elements_ = len(self._all_labels)
         if self.mask_img_ is not None and self.resampling_target is None:
             check_same_fov(labels, load(self.mask_img_), names=["labels_img", "mask_img"])
@@ -347,4 +353,4 @@ class NiftiLabelsMasker(RegionMasker):
             out[ldata == v] = x2[:, k]
         if x.ndim == 1:
             out = out[..., 0]
-        return nib.Nifti1Image(out, self.labels_img_.affine)
+        return self._output_image(out, self.labels_img_.affine)

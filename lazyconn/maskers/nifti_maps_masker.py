@@ -141,8 +141,17 @@ class NiftiMapsMasker(RegionMasker):
                 ref = (run.shape[:3], run.affine)
         if self.resampling_target == "mask":
             ref = (self.mask_img_.shape, self.mask_img_.affine)
+        if self.resampling_target == "maps":
+            ref = (self.maps_img_.shape[:3], self.maps_img_.affine)
         if ref is not None:
             self.maps_img_ = self._maps_on_grid(*ref)
+            on_grid = np.asarray(self.maps_img_.dataobj)
+            if not np.any(on_grid):
+                raise ParameterError(
+                    "No map left after resampling maps_img onto the reference grid; expected "
+                    "maps overlapping the images' field of view."
+                )
+            self._fit_mask_to(*ref, on_grid, "map")
         if self.resampling_target is None and self.mask_img_ is not None:
             check_same_fov(maps, load(self.mask_img_), names=["maps_img", "mask_img"])
         self.n_elements_ = int(mdata.shape[3])
@@ -264,6 +273,7 @@ class NiftiMapsMasker(RegionMasker):
         out = np.tensordot(mdata, np.atleast_2d(x).T, axes=([3], [0]))
         if x.ndim == 1:
             out = out[..., 0]
-        return nib.Nifti1Image(
-            out.astype(np.result_type(x.dtype, np.float32)), self.maps_img_.affine
+        # nilearn's dtype: the signals' (integer signals give truncated integer images)
+        return self._output_image(
+            out.astype(np.int32 if x.dtype == bool else x.dtype), self.maps_img_.affine
         )

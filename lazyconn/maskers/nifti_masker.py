@@ -244,4 +244,4 @@ class NiftiMasker(BaseMasker):
             else np.dtype(np.float32 if self.dtype == "auto" else self.dtype)
         )
         img = load(masking.unmask(x, self.mask_img_)).to_nifti()
-        return nib.Nifti1Image(np.asarray(img.dataobj).astype(out_dtype), img.affine)
+        return self._output_image(np.asarray(img.dataobj).astype(out_dtype), img.affine)

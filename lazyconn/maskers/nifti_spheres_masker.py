@@ -198,4 +198,4 @@ class NiftiSpheresMasker(RegionMasker):
         data = flat.reshape((-1, *mask.shape)).transpose(1, 2, 3, 0).astype(out_dtype)
         if x.ndim == 1:
             data = data[..., 0]
-        return nib.Nifti1Image(data, self.mask_img_.affine)
+        return self._output_image(data, self.mask_img_.affine)

@@ -51,6 +51,19 @@ def lazy(img, chunks=UNEVEN):
     return LazyImage(da.from_array(data, chunks=chunks), img.affine, img.header)
 
 
+def assert_same_builtin_error(ours: BaseException, theirs: BaseException) -> None:
+    """``ours`` is an instance of every builtin exception class ``theirs`` (nilearn's) is.
+
+    lazyconn never raises nilearn's own classes; it raises its own subclasses of the same
+    builtins, so ``except TypeError`` code written for nilearn keeps working.
+    """
+    builtins = [c for c in type(theirs).__mro__ if c.__module__ == "builtins"]
+    missing = [c.__name__ for c in builtins if not isinstance(ours, c)]
+    assert not missing, (
+        f"{type(ours).__name__} is not a {missing} like nilearn's {type(theirs).__name__}"
+    )
+
+
 def quiet(func, *args, **kwargs):
     """Call the reference (nilearn) with its deprecation chatter silenced."""
     with warnings.catch_warnings():
@@ -68,6 +81,8 @@ class MaskerSuite:
     reference_cls = None
     #: parity tolerance (a masker whose nilearn reference is itself noisier may raise it)
     tol = TOL
+    #: Multi maskers take a list of runs
+    multi = False
 
     def region_kwargs(self):  # pragma: no cover - implemented by subclasses
         """The masker's own arguments (seeds, labels, maps or mask), made afresh per call."""
@@ -143,6 +158,20 @@ class MaskerSuite:
         assert got.dtype == expected.dtype
         np.testing.assert_allclose(got, expected, atol=TOL, rtol=TOL)
 
+    @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.float32, np.float64, bool])
+    def test_inverse_transform_dtypes_like_nilearn(self, dtype):
+        extra = {}
+        if "seeds" in self.region_kwargs():  # spheres invert only onto a given mask
+            extra["mask_img"] = nib.Nifti1Image(np.ones(SHAPE, np.int8), tiny_affine())
+        ours, ref = self.both("plain", **extra)
+        img = tiny_run()
+        signals = quiet(ref.fit_transform, img).astype(dtype)
+        expected = quiet(ref.inverse_transform, signals)
+        got = ours.fit(lazy(img)).inverse_transform(signals)
+        assert got.get_data_dtype() == expected.get_data_dtype()
+        assert np.asarray(got.dataobj).dtype == np.asarray(expected.dataobj).dtype
+        np.testing.assert_allclose(got.get_fdata(), expected.get_fdata(), atol=TOL, rtol=TOL)
+
     def test_3d_image_gives_1d(self):
         ours, ref = self.both("plain")
         img = tiny_run()
@@ -202,9 +231,18 @@ class MaskerSuite:
         assert isinstance(out, da.Array)
         assert out.shape == (N_T, masker.n_elements_)
 
-    def test_list_of_runs_one_compute(self):
+    def test_list_of_runs_like_nilearn(self):
+        """Multi maskers: a list of runs, one compute; others: nilearn's DimensionError."""
         masker = self.lazy_cls(**self.make_kwargs("clean")).fit(lazy(tiny_run()))
         runs = [lazy(tiny_run(1)), lazy(tiny_run(2, n_t=45))]
+        if not self.multi:
+            ref = self.reference_cls(**self.make_kwargs("clean")).fit(tiny_run())
+            with pytest.raises(Exception) as expected:  # noqa: PT011 - nilearn's class
+                quiet(ref.transform, [tiny_run(1), tiny_run(2)])
+            with pytest.raises(DimensionError, match=r"imgs\[0\] has shape .* \(4-D\)") as got:
+                masker.transform(runs)
+            assert_same_builtin_error(got.value, expected.value)
+            return
         confs = [self.confounds(3), self.confounds(4, n_t=45)]
         singles = [masker.transform(r, confounds=c) for r, c in zip(runs, confs, strict=True)]
         with raise_if_dask_computes(max_computes=1):
@@ -222,6 +260,8 @@ class MaskerSuite:
             masker.transform(lazy(tiny_run()), confounds=self.confounds(n_t=N_T - 3))
 
     def test_confounds_list_length_mismatch(self):
+        if not self.multi:
+            return
         masker = self.lazy_cls(**self.make_kwargs("clean")).fit(lazy(tiny_run()))
         runs = [lazy(tiny_run(1)), lazy(tiny_run(2))]
         with pytest.raises(ParameterError, match="confounds is a list of 3 but imgs holds 2"):

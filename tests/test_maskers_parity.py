@@ -1,0 +1,82 @@
+"""Masker behaviours nilearn users rely on: resampled masks, masks leaving no region."""
+
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nilearn import maskers as nilearn_maskers
+
+from lazyconn import maskers
+from lazyconn.exceptions import ParameterError
+from lazyconn.testing.maskers import (
+    SHAPE,
+    assert_same_builtin_error,
+    lazy,
+    quiet,
+    tiny_affine,
+    tiny_run,
+)
+
+
+def _labels():
+    data = np.zeros(SHAPE, np.int32)
+    data[1:4, 1:5, 1:6] = 1
+    data[4:7, 3:8, 3:9] = 2
+    return nib.Nifti1Image(data, tiny_affine())
+
+
+def _maps():
+    labels = np.asarray(_labels().dataobj)
+    return nib.Nifti1Image(np.stack([labels == k for k in (1, 2)], -1).astype("f4"), tiny_affine())
+
+
+def _fine_mask(box=None):
+    """A mask on a finer grid (1.5 mm) covering the same box, or only ``box`` of it."""
+    aff = tiny_affine().copy()
+    aff[:3, :3] /= 2
+    data = np.ones(tuple(2 * s for s in SHAPE), np.int8)
+    if box is not None:
+        data[:] = 0
+        data[box] = 1
+    return nib.Nifti1Image(data, aff)
+
+
+CASES = [
+    ("NiftiLabelsMasker", lambda: {"labels_img": _labels(), "resampling_target": "labels"}),
+    ("NiftiLabelsMasker", lambda: {"labels_img": _labels(), "resampling_target": "data"}),
+    ("NiftiMapsMasker", lambda: {"maps_img": _maps(), "resampling_target": "maps"}),
+    ("NiftiMapsMasker", lambda: {"maps_img": _maps(), "resampling_target": "data"}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES)
+def test_mask_img_resampled_to_the_target_like_nilearn(name, kwargs):
+    img = tiny_run()
+    ref = quiet(getattr(nilearn_maskers, name)(**kwargs(), mask_img=_fine_mask()).fit, img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # resampling notices, as nilearn's
+        ours = getattr(maskers, name)(**kwargs(), mask_img=_fine_mask()).fit(lazy(img))
+    assert ours.mask_img_.shape == ref.mask_img_.shape
+    np.testing.assert_array_equal(ours.mask_img_.affine, ref.mask_img_.affine)
+    np.testing.assert_array_equal(
+        np.asarray(ours.mask_img_.dataobj).astype(bool),
+        np.asarray(ref.mask_img_.dataobj).astype(bool),
+    )
+    expected = quiet(ref.transform, img)
+    np.testing.assert_allclose(ours.transform(lazy(img)), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES)
+def test_mask_leaving_no_region_is_an_error_like_nilearn(name, kwargs):
+    # the mask covers only the voxel (0, 0, 0) of the data grid: no label or map there
+    mask = _fine_mask(box=(slice(0, 2), slice(0, 2), slice(0, 2)))
+    img = tiny_run()
+    with pytest.raises(Exception) as expected:  # noqa: PT011 - nilearn's class
+        quiet(getattr(nilearn_maskers, name)(**kwargs(), mask_img=mask).fit, img)
+    what = "label" if "Labels" in name else "map"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ParameterError, match=f"No {what} left after applying mask") as got:
+            getattr(maskers, name)(**kwargs(), mask_img=mask).fit(lazy(img))
+    assert_same_builtin_error(got.value, expected.value)
