@@ -3,6 +3,7 @@
 import itertools
 import warnings
 
+import dask
 import dask.array as da
 import nibabel as nib
 import numpy as np
@@ -399,12 +400,15 @@ def test_transform_lazy_and_many_runs_in_one_compute():
     ext = RegionExtractor(planted_maps(), **EXTRACTOR, standardize="zscore_sample").fit()
     unread = [r.with_data(inaccessible_dask_array(r.shape, r.data.chunks, r.dtype)) for r in runs]
     with raise_if_dask_computes():
-        lazy_out = ext.transform(unread, compute=False)
+        lazy_out = [ext.transform(r, compute=False) for r in unread]
     assert all(isinstance(x, da.Array) for x in lazy_out)
     with raise_if_dask_computes(max_computes=1):
-        out = ext.transform(runs)
+        out = dask.compute(*[ext.transform(r, compute=False) for r in runs])
     for o, r in zip(out, runs, strict=True):
         np.testing.assert_array_equal(o, ext.transform(r))
+    # a list of runs is one run of 3-D images for a single-run masker (nilearn's DimensionError)
+    with pytest.raises(DimensionError, match=r"imgs\[0\] has shape .* \(4-D\)"):
+        ext.transform(runs)
 
 
 def test_group_connectome_with_region_extractor(tmp_path):
