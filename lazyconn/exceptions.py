@@ -34,8 +34,11 @@ class InputFileError(LazyconnError, OSError):
     """A file cannot be read as what it should be (missing, truncated, wrong format)."""
 
 
-class InputNotFoundError(InputFileError, FileNotFoundError):
-    """A path or URL does not exist."""
+class InputNotFoundError(InputFileError, FileNotFoundError, ValueError):
+    """A path or URL does not exist.
+
+    Also a ``ValueError``, the class nilearn raises for a missing image ("File not found").
+    """
 
 
 class OutputExistsError(LazyconnError, FileExistsError):

@@ -167,6 +167,11 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         self.clean_args_ = {} if self.clean_args is None else dict(self.clean_args)
         self.mask_img_ = self._load_mask()
         self._weights_cache = {}
+        if imgs is not None:
+            # As nilearn, imgs are checked even when they are not needed (a given mask):
+            # opening reads headers only.
+            for run in self._split_runs(imgs)[0]:
+                as_4d(run)
         return self._fit(imgs)
 
     def _load_mask(self):

@@ -172,6 +172,24 @@ class MaskerSuite:
         assert np.asarray(got.dataobj).dtype == np.asarray(expected.dataobj).dtype
         np.testing.assert_allclose(got.get_fdata(), expected.get_fdata(), atol=TOL, rtol=TOL)
 
+    @pytest.mark.parametrize(
+        ("bad", "match"),
+        [
+            ("/nonexistent/run.nii", "does not exist"),
+            (np.zeros((3, 3, 3)), "has type ndarray"),
+            (nib.Nifti1Image(np.ones((2, 2, 2, 2, 2), np.float32), np.eye(4)), r"\(5-D\)"),
+        ],
+        ids=["missing", "array", "5d"],
+    )
+    def test_fit_checks_imgs_like_nilearn(self, bad, match):
+        """imgs given to fit are checked even when the masker does not need them."""
+        ours, ref = self.both("plain")
+        with pytest.raises(Exception) as expected:  # nilearn's class
+            quiet(ref.fit, bad)
+        with pytest.raises(Exception, match=match) as got:  # noqa: PT011 - checked below
+            ours.fit(bad)
+        assert_same_builtin_error(got.value, expected.value)
+
     def test_3d_image_gives_1d(self):
         ours, ref = self.both("plain")
         img = tiny_run()
