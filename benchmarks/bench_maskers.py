@@ -10,8 +10,8 @@ and the same cleaning with ``NiftiLabelsMasker`` on the synthetic atlas, for eve
 ``lazyconn.datasets.make_synthetic_fmri`` (4 mm MNI grid, 50 x 59 x 48).
 
 - lazyconn reads zarr stores (made once with ``lazyconn.convert``: its time is reported
-  separately) and extracts all subjects with ONE ``transform(list_of_runs, compute=True)``
-  call (one dask graph, threaded scheduler, 2 workers);
+  separately) and extracts all subjects in ONE ``dask.compute`` of their
+  ``transform(run, compute=False)`` graphs (threaded scheduler, 2 workers);
 - nilearn loops over the subjects reading uncompressed ``.nii`` (its fastest input) with
   confounds given as the same n/a-filled arrays;
 - "read" is the floor: reading every store once (sum of each run, one graph, 2 workers).
@@ -146,7 +146,11 @@ def _child_lazyconn(workdir: Path, kind: str):
     runs = [lazyconn.load(p) for p in meta["zarr"]]
     masker = cls(**_masker_kwargs(kind, meta)).fit(runs[0])
     with dask.config.set(scheduler="threads", num_workers=N_WORKERS):
-        out = masker.transform(runs, confounds=meta["tsv"])
+        lazy = [
+            masker.transform(r, confounds=c, compute=False)
+            for r, c in zip(runs, meta["tsv"], strict=True)
+        ]
+        out = dask.compute(*lazy)
     wall = time.perf_counter() - t0
     np.save(workdir / f"lazyconn_{kind}.npy", np.stack(out))
     return wall
