@@ -10,7 +10,13 @@ from nilearn import maskers as nilearn_maskers
 
 from lazyconn.exceptions import GridMismatchError, ParameterError
 from lazyconn.image import LazyImage
-from lazyconn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
+from lazyconn.maskers import (
+    MultiNiftiLabelsMasker,
+    MultiNiftiMapsMasker,
+    NiftiLabelsMasker,
+    NiftiMapsMasker,
+    NiftiSpheresMasker,
+)
 from lazyconn.ops.spheres import sphere_voxels
 from lazyconn.ops.weights import n_chunks_touched, region_weights, smooth_adjoint
 from lazyconn.testing.maskers import (
@@ -67,6 +73,61 @@ class TestMapsSuite(MaskerSuite):
 
     def region_kwargs(self):
         return dict(maps_img=tiny_maps())
+
+
+class TestMultiLabelsSuite(TestLabelsSuite):
+    lazy_cls = MultiNiftiLabelsMasker
+    reference_cls = nilearn_maskers.MultiNiftiLabelsMasker
+    multi = True
+
+    @staticmethod
+    def ref_confounds(confounds):
+        return [confounds]  # nilearn's Multi maskers want a list even for one image
+
+
+class TestMultiMapsSuite(TestMapsSuite):
+    lazy_cls = MultiNiftiMapsMasker
+    reference_cls = nilearn_maskers.MultiNiftiMapsMasker
+    multi = True
+
+    @staticmethod
+    def ref_confounds(confounds):
+        return [confounds]
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "kwargs"),
+    [
+        (
+            NiftiLabelsMasker,
+            nilearn_maskers.NiftiLabelsMasker,
+            lambda: {"labels_img": tiny_labels()},
+        ),
+        (NiftiMapsMasker, nilearn_maskers.NiftiMapsMasker, lambda: {"maps_img": tiny_maps()}),
+        (
+            MultiNiftiLabelsMasker,
+            nilearn_maskers.MultiNiftiLabelsMasker,
+            lambda: {"labels_img": tiny_labels()},
+        ),
+    ],
+)
+def test_transform_single_imgs_and_transform_imgs_like_nilearn(ours, theirs, kwargs):
+    run = tiny_run()
+    vols = [nib.Nifti1Image(np.asarray(run.dataobj)[..., i], run.affine) for i in range(4)]
+    ref = quiet(theirs(**kwargs()).fit, run)
+    masker = ours(**kwargs()).fit(lazy(run))
+    for imgs in (run, vols):
+        np.testing.assert_allclose(
+            masker.transform_single_imgs(imgs), quiet(ref.transform_single_imgs, imgs), atol=TOL
+        )
+    assert hasattr(masker, "transform_imgs") == hasattr(ref, "transform_imgs")
+    if hasattr(ref, "transform_imgs"):
+        for got, exp in zip(
+            masker.transform_imgs([run, run]), quiet(ref.transform_imgs, [run, run]), strict=True
+        ):
+            np.testing.assert_allclose(got, exp, atol=TOL)
+    if hasattr(ref, "labels_"):
+        assert masker.labels_ == ref.labels_
 
 
 def nilearn_masker(name, **kwargs):

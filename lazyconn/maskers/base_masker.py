@@ -286,6 +286,28 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             outs = [np.asarray(o) for o in dask.compute(*outs)]
         return outs[0] if single else outs
 
+    def transform_single_imgs(self, imgs, confounds=None, sample_mask=None, *, compute=True):
+        """Signals of one run, as nilearn's ``transform_single_imgs``.
+
+        Parameters
+        ----------
+        imgs : 3-D/4-D image, or list of 3-D images (one run)
+        confounds : confounds of the run
+        sample_mask : kept volumes of the run
+        compute : bool, default=True
+            lazyconn only: False returns the lazy dask array.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_features), 1-D for a 3-D image, or a dask array.
+        """
+        self._check_fitted()
+        if isinstance(imgs, (list, tuple)):
+            from lazyconn.image._niimg import load_4d
+
+            imgs = load_4d(list(imgs))  # a list of 3-D images is one run (DimensionError else)
+        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask, compute=compute)
+
     @fill_doc
     def fit_transform(
         self, imgs, y=None, confounds=None, sample_mask=None, *, compute=True, **fit_params
@@ -400,3 +422,35 @@ class BaseMasker(TransformerMixin, BaseEstimator):
 def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):
     confounds = [hv] if user is None else ([user, hv] if hv_last else [hv, user])
     return signal.clean(x, confounds=confounds, sample_mask=sample_mask, **kwargs)
+
+
+class MultiRunsMixin:
+    """What nilearn's Multi maskers add: a list is a list of runs (one output each),
+    high-variance confounds come after the user's, and ``transform_imgs``."""
+
+    _hv_confounds_last = True
+    _list_of_3d_is_one_run = False
+
+    def transform_imgs(
+        self, imgs_list, confounds=None, n_jobs=1, sample_mask=None, *, compute=True
+    ):
+        """Signals of a list of runs, as nilearn's ``transform_imgs`` (one ``dask.compute``).
+
+        Parameters
+        ----------
+        imgs_list : list of runs
+        confounds : None or list with one confounds entry per run
+        n_jobs : int, default=1
+            Accepted and ignored: dask's scheduler runs the runs in parallel.
+        sample_mask : None or list with one entry per run
+        compute : bool, default=True
+            lazyconn only: False returns the lazy dask arrays.
+
+        Returns
+        -------
+        list of numpy.ndarray (or of dask arrays)
+        """
+        del n_jobs
+        return self.transform(
+            list(imgs_list), confounds=confounds, sample_mask=sample_mask, compute=compute
+        )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from lazyconn._docs import fill_doc
+from lazyconn.maskers.base_masker import MultiRunsMixin
 from lazyconn.maskers.nifti_masker import NiftiMasker
 
 
 @fill_doc
-class MultiNiftiMasker(NiftiMasker):
+class MultiNiftiMasker(MultiRunsMixin, NiftiMasker):
     """NiftiMasker for lists of runs (nilearn's ``MultiNiftiMasker``).
 
     Parameters mirror nilearn 0.14.1 (names and defaults). ``n_jobs`` is accepted and
@@ -42,8 +43,6 @@ class MultiNiftiMasker(NiftiMasker):
     """
 
     _multi = True
-    _hv_confounds_last = True
-    _list_of_3d_is_one_run = False
 
     def __init__(
         self,

@@ -207,6 +207,12 @@ class NiftiLabelsMasker(RegionMasker):
         return nib.Nifti1Image(np.asarray(load(res).data.compute()), affine)
 
     @property
+    def labels_(self):
+        """Label values of the fitted atlas, background first (as nilearn)."""
+        self._check_fitted()
+        return [self.background_label, *self._all_labels]
+
+    @property
     def region_ids_(self):
         self._check_fitted()
         ids = {"background": self.background_label}
