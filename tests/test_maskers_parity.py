@@ -72,7 +72,7 @@ def test_mask_leaving_no_region_is_an_error_like_nilearn(name, kwargs):
     # the mask covers only the voxel (0, 0, 0) of the data grid: no label or map there
     mask = _fine_mask(box=(slice(0, 2), slice(0, 2), slice(0, 2)))
     img = tiny_run()
-    with pytest.raises(Exception) as expected:  # noqa: PT011 - nilearn's class
+    with pytest.raises(Exception) as expected:  # nilearn's class
         quiet(getattr(nilearn_maskers, name)(**kwargs(), mask_img=mask).fit, img)
     what = "label" if "Labels" in name else "map"
     with warnings.catch_warnings():

@@ -16,6 +16,11 @@ class LazyArrayProxy:
 
     As nibabel's ``ArrayProxy``: ``np.asarray(proxy)`` reads (computes) every voxel;
     ``proxy[key]`` reads only the chunks the slice touches and returns numpy.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        The image's voxels.
     """
 
     is_proxy = True
@@ -76,6 +81,12 @@ class LazyImage(nib.Nifti1Image):
         Voxel-to-world (mm) transform.
     header : nibabel.Nifti1Header, optional
         Header kept for writing the image back; a fresh one is made if omitted.
+    extra : dict, optional
+        nibabel's metadata that the format cannot store.
+    file_map : dict, optional
+        nibabel's file map (unused by lazyconn; a LazyImage writes with ``to_filename``).
+    dtype : numpy dtype, optional
+        Cast the voxels to this dtype (lazily), as nibabel's ``dtype`` argument.
     source : str, optional
         Where the voxels come from (a path or URL without credentials), for ``repr``.
 

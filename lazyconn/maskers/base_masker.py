@@ -424,6 +424,18 @@ def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):
     return signal.clean(x, confounds=confounds, sample_mask=sample_mask, **kwargs)
 
 
+def multi_docstring(base: type, summary: str) -> str:
+    """A Multi masker's docstring: ``summary``, then ``base``'s with ``n_jobs`` added before
+    ``clean_args`` (nilearn's parameter order)."""
+    from lazyconn._docs import docdict
+
+    lines = (base.__doc__ or "").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("    clean_args : "))
+    n_jobs = ["    " + line for line in docdict["n_jobs_ignored"].splitlines()]
+    body = "\n".join(lines[1:at] + n_jobs + lines[at:])
+    return summary + "\n" + body
+
+
 class MultiRunsMixin:
     """What nilearn's Multi maskers add: a list is a list of runs (one output each),
     high-variance confounds come after the user's, and ``transform_imgs``."""

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from lazyconn.maskers.base_masker import MultiRunsMixin
+from lazyconn.maskers.base_masker import MultiRunsMixin, multi_docstring
 from lazyconn.maskers.nifti_labels_masker import NiftiLabelsMasker
 
 
 class MultiNiftiLabelsMasker(MultiRunsMixin, NiftiLabelsMasker):
-    """NiftiLabelsMasker for lists of runs (nilearn's ``MultiNiftiLabelsMasker``).
-
-    Parameters
-    ----------
-    labels_img and the other parameters
-        As :class:`NiftiLabelsMasker` (nilearn 0.14.1's names and defaults).
-    n_jobs : int, default=1
-        Accepted and ignored: runs are parallelised by dask's scheduler.
-
-    ``transform`` of a list computes every run in one ``dask.compute`` call
-    (``compute=False`` returns the lazy arrays); each element of a list is one run (a 3-D
-    image gives a 1-D row). As in nilearn, high-variance confounds are appended after the
-    user's confounds.
-    """
+    # docstring: nilearn's Multi masker = the single-run one + n_jobs (set below)
 
     def __init__(
         self,
@@ -75,3 +62,14 @@ class MultiNiftiLabelsMasker(MultiRunsMixin, NiftiLabelsMasker):
             clean_args=clean_args,
         )
         self.n_jobs = n_jobs
+
+
+MultiNiftiLabelsMasker.__doc__ = multi_docstring(
+    NiftiLabelsMasker,
+    """NiftiLabelsMasker for lists of runs (nilearn's ``MultiNiftiLabelsMasker``).
+
+    ``transform`` of a list computes every run in one ``dask.compute`` call
+    (``compute=False`` returns the lazy arrays); each element of a list is one run (a 3-D
+    image gives a 1-D row). As in nilearn, high-variance confounds are appended after the
+    user's confounds. Otherwise as :class:`NiftiLabelsMasker`:""",
+)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from lazyconn.maskers.base_masker import MultiRunsMixin
+from lazyconn.maskers.base_masker import MultiRunsMixin, multi_docstring
 from lazyconn.maskers.nifti_maps_masker import NiftiMapsMasker
 
 
 class MultiNiftiMapsMasker(MultiRunsMixin, NiftiMapsMasker):
-    """NiftiMapsMasker for lists of runs (nilearn's ``MultiNiftiMapsMasker``).
-
-    Parameters
-    ----------
-    maps_img and the other parameters
-        As :class:`NiftiMapsMasker` (nilearn 0.14.1's names and defaults).
-    n_jobs : int, default=1
-        Accepted and ignored: runs are parallelised by dask's scheduler.
-
-    ``transform`` of a list computes every run in one ``dask.compute`` call
-    (``compute=False`` returns the lazy arrays); each element of a list is one run (a 3-D
-    image gives a 1-D row). As in nilearn, high-variance confounds are appended after the
-    user's confounds.
-    """
+    # docstring: nilearn's Multi masker = the single-run one + n_jobs (set below)
 
     def __init__(
         self,
@@ -69,3 +56,14 @@ class MultiNiftiMapsMasker(MultiRunsMixin, NiftiMapsMasker):
             clean_args=clean_args,
         )
         self.n_jobs = n_jobs
+
+
+MultiNiftiMapsMasker.__doc__ = multi_docstring(
+    NiftiMapsMasker,
+    """NiftiMapsMasker for lists of runs (nilearn's ``MultiNiftiMapsMasker``).
+
+    ``transform`` of a list computes every run in one ``dask.compute`` call
+    (``compute=False`` returns the lazy arrays); each element of a list is one run (a 3-D
+    image gives a 1-D row). As in nilearn, high-variance confounds are appended after the
+    user's confounds. Otherwise as :class:`NiftiMapsMasker`:""",
+)

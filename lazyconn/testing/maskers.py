@@ -186,7 +186,7 @@ class MaskerSuite:
         ours, ref = self.both("plain")
         with pytest.raises(Exception) as expected:  # nilearn's class
             quiet(ref.fit, bad)
-        with pytest.raises(Exception, match=match) as got:  # noqa: PT011 - checked below
+        with pytest.raises(Exception, match=match) as got:  # checked below
             ours.fit(bad)
         assert_same_builtin_error(got.value, expected.value)
 
@@ -255,7 +255,7 @@ class MaskerSuite:
         runs = [lazy(tiny_run(1)), lazy(tiny_run(2, n_t=45))]
         if not self.multi:
             ref = self.reference_cls(**self.make_kwargs("clean")).fit(tiny_run())
-            with pytest.raises(Exception) as expected:  # noqa: PT011 - nilearn's class
+            with pytest.raises(Exception) as expected:  # nilearn's class
                 quiet(ref.transform, [tiny_run(1), tiny_run(2)])
             with pytest.raises(DimensionError, match=r"imgs\[0\] has shape .* \(4-D\)") as got:
                 masker.transform(runs)
