@@ -4,6 +4,7 @@ import warnings
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from nilearn import maskers as nilearn_maskers
 
@@ -80,3 +81,23 @@ def test_mask_leaving_no_region_is_an_error_like_nilearn(name, kwargs):
         with pytest.raises(ParameterError, match=f"No {what} left after applying mask") as got:
             getattr(maskers, name)(**kwargs(), mask_img=mask).fit(lazy(img))
     assert_same_builtin_error(got.value, expected.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"labels": ["Background", "first", "second"]},
+        {"lut": lambda: pd.DataFrame({"index": [0, 1, 2], "name": ["Background", "a", "b"]})},
+    ],
+    ids=["values", "labels", "lut"],
+)
+def test_lut_region_names_and_ids_like_nilearn(extra):
+    extra = {k: v() if callable(v) else v for k, v in extra.items()}
+    img = tiny_run()
+    ref = quiet(nilearn_maskers.NiftiLabelsMasker(_labels(), **extra).fit, img)
+    ours = maskers.NiftiLabelsMasker(_labels(), **extra).fit(lazy(img))
+    pd.testing.assert_frame_equal(ours.lut_, ref.lut_)
+    assert ours.region_names_ == ref.region_names_
+    assert ours.region_ids_ == ref.region_ids_
+    assert ours.labels_ == ref.labels_

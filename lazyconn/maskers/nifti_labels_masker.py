@@ -53,8 +53,9 @@ class NiftiLabelsMasker(RegionMasker):
     """Region signals from a labels image (nilearn's ``NiftiLabelsMasker``).
 
     Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports``, ``cmap``, ``verbose`` are accepted and ignored. ``lut`` is accepted but
-    only its presence is checked (region names come from ``labels`` or the label values).
+    ``reports``, ``cmap``, ``verbose`` are accepted and ignored. ``lut_`` is built from
+    ``labels``, ``lut`` or the label values (nilearn's columns ``index`` and ``name``);
+    ``region_atlas_`` is not there yet.
 
     ``strategy="mean"`` and ``"sum"`` are linear: each run is read once, chunk by chunk,
     and the per-label sums are accumulated in float64 (smoothing folded into the weights
@@ -70,9 +71,8 @@ class NiftiLabelsMasker(RegionMasker):
     labels : list of str, optional
         Region names, in the order of the sorted label values (background included when
         it is a label value, as nilearn).
-    lut : DataFrame or path, optional
-        nilearn's look-up table of names and values; only its presence is checked (region
-        names come from ``labels`` or the label values).
+    lut : DataFrame or path to a TSV, optional
+        Look-up table with BIDS columns ``index`` (label value) and ``name``: region names.
     background_label : int or float, default=0
         Label value of the voxels outside every region.
     %(mask_img_masker)s
@@ -225,7 +225,37 @@ class NiftiLabelsMasker(RegionMasker):
         if self.labels is not None:
             names = [n for n in self.labels if n.lower() != "background"]
             return dict(enumerate(names[: self.n_elements_]))
+        if self.lut is not None:
+            names = self._lut_names()
+            return {i: names.get(v, str(v)) for i, v in enumerate(self._all_labels)}
         return {i: str(v) for i, v in enumerate(self._all_labels)}
+
+    def _lut_names(self) -> dict:
+        """{label value: name} of the user's look-up table (BIDS columns index, name)."""
+        import pandas as pd
+
+        lut = self.lut
+        if not isinstance(lut, pd.DataFrame):
+            lut = pd.read_csv(lut, sep="\t")
+        missing = [c for c in ("index", "name") if c not in lut.columns]
+        if missing:
+            raise ParameterError(
+                f"lut has columns {list(lut.columns)!r}; expected the BIDS look-up table "
+                "columns 'index' and 'name'."
+            )
+        return {v: str(n) for v, n in zip(lut["index"].tolist(), lut["name"], strict=True)}
+
+    @property
+    def lut_(self):
+        """Look-up table of the fitted regions (columns ``index``, ``name``), background
+        first, as nilearn's ``lut_``."""
+        import pandas as pd
+
+        self._check_fitted()
+        names = list(self.region_names_.values())
+        return pd.DataFrame(
+            {"index": [self.background_label, *self._all_labels], "name": ["Background", *names]}
+        )
 
     def get_feature_names_out(self, input_features=None):
         """Region names (nilearn returns the label names)."""
