@@ -101,3 +101,48 @@ def test_lut_region_names_and_ids_like_nilearn(extra):
     assert ours.region_names_ == ref.region_names_
     assert ours.region_ids_ == ref.region_ids_
     assert ours.labels_ == ref.labels_
+
+
+@pytest.mark.parametrize("name", ["NiftiMasker", "NiftiLabelsMasker"])
+def test_4d_mask_img_like_nilearn(name):
+    img = tiny_run()
+    data = np.ones((*SHAPE, 2), np.int8)
+    data[0, :, :, 1] = 0  # a voxel is in the mask only if it is in every volume
+    mask = nib.Nifti1Image(data, tiny_affine())
+    kwargs = {"labels_img": _labels()} if name == "NiftiLabelsMasker" else {}
+    expected = quiet(getattr(nilearn_maskers, name)(mask_img=mask, **kwargs).fit_transform, img)
+    got = getattr(maskers, name)(mask_img=mask, **kwargs).fit_transform(lazy(img))
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_list_of_volumes_is_one_run_like_nilearn():
+    img = tiny_run()
+    vols = [nib.Nifti1Image(np.asarray(img.dataobj)[..., i], img.affine) for i in range(3)]
+    mask = nib.Nifti1Image(np.ones(SHAPE, np.int8), tiny_affine())
+    expected = quiet(nilearn_maskers.NiftiMasker(mask_img=mask).fit().transform, vols)
+    got = maskers.NiftiMasker(mask_img=mask).fit().transform(vols)
+    assert got.shape == expected.shape == (3, int(np.prod(SHAPE)))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_label_vanishing_after_resampling_like_nilearn():
+    """A one-voxel label lost when the atlas is resampled onto a coarser run."""
+    labels = np.zeros(SHAPE, np.int32)
+    labels[1:4, 1:5, 1:6] = 1
+    labels[5, 6, 7] = 2  # falls between the coarse grid's sample points
+    atlas = nib.Nifti1Image(labels, tiny_affine())
+    aff = tiny_affine().copy()
+    aff[:3, :3] *= 2
+    rng = np.random.default_rng(0)
+    run = nib.Nifti1Image(rng.standard_normal((4, 4, 5, 6)).astype(np.float32), aff)
+    ref = nilearn_maskers.NiftiLabelsMasker(atlas, resampling_target="data")
+    expected = quiet(ref.fit_transform, run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ours = maskers.NiftiLabelsMasker(atlas, resampling_target="data")
+        got = ours.fit_transform(lazy(run))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert ours.n_elements_ == ref.n_elements_
+    assert expected.shape[1] == 1  # label 2 did vanish
