@@ -133,7 +133,7 @@ def child_lazyconn(workdir: Path):
     t0 = time.perf_counter()
     run = lazyconn.load(str(workdir / "run.zarr"))
     fmri_img = image.smooth_img(run, fwhm=FWHM)
-    fmri_data = get_data(fmri_img)
+    fmri_data = get_data(fmri_img, compute=False)
     mean_img = image.mean_img(fmri_img)
     _, p_values = stats.ttest_ind(
         fmri_data[..., labels == "face"], fmri_data[..., labels == "house"], axis=-1
@@ -143,7 +143,7 @@ def child_lazyconn(workdir: Path):
     log_p_values = -np.log10(p_values)
     log_p_values[np.isnan(log_p_values)] = 0.0
     log_p_values[log_p_values > 10.0] = 10.0
-    vt = np.asarray(get_data(data.mask_vt[0]).compute()).astype(bool)
+    vt = get_data(data.mask_vt[0]).astype(bool)
 
     def dilate(mask):
         return binary_dilation_img(new_img_like(fmri_img, mask.astype(np.int8)))

@@ -8,13 +8,15 @@ conditions voxel by voxel with a t-test, threshold ``-log10(p)``, intersect with
 regions' signals with ``NiftiLabelsMasker`` and save the ROI "atlas".
 
 In nilearn every step holds the whole 4-D run in memory (``get_data(fmri_img)``). Here
-``get_data`` returns a dask array and ``lazyconn.stats.ttest_ind`` (scipy's signature) is a
+``get_data(fmri_img, compute=False)`` returns a dask array (without ``compute=False`` it
+returns numpy, as nilearn) and ``lazyconn.stats.ttest_ind`` (scipy's signature) is a
 reduction over time computed chunk by chunk, so the same lines work on a run of any length
 with memory bounded by a few chunks, and give scipy's numbers.
 
 The differences from nilearn's example:
 
 - the imports come from ``lazyconn`` (``from lazyconn import stats`` for scipy's t-test);
+- ``get_data(fmri_img, compute=False)`` keeps the run lazy;
 - the data are a synthetic Haxby-like run (no download) made by
   :func:`lazyconn.datasets.make_synthetic_task_fmri`, with face- and house-preferring
   regions planted in the ventral temporal mask and a face-preferring region outside it;
@@ -111,7 +113,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
     mean_img = image.mean_img(fmri_img)
 
     # A dask array: (x, y, z, t), chunked in spatial blocks with the whole time axis.
-    fmri_data = get_data(fmri_img)
+    fmri_data = get_data(fmri_img, compute=False)
     print(fmri_data.shape)
 
     # The t-test of nilearn's example, line for line: lazy (nothing is read yet).
@@ -199,7 +201,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None):
 
     # Identification of connected components: scipy.ndimage.label on the mask image
     labels_img, n_labels = connected_components_img(dil_bin_p_values_and_vt_img)
-    labels = np.asarray(get_data(labels_img).compute())
+    labels = get_data(labels_img)
     print(f"{n_labels} connected components")
     # The two largest components are our two ROIs.
     sizes = np.bincount(labels.ravel())[1:]
