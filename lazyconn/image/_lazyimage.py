@@ -249,15 +249,6 @@ class LazyImage(nib.Nifti1Image):
         img = nib.Nifti1Image(np.asarray(self.data.compute()), self.affine, header)
         return img
 
-    def to_filename(self, filename, *, storage_options=None) -> None:
-        """Write the image to a ``.nii``/``.nii.gz`` file, as nibabel's ``to_filename``.
-
-        Same as ``to_nifti(filename)`` without returning the in-memory image.
-        """
-        from lazyconn.io.writers import write_nifti
-
-        write_nifti(self, filename, storage_options=storage_options)
-
     def to_zarr(
         self,
         dst,
