@@ -156,7 +156,10 @@ def run_info(args) -> int:
 #: ``lazyconn demo --workflow NAME``: name -> module with ``add_arguments(parser)`` (its own
 #: options, may be a no-op), ``SMALL`` and ``DEFAULT`` (study sizes, with ``n_subjects``) and
 #: ``run(args) -> int``. Add a workflow with one line here.
-DEMO_WORKFLOWS = {"connectome": "lazyconn.group._demo"}
+DEMO_WORKFLOWS = {
+    "connectome": "lazyconn.group._demo",
+    "regions": "lazyconn.group._demo_regions",
+}
 
 
 def _demo_module(name: str):

@@ -41,3 +41,20 @@ def test_regions_demo_bad_n_subjects(tmp_path):
         ParameterError, match=r"n_subjects=1 is not valid; expected an integer >= 2"
     ):
         run_demo(tmp_path, n_subjects=1, small=True, client=None, progress=False)
+
+
+def test_cli_runs_the_regions_workflow_in_its_own_folder(monkeypatch, capsys):
+    import lazyconn.group._demo_regions as demo
+    from lazyconn.cli import main
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda output, **kw: seen.append((output, kw)))
+    assert main(["demo", "--workflow", "regions", "--small", "--scheduler", "tcp://x:1"]) == 0
+    assert main(["demo", "--workflow", "regions", "--n-subjects", "5", "--no-progress"]) == 0
+    assert seen[0] == (
+        "lazyconn-demo-regions-small",
+        dict(n_subjects=None, small=True, n_workers=2, client="tcp://x:1", progress=True),
+    )
+    assert seen[1][0] == "lazyconn-demo-regions"
+    assert seen[1][1]["n_subjects"] == 5 and seen[1][1]["client"] == "local"
+    assert seen[1][1]["progress"] is False

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lazyconn._utils import check_int
 from lazyconn.datasets import make_synthetic_fmri
 from lazyconn.datasets.recovery import connectome_recovery, match_regions
-from lazyconn.exceptions import ParameterError
 
 #: Study sizes: the default (a few minutes on 2 cores) and ``--small`` (well under a minute).
 DEFAULT = {"n_subjects": 10, "n_timepoints": 120, "resolution": 4.0}
@@ -167,11 +167,8 @@ def run_demo(
     stream = sys.stdout if stream is None else stream
     size = dict(SMALL if small else DEFAULT)
     if n_subjects is not None:
-        if isinstance(n_subjects, bool) or not isinstance(n_subjects, int) or n_subjects < 2:
-            raise ParameterError(
-                f"n_subjects={n_subjects!r} is not valid; expected an integer >= 2."
-            )
-        size["n_subjects"] = n_subjects
+        size["n_subjects"] = check_int("n_subjects", n_subjects, low=2, expected="an integer >= 2")
+    check_int("n_workers", n_workers, low=1, expected="an integer >= 1")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
