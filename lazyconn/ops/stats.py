@@ -43,13 +43,15 @@ def moments_block(x: np.ndarray, nan_policy: str = "propagate") -> np.ndarray:
     ``nan_policy="omit"`` NaNs are left out of every moment; with ``"raise"`` a NaN raises
     ValueError (at compute time); with ``"propagate"`` a NaN makes the mean and M2 NaN.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
     out = np.empty((*x.shape[:-1], 3), dtype=np.float64)
     if nan_policy == "omit":
         valid = ~np.isnan(x)
         n = valid.sum(axis=-1).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(valid, x, 0.0).sum(axis=-1) / n
+            mean = np.where(valid, x, 0.0).sum(axis=-1, dtype=np.float64) / n
             dev = np.where(valid, x - mean[..., None], 0.0)
         out[..., 0] = n
         out[..., 1] = np.where(n > 0, mean, 0.0)
@@ -58,7 +60,8 @@ def moments_block(x: np.ndarray, nan_policy: str = "propagate") -> np.ndarray:
     if nan_policy == "raise" and np.isnan(x).any():
         raise ValueError("The input contains nan values")
     n = x.shape[-1]
-    mean = x.mean(axis=-1) if n else np.zeros(x.shape[:-1])
+    # float64 sums without a float64 copy of the block; the deviations are float64.
+    mean = x.sum(axis=-1, dtype=np.float64) / n if n else np.zeros(x.shape[:-1])
     dev = x - mean[..., None]
     out[..., 0] = n
     out[..., 1] = mean
