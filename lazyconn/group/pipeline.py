@@ -14,12 +14,14 @@ from sklearn.base import BaseEstimator, clone
 
 from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, check_int, check_type
-from lazyconn.connectome import ConnectivityMeasure, combine, partial_sum
+from lazyconn.connectome import ConnectivityMeasure, combine, partial_sum, sym_matrix_to_vec
 from lazyconn.exceptions import (
+    NotFittedError,
     ParameterError,
     ParameterTypeError,
     SubjectError,
 )
+from lazyconn.group import _export
 from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group
 from lazyconn.group._inputs import bad_inputs_error, check_inputs, warn_t_r
@@ -180,7 +182,9 @@ class GroupConnectome(BaseEstimator):
         pass it fitted).
     connectivity : lazyconn.connectome.ConnectivityMeasure, optional
         Default: ``ConnectivityMeasure()`` (nilearn's default, ``kind="covariance"``).
-        ``vectorize`` and ``discard_diagonal`` do not apply here: matrices are kept square.
+        ``vectorize`` and ``discard_diagonal`` shape ``subject_matrices_`` as in
+        ``ConnectivityMeasure.transform``; they are not part of the results-store key (the
+        store keeps square matrices), so changing them reuses every stored subject.
     cache_dir : str or Path, optional
         Directory or fsspec URL (``s3://bucket/cache``, with ``storage_options``) of the
         results store (a Zarr v3 group); several processes may share it. Each subject's result is keyed by
@@ -225,12 +229,18 @@ class GroupConnectome(BaseEstimator):
     connectivity_ : ConnectivityMeasure
         Fitted on the group (``mean_``, ``whitening_``), as ``ConnectivityMeasure.fit``.
     subject_matrices_ : numpy.ndarray (n_subjects, n_regions, n_regions)
-        One matrix of ``kind`` per successful subject, in input order.
+        One matrix of ``kind`` per successful subject, in input order; with the measure's
+        ``vectorize``, (n_subjects, n_coefficients) vectors as ``sym_matrix_to_vec`` (without
+        the diagonal if ``discard_diagonal``). Labelled copies: :meth:`to_xarray`,
+        :meth:`export`.
     group_matrix_ : numpy.ndarray (n_regions, n_regions)
-        ``connectivity_.mean_``.
+        ``connectivity_.mean_`` (square, as nilearn's ``mean_``).
     subjects_ : list of str
         Names of the successful subjects (``subjects`` given to ``fit``, or derived from the
         file names), matching ``subject_matrices_``.
+    regions_ : list of str
+        Region names (the masker's ``get_feature_names_out()``: label names, or
+        ``<masker class><i>``), the rows and columns of the matrices.
     failed_ : dict
         Subject name -> error message, for ``on_error="skip"``.
     n_cached_ : int
@@ -318,7 +328,9 @@ class GroupConnectome(BaseEstimator):
             dup = sorted({s for s in names if names.count(s) > 1})
             raise ParameterError(f"subjects has duplicate names {dup}; expected unique names.")
         stored = "covariance" if connectivity.kind == "tangent" else "connectivity"
-        params = params_token(masker, connectivity, extra={"stored": stored})
+        # The store keeps square matrices: how they are flattened is not part of the key.
+        square = clone(connectivity).set_params(vectorize=False, discard_diagonal=False)
+        params = params_token(masker, square, extra={"stored": stored})
         records = []
         for name, img, conf, mask in zip(names, imgs, confounds, sample_mask, strict=True):
             identity = input_identity(img, self.storage_options)
@@ -398,6 +410,8 @@ class GroupConnectome(BaseEstimator):
         else:
             fitted.fit_from_partial(out["partial"])
             matrices = np.stack(results)
+        if fitted.vectorize:
+            matrices = sym_matrix_to_vec(matrices, discard_diagonal=fitted.discard_diagonal)
         timings["group"] = time.perf_counter() - t0
         timings["total"] += timings["group"]
         timings["subjects"] = {n: o.seconds for n, o in outcomes.items() if not o.cached}
@@ -406,6 +420,7 @@ class GroupConnectome(BaseEstimator):
         self.subject_matrices_ = matrices
         self.group_matrix_ = fitted.mean_
         self.subjects_ = list(outcomes)
+        self.regions_ = [str(r) for r in masker.get_feature_names_out()]
         self.failed_ = {**bad_inputs, **{name: f.error for name, f in failures.items()}}
         self.n_cached_ = out["n_cached"]
         self.timings_ = timings
@@ -428,3 +443,54 @@ class GroupConnectome(BaseEstimator):
             ``subject_matrices_``.
         """
         return self.fit(imgs, y, confounds, sample_mask, subjects).subject_matrices_
+
+    def _check_fitted(self):
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    def to_xarray(self):
+        """``subject_matrices_`` as an ``xarray.DataArray`` labelled with subjects and regions.
+
+        Dimensions ``("subject", "region_row", "region_col")``, or with ``vectorize``
+        ``("subject", "edge")`` with the coordinates ``region_row`` / ``region_col`` of each
+        coefficient. Attributes: ``kind``, ``vectorize``, ``discard_diagonal``, ``layout``.
+        Not in nilearn. Needs the ``xarray`` package (ImportError otherwise).
+
+        Returns
+        -------
+        xarray.DataArray
+        """
+        self._check_fitted()
+        return _export.to_xarray(self)
+
+    def export(self, path, *, overwrite=False, storage_options=None):
+        """Write ``subject_matrices_`` with subject and region names, for statistics elsewhere.
+
+        Not in nilearn. The file is readable without lazyconn: ``.npz`` by ``numpy.load``
+        (arrays ``matrices``, ``group_matrix``, ``subjects``, ``regions``, ``kind``,
+        ``vectorize``, ``discard_diagonal``, and ``edges`` for vectors), ``.zarr`` by
+        ``zarr.open_group`` (the same arrays; names and parameters in its attributes,
+        ``"complete": true`` written last).
+
+        Parameters
+        ----------
+        path : str or Path
+            Destination ending in ``.npz`` or ``.zarr``; a local path or a URL
+            (``s3://bucket/results.zarr``).
+        overwrite : bool, default=False
+            Replace an existing destination (else
+            :class:`~lazyconn.exceptions.OutputExistsError`).
+        storage_options : dict, optional
+            fsspec options for a URL (default: the estimator's ``storage_options``).
+
+        Returns
+        -------
+        str
+            ``path``.
+        """
+        self._check_fitted()
+        options = self.storage_options if storage_options is None else storage_options
+        return _export.export(self, path, storage_options=options, overwrite=overwrite)
