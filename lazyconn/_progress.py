@@ -72,6 +72,14 @@ class Progress:
         if self.enabled:
             self._draw()
 
+    def note(self, text: str) -> None:
+        """A line of information above the bar (e.g. the dask dashboard's address)."""
+        if self.enabled:
+            self.stream.write(f"{chr(13) if self.terminal else ''}[lazyconn] {text}\n")
+            self.stream.flush()
+            if self.terminal:
+                self._draw()
+
     def close(self) -> None:
         """End the display (a final newline on a terminal). Safe to call twice."""
         if not self.enabled:

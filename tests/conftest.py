@@ -5,6 +5,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 pytest_plugins = [
+    "lazyconn.testing.cluster",
     "lazyconn.testing.group",
     "lazyconn.testing.imaging",
     "lazyconn.testing.s3",

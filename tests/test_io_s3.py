@@ -100,3 +100,40 @@ def test_credentials_never_leak(make_nifti, s3_bucket, capsys):
     for text in texts:
         assert FAKE_SECRET not in text
         assert FAKE_KEY not in text
+
+
+def test_convert_to_a_missing_or_denied_bucket_fails_before_any_work(make_nifti, s3_bucket):
+    """One clear error naming the URL (no credentials), before any store is created."""
+    import s3fs
+
+    from lazyconn.exceptions import OutputNotWritableError
+
+    bucket, options = s3_bucket
+    srcs = [make_nifti(f"run-{i}.nii.gz")[0] for i in range(3)]
+    missing = "s3://lazyconn-no-such-bucket-7f3a"
+    dsts = [f"{missing}/stores/run-{i}.zarr" for i in range(3)]
+    with pytest.raises(
+        OutputNotWritableError,
+        match=r"dst='s3://lazyconn-no-such-bucket-7f3a/stores/run-0\.zarr' cannot be written: "
+        r"its bucket 'lazyconn-no-such-bucket-7f3a' does not exist",
+    ) as info:
+        lazyconn.convert(srcs, dsts, dst_storage_options=options, progress=False)
+    assert FAKE_SECRET not in str(info.value) and FAKE_KEY not in str(info.value)
+
+    # A bucket that refuses writes (s3fs raises PermissionError for AccessDenied).
+    async def denied(self, *args, **kwargs):
+        raise PermissionError("Access Denied")
+
+    dsts = [f"{bucket}/stores/run-{i}.zarr" for i in range(3)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(s3fs.S3FileSystem, "_pipe_file", denied)  # fsspec's sync calls wrap it
+        s3fs.S3FileSystem.clear_instance_cache()  # cached instances hold the real method
+        with pytest.raises(
+            OutputNotWritableError,
+            match=rf"dst='{bucket}/stores/run-0\.zarr' cannot be written: access to bucket "
+            rf"'{bucket[5:]}' is denied",
+        ):
+            lazyconn.convert(srcs, dsts, dst_storage_options=options, progress=False)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(**options)
+    assert fs.find(bucket[5:]) == []  # nothing written, not even the probe

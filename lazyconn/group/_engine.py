@@ -15,6 +15,7 @@ is missing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import traceback
 import uuid
@@ -27,10 +28,12 @@ import numpy as np
 from dask.delayed import delayed
 
 from lazyconn._progress import Progress
-from lazyconn.exceptions import SubjectError
+from lazyconn.exceptions import ClusterConnectionError, SubjectError
 from lazyconn.group._cache import ResultStore
 from lazyconn.group._cluster import client_context
 from lazyconn.group._report import StageTimer
+
+logger = logging.getLogger("lazyconn.group")
 
 
 @dataclass(frozen=True)
@@ -158,19 +161,44 @@ def _run_local(tasks, group, on_result, keep_results=True):
     return group_value
 
 
+def _scheduler_lost(client, exc: BaseException, done: int, total: int):
+    """ClusterConnectionError for a run whose scheduler went away, else None."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm import CommClosedError
+
+    if not isinstance(exc, (CancelledError, CommClosedError, OSError)):
+        return None
+    if client.status == "running" and "connection" not in str(exc).lower():
+        return None  # cancelled for another reason
+    address = getattr(client.scheduler, "address", None) or "?"
+    return ClusterConnectionError(
+        f"the dask scheduler at {address!r} was lost mid-run ({type(exc).__name__}); "
+        f"{done} of {total} subjects had finished (kept in the results store, if any); "
+        "expected a scheduler that stays up: restart it and re-run, which computes only the "
+        "missing subjects."
+    )
+
+
 def _run_distributed(client, tasks, group, on_result):
     from distributed import as_completed
 
     futures = client.compute([*tasks, group] if group is not None else list(tasks))
     subject_futures = futures[: len(tasks)]
+    done = 0
     try:
         for future in as_completed(subject_futures, loop=client.loop):
             on_result(future.result())  # re-raises SubjectError of on_error="raise"
+            done += 1
             # Let workers drop the result once the tree has used it: worker memory then
             # stays flat in the number of subjects.
             future.release()
         return futures[-1].result() if group is not None else None
-    except BaseException:
+    except BaseException as exc:
+        lost = _scheduler_lost(client, exc, done, len(tasks))
+        if lost is not None:
+            # A lost scheduler has nothing left to cancel; fail now rather than reconnect.
+            raise lost from exc
         client.cancel(futures)  # stop the other subjects (finished ones are in the store)
         raise
 
@@ -196,7 +224,9 @@ def run_group(
     (name -> Failure), ``partial`` (the combined partial of every successful subject; None
     without ``chunk_fn``, which skips the tree), ``timings`` (seconds per stage:
     ``cache_lookup``; when subjects are computed ``connect`` (starting a LocalCluster or
-    connecting), ``compute``, ``disconnect``; ``aggregate``; ``total``), ``n_cached``.
+    connecting), ``compute``, ``disconnect``; ``aggregate``; ``total``), ``n_cached``,
+    ``dashboard`` (the dask dashboard's URL when a distributed client ran the subjects, also
+    logged to the ``lazyconn.group`` logger and printed above the progress bar; else None).
 
     ``sink(subject, result)``, when given, receives every subject's result (cached ones
     first, then each computed one as it arrives, in the client process) and the outcomes
@@ -244,11 +274,17 @@ def run_group(
     tasks = _subject_tasks(step, todo, on_error)
     group = tree_reduce(tasks, chunk_fn, combine_fn, split_every) if chunk_fn else None
     new_partial = None
+    dashboard = None
     try:
         if tasks:
             with contextlib.ExitStack() as stack:
                 with timer("connect"):
                     c = stack.enter_context(client_context(client, n_workers=n_workers))
+                if c is not None:
+                    dashboard = c.dashboard_link
+                    if dashboard:
+                        logger.info("dask dashboard: %s", dashboard)
+                        bar.note(f"dask dashboard: {dashboard}")
                 with timer("compute"):
                     if c is None:
                         new_partial = _run_local(tasks, group, on_result, sink is None)
@@ -272,4 +308,5 @@ def run_group(
         "partial": partial,
         "timings": timings,
         "n_cached": len(cached),
+        "dashboard": dashboard,
     }

@@ -200,7 +200,10 @@ class GroupConnectome(BaseEstimator):
         ``LocalCluster`` of ``n_workers`` single-threaded processes, started and closed by
         ``fit``; an address (``"tcp://host:8786"``): connect, failing within seconds with
         :class:`~lazyconn.exceptions.ClusterConnectionError` if nothing answers; a
-        ``distributed.Client``: used as is.
+        ``distributed.Client``: used as is. A worker lost mid-run changes nothing (its
+        subjects run again elsewhere); a scheduler lost mid-run raises
+        ``ClusterConnectionError`` within seconds, the subjects finished before it are in
+        the results store, and a re-run computes only the rest.
     n_workers : int, optional
         Workers of ``client="local"`` (default: the usable cores).
     on_error : {"raise", "skip"}, default="raise"
@@ -245,6 +248,10 @@ class GroupConnectome(BaseEstimator):
         Subject name -> error message, for ``on_error="skip"``.
     n_cached_ : int
         Subjects read back from the results store instead of computed.
+    dashboard_link_ : str or None
+        URL of the dask dashboard of the cluster that computed the subjects (also printed
+        above the progress bar and logged to the ``lazyconn.group`` logger when the run
+        starts); None on dask's local scheduler or when nothing was computed.
     timings_ : dict
         Seconds per stage (``cache_lookup``; if anything is computed ``connect`` (starting
         the LocalCluster or connecting), ``compute``, ``disconnect``; ``aggregate``,
@@ -423,6 +430,7 @@ class GroupConnectome(BaseEstimator):
         self.regions_ = [str(r) for r in masker.get_feature_names_out()]
         self.failed_ = {**bad_inputs, **{name: f.error for name, f in failures.items()}}
         self.n_cached_ = out["n_cached"]
+        self.dashboard_link_ = out["dashboard"]
         self.timings_ = timings
         return self
 

@@ -20,6 +20,7 @@ from lazyconn.exceptions import (
     AccessDeniedError,
     InputNotFoundError,
     LazyconnError,
+    OutputNotWritableError,
     ParameterError,
     ParameterTypeError,
 )
@@ -188,6 +189,41 @@ def check_exists(name: str, url: str, storage_options: dict | None = None, *, ex
     if not found:
         raise InputNotFoundError(f"{name}={redact(url)!r} does not exist; expected {expected}.")
     return fs, path
+
+
+def check_writable(name: str, url: str, storage_options: dict | None = None) -> None:
+    """Fail now, naming ``url``, if an object-store destination cannot be written.
+
+    Writes and removes an empty probe object beside ``url``: a bucket that does not exist,
+    denied access or bad credentials then fail with one clear
+    :class:`~lazyconn.exceptions.OutputNotWritableError` before any work starts, not as a
+    storage error from inside a running graph. Local paths are checked by the writers.
+    The message names the URL without credentials and never repeats the storage error text.
+    """
+    if is_local(url):
+        return
+    import uuid
+
+    fs, path = get_fs(url, storage_options)
+    path = path.rstrip("/")
+    parent = path.rsplit("/", 1)[0] if "/" in path else path
+    bucket = path.split("/", 1)[0]
+    probe = f"{parent}/.lazyconn-write-probe-{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except FileNotFoundError:
+        reason = f"its bucket {bucket!r} does not exist"
+    except PermissionError:
+        reason = f"access to bucket {bucket!r} is denied (check the storage_options credentials)"
+    except OSError as exc:
+        reason = f"a test write beside it failed ({type(exc).__name__})"
+    else:
+        return
+    raise OutputNotWritableError(
+        f"{name}={redact(url)!r} cannot be written: {reason}; expected a location in an "
+        "existing bucket that these storage_options may write to."
+    )
 
 
 def strip_suffix(url: str) -> str:

@@ -40,7 +40,7 @@ from lazyconn.exceptions import (
     InputFileError,
     ParameterError,
 )
-from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
+from lazyconn.io._fs import check_url, check_writable, get_fs, is_local, local_path, redact
 from lazyconn.io._locks import WriterLock, scratch_name, sweep_stale_scratch, terminate_cleanly
 from lazyconn.io.nifti import NiftiFile, header_bytes_with_dtype, scale
 from lazyconn.io.store import (
@@ -529,6 +529,15 @@ def convert(
     if dst_storage_options is None:
         dst_storage_options = storage_options
     scratch_dir = os.fspath(scratch_dir) if scratch_dir is not None else tempfile.gettempdir()
+    # One probe per destination folder: a missing bucket or denied access fails here, once,
+    # before any store is created.
+    probed = set()
+    for d in dsts:
+        d = check_url("dst", d)
+        folder = d.rstrip("/").rsplit("/", 1)[0]
+        if not is_local(d) and folder not in probed:
+            check_writable("dst", d, dst_storage_options)
+            probed.add(folder)
     sweep_stale_scratch(scratch_dir)  # stage files of killed conversions
     with terminate_cleanly():  # SIGTERM: scratch files removed, locks released, then exit
         return _convert(
