@@ -92,14 +92,14 @@ def test_to_xarray_labels_subjects_and_regions(fitted):
     array = fitted.to_xarray()
     assert isinstance(array, xr.DataArray)
     assert array.dims == ("subject", "edge")
-    assert list(array["subject"].values) == ["sub-00_bold", "sub-01_bold", "sub-02_bold"]
+    assert list(array["subject"].values) == fitted.subjects_ == ["sub-00", "sub-01", "sub-02"]
     names = ["niftispheresmasker0", "niftispheresmasker1", "niftispheresmasker2"]
     assert fitted.regions_ == names
     # Lower triangle with the diagonal, row-major: (0,0), (1,0), (1,1), (2,0), (2,1), (2,2).
     assert list(array["region_row"].values) == [names[i] for i in (0, 1, 1, 2, 2, 2)]
     assert list(array["region_col"].values) == [names[j] for j in (0, 0, 1, 0, 1, 2)]
     np.testing.assert_array_equal(array.values, fitted.subject_matrices_)
-    one = array.sel(subject="sub-01_bold")
+    one = array.sel(subject="sub-01")
     edge = int(
         np.flatnonzero((one["region_row"] == names[2]) & (one["region_col"] == names[0]))[0]
     )
@@ -114,7 +114,7 @@ def test_to_xarray_of_square_matrices(study):
     array = group.to_xarray()
     assert array.dims == ("subject", "region_row", "region_col")
     np.testing.assert_array_equal(
-        array.sel(subject="sub-01_bold", region_row="niftispheresmasker2").values,
+        array.sel(subject="sub-01", region_row="niftispheresmasker2").values,
         group.subject_matrices_[1, 2],
     )
 
