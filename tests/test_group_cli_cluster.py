@@ -193,16 +193,23 @@ def test_a_study_in_a_bucket_converted_and_analysed_on_the_cluster(
         tasks = [t for t in stream.data if t["key"].startswith("_convert_one")]
     assert len(tasks) == len(raw)  # one graph, one task per run: each streamed by one worker
     stores = [f"{bucket}/stores/{os.path.basename(p)[:-4]}.zarr" for p in paths]
-    group = _group(client=cli_cluster.address, storage_options=options).fit(
+    results = f"{bucket}/results"  # the results store in the bucket too
+    group = _group(client=cli_cluster.address, storage_options=options, cache_dir=results).fit(
         stores, confounds=confounds
     )
+    again = _group(client=cli_cluster.address, storage_options=options, cache_dir=results).fit(
+        stores, confounds=confounds
+    )
+    assert group.n_cached_ == 0 and again.n_cached_ == len(stores)
+    np.testing.assert_array_equal(again.subject_matrices_, group.subject_matrices_)
     assert group.subjects_ == in_process.subjects_[:4]
     np.testing.assert_allclose(
         group.subject_matrices_, in_process.subject_matrices_[:4], atol=1e-6
     )
     fs = s3fs.S3FileSystem(**options)
-    files = fs.find(f"{bucket[5:]}/stores")
-    assert sum(f.endswith("/zarr.json") for f in files) >= len(stores)
+    files = fs.find(bucket[5:])
+    assert sum(f.endswith("/zarr.json") and "/stores/" in f for f in files) >= len(stores)
+    assert any("/results/" in f for f in files)
     texts = [fs.cat_file(f).decode("latin-1") for f in files]
     texts += [repr(group), str(group.timings_), str(group.failed_), *capsys.readouterr()]
     for text in texts:
