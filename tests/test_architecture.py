@@ -42,3 +42,22 @@ def test_docs_architecture_lists_the_enforced_layers():
     assert block, "docs/architecture.md has no ```layers block"
     assert block.group(1).splitlines() == enforced
     assert "ignore_imports" not in layers
+
+
+def test_every_module_of_a_split_package_is_in_the_layers_contract():
+    """A package whose modules are listed one by one (``group``) must list each: a module
+    added later and forgotten would escape the contract."""
+    import re
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    named = set(re.findall(r"lazyconn[\w.]*", " ".join(layers["layers"])))
+    split = {name.rsplit(".", 1)[0] for name in named if name.count(".") >= 2}
+    missing = [
+        f"{package}.{path.stem}"
+        for package in sorted(split)
+        for path in sorted((ROOT / package.replace(".", "/")).glob("*.py"))
+        if path.stem != "__init__" and f"{package}.{path.stem}" not in named
+    ]
+    assert missing == [], f"modules missing from the import-linter layers: {missing}"
