@@ -106,7 +106,7 @@ def test_convert_to_a_missing_or_denied_bucket_fails_before_any_work(make_nifti,
     """One clear error naming the URL (no credentials), before any store is created."""
     import s3fs
 
-    from lazyconn.exceptions import OutputNotWritableError
+    from lazyconn.exceptions import AccessDeniedError, OutputNotWritableError
 
     bucket, options = s3_bucket
     srcs = [make_nifti(f"run-{i}.nii.gz")[0] for i in range(3)]
@@ -129,9 +129,9 @@ def test_convert_to_a_missing_or_denied_bucket_fails_before_any_work(make_nifti,
         mp.setattr(s3fs.S3FileSystem, "_pipe_file", denied)  # fsspec's sync calls wrap it
         s3fs.S3FileSystem.clear_instance_cache()  # cached instances hold the real method
         with pytest.raises(
-            OutputNotWritableError,
-            match=rf"dst='{bucket}/stores/run-0\.zarr' cannot be written: access to bucket "
-            rf"'{bucket[5:]}' is denied",
+            AccessDeniedError,
+            match=rf"dst='{bucket}/stores/run-0\.zarr' cannot be accessed: the storage refused "
+            r"access \(Access Denied\)",
         ):
             lazyconn.convert(srcs, dsts, dst_storage_options=options, progress=False)
     s3fs.S3FileSystem.clear_instance_cache()

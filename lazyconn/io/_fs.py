@@ -194,10 +194,11 @@ def check_exists(name: str, url: str, storage_options: dict | None = None, *, ex
 def check_writable(name: str, url: str, storage_options: dict | None = None) -> None:
     """Fail now, naming ``url``, if an object-store destination cannot be written.
 
-    Writes and removes an empty probe object beside ``url``: a bucket that does not exist,
-    denied access or bad credentials then fail with one clear
-    :class:`~lazyconn.exceptions.OutputNotWritableError` before any work starts, not as a
-    storage error from inside a running graph. Local paths are checked by the writers.
+    Writes and removes an empty probe object beside ``url``: a bucket that does not exist
+    fails with one clear :class:`~lazyconn.exceptions.OutputNotWritableError`, denied access
+    or bad credentials with :class:`~lazyconn.exceptions.AccessDeniedError` (as on reads),
+    before any work starts, not as a storage error from inside a running graph. Local paths
+    are checked by the writers.
     The message names the URL without credentials and never repeats the storage error text.
     """
     if is_local(url):
@@ -210,12 +211,14 @@ def check_writable(name: str, url: str, storage_options: dict | None = None) -> 
     bucket = path.split("/", 1)[0]
     probe = f"{parent}/.lazyconn-write-probe-{uuid.uuid4().hex}"
     try:
-        fs.pipe_file(probe, b"")
-        fs.rm_file(probe)
+        # Refused credentials are AccessDeniedError, for writes as for reads.
+        with access_errors(name, url):
+            fs.pipe_file(probe, b"")
+            fs.rm_file(probe)
+    except AccessDeniedError:
+        raise
     except FileNotFoundError:
         reason = f"its bucket {bucket!r} does not exist"
-    except PermissionError:
-        reason = f"access to bucket {bucket!r} is denied (check the storage_options credentials)"
     except OSError as exc:
         reason = f"a test write beside it failed ({type(exc).__name__})"
     else:
