@@ -319,6 +319,19 @@ def _plan_token(plans):
 # --------------------------------------------------------------------------- public API
 
 
+def _time_by_features(name, x):
+    """``x`` as a 2-D (time points, features) array, numpy unless it is a dask array already;
+    returns it and whether it is dask."""
+    is_dask = isinstance(x, da.Array)
+    if not is_dask:
+        x = np.asarray(x)
+    if x.ndim != 2:
+        raise DimensionError(
+            f"{name} has shape {x.shape}; expected a 2-D array (time points, features)."
+        )
+    return x, is_dask
+
+
 def clean(
     signals,
     runs=None,
@@ -436,13 +449,7 @@ def clean(
     filter_type, low_pass, high_pass = _check_filter(filter, low_pass, high_pass, t_r)
     standardize = _check_standardize(standardize)
 
-    is_dask = isinstance(signals, da.Array)
-    if not is_dask:
-        signals = np.asarray(signals)
-    if signals.ndim != 2:
-        raise DimensionError(
-            f"signals has shape {signals.shape}; expected a 2-D array (time points, features)."
-        )
+    signals, is_dask = _time_by_features("signals", signals)
     if signals.dtype.kind not in "fiub":
         raise ParameterTypeError(f"signals has dtype {signals.dtype}; expected a numeric array.")
     n_samples = int(signals.shape[0])
@@ -711,13 +718,7 @@ def high_variance_confounds(series, n_confounds=5, percentile=2.0, detrend=True)
     check_int("n_confounds", n_confounds, low=1, expected="an integer >= 1")
     check_real("percentile", percentile, low=0, high=100, expected="a number in [0, 100]")
     detrend = _check_bool("detrend", detrend)
-    is_dask = isinstance(series, da.Array)
-    if not is_dask:
-        series = np.asarray(series)
-    if series.ndim != 2:
-        raise DimensionError(
-            f"series has shape {series.shape}; expected a 2-D array (time points, features)."
-        )
+    series, is_dask = _time_by_features("series", series)
     n_samples = int(series.shape[0])
     n_out = min(int(n_confounds), n_samples)
     out_dtype = _hv_dtype(series.dtype, detrend)

@@ -10,6 +10,7 @@ from lazyconn.exceptions import NotFittedError, OutputExistsError, ParameterErro
 from lazyconn.group import GroupConnectome
 from lazyconn.maskers import NiftiSpheresMasker
 from lazyconn.testing.group import TINY_SEEDS, tiny_study
+from lazyconn.testing.reference import nilearn_spheres_signals
 from lazyconn.testing.s3 import FAKE_KEY, FAKE_SECRET
 
 MASKER_KW = dict(seeds=TINY_SEEDS, radius=6, detrend=True, standardize="zscore_sample")
@@ -22,13 +23,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nilearn_signals(study):
-    from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
-
-    paths, confounds = study
-    return [
-        NilearnSpheres(**MASKER_KW).fit_transform(p, confounds=c)
-        for p, c in zip(paths, confounds, strict=True)
-    ]
+    return nilearn_spheres_signals(study, **MASKER_KW)
 
 
 def _group(**measure):

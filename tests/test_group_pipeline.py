@@ -12,6 +12,7 @@ from lazyconn.group import GroupConnectome
 from lazyconn.maskers import NiftiSpheresMasker
 from lazyconn.testing.group import TINY_SEEDS, tiny_study
 from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
+from lazyconn.testing.reference import nilearn_spheres_signals
 
 MASKER_KW = dict(
     seeds=TINY_SEEDS,
@@ -32,13 +33,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nilearn_signals(study):
-    from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
-
-    paths, confounds = study
-    return [
-        NilearnSpheres(**MASKER_KW).fit_transform(p, confounds=c)
-        for p, c in zip(paths, confounds, strict=True)
-    ]
+    return nilearn_spheres_signals(study, **MASKER_KW)
 
 
 def _group(kind="partial correlation", **kw):

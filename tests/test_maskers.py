@@ -80,19 +80,11 @@ class TestMultiLabelsSuite(TestLabelsSuite):
     reference_cls = nilearn_maskers.MultiNiftiLabelsMasker
     multi = True
 
-    @staticmethod
-    def ref_confounds(confounds):
-        return [confounds]  # nilearn's Multi maskers want a list even for one image
-
 
 class TestMultiMapsSuite(TestMapsSuite):
     lazy_cls = MultiNiftiMapsMasker
     reference_cls = nilearn_maskers.MultiNiftiMapsMasker
     multi = True
-
-    @staticmethod
-    def ref_confounds(confounds):
-        return [confounds]
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,6 @@ class TestMultiNiftiMaskerSuite(TestNiftiMaskerSuite):
     reference_cls = nilearn_maskers.MultiNiftiMasker
     multi = True
 
-    @staticmethod
-    def ref_confounds(confounds):
-        return [confounds]  # nilearn's Multi maskers want a list even for one image
-
 
 def brainish_run(seed):
     """A bright blob on a dark background, so every mask strategy finds a brain."""

@@ -46,7 +46,7 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
         Missing file, unreadable/truncated file, interrupted store, not 3-D/4-D, unknown
         URL scheme.
     """
-    from lazyconn.io._dask import nifti_arrays, store_arrays
+    from lazyconn.io._dask import store_arrays
     from lazyconn.io._fs import check_exists, check_url, redact
     from lazyconn.io.nifti import NiftiFile, check_ndim
     from lazyconn.io.store import is_store, open_store
@@ -62,15 +62,7 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
             and str(filename).endswith((".nii", ".nii.gz"))
         ):
             # File-backed: read the file per chunk, never the whole run here.
-            nifti = NiftiFile(filename)
-            data, raw = nifti_arrays(nifti, chunks)
-            return LazyImage(
-                data,
-                src.affine,
-                nifti.header,
-                source=redact(filename),
-                _raw=(raw, nifti.header_bytes, nifti),
-            )
+            return _nifti_image(NiftiFile(filename), chunks, redact(filename), src.affine)
         arr = np.asanyarray(src.dataobj)
         check_ndim("src", "<in-memory image>", arr.shape)
         if chunks is None:
@@ -92,16 +84,21 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
                 source=redact(url),
                 _raw=(raw, info.header_bytes, None),
             )
-        nifti = NiftiFile(url, storage_options)
-        data, raw = nifti_arrays(nifti, chunks)
-        return LazyImage(
-            data,
-            nifti.header.get_best_affine(),
-            nifti.header,
-            source=redact(url),
-            _raw=(raw, nifti.header_bytes, nifti),
-        )
+        return _nifti_image(NiftiFile(url, storage_options), chunks, redact(url))
     raise ParameterTypeError(
         f"src={src!r} has type {type(src).__name__}; expected a LazyImage, a nibabel image, "
         "or a path/URL to a .nii, .nii.gz or lazyconn zarr store."
+    )
+
+
+def _nifti_image(nifti, chunks, source, affine=None) -> LazyImage:
+    """A LazyImage reading the opened NIfTI file ``nifti`` per chunk (``affine``: the
+    header's best affine unless given)."""
+    from lazyconn.io._dask import nifti_arrays
+
+    data, raw = nifti_arrays(nifti, chunks)
+    if affine is None:
+        affine = nifti.header.get_best_affine()
+    return LazyImage(
+        data, affine, nifti.header, source=source, _raw=(raw, nifti.header_bytes, nifti)
     )

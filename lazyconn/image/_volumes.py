@@ -28,6 +28,7 @@ from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import check_same_fov, new_img_like
 from lazyconn.ops import spatial
+from lazyconn.ops.spheres import coord_transform_flat
 
 __all__ = [
     "check_niimg",
@@ -474,13 +475,7 @@ def coord_transform(x, y, z, affine):
     squeeze = not hasattr(x, "__iter__")
     is_number = isinstance(x, numbers.Number)
     shape = np.asanyarray(x).shape
-    coords = np.c_[
-        np.atleast_1d(x).flat,
-        np.atleast_1d(y).flat,
-        np.atleast_1d(z).flat,
-        np.ones_like(np.atleast_1d(z).flat),
-    ].T
-    tx, ty, tz, _ = affine @ coords
+    tx, ty, tz = coord_transform_flat(x, y, z, affine)
     if is_number:
         return tx.item(), ty.item(), tz.item()
     if squeeze:

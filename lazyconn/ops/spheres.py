@@ -27,8 +27,9 @@ import numpy as np
 from lazyconn.exceptions import ParameterError
 
 
-def _coord_transform(x, y, z, affine):
-    """nilearn's ``image.coord_transform`` (same arithmetic, so same rounding)."""
+def coord_transform_flat(x, y, z, affine):
+    """nilearn's ``image.coord_transform`` on flattened coordinates (same arithmetic, so the
+    same rounding); returns the three transformed 1-D arrays."""
     coords = np.c_[
         np.atleast_1d(x).flat,
         np.atleast_1d(y).flat,
@@ -96,13 +97,13 @@ def sphere_voxels(seeds, affine, shape, radius, mask=None, allow_overlap=False):
         lo, hi = _voxel_box(np.subtract(seed, reach), np.add(seed, reach), inv_affine, shape)
         flat, ijk = _local_candidates(lo, hi, shape, mask)
         if radius is not None and flat.size:
-            wx, wy, wz = _coord_transform(ijk[:, 0], ijk[:, 1], ijk[:, 2], affine)
+            wx, wy, wz = coord_transform_flat(ijk[:, 0], ijk[:, 1], ijk[:, 2], affine)
             d2 = (wx - seed[0]) ** 2
             d2 += (wy - seed[1]) ** 2
             d2 += (wz - seed[2]) ** 2
             selected.update(flat[np.sqrt(d2) <= radius].tolist())
         # 3. the nearest voxel, rounding half to even like np.round
-        nearest = np.round(np.array(_coord_transform(*seed, inv_affine)).ravel()).astype(int)
+        nearest = np.round(np.array(coord_transform_flat(*seed, inv_affine)).ravel()).astype(int)
         if (
             np.all(nearest >= 0)
             and np.all(nearest < shape)
@@ -114,7 +115,7 @@ def sphere_voxels(seeds, affine, shape, radius, mask=None, allow_overlap=False):
         lo, hi = _voxel_box(np.subtract(target, 1.0), np.add(target, 1.0), inv_affine, shape)
         flat, ijk = _local_candidates(lo, hi, shape, mask)
         if flat.size:
-            w = np.stack(_coord_transform(ijk[:, 0], ijk[:, 1], ijk[:, 2], affine), axis=1)
+            w = np.stack(coord_transform_flat(ijk[:, 0], ijk[:, 1], ijk[:, 2], affine), axis=1)
             hits = np.flatnonzero(np.all(w.astype(int) == target, axis=1))
             if hits.size:
                 selected.add(int(flat[hits[0]]))

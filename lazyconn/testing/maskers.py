@@ -98,10 +98,10 @@ class MaskerSuite:
         kw = {**self.make_kwargs(case), **extra}
         return self.lazy_cls(**kw), self.reference_cls(**kw)
 
-    @staticmethod
-    def ref_confounds(confounds):
-        """Confounds as the reference wants them for one image (Multi maskers: a list)."""
-        return confounds
+    def ref_confounds(self, confounds):
+        """Confounds as the reference wants them for one image: nilearn's Multi maskers want
+        a list even for one image."""
+        return [confounds] if self.multi else confounds
 
     @staticmethod
     def confounds(seed=1, n_t=N_T):
