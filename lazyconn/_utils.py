@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lazyconn.exceptions import ParameterError, ParameterTypeError
+from lazyconn.exceptions import NotFittedError, ParameterError, ParameterTypeError
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -178,3 +178,12 @@ def check_positive(name: str, value: Any, *, allow_none: bool = False, strict: b
 def is_path_like(obj: Any) -> bool:
     """True for str and os.PathLike (paths and URLs)."""
     return isinstance(obj, (str, os.PathLike))
+
+
+def check_fitted(estimator) -> None:
+    """Raise nilearn's/scikit-learn's NotFittedError unless ``estimator.__sklearn_is_fitted__()``."""
+    if not estimator.__sklearn_is_fitted__():
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
+            "appropriate arguments before using this estimator."
+        )

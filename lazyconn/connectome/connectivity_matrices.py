@@ -14,7 +14,7 @@ from math import sqrt
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from lazyconn._utils import check_in
+from lazyconn._utils import check_fitted, check_in
 from lazyconn.connectome._linalg import (
     _check_square,
     _geometric_mean,
@@ -41,7 +41,6 @@ from lazyconn.connectome.blocks import (
 )
 from lazyconn.exceptions import (
     DimensionError,
-    NotFittedError,
     ParameterError,
     ParameterTypeError,
 )
@@ -128,11 +127,7 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         return hasattr(self, "cov_estimator_")
 
     def _check_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+        check_fitted(self)
 
     def _check_params(self) -> None:
         check_in("kind", self.kind, KINDS)

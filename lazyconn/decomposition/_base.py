@@ -19,12 +19,11 @@ import nibabel as nib
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from lazyconn._utils import check_type, is_path_like, warn
+from lazyconn._utils import check_fitted, check_type, is_path_like, warn
 from lazyconn.config import DECOMPOSITION_MEMORY_BUDGET, DECOMPOSITION_SUBJECT_BYTES
 from lazyconn.exceptions import (
     DimensionError,
     LazyconnWarning,
-    NotFittedError,
     ParameterError,
     ParameterTypeError,
 )
@@ -385,12 +384,8 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "components_")
 
-    def _check_fitted(self):
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+    def _check_fitted(self) -> None:
+        check_fitted(self)
 
     @property
     def n_elements_(self) -> int:

@@ -13,10 +13,9 @@ from dask.base import tokenize
 from sklearn.base import BaseEstimator, clone
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_in, check_int, check_type
+from lazyconn._utils import check_fitted, check_in, check_int, check_type
 from lazyconn.connectome import ConnectivityMeasure, combine, partial_sum, sym_matrix_to_vec
 from lazyconn.exceptions import (
-    NotFittedError,
     ParameterError,
     ParameterTypeError,
     SubjectError,
@@ -452,12 +451,8 @@ class GroupConnectome(BaseEstimator):
         """
         return self.fit(imgs, y, confounds, sample_mask, subjects).subject_matrices_
 
-    def _check_fitted(self):
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+    def _check_fitted(self) -> None:
+        check_fitted(self)
 
     def to_xarray(self):
         """``subject_matrices_`` as an ``xarray.DataArray`` labelled with subjects and regions.

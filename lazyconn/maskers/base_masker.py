@@ -18,10 +18,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from lazyconn import signal
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_in, check_real
+from lazyconn._utils import check_fitted, check_in, check_real
 from lazyconn.exceptions import (
     DimensionError,
-    NotFittedError,
     ParameterError,
     ParameterTypeError,
 )
@@ -203,12 +202,8 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "n_elements_")
 
-    def _check_fitted(self):
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+    def _check_fitted(self) -> None:
+        check_fitted(self)
 
     @property
     def _n_features_out(self):
