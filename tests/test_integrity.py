@@ -164,55 +164,68 @@ def test_results_store_flipped_byte_recomputed(study, tmp_path):
     np.testing.assert_allclose(again.subject_matrices_, first.subject_matrices_, atol=1e-12)
 
 
-_FIT_SCRIPT = textwrap.dedent(
+def test_results_store_deleted_chunk_recomputed_not_zeros(study, tmp_path):
+    """A lost chunk of a cached entry is never read as zarr's fill value (zeros)."""
+    paths, confounds = study
+    cache = tmp_path / "cache"
+    first = _group(cache_dir=cache).fit(paths, confounds=confounds)
+    key = ResultStore(cache).keys()[0]
+    array = cache / key / "result"
+    chunks = [p for p in array.rglob("*") if p.is_file() and p.relative_to(array).parts[0] == "c"]
+    assert chunks
+    for chunk in chunks:
+        chunk.unlink()
+    with pytest.warns(IntegrityWarning, match=rf"'{key}'.*is missing"):
+        again = _group(cache_dir=cache).fit(paths, confounds=confounds)
+    assert again.n_cached_ == 2
+    np.testing.assert_allclose(again.subject_matrices_, first.subject_matrices_, atol=1e-12)
+
+
+_RACE_SCRIPT = textwrap.dedent(
     """
-    import glob, sys, time
+    import os, sys, time
     import numpy as np
-    from lazyconn.group.pipeline import GroupConnectome
-    from lazyconn.maskers import NiftiSpheresMasker
-    from lazyconn.testing.group import TINY_SEEDS
-    paths, cache, barrier, out = sys.argv[1:4], sys.argv[4], sys.argv[5], sys.argv[6]
-    masker = NiftiSpheresMasker(TINY_SEEDS, radius=6, standardize="zscore_sample", t_r=2.0)
-    open(f"{barrier}-{out[-5]}", "w").close()
-    end = time.time() + 120
-    while len(glob.glob(barrier + "-*")) < 2 and time.time() < end:  # go at the same moment
-        time.sleep(0.001)
-    est = GroupConnectome(masker, cache_dir=cache, progress=False).fit(paths)
-    np.save(out, est.subject_matrices_)
+    from lazyconn.group._cache import ResultStore
+    root, me, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for i in range(rounds):
+        open(os.path.join(root, f"ready-{i}-{me}"), "w").close()
+        end = time.time() + 60
+        while time.time() < end and not all(  # both processes go at the same moment
+            os.path.exists(os.path.join(root, f"ready-{i}-{w}")) for w in "ab"
+        ):
+            pass
+        store = ResultStore(os.path.join(root, f"cache-{i}"))  # new cache_dir each round
+        store.put("key", np.arange(6.0).reshape(2, 3) + i, {"subject": "s"})
     """
 )
 
 
 @pytest.mark.slow
-def test_two_processes_fit_at_once_on_a_new_cache_dir(study, tmp_path):
-    paths, _ = study
-    cache = tmp_path / "new-cache"
-    script = tmp_path / "fit.py"
-    script.write_text(_FIT_SCRIPT)
+def test_two_processes_create_and_fill_a_new_cache_dir_at_once(tmp_path):
+    """Two fits starting at once on a new cache_dir: creating the store and putting the same
+    key from two processes, over many rounds (before the fix about a third of the rounds
+    crashed one of them with ContainsGroupError, ContainsArrayError or FileNotFoundError)."""
+    rounds = 30
+    script = tmp_path / "race.py"
+    script.write_text(_RACE_SCRIPT)
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                *paths,
-                str(cache),
-                str(tmp_path / "ready"),
-                str(tmp_path / f"{i}.npy"),
-            ],
+            [sys.executable, str(script), str(tmp_path), name, str(rounds)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for i in range(2)
+        for name in "ab"
     ]
     try:
         for proc in procs:
-            _, err = proc.communicate(timeout=600)
+            _, err = proc.communicate(timeout=300)
             assert proc.returncode == 0, err.decode()[-2000:]
             assert b"Warning" not in err, err.decode()[-2000:]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    a, b = np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy")
-    np.testing.assert_array_equal(a, b)
-    assert len(ResultStore(cache).keys()) == 3
+    for i in range(rounds):
+        store = ResultStore(tmp_path / f"cache-{i}")
+        assert store.keys() == ["key"]
+        np.testing.assert_array_equal(store.get("key")[0], np.arange(6.0).reshape(2, 3) + i)

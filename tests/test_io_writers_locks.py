@@ -55,21 +55,24 @@ def _stage_files(scratch):
 def test_second_convert_refuses_while_the_first_writes(big_run, tmp_path):
     src, data = big_run
     dst = str(tmp_path / "run.zarr")
-    first = _convert(src, dst)
-    _stop_when(first, lambda: os.path.exists(dst + LOCK_SUFFIX) and os.path.exists(dst))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    first = _convert(src, dst, scratch=scratch)
+    # Paused mid-run (its store made, now staging): what the second writer meets.
+    _stop_when(first, lambda: os.path.exists(dst) and bool(_stage_files(scratch)))
     try:
-        with open(dst + LOCK_SUFFIX) as fobj:
-            record = json.load(fobj)
-        assert record["pid"] == first.pid and record["host"] and record["started"]
         second = subprocess.run(
             [sys.executable, "-m", "lazyconn", "convert", src, "-o", dst, "--no-progress"],
             capture_output=True,
             timeout=120,
         )
         err = second.stderr.decode()
-        assert second.returncode == 1, err
+        assert second.returncode == 1, err  # before the fix: 0, the first's store deleted
         assert f"dst='{dst}' is being written by another process" in err
         assert f"pid {first.pid}" in err and "Traceback" not in err
+        with open(dst + LOCK_SUFFIX) as fobj:
+            record = json.load(fobj)
+        assert record["pid"] == first.pid and record["host"] and record["started"]
     finally:
         os.kill(first.pid, signal.SIGCONT)
     _, err = first.communicate(timeout=120)
@@ -125,15 +128,17 @@ def test_killed_convert_leaves_no_stage_file_for_long(big_run, tmp_path, sig):
     os.kill(first.pid, signal.SIGCONT)
     first.communicate(timeout=120)
     assert first.returncode == -sig
+    lock_left = os.path.exists(dst + LOCK_SUFFIX)
     if sig == signal.SIGTERM:
         assert _stage_files(scratch) == []
-        assert not os.path.exists(dst + LOCK_SUFFIX)
+        assert not lock_left
     else:
-        assert len(_stage_files(scratch)) == 1 and os.path.exists(dst + LOCK_SUFFIX)
+        assert len(_stage_files(scratch)) == 1
     again = _convert(src, dst, scratch=scratch)  # the dead writer's lock is taken over
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err.decode()[-2000:]
-    assert _stage_files(scratch) == []
+    assert _stage_files(scratch) == []  # swept at the next start
+    assert lock_left == (sig == signal.SIGKILL)
     np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), data)
 
 
