@@ -119,3 +119,7 @@ class MaskWarning(LazyconnWarning):
 
 class IntegrityWarning(LazyconnWarning):
     """Stored data failed verification (e.g. a results-store entry) and is recomputed."""
+
+
+class DataWarning(LazyconnWarning):
+    """A run's values had to be changed to be used (e.g. NaN voxels read as zeros)."""

@@ -1,5 +1,7 @@
 """Bad data says so: confounds headers that do not fit, an output folder for one run."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,54 @@ def test_all_nan_run_fails_naming_the_subject(tmp_path):
         NiftiSpheresMasker(TINY_SEEDS, radius=4, t_r=2.0), progress=False, on_error="skip"
     ).fit(paths)
     assert skipped.subjects_ == ["sub-00"] and "all-NaN" in skipped.failed_["sub-01"]
+
+
+def test_nan_voxels_warn_naming_the_subject_and_read_as_zeros_as_nilearn(tmp_path):
+    """Some NaN voxels: nilearn's spheres masker warns ('Non-finite values detected') and
+    reads them as zeros; GroupConnectome gives nilearn's matrix and one DataWarning naming
+    the subject and its file, again when the subject comes from the results store."""
+    import warnings
+
+    import nibabel as nib
+    from nilearn.connectome import ConnectivityMeasure as NilearnCM
+    from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
+
+    from lazyconn.connectome import ConnectivityMeasure
+    from lazyconn.exceptions import DataWarning
+    from lazyconn.group.pipeline import GroupConnectome
+    from lazyconn.maskers import NiftiSpheresMasker
+    from lazyconn.testing.group import TINY_SEEDS, tiny_study
+
+    paths, _ = tiny_study(tmp_path, n_subjects=2, shape=(8, 9, 10, 30))
+    img = nib.load(paths[1])
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[3:5, 3:5, 3:5, :] = np.nan  # whole time courses, inside the spheres
+    data[1, 1, 1, 5] = np.inf  # one sample
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), paths[1])
+    kw = {"radius": 6, "t_r": 2.0, "standardize": "zscore_sample"}
+    with pytest.warns(UserWarning, match=r"Non-finite values detected"):
+        ref_signals = NilearnSpheres(TINY_SEEDS, **kw).fit_transform(paths[1])
+    ref = NilearnCM(kind="covariance").fit_transform([ref_signals])[0]
+
+    def fit():
+        group = GroupConnectome(
+            NiftiSpheresMasker(TINY_SEEDS, **kw),
+            ConnectivityMeasure(kind="covariance"),
+            cache_dir=tmp_path / "cache",
+            progress=False,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            group.fit(paths)
+        return group, [w for w in caught if issubclass(w.category, DataWarning)]
+
+    for n_cached in (0, 2):
+        group, caught = fit()
+        assert group.n_cached_ == n_cached
+        assert len(caught) == 1, [str(w.message) for w in caught]
+        message = str(caught[0].message)
+        assert re.search(
+            r"subject 'sub-01' \(.*sub-01_bold\.nii\): 241 non-finite values", message
+        )
+        assert "read as zeros" in message
+        np.testing.assert_allclose(group.subject_matrices_[1], ref, atol=1e-5)

@@ -19,6 +19,7 @@ import logging
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from dask.delayed import delayed
 
 from lazyconn._progress import Progress
-from lazyconn.exceptions import ClusterConnectionError, SubjectError
+from lazyconn.exceptions import ClusterConnectionError, DataWarning, SubjectError
 from lazyconn.group._cache import ResultStore
 from lazyconn.group._cluster import client_context
 from lazyconn.group._report import StageTimer
@@ -48,13 +49,27 @@ class Subject:
 
 
 @dataclass
+class Noted:
+    """A step's result with notes about the subject's data, warned on the client.
+
+    Warnings raised inside a task stay on the worker (and ``catch_warnings`` is not
+    thread-safe), so a step returns what the user must hear; the notes are kept in the
+    results store with the result, and a cached subject is warned about again.
+    """
+
+    result: Any
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
 class Outcome:
-    """What a subject task returns: its result and how long it took."""
+    """What a subject task returns: its result, how long it took, notes on its data."""
 
     name: str
     result: np.ndarray
     seconds: float
     cached: bool = False
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -89,13 +104,17 @@ def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Fa
     try:
         # Inside a task (threads or a distributed worker) the subject's graph runs in place.
         with dask.config.set(scheduler="sync"), threadpool_limits(limits=1, user_api="blas"):
-            result = np.asarray(step(subject))
+            value = step(subject)
+            notes = ()
+            if isinstance(value, Noted):
+                value, notes = value.result, tuple(value.notes)
+            result = np.asarray(value)
     except Exception as exc:
         message = f"{_describe(subject)} failed: {type(exc).__name__}: {exc}"
         if on_error == "raise":
             raise SubjectError(message) from exc
         return Failure(subject.name, message, traceback.format_exc())
-    return Outcome(subject.name, result, time.perf_counter() - t0)
+    return Outcome(subject.name, result, time.perf_counter() - t0, notes=notes)
 
 
 def _partial(chunk_fn: Callable, items: list) -> Any:
@@ -138,9 +157,9 @@ def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
 
 
 def _without_result(outcome):
-    return (
-        Outcome(outcome.name, None, outcome.seconds) if isinstance(outcome, Outcome) else outcome
-    )
+    if not isinstance(outcome, Outcome):
+        return outcome
+    return Outcome(outcome.name, None, outcome.seconds, notes=outcome.notes)
 
 
 def _run_local(tasks, group, on_result, keep_results=True):
@@ -244,7 +263,8 @@ def run_group(
                 todo.append(s)
             else:
                 result, attrs = hit
-                outcomes[s.name] = Outcome(s.name, result, attrs.get("seconds", 0.0), True)
+                notes = tuple(attrs.get("notes", ()))
+                outcomes[s.name] = Outcome(s.name, result, attrs.get("seconds", 0.0), True, notes)
         cached = [outcomes[s.name] for s in subjects if s.name in outcomes]
         cached_partial = chunk_fn([o.result for o in cached]) if chunk_fn and cached else None
         if sink is not None:
@@ -264,6 +284,8 @@ def run_group(
         if store is not None:
             s = by_name[outcome.name]
             attrs = {"subject": s.name, "seconds": outcome.seconds}
+            if outcome.notes:
+                attrs["notes"] = list(outcome.notes)
             attrs.update(store_attrs(s) if store_attrs else {})
             store.put(s.key, outcome.result, attrs)
         if sink is not None:
@@ -300,6 +322,10 @@ def run_group(
         if chunk_fn is not None:
             partial = _combine(combine_fn, [new_partial, cached_partial])
     ordered = {s.name: outcomes[s.name] for s in subjects if s.name in outcomes}
+    by_all = {s.name: s for s in subjects}
+    for outcome in ordered.values():  # cached subjects too: their notes were stored
+        for note in outcome.notes:
+            warnings.warn(f"{_describe(by_all[outcome.name])}: {note}", DataWarning, stacklevel=3)
     timings = dict(timer.seconds)
     timings["total"] = timer.total()
     return {

@@ -22,7 +22,7 @@ from lazyconn.exceptions import (
 )
 from lazyconn.group import _export
 from lazyconn.group._cache import ResultStore, input_identity, params_token
-from lazyconn.group._engine import Subject, run_group
+from lazyconn.group._engine import Noted, Subject, run_group
 from lazyconn.group._inputs import bad_inputs_error, check_inputs, warn_t_r
 from lazyconn.image import LazyImage, load
 from lazyconn.io._fs import StorageOptions, redact
@@ -58,18 +58,66 @@ class _ConnectomeStep:
                 masker = _PROCESS_MASKERS[self.token] = self.masker
         return masker
 
-    def __call__(self, subject: Subject) -> np.ndarray:
+    def __call__(self, subject: Subject) -> Noted:
+        import dask
+
         img = subject.img
-        if self.storage_options and isinstance(img, (str, os.PathLike)):
+        if isinstance(img, (str, os.PathLike)):
             img = load(img, storage_options=self.storage_options)
-        signals = self._masker().transform(
-            img, confounds=subject.confounds, sample_mask=subject.sample_mask
+        lazy = self._masker().transform(
+            img, confounds=subject.confounds, sample_mask=subject.sample_mask, compute=False
         )
-        _check_signals(np.asarray(signals))
+        bad = _nonfinite_values(lazy, img.data) if isinstance(img, LazyImage) else 0
+        signals, bad = dask.compute(lazy, bad)  # one pass: the count reads no chunk twice
+        signals = np.asarray(signals)
+        _check_signals(signals)
+        notes = ()
+        if bad:
+            notes = (
+                f"{bad} non-finite values (NaN or inf) in the chunks read; they are read as "
+                "zeros (nilearn's region maskers warn 'Non-finite values detected. These "
+                "values will be replaced with zeros.')",
+            )
         covariance = self.connectivity.subject_covariance(signals)
         if self.connectivity.kind == "tangent":
-            return covariance  # the tangent vectors need the group's geometric mean first
-        return self.connectivity.subject_connectivity(covariance)
+            # the tangent vectors need the group's geometric mean first
+            return Noted(covariance, notes)
+        return Noted(self.connectivity.subject_connectivity(covariance), notes)
+
+
+def _count_nonfinite(block) -> int:
+    block = np.asarray(block)
+    return 0 if block.dtype.kind != "f" else int(block.size - np.count_nonzero(np.isfinite(block)))
+
+
+def _nonfinite_values(result, data):
+    """Lazy count of the non-finite values in the chunks of ``data`` that ``result`` reads.
+
+    Computed together with ``result``, each chunk is read once; chunks ``result`` does not
+    need (outside every region) are not read for the count either.
+    """
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    graph = result.__dask_graph__().cull(_keys(result))  # culled layers get a name suffix
+    keys = [
+        k
+        for layer_name, layer in graph.layers.items()
+        if layer_name.startswith(data.name)
+        for k in layer
+        if isinstance(k, tuple) and k[0] == data.name
+    ]
+    name = "lazyconn-nonfinite-" + tokenize(data.name, keys)
+    dsk = {(name, i): (_count_nonfinite, k) for i, k in enumerate(keys)}
+    dsk[name] = (sum, list(dsk))
+    return Delayed(name, HighLevelGraph.from_collections(name, dsk, dependencies=[data]))
+
+
+def _keys(collection) -> set:
+    from dask.core import flatten
+
+    return set(flatten(collection.__dask_keys__()))
 
 
 def _check_signals(signals: np.ndarray) -> None:
@@ -172,6 +220,13 @@ class GroupConnectome(BaseEstimator):
 
     but parallel across subjects on any dask scheduler, with every subject's result kept in a
     results store so a re-run, or a run after a crash, computes only what is missing.
+
+    Bad data: non-finite (NaN or inf) voxel values are read as zeros, as nilearn's maskers
+    do; where nilearn's region maskers warn without naming the run ("Non-finite values
+    detected"), ``fit`` gives one :class:`~lazyconn.exceptions.DataWarning` per subject
+    naming it, its file and the count (of the values in the chunks the masker reads,
+    counted in the same pass), also when the subject is read back from the results store.
+    A run with no signal in any region (all NaN) fails, naming the subject.
 
     Parameters
     ----------
