@@ -10,7 +10,7 @@ from lazyconn.exceptions import NotFittedError, OutputExistsError, ParameterErro
 from lazyconn.group import GroupConnectome
 from lazyconn.maskers import NiftiSpheresMasker
 from lazyconn.testing.group import TINY_SEEDS, tiny_study
-from lazyconn.testing.reference import nilearn_spheres_signals
+from lazyconn.testing.reference import signals_per_run
 from lazyconn.testing.s3 import FAKE_KEY, FAKE_SECRET
 
 MASKER_KW = dict(seeds=TINY_SEEDS, radius=6, detrend=True, standardize="zscore_sample")
@@ -23,7 +23,9 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nilearn_signals(study):
-    return nilearn_spheres_signals(study, **MASKER_KW)
+    from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
+
+    return signals_per_run(NilearnSpheres, study, **MASKER_KW)
 
 
 def _group(**measure):

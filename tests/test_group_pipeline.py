@@ -12,7 +12,7 @@ from lazyconn.group import GroupConnectome
 from lazyconn.maskers import NiftiSpheresMasker
 from lazyconn.testing.group import TINY_SEEDS, tiny_study
 from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
-from lazyconn.testing.reference import nilearn_spheres_signals
+from lazyconn.testing.reference import signals_per_run
 
 MASKER_KW = dict(
     seeds=TINY_SEEDS,
@@ -33,7 +33,9 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nilearn_signals(study):
-    return nilearn_spheres_signals(study, **MASKER_KW)
+    from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
+
+    return signals_per_run(NilearnSpheres, study, **MASKER_KW)
 
 
 def _group(kind="partial correlation", **kw):

@@ -10,8 +10,8 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from lazyconn.exceptions import ParameterError
-from lazyconn.image import load, resample_img
-from lazyconn.image._niimg import check_same_fov
+from lazyconn.image import load
+from lazyconn.image.resampling import on_grid_of
 
 __all__ = ["connectome_recovery", "match_regions"]
 
@@ -45,13 +45,7 @@ def match_regions(regions_img, labels_img):
             f"regions_img has shape {regions.shape}; expected a 4-D image (one region per volume)."
         )
     labels = load(labels_img)
-    if not check_same_fov(regions, labels, raise_error=False):
-        labels = resample_img(
-            labels,
-            target_affine=regions.affine,
-            target_shape=regions.shape[:3],
-            interpolation="nearest",
-        )
+    labels = on_grid_of(labels, regions)
     support = _data(regions) != 0
     ldata = np.rint(_data(labels)).astype(np.int64)
     n_planted = int(ldata.max())

@@ -39,7 +39,7 @@ from lazyconn.image._niimg import (
     load_mask_img,
     new_img_like,
 )
-from lazyconn.image.resampling import resample_img
+from lazyconn.image.resampling import on_grid_of, resample_img
 from lazyconn.ops import spatial
 
 __all__ = [
@@ -428,13 +428,7 @@ def threshold_img(
     mask = None
     if mask_img is not None:
         mask_img = load_3d(mask_img, "mask_img")
-        if not check_same_fov(img, mask_img, raise_error=False):
-            mask_img = resample_img(
-                mask_img,
-                target_affine=img.affine,
-                target_shape=img.shape[:3],
-                interpolation="nearest",
-            )
+        mask_img = on_grid_of(mask_img, img)
         mask, _ = load_mask_img(mask_img)
         data = da.where(mask if data.ndim == 3 else mask[..., None], data, data.dtype.type(0))
     if data.ndim == 3 and not is_pct and value >= 0:

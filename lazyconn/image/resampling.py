@@ -23,7 +23,7 @@ from lazyconn.exceptions import (
     ParameterError,
 )
 from lazyconn.image._lazyimage import LazyImage
-from lazyconn.image._niimg import load_img, new_img_like
+from lazyconn.image._niimg import check_same_fov, load_img, new_img_like
 from lazyconn.ops.spatial import extrapolate_out_mask
 
 __all__ = ["get_bounds", "resample_img", "resample_to_img"]
@@ -294,4 +294,17 @@ def resample_to_img(
         fill_value=fill_value,
         force_resample=force_resample,
         copy_header=copy_header,
+    )
+
+
+def on_grid_of(img, reference, interpolation="nearest") -> LazyImage:
+    """``img`` on ``reference``'s grid: itself when the fields of view agree, else resampled
+    (nearest by default: masks and labels keep their values)."""
+    if check_same_fov(img, reference, raise_error=False):
+        return img
+    return resample_img(
+        img,
+        target_affine=reference.affine,
+        target_shape=reference.shape[:3],
+        interpolation=interpolation,
     )

@@ -19,8 +19,9 @@ from scipy import ndimage
 from lazyconn._utils import check_in, warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError, ParameterTypeError
-from lazyconn.image import load, resample_img, threshold_img
-from lazyconn.image._niimg import check_same_fov, load_3d, load_4d, load_mask_img
+from lazyconn.image import load, threshold_img
+from lazyconn.image._niimg import load_3d, load_4d, load_mask_img
+from lazyconn.image.resampling import on_grid_of
 from lazyconn.maskers import NiftiMapsMasker
 from lazyconn.ops import spatial
 from lazyconn.ops.segmentation import peak_local_max, random_walker
@@ -141,13 +142,7 @@ def connected_regions(
     min_voxels = min_region_size / np.abs(np.linalg.det(affine[:3, :3]))
     if mask_img is not None:
         mask_img = load_3d(mask_img, "mask_img")
-        if not check_same_fov(img, mask_img, raise_error=False):
-            mask_img = resample_img(
-                mask_img,
-                target_affine=affine,
-                target_shape=img.shape[:3],
-                interpolation="nearest",
-            )
+        mask_img = on_grid_of(mask_img, img)
         mask, _ = load_mask_img(mask_img)
         maps[~mask] = 0.0
     regions, index = [], []

@@ -16,14 +16,12 @@ def quiet(func, *args, **kwargs):
         return func(*args, **kwargs)
 
 
-def nilearn_spheres_signals(study, **masker_kwargs):
-    """nilearn's ``NiftiSpheresMasker(**masker_kwargs)`` signals of each run of ``study``
-    (``(paths, confounds)``, as :func:`lazyconn.testing.group.tiny_study` returns): the
-    reference a group run is compared with."""
-    from nilearn.maskers import NiftiSpheresMasker
-
+def signals_per_run(masker_cls, study, **masker_kwargs):
+    """``masker_cls(**masker_kwargs)``'s signals of each run of ``study`` (``(paths,
+    confounds)``, as :func:`lazyconn.testing.group.tiny_study` returns), one fresh masker per
+    run: the subject loop a group run is compared with (``masker_cls``: nilearn's masker)."""
     paths, confounds = study
     return [
-        NiftiSpheresMasker(**masker_kwargs).fit_transform(path, confounds=conf)
+        masker_cls(**masker_kwargs).fit_transform(path, confounds=conf)
         for path, conf in zip(paths, confounds, strict=True)
     ]
