@@ -579,7 +579,9 @@ def butterworth(
     """nilearn's ``signal.butterworth`` on a (T, F) or (T,) array (numpy or dask).
 
     Returns a new array (numpy input is never modified in place, unlike nilearn's
-    ``copy=False``; ``copy`` is accepted for compatibility).
+    ``copy=False``; ``copy`` is accepted for compatibility). A cut-off <= 0 is a
+    ParameterError (a ValueError): nilearn warns and replaces a negative one by machine
+    epsilon, which is never what was meant.
 
     Parameters
     ----------

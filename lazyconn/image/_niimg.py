@@ -112,6 +112,19 @@ def check_same_fov(*imgs, names=None, raise_error: bool = True) -> bool:
     return True
 
 
+def finite_data(data: np.ndarray) -> np.ndarray:
+    """nilearn's ``safe_get_data(..., ensure_finite=True)`` on computed voxels: NaN/inf
+    become 0, with nilearn's warning (used on masks, atlases and maps, which are computed
+    anyway; a run's values are not checked, as that would read it)."""
+    if data.dtype.kind in "fc" and not np.isfinite(data).all():
+        warn(
+            "Non-finite values detected. These values will be replaced with zeros.",
+            LazyconnWarning,
+        )
+        return spatial.ensure_finite(data)
+    return data
+
+
 def load_mask_img(mask_img, allow_empty: bool = False, name: str = "mask_img"):
     """Validate and read a mask (eager: masks are small): (bool numpy array, affine).
 
@@ -138,7 +151,7 @@ def load_mask_img(mask_img, allow_empty: bool = False, name: str = "mask_img"):
     else:
         img = load_3d(mask_img, name)
         data, affine = np.asarray(img.data.compute()), img.affine
-    data = spatial.ensure_finite(data)
+    data = finite_data(data)
     values = np.unique(data)
     if len(values) == 1:
         if values[0] == 0 and not allow_empty:
@@ -204,6 +217,13 @@ def new_img_like(ref_niimg, data, affine=None, copy_header=True) -> LazyImage:
                 LazyconnWarning,
             )
             data = data.astype(np.int32)
+        else:
+            warn(
+                "Data array used to create a new image contains 64-bit ints, and some values "
+                "too large to store in 32-bit ints. The resulting image thus contains 64-bit "
+                "ints (as nilearn), which other tools may not read.",
+                LazyconnWarning,
+            )
     if isinstance(data, np.ndarray):
         data = da.from_array(data, chunks=_default_chunks_for(data))
     header = None

@@ -32,6 +32,7 @@ from lazyconn.image._niimg import (
     _default_chunks_for,
     _is_list_of_images,
     check_same_fov,
+    finite_data,
     get_data,
     load_3d,
     load_4d,
@@ -363,15 +364,26 @@ def _cluster_threshold_block(block, cluster_threshold):
     return out
 
 
-def _warn_if_above_max(data, mask, value: float, two_sided: bool) -> None:
-    """nilearn's warning when a threshold leaves no voxel (3-D maps: the check is cheap)."""
-    values = np.asarray(data.compute())
+def _warn_if_out_of_range(data, mask, value: float, two_sided: bool) -> None:
+    """nilearn's warnings of a 3-D map's values (the check is cheap): non-finite values, and
+    a threshold leaving no voxel: above the maximum, or (negative, one-sided) below the
+    minimum (``check_threshold``)."""
+    values = finite_data(np.asarray(data.compute()))
     values = values if mask is None else values[mask]
-    values = np.abs(values) if two_sided else values[values >= 0]
-    if values.size and value > values.max():
+    if value >= 0:
+        values = np.abs(values) if two_sided else values[values >= 0]
+        if values.size and value > values.max():
+            warn(
+                f"The given float value must not exceed {values.max()}. But, you have given "
+                f"threshold={value}: no voxel is kept (the result is empty).",
+                LazyconnWarning,
+            )
+        return
+    values = values[values <= 0]
+    if values.size and value < values.min():
         warn(
-            f"The given float value must not exceed {values.max()}. But, you have given "
-            f"threshold={value}: no voxel is kept (the result is empty).",
+            f"The given float value must not be less than {values.min()}. But, you have "
+            f"given threshold={value}: no voxel is kept (the result is empty).",
             LazyconnWarning,
         )
 
@@ -394,8 +406,10 @@ def threshold_img(
     ``scoreatpercentile`` (+1e-5) of |data| (two-sided) or of the non-negative entries.
     The percentile is an exact lazy reduction (one task over all entries: meant for
     statistical maps, not long runs). Cluster thresholding labels each volume whole.
-    A threshold above the data's maximum warns as in nilearn for 3-D maps (one cheap
-    compute); for 4-D runs the check is skipped (it would read the run).
+    A threshold above the data's maximum (or, negative and one-sided, below its minimum)
+    and non-finite values warn as in nilearn for 3-D maps with a numeric threshold (one
+    cheap compute); for 4-D runs and percentiles the checks are skipped (they would read
+    the data before it is asked for).
 
     Parameters
     ----------
@@ -431,8 +445,8 @@ def threshold_img(
         mask_img = on_grid_of(mask_img, img)
         mask, _ = load_mask_img(mask_img)
         data = da.where(mask if data.ndim == 3 else mask[..., None], data, data.dtype.type(0))
-    if data.ndim == 3 and not is_pct and value >= 0:
-        _warn_if_above_max(data, mask, value, two_sided)
+    if data.ndim == 3 and not is_pct:
+        _warn_if_out_of_range(img.data, mask, value, two_sided)
     if is_pct:
         # Exact order statistics need every entry in one task.
         whole = data.rechunk(-1)

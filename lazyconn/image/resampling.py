@@ -146,8 +146,9 @@ def resample_img(
 
     Same semantics as nilearn 0.14.1: signed ints with "continuous" become floats (warning);
     NaN/inf are extrapolated from their neighbours and put back (nearest). No resampling
-    (the image itself) when the grid is already the target. The NaN "RuntimeWarning", the
-    "binary image" and "no sform" warnings are not emitted (they would need a compute).
+    (the image itself) when the grid is already the target. nilearn's "no sform" warning is
+    emitted (a header field); the NaN "RuntimeWarning" and the "binary image" warning are not
+    (they depend on voxel values, which would need a compute).
 
     Parameters
     ----------
@@ -175,6 +176,12 @@ def resample_img(
     img = load_img(img)
     if target_affine is None and target_shape is None:
         return img
+    if not img.get_sform(coded=True)[1]:  # a header field: no voxel is read
+        warn(
+            "The provided image has no sform in its header. Please check the provided file. "
+            "Results may not be as expected.",
+            LazyconnWarning,
+        )
     target_affine = np.asarray(target_affine, dtype=np.float64)
     if _not_needed(img, target_affine, target_shape):
         return img

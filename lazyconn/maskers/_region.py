@@ -11,6 +11,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
+from lazyconn._utils import warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
 from lazyconn.image import resample_img
@@ -70,6 +71,20 @@ class RegionMasker(BaseMasker):
                 f"No {what} left after applying mask to the {what}s image: mask_img and the "
                 f"{what}s do not overlap; expected a mask covering at least one {what}."
             )
+
+    @staticmethod
+    def _warn_resampled_at_transform(what, img, shape, affine, hint=None) -> None:
+        """nilearn's notice when ``what`` (labels, maps, mask, images) is resampled at
+        transform time: ``img`` (a nibabel image or None) is not on the (shape, affine) grid."""
+        if img is None or (
+            tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine)
+        ):
+            return
+        hint = hint or (
+            "make sure to pass the images you want to transform to fit() first, or directly "
+            "use fit_transform()."
+        )
+        warn(f"Resampling {what} at transform time...\nTo avoid this warning, {hint}")
 
     def _plan(self, img4) -> RegionPlan:  # pragma: no cover - abstract
         raise NotImplementedError

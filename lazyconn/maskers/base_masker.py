@@ -18,9 +18,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from lazyconn import signal
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_fitted, check_in, check_real
+from lazyconn._utils import check_fitted, check_in, check_real, warn
 from lazyconn.exceptions import (
     DimensionError,
+    LazyconnWarning,
     ParameterError,
     ParameterTypeError,
 )
@@ -182,6 +183,21 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             img = img.with_data((img.data != 0).all(axis=3))
         mask, affine = load_mask_img(img)
         return nib.Nifti1Image(mask.astype(np.int8), affine)
+
+    def _check_array(self, signals, name: str) -> np.ndarray:
+        """``inverse_transform``'s input as numpy, shape-checked; bool is cast to ``dtype``
+        (int32 by default) with nilearn's warning."""
+        x = np.atleast_1d(np.asarray(signals))
+        if x.ndim > 2 or x.shape[-1] != self.n_elements_:
+            raise ParameterError(
+                f"{name} has shape {x.shape}; expected (n_samples, {self.n_elements_}) or "
+                f"({self.n_elements_},)."
+            )
+        if x.dtype == bool:
+            target = np.int32 if self.dtype is None else self.dtype
+            warn(f"Casting boolean input to {target}", LazyconnWarning)
+            x = x.astype(np.float32 if isinstance(target, str) and target == "auto" else target)
+        return x
 
     @staticmethod
     def _output_image(data, affine) -> nib.Nifti1Image:

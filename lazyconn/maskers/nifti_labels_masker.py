@@ -11,7 +11,7 @@ from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, warn
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
-from lazyconn.image._niimg import check_same_fov, load_3d
+from lazyconn.image._niimg import check_same_fov, finite_data, load_3d
 from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 from lazyconn.ops import spatial
 from lazyconn.ops.voxels import gather
@@ -165,7 +165,7 @@ class NiftiLabelsMasker(RegionMasker):
                 raise ParameterTypeError(f"labels={self.labels!r}; expected a list of strings.")
         labels = load_3d(self.labels_img, "labels_img")
         ldata = np.asarray(labels.data.compute())
-        ldata = np.where(np.isfinite(ldata), ldata, 0) if ldata.dtype.kind == "f" else ldata
+        ldata = finite_data(ldata)
         if np.all(ldata == self.background_label):
             raise ParameterError(
                 f"labels_img has no label: every voxel equals background_label="
@@ -204,7 +204,21 @@ class NiftiLabelsMasker(RegionMasker):
         res = resample_img(
             img, target_affine=affine, target_shape=tuple(shape), interpolation="nearest"
         )
-        return nib.Nifti1Image(np.asarray(load(res).data.compute()), affine)
+        data = np.asarray(load(res).data.compute())
+        before = set(np.unique(np.asarray(img.dataobj)).tolist())
+        after = set(np.unique(data).tolist())
+        if len(after) <= 1:
+            raise ParameterError(
+                "No label left after resampling the labels image onto the images' grid "
+                f"(shape {tuple(shape)}); expected labels overlapping the images."
+            )
+        if lost := before - after:
+            warn(
+                "After resampling the label image to the data image, the following labels "
+                f"were removed: {lost}. Label image only contains {len(after)} labels "
+                "(including background)."
+            )
+        return nib.Nifti1Image(data, affine)
 
     @property
     def labels_(self):
@@ -264,11 +278,23 @@ class NiftiLabelsMasker(RegionMasker):
 
     # ------------------------------------------------------------------ transform
     def _transform_run(self, img, confounds, sample_mask):
+        if self.keep_masked_labels:
+            warn(
+                'In version 0.15.0, "keep_masked_labels" parameter will be removed.', FutureWarning
+            )
         if self.resampling_target == "labels":
             lab = self.labels_img_
             if tuple(img.shape[:3]) != tuple(lab.shape[:3]) or not np.allclose(
                 img.affine, lab.affine
             ):
+                self._warn_resampled_at_transform(
+                    "images",
+                    img,
+                    lab.shape,
+                    lab.affine,
+                    hint="make sure to resample the images you want to transform to the "
+                    "shape of the maps or set resampling_target to 'data'.",
+                )
                 from lazyconn.image import resample_img
 
                 img = load(resample_img(img, target_affine=lab.affine, target_shape=lab.shape[:3]))
@@ -278,13 +304,8 @@ class NiftiLabelsMasker(RegionMasker):
 
     def _plan(self, img4):
         shape, affine = img4.shape[:3], img4.affine
-        lab = self.labels_img_
-        if tuple(lab.shape[:3]) != tuple(shape) or not np.allclose(lab.affine, affine):
-            warn(
-                "Resampling labels at transform time...\nTo avoid this warning, make sure "
-                "to pass the images you want to transform to fit() first, or directly use "
-                "fit_transform()."
-            )
+        self._warn_resampled_at_transform("labels", self.labels_img_, shape, affine)
+        self._warn_resampled_at_transform("mask", self.mask_img_, shape, affine)
         ldata = np.asarray(self._labels_on_grid(shape, affine).dataobj)
         mask = mask_on_grid(self.mask_img_, shape, affine)
         before = set(np.unique(ldata).tolist())
@@ -373,12 +394,7 @@ class NiftiLabelsMasker(RegionMasker):
             4-D for 2-D signals, 3-D for 1-D signals.
         """
         self._check_fitted()
-        x = np.atleast_1d(np.asarray(signals))
-        if x.shape[-1] != self.n_elements_ or x.ndim > 2:
-            raise ParameterError(
-                f"signals has shape {x.shape}; expected (n_samples, "
-                f"{self.n_elements_}) or ({self.n_elements_},)."
-            )
+        x = self._check_array(signals, "signals")
         ldata = np.asarray(self.labels_img_.dataobj)
         if self.mask_img_ is not None:
             mask = mask_on_grid(self.mask_img_, ldata.shape, self.labels_img_.affine)

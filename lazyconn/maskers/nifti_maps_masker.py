@@ -125,7 +125,7 @@ class NiftiMapsMasker(RegionMasker):
         maps = load_4d(maps, "maps_img")
         mdata = np.asarray(maps.data.compute())
         mdata = mdata.astype(float_dtype_for(mdata.dtype), copy=False)
-        mdata = np.where(np.isfinite(mdata), mdata, 0).astype(mdata.dtype)
+        mdata = np.where(np.isfinite(mdata), mdata, 0).astype(mdata.dtype)  # silent, as nilearn
         if not np.any(mdata):
             raise ParameterError("maps_img contains no map (every value is 0).")
         self.maps_img_ = nib.Nifti1Image(mdata, maps.affine)
@@ -182,11 +182,28 @@ class NiftiMapsMasker(RegionMasker):
         return nib.Nifti1Image(data, affine)
 
     def _transform_run(self, img, confounds, sample_mask):
+        if self.keep_masked_maps and self.mask_img_ is not None:
+            warn(
+                'Applying "mask_img" before signal extraction may result in empty region '
+                "signals in the output. These are currently kept.\n"
+                '"keep_masked_maps" parameter will be removed in version 0.15. '
+                'Set "keep_masked_maps=False" to silence this warning.',
+                FutureWarning,
+            )
         target = self.maps_img_ if self.resampling_target in ("maps", "mask") else None
         if target is not None and not (
             tuple(img.shape[:3]) == tuple(target.shape[:3])
             and np.allclose(img.affine, target.affine)
         ):
+            if self.resampling_target == "maps":
+                self._warn_resampled_at_transform(
+                    "images",
+                    img,
+                    target.shape,
+                    target.affine,
+                    hint="make sure to resample the images you want to transform to the "
+                    "shape of the maps or set resampling_target to 'data'.",
+                )
             from lazyconn.image import resample_img
 
             img = load(
@@ -198,14 +215,8 @@ class NiftiMapsMasker(RegionMasker):
 
     def _plan(self, img4):
         shape, affine = img4.shape[:3], img4.affine
-        if tuple(self.maps_img_.shape[:3]) != tuple(shape) or not np.allclose(
-            self.maps_img_.affine, affine
-        ):
-            warn(
-                "Resampling maps at transform time...\nTo avoid this warning, make sure "
-                "to pass the images you want to transform to fit() first, or directly use "
-                "fit_transform()."
-            )
+        self._warn_resampled_at_transform("maps", self.maps_img_, shape, affine)
+        self._warn_resampled_at_transform("mask", self.mask_img_, shape, affine)
         maps_img = self._maps_on_grid(shape, affine)
         mdata = np.array(maps_img.dataobj)
         if not self.allow_overlap:
@@ -260,12 +271,7 @@ class NiftiMapsMasker(RegionMasker):
             4-D for 2-D signals, 3-D for 1-D signals.
         """
         self._check_fitted()
-        x = np.atleast_1d(np.asarray(region_signals))
-        if x.shape[-1] != self.n_elements_ or x.ndim > 2:
-            raise ParameterError(
-                f"region_signals has shape {x.shape}; expected (n_samples, "
-                f"{self.n_elements_}) or ({self.n_elements_},)."
-            )
+        x = self._check_array(region_signals, "region_signals")
         mdata = np.asarray(self.maps_img_.dataobj)
         if self.mask_img_ is not None:
             mask = mask_on_grid(self.mask_img_, mdata.shape[:3], self.maps_img_.affine)
@@ -274,6 +280,4 @@ class NiftiMapsMasker(RegionMasker):
         if x.ndim == 1:
             out = out[..., 0]
         # nilearn's dtype: the signals' (integer signals give truncated integer images)
-        return self._output_image(
-            out.astype(np.int32 if x.dtype == bool else x.dtype), self.maps_img_.affine
-        )
+        return self._output_image(out.astype(x.dtype), self.maps_img_.affine)

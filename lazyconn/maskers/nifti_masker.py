@@ -13,7 +13,7 @@ import numpy as np
 from lazyconn import masking
 from lazyconn._docs import fill_doc
 from lazyconn._utils import warn
-from lazyconn.exceptions import ParameterError
+from lazyconn.exceptions import LazyconnWarning, ParameterError
 from lazyconn.image import load
 from lazyconn.maskers.base_masker import BaseMasker
 
@@ -33,6 +33,13 @@ def mask_strategy_function(strategy, multi=False):
     if strategy in _TEMPLATE_MASK_TYPES:
         brain = masking.compute_multi_brain_mask if multi else masking.compute_brain_mask
         return functools.partial(brain, mask_type=_TEMPLATE_MASK_TYPES[strategy])
+    if strategy == "template" and multi:  # nilearn's MultiNiftiMasker still takes it
+        warn(
+            "Masking strategy 'template' is deprecated. Please use 'whole-brain-template' "
+            "instead.",
+            LazyconnWarning,
+        )
+        return functools.partial(masking.compute_multi_brain_mask, mask_type="whole-brain")
     raise ParameterError(
         f"Unknown value of mask_strategy {strategy!r}. Acceptable values are 'background', "
         "'epi', 'whole-brain-template', 'gm-template', and 'wm-template'."
@@ -230,14 +237,7 @@ class NiftiMasker(BaseMasker):
             4-D for 2-D signals, 3-D for 1-D signals.
         """
         self._check_fitted()
-        x = np.atleast_1d(np.asarray(X))
-        if x.ndim > 2 or x.shape[-1] != self.n_elements_:
-            raise ParameterError(
-                f"X has shape {x.shape}; expected (n_samples, "
-                f"{self.n_elements_}) or ({self.n_elements_},)."
-            )
-        if x.dtype == bool:
-            x = x.astype(np.int32 if self.dtype is None else self.dtype)
+        x = self._check_array(X, "X")
         out_dtype = (
             x.dtype
             if self.dtype is None

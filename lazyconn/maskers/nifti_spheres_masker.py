@@ -165,12 +165,7 @@ class NiftiSpheresMasker(RegionMasker):
                 "Please provide mask_img at initialization to provide a reference for the "
                 "inverse_transform (mask_img=None)."
             )
-        x = np.atleast_1d(np.asarray(region_signals))
-        if x.shape[-1] != self.n_elements_ or x.ndim > 2:
-            raise ParameterError(
-                f"region_signals has shape {x.shape}; expected (n_samples, {self.n_elements_}) "
-                f"or ({self.n_elements_},)."
-            )
+        x = self._check_array(region_signals, "region_signals")
         mask = np.asarray(self.mask_img_.dataobj).astype(bool)
         spheres = sphere_voxels(
             self.seeds_,

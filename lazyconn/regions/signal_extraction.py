@@ -111,6 +111,12 @@ def img_to_signals_labels(
     region_labels = [ids[k] for k in range(masker.n_elements_)]
     signals = _result(out, compute, order)
     if not return_masked_atlas:
+        warn(
+            'In version 0.15, "return_masked_atlas" parameter will be removed and the masked '
+            'atlas will always be returned. Set "return_masked_atlas" to True to avoid this '
+            "warning.",
+            FutureWarning,
+        )
         return signals, region_labels
     ldata = np.asarray(masker.labels_img_.dataobj)
     if mask_img is not None:
