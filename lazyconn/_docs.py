@@ -181,7 +181,10 @@ docdict["memory_level"] = """memory_level : int
     Accepted for nilearn parity and ignored (see ``memory``)."""
 
 docdict["verbose_masker"] = """verbose : int, default=0
-    Accepted for nilearn parity and ignored: progress is dask's (use its diagnostics)."""
+    As nilearn: 0 is silent; 1 prints each step (``[NiftiMasker.fit] Loading data from
+    ...``, ``Computing mask``, ``Extracting region signals``, ``Finished fit``...); 2 also
+    the mask function's message. lazyconn writes these lines on stderr (nilearn on stdout),
+    and at 1 or more also shows the progress of ``transform``'s compute."""
 
 docdict["reports"] = """reports : bool, default=True
     Accepted for nilearn parity and ignored: lazyconn makes no HTML reports."""

@@ -8,6 +8,7 @@ progress is written as whole lines, at most one per ``step_percent`` of the work
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -122,6 +123,28 @@ class Progress:
             self._line()
 
 
+def log_step(who: str, message: str, *, stream=None) -> None:
+    """A ``verbose`` step message in nilearn's form, ``[Class.method] message``, on its own
+    line of ``stream`` (default ``sys.stderr``, looked up at call time: stdout stays for
+    results; nilearn prints these on stdout)."""
+    stream = stream if stream is not None else sys.stderr
+    stream.write(f"[{who}] {message}\n")
+    stream.flush()
+
+
+def describe_imgs(imgs) -> str:
+    """How a step message names its images: a path as given, an image by its repr, a list by
+    its first and last items (and its length) beyond three."""
+    if isinstance(imgs, (list, tuple)):
+        items = [describe_imgs(img) for img in imgs]
+        if len(items) > 3:
+            items = [items[0], f"... ({len(items)} items)", items[-1]]
+        return "[" + ", ".join(items) + "]"
+    if isinstance(imgs, (str, os.PathLike)):
+        return str(imgs)
+    return repr(imgs)
+
+
 def dask_progress(label: str, *, enabled: bool = True, stream=None):
     """A dask local-scheduler callback showing :class:`Progress` of the graph's tasks.
 
@@ -163,4 +186,11 @@ def futures_progress(label: str, futures, *, enabled: bool = True, stream=None) 
             bar.update(failed=future.status == "error")
 
 
-__all__ = ["Progress", "dask_progress", "futures_progress", "is_terminal"]
+__all__ = [
+    "Progress",
+    "dask_progress",
+    "describe_imgs",
+    "futures_progress",
+    "is_terminal",
+    "log_step",
+]

@@ -213,7 +213,7 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             memory=self.memory,
             memory_level=max(0, self.memory_level - 1),
             n_jobs=self.n_jobs,
-            verbose=self.verbose,
+            verbose=max(0, int(self.verbose) - 1),  # nilearn's check_embedded_masker
         )
         return masker, False
 

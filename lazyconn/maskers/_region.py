@@ -31,6 +31,11 @@ class RegionPlan:
         self.blocks = {}  # per-chunking block weights, shared by the runs of this grid
 
 
+def on_grid(img, shape, affine) -> bool:
+    """Whether ``img`` (any image with ``shape`` and ``affine``) is on the (shape, affine) grid."""
+    return tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine)
+
+
 def mask_on_grid(mask_img, shape, affine):
     """The fitted mask's boolean data on the (shape, affine) grid (nearest resampling)."""
     if mask_img is None:
@@ -65,6 +70,7 @@ class RegionMasker(BaseMasker):
         if mdata.shape != tuple(np.asarray(self.mask_img_.dataobj).shape) or not np.allclose(
             self.mask_img_.affine, affine
         ):
+            self._log("fit", "Resampling mask")
             self.mask_img_ = nib.Nifti1Image(mdata.astype(np.int8), affine)
         if not np.any(regions[mdata]):
             raise ParameterError(
@@ -76,9 +82,7 @@ class RegionMasker(BaseMasker):
     def _warn_resampled_at_transform(what, img, shape, affine, hint=None) -> None:
         """nilearn's notice when ``what`` (labels, maps, mask, images) is resampled at
         transform time: ``img`` (a nibabel image or None) is not on the (shape, affine) grid."""
-        if img is None or (
-            tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine)
-        ):
+        if img is None or on_grid(img, shape, affine):
             return
         hint = hint or (
             "make sure to pass the images you want to transform to fit() first, or directly "

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from lazyconn import signal
 from lazyconn._docs import fill_doc
+from lazyconn._progress import dask_progress, describe_imgs, log_step
 from lazyconn._utils import check_fitted, check_in, check_real, warn
 from lazyconn.exceptions import (
     DimensionError,
@@ -118,6 +119,12 @@ class BaseMasker(TransformerMixin, BaseEstimator):
                     ) from exc
                 if dt.kind == "b":
                     raise ParameterTypeError("dtype=bool is not valid; 'dtype' cannot be bool.")
+        verbose = self.verbose
+        if not isinstance(verbose, (numbers.Integral, np.bool_)):
+            raise ParameterTypeError(
+                f"verbose={verbose!r} has type {type(verbose).__name__}; expected an integer "
+                "(0: silent, 1: nilearn's step messages, 2: more)."
+            )
         if self.clean_args is not None and not isinstance(self.clean_args, dict):
             raise ParameterTypeError(
                 f"clean_args={self.clean_args!r} has type {type(self.clean_args).__name__}; "
@@ -165,6 +172,8 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         del y
         self._check_common_params()
         self.clean_args_ = {} if self.clean_args is None else dict(self.clean_args)
+        if imgs is not None:
+            self._log("fit", f"Loading data from {describe_imgs(imgs)}")
         self.mask_img_ = self._load_mask()
         self._weights_cache = {}
         if imgs is not None:
@@ -172,12 +181,21 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             # opening reads headers only.
             for run in self._split_runs(imgs)[0]:
                 as_4d(run)
-        return self._fit(imgs)
+        self._fit(imgs)
+        self._log("fit", "Finished fit")
+        return self
+
+    def _log(self, method: str, message: str, level: int = 1) -> None:
+        """nilearn's ``verbose`` step message ``[Class.method] message`` (on stderr) when
+        ``verbose >= level``."""
+        if int(self.verbose) >= level:
+            log_step(f"{type(self).__name__}.{method}", message)
 
     def _load_mask(self):
         """The ``mask_img`` as a 3-D binary nibabel image, validated (None if not given)."""
         if self.mask_img is None:
             return None
+        self._log("fit", f"Loading mask from {describe_imgs(self.mask_img)}")
         img = load(self.mask_img)
         if img.ndim == 4:  # nilearn: a voxel is in the mask if all volumes are non-zero
             img = img.with_data((img.data != 0).all(axis=3))
@@ -186,7 +204,8 @@ class BaseMasker(TransformerMixin, BaseEstimator):
 
     def _check_array(self, signals, name: str) -> np.ndarray:
         """``inverse_transform``'s input as numpy, shape-checked; bool is cast to ``dtype``
-        (int32 by default) with nilearn's warning."""
+        (int32 by default) with nilearn's warning. Every ``inverse_transform`` starts here."""
+        self._log("inverse_transform", "Computing image from signals")
         x = np.atleast_1d(np.asarray(signals))
         if x.ndim > 2 or x.shape[-1] != self.n_elements_:
             raise ParameterError(
@@ -290,11 +309,14 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         runs, single = self._split_runs(imgs)
         confs = self._per_run("confounds", confounds, len(runs), single)
         masks = self._per_run("sample_mask", sample_mask, len(runs), single)
-        outs = [
-            self._transform_run(img, c, m) for img, c, m in zip(runs, confs, masks, strict=True)
-        ]
+        outs = []
+        for img, c, m in zip(runs, confs, masks, strict=True):
+            self._log("transform", f"Loading data from {describe_imgs(img)}")
+            outs.append(self._transform_run(img, c, m))
         if compute:
-            outs = [np.asarray(o) for o in dask.compute(*outs)]
+            label = f"{type(self).__name__}.transform: tasks"
+            with dask_progress(label, enabled=int(self.verbose) >= 1):
+                outs = [np.asarray(o) for o in dask.compute(*outs)]
         return outs[0] if single else outs
 
     def transform_single_imgs(self, imgs, confounds=None, sample_mask=None, *, compute=True):
@@ -373,7 +395,11 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         in_dtype = self._input_dtype(img4)
         if in_dtype != img4.dtype:
             img4 = img4.with_data(img4.data.astype(in_dtype))
+        if self._fitted_smoothing() is not None:
+            self._log("transform", "Smoothing images")
+        self._log("transform", "Extracting region signals")
         signals = self._extract(img4)
+        self._log("transform", "Cleaning extracted signals")
         signals = self._clean(signals, img4, confounds, sample_mask, n_t)
         out_dtype = self._output_dtype(img.dtype)
         if out_dtype is not None:

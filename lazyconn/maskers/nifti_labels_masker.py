@@ -8,11 +8,12 @@ import numpy as np
 from scipy import ndimage
 
 from lazyconn._docs import fill_doc
+from lazyconn._progress import describe_imgs
 from lazyconn._utils import check_in, warn
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
 from lazyconn.image._niimg import check_same_fov, finite_data, load_3d
-from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
+from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid, on_grid
 from lazyconn.ops import spatial
 from lazyconn.ops.voxels import gather
 
@@ -53,7 +54,8 @@ class NiftiLabelsMasker(RegionMasker):
     """Region signals from a labels image (nilearn's ``NiftiLabelsMasker``).
 
     Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports``, ``cmap``, ``verbose`` are accepted and ignored. ``lut_`` is built from
+    ``reports``, ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
+    messages (on stderr). ``lut_`` is built from
     ``labels``, ``lut`` or the label values (nilearn's columns ``index`` and ``name``);
     ``region_atlas_`` is not there yet.
 
@@ -163,6 +165,7 @@ class NiftiLabelsMasker(RegionMasker):
                 isinstance(x, str) for x in self.labels
             ):
                 raise ParameterTypeError(f"labels={self.labels!r}; expected a list of strings.")
+        self._log("fit", f"Loading regions from {describe_imgs(self.labels_img)}")
         labels = load_3d(self.labels_img, "labels_img")
         ldata = np.asarray(labels.data.compute())
         ldata = finite_data(ldata)
@@ -180,6 +183,8 @@ class NiftiLabelsMasker(RegionMasker):
                 names = ["labels_img", "imgs"] + (["mask_img"] if self.mask_img_ else [])
                 check_same_fov(*imgs_, names=names)
             elif self.resampling_target == "data":
+                if not on_grid(labels, run.shape, run.affine):
+                    self._log("fit", "Resampling regions")
                 self.labels_img_ = self._labels_on_grid(run.shape[:3], run.affine)
         if self.resampling_target == "labels" or (
             self.resampling_target == "data" and imgs is not None

@@ -7,12 +7,13 @@ import numpy as np
 from scipy import linalg
 
 from lazyconn._docs import fill_doc
+from lazyconn._progress import describe_imgs
 from lazyconn._utils import check_in, warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
 from lazyconn.image._niimg import check_same_fov, load_4d
-from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
+from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid, on_grid
 
 
 class _MapsFinish:
@@ -32,7 +33,8 @@ class NiftiMapsMasker(RegionMasker):
     """Region signals from probabilistic / continuous maps (nilearn's ``NiftiMapsMasker``).
 
     Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports``, ``cmap``, ``verbose`` are accepted and ignored.
+    ``reports``, ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
+    messages (on stderr).
 
     nilearn solves ``scipy.linalg.lstsq(M, Y)`` (LAPACK gelsd) on all selected voxels.
     lazyconn accumulates ``Mᵀ Y`` over the run's chunks (one pass; smoothing folded into
@@ -119,7 +121,9 @@ class NiftiMapsMasker(RegionMasker):
                 "resampling_target='mask' but mask_img=None; provide a mask "
                 "or set resampling_target to 'data', 'maps' or None."
             )
-        maps = load(self._maps_source())
+        source = self._maps_source()
+        self._log("fit", f"Loading regions from {describe_imgs(source)}")
+        maps = load(source)
         if maps.ndim == 3:
             maps = maps.with_data(maps.data[..., None])
         maps = load_4d(maps, "maps_img")
@@ -144,14 +148,16 @@ class NiftiMapsMasker(RegionMasker):
         if self.resampling_target == "maps":
             ref = (self.maps_img_.shape[:3], self.maps_img_.affine)
         if ref is not None:
+            if self.resampling_target != "maps" and not on_grid(maps, *ref):
+                self._log("fit", "Resampling regions")
             self.maps_img_ = self._maps_on_grid(*ref)
-            on_grid = np.asarray(self.maps_img_.dataobj)
-            if not np.any(on_grid):
+            grid_maps = np.asarray(self.maps_img_.dataobj)
+            if not np.any(grid_maps):
                 raise ParameterError(
                     "No map left after resampling maps_img onto the reference grid; expected "
                     "maps overlapping the images' field of view."
                 )
-            self._fit_mask_to(*ref, on_grid, "map")
+            self._fit_mask_to(*ref, grid_maps, "map")
         if self.resampling_target is None and self.mask_img_ is not None:
             check_same_fov(maps, load(self.mask_img_), names=["maps_img", "mask_img"])
         self.n_elements_ = int(mdata.shape[3])

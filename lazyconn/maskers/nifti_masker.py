@@ -24,6 +24,14 @@ _TEMPLATE_MASK_TYPES = {
 }
 
 
+#: The mask function's own ``verbose`` message (nilearn shows it at verbose >= 2).
+_MASK_MESSAGES = {
+    "background": "Background mask computation",
+    "epi": "EPI mask computation",
+    **{k: f"Template {v} mask computation" for k, v in _TEMPLATE_MASK_TYPES.items()},
+}
+
+
 def mask_strategy_function(strategy, multi=False):
     """The mask-computing function of a ``mask_strategy`` (nilearn's names)."""
     if strategy == "background":
@@ -51,7 +59,8 @@ class NiftiMasker(BaseMasker):
     """In-mask voxel time series, cleaned (nilearn's ``NiftiMasker``).
 
     Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports``, ``cmap`` and ``verbose`` are accepted and ignored.
+    ``reports`` and ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
+    messages (on stderr).
 
     ``transform`` builds read -> smooth -> mask -> clean as one graph: a lazy (T, V) array
     chunked along voxels (whole time axis per chunk); with ``compute=True`` (default) it is
@@ -149,6 +158,9 @@ class NiftiMasker(BaseMasker):
         if self._multi and "target_affine" in params:
             kwargs.setdefault("target_affine", self.target_affine)
             kwargs.setdefault("target_shape", self.target_shape)
+        self._log("fit", "Computing mask")
+        if not self._multi:  # nilearn's multi-run mask functions say nothing
+            self._log("fit", _MASK_MESSAGES[self.mask_strategy], 2)
         mask = compute(imgs, **kwargs)
         return load(mask).to_nifti()
 
@@ -172,6 +184,7 @@ class NiftiMasker(BaseMasker):
                 RuntimeWarning,
             )
         mask = self.mask_img_
+        self._log("fit", "Resampling mask")  # nilearn says it whether or not it resamples
         if self.target_affine is not None or self.target_shape is not None:
             from lazyconn.image import resample_img
 
@@ -215,6 +228,7 @@ class NiftiMasker(BaseMasker):
                 "to the affine of the imgs or resample the mask beforehand to save memory "
                 "and computation time."
             )
+            self._log("transform", "Resampling images")
             img = load(resample_img(img, target_affine=mask.affine, target_shape=mask.shape))
         return super()._transform_run(img, confounds, sample_mask)
 

@@ -310,8 +310,10 @@ class RegionExtractor(NiftiMapsMasker):
     standardize, standardize_confounds, high_variance_confounds, detrend, low_pass, \
 high_pass, t_r, dtype, resampling_target, keep_masked_maps, allow_overlap, clean_args
         As :class:`~lazyconn.maskers.NiftiMapsMasker` (nilearn's defaults).
-    memory, memory_level, verbose, reports, cmap
+    memory, memory_level, reports, cmap
         Accepted for compatibility; ignored.
+    verbose : int, default=0
+        As the masker's: nilearn's step messages on stderr.
 
     Attributes
     ----------
