@@ -7,7 +7,9 @@
    same chunks and codec but no crc32c (a store as written before checksums). Both are read
    whole (``lazyconn.load(store).data.sum().compute()``, dask's threaded scheduler),
    alternating A/B ``--repeats`` times; the median throughput of each and the relative cost
-   are reported.
+   are reported, from wall time and from the process's CPU time (what a saturated worker
+   pays; steadier than wall time on a shared machine). The same A/B for a real read: the
+   264 Power spheres (radius 5 mm, ``NiftiSpheresMasker.transform``) of the run.
 2. **One BLAS thread per subject.** The per-subject computation of a connectome
    (Ledoit-Wolf covariance + partial correlation of (T, K) region signals, K = 264 Power
    regions, T = 1200) timed under ``threadpool_limits(1)`` (what ``run_subject`` now does)
@@ -45,7 +47,9 @@ def _make_run(path: Path, shape) -> None:
     data = np.empty(shape, dtype=np.float32)
     for t in range(shape[3]):  # smooth baseline + 2 % noise, like the codec benchmark
         data[..., t] = base + 20 * rng.standard_normal(shape[:3]).astype(np.float32)
-    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), path)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-90.0, -126.0, -72.0]  # MNI 2 mm: the Power spheres fall inside
+    nib.save(nib.Nifti1Image(data, affine), path)
 
 
 def _copy_without_checksum(src: Path, dst: Path) -> None:
@@ -74,12 +78,48 @@ def _copy_without_checksum(src: Path, dst: Path) -> None:
     group.attrs["lazyconn"] = meta
 
 
-def _read(store: Path) -> float:
+def _read(store: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of reading the whole store."""
     import lazyconn
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lazyconn.load(store).data.sum().compute()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _spheres(store: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of the Power-264 sphere signals of the store."""
+    import lazyconn
+    from lazyconn.datasets import fetch_coords_power_2011
+    from lazyconn.maskers import NiftiSpheresMasker
+
+    coords = fetch_coords_power_2011().rois[["x", "y", "z"]].to_numpy()
+    img = lazyconn.load(store)
+    ijk = (coords - img.affine[:3, 3]) / np.diag(img.affine)[:3]
+    inside = np.all((ijk >= 3) & (ijk <= np.array(img.shape[:3]) - 4), axis=1)
+    coords = coords[inside]  # all 264 at full size; those in the --small grid's view
+    masker = NiftiSpheresMasker(coords, radius=5.0).fit(img)  # weights built outside
+    t0, c0 = time.perf_counter(), time.process_time()
+    masker.transform(img)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _ab(fn, stores: dict, repeats: int, nbytes: int) -> dict:
+    for p in stores.values():
+        fn(p)  # warm the page cache
+    times = {k: [] for k in stores}
+    for _ in range(repeats):
+        for k, p in stores.items():
+            times[k].append(fn(p))
+    wall = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
+    cpu = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
+    return {
+        "MBps": {k: nbytes / 1e6 / v for k, v in wall.items()},
+        "seconds": times,
+        "cost_percent": 100 * (wall["crc32c"] / wall["none"] - 1),
+        "cpu_seconds": cpu,
+        "cpu_cost_percent": 100 * (cpu["crc32c"] / cpu["none"] - 1),
+    }
 
 
 def bench_read(shape, repeats: int, work: Path) -> dict:
@@ -94,19 +134,10 @@ def bench_read(shape, repeats: int, work: Path) -> dict:
     lazyconn.convert(nii, with_crc, progress=False)
     _copy_without_checksum(with_crc, without_crc)
     nbytes = int(np.prod(shape)) * 4
-    _read(with_crc), _read(without_crc)  # warm the page cache
-    times = {"crc32c": [], "none": []}
-    for _ in range(repeats):
-        times["crc32c"].append(_read(with_crc))
-        times["none"].append(_read(without_crc))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    out = {
-        "shape": list(shape),
-        "raw_MB": nbytes / 1e6,
-        "MBps": {k: nbytes / 1e6 / v for k, v in med.items()},
-        "seconds": times,
-        "cost_percent": 100 * (med["crc32c"] / med["none"] - 1),
-    }
+    stores = {"crc32c": with_crc, "none": without_crc}
+    out = {"shape": list(shape), "raw_MB": nbytes / 1e6}
+    out.update(_ab(_read, stores, repeats, nbytes))
+    out["spheres"] = _ab(_spheres, stores, repeats, nbytes)
     for p in (nii, with_crc, without_crc):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return out
@@ -154,11 +185,13 @@ def main() -> None:
     results["blas"] = bench_blas(args.repeats)
     results["loadavg_end"] = os.getloadavg()
     read = results["read"]
-    print(
-        f"read {read['raw_MB']:.0f} MB: with crc32c {read['MBps']['crc32c']:.0f} MB/s, without "
-        f"{read['MBps']['none']:.0f} MB/s -> checksum cost {read['cost_percent']:+.1f} % "
-        f"(medians of {args.repeats})"
-    )
+    for what, r in (("whole read", read), ("Power spheres", read["spheres"])):
+        print(
+            f"{what} of {read['raw_MB']:.0f} MB: with crc32c {r['MBps']['crc32c']:.0f} MB/s, "
+            f"without {r['MBps']['none']:.0f} MB/s -> checksum cost {r['cost_percent']:+.1f} % "
+            f"wall, {r['cpu_cost_percent']:+.1f} % CPU ({r['cpu_seconds']['crc32c']:.3f} vs "
+            f"{r['cpu_seconds']['none']:.3f} s; medians of {args.repeats})"
+        )
     print(f"per-subject connectivity {results['blas']['shape']}: {results['blas']['median_ms']}")
     print(
         f"load average at start {results['loadavg_start']}, end {results['loadavg_end']} "
