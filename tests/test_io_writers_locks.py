@@ -176,3 +176,71 @@ def test_to_zarr_takes_the_lock(tmp_path, make_nifti):
     img.to_zarr(dst)
     assert not os.path.exists(dst + LOCK_SUFFIX)
     np.testing.assert_array_equal(lazyconn.load(dst).data.compute(), ref)
+
+
+@pytest.mark.s3
+def test_s3_lock_is_created_exclusively(s3_bucket, monkeypatch):
+    """A second writer that checked before the first wrote (the race) still cannot take it:
+    the create itself is conditional (If-None-Match: *), not check-then-write."""
+    bucket, options = s3_bucket
+    dst = f"{bucket}/run.zarr"
+    first = WriterLock(dst, options)
+    first.acquire()
+    late = WriterLock(dst, options)
+    monkeypatch.setattr(late.fs, "exists", lambda *a, **k: False)  # its check came first
+    with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()}"):
+        late.acquire()
+    assert json.loads(late.fs.cat_file(late.path))["token"] == first.record["token"]
+    first.release()
+    assert not late.fs.exists(late.path)
+
+
+_RACE_LOCK = """
+import json, os, sys, time
+from lazyconn.exceptions import StoreLockedError
+from lazyconn.io._locks import WriterLock
+bucket, options, me, rounds, ready = sys.argv[1], json.loads(sys.argv[2]), *sys.argv[3:6]
+won = []
+for i in range(int(rounds)):
+    open(f"{ready}-{i}-{me}", "w").close()
+    end = time.time() + 60
+    while time.time() < end and not all(os.path.exists(f"{ready}-{i}-{w}") for w in "ab"):
+        pass
+    try:
+        WriterLock(f"{bucket}/run-{i}.zarr", options).acquire()  # held: never released
+        won.append(i)
+    except StoreLockedError:
+        pass
+print(json.dumps(won))
+"""
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_two_processes_race_for_the_s3_lock_one_wins_each_time(s3_bucket, tmp_path):
+    """The property with real processes (the old write-then-read-back also passed it: its
+    race needs a PUT delayed past the read-back, which the test above forces instead)."""
+    bucket, options = s3_bucket
+    script = tmp_path / "race.py"
+    script.write_text(_RACE_LOCK)
+    rounds = 8
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), bucket, json.dumps(options), me, str(rounds)]
+            + [str(tmp_path / "ready")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for me in "ab"
+    ]
+    won = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            won.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert sorted(won[0] + won[1]) == list(range(rounds))  # exactly one winner per round

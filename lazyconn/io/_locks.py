@@ -2,8 +2,10 @@
 
 * **Writer lock.** A store being written has a lock file next to it,
   ``<store>.lazyconn-lock`` (JSON: host, pid, process start, start time, token), created
-  atomically (``O_EXCL`` locally; on an object store written, then read back to check no
-  other writer won the race). A second writer refuses with
+  atomically: ``O_EXCL`` locally; on S3 a conditional PutObject (``If-None-Match: *``,
+  honoured by AWS S3 since 2024, MinIO and moto); on a store that answers 501 to it, or a
+  filesystem without exclusive create, written after an existence check and read back
+  (a narrow race remains there). A second writer refuses with
   :class:`~lazyconn.exceptions.StoreLockedError` naming the first, unless the first is
   provably dead (same host and boot, and its pid gone or reused) or ``overwrite=True``.
   The same record is kept in the store's ``lazyconn.writer`` attribute; the completion
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import re
@@ -142,7 +145,22 @@ class WriterLock:
             with os.fdopen(fd, "wb") as fobj:
                 fobj.write(data)
             return True
-        # Object stores: no exclusive create; write, then check that ours is what stayed.
+        # Object stores: an exclusive create where the store has one (S3's conditional
+        # PutObject, "If-None-Match: *", which s3fs sends for mode="create").
+        try:
+            self.fs.pipe_file(self.path, data, mode="create")
+            return True
+        except FileExistsError:
+            return False
+        except TypeError:
+            pass  # a filesystem without mode=: the fallback below
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return False  # 412 Precondition Failed, the condition not named
+            if exc.errno != errno.ENOSYS:
+                raise
+            # 501 Not Implemented: a store without conditional writes: the fallback below
+        # Fallback: write, then check that ours is what stayed (a narrow race remains).
         if self.fs.exists(self.path):
             return False
         self.fs.pipe_file(self.path, data)
