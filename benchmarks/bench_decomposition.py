@@ -27,6 +27,9 @@ Usage::
     python benchmarks/bench_decomposition.py                  # 20 x 168 (the seed's size)
     python benchmarks/bench_decomposition.py --only lazyconn_zarr --workers 1   # scaling
 
+``--estimator CanICA`` runs CanICA with the same parameters instead (nilearn's other
+decomposition, for the agreement check; its ``n_init=10`` FastICA restarts dominate).
+
 Data go to benchmarks/_data/decomposition/ (git-ignored); ``--keep`` keeps them.
 """
 
@@ -48,7 +51,9 @@ SEED = dict(n_components=8, smoothing_fwhm=6.0, standardize="zscore_sample", ran
 STEPS = ["nilearn", "lazyconn_niigz", "convert", "lazyconn_zarr"]
 
 
-def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: float) -> dict:
+def write_inputs(
+    workdir: Path, n_subjects: int, n_timepoints: int, resolution: float, estimator: str
+) -> dict:
     from lazyconn.datasets import make_synthetic_fmri
 
     data = make_synthetic_fmri(
@@ -61,23 +66,29 @@ def write_inputs(workdir: Path, n_subjects: int, n_timepoints: int, resolution: 
     meta = dict(
         func=[str(f) for f in data.func],
         zarr=[str(workdir / f"sub{i:03d}.zarr") for i in range(n_subjects)],
+        estimator=estimator,
     )
     (workdir / "inputs.json").write_text(json.dumps(meta))
     return meta
 
 
 # ------------------------------------------------------------------------------ children
+def _estimator(workdir: Path) -> str:
+    return json.loads((workdir / "inputs.json").read_text()).get("estimator", "DictLearning")
+
+
 def _fit_lazyconn(runs, workdir, name, workers, client):
     import warnings
 
     import dask
 
-    from lazyconn.decomposition import DictLearning
+    from lazyconn import decomposition
 
+    cls = getattr(decomposition, _estimator(workdir))
     t0 = time.perf_counter()
     with warnings.catch_warnings(), dask.config.set(scheduler="threads", num_workers=workers):
         warnings.simplefilter("ignore")
-        est = DictLearning(**SEED, client=client, n_workers=workers).fit(runs)
+        est = cls(**SEED, client=client, n_workers=workers).fit(runs)
     wall = time.perf_counter() - t0
     np.save(workdir / f"{name}.npy", est.components_)
     (workdir / f"{name}_timings.json").write_text(json.dumps(est.timings_))
@@ -87,13 +98,14 @@ def _fit_lazyconn(runs, workdir, name, workers, client):
 def child_nilearn(workdir: Path, workers: int, client):
     import warnings
 
-    from nilearn.decomposition import DictLearning
+    from nilearn import decomposition
 
     meta = json.loads((workdir / "inputs.json").read_text())
+    cls = getattr(decomposition, _estimator(workdir))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = DictLearning(**SEED).fit(meta["func"])
+        est = cls(**SEED).fit(meta["func"])
     wall = time.perf_counter() - t0
     np.save(workdir / "nilearn.npy", est.components_)
     return wall
@@ -145,6 +157,7 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="dask threads / LocalCluster")
     parser.add_argument("--client", default=None, help="'local' for a LocalCluster")
     parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    parser.add_argument("--estimator", choices=["DictLearning", "CanICA"], default="DictLearning")
     parser.add_argument("--workdir", default=str(HERE / "_data" / "decomposition"))
     parser.add_argument("--keep", action="store_true", help="keep the data files")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -159,7 +172,7 @@ def main(argv=None):
     if not args.keep or not (workdir / "inputs.json").exists():
         harness.fresh_dir(workdir)
     t0 = time.perf_counter()
-    meta = write_inputs(workdir, n_sub, n_t, args.resolution)
+    meta = write_inputs(workdir, n_sub, n_t, args.resolution, args.estimator)
     print(f"inputs: {n_sub} subjects x {n_t} volumes, {time.perf_counter() - t0:.1f} s")
     steps = args.only or STEPS
     if "lazyconn_zarr" in steps and not all(Path(z).exists() for z in meta["zarr"]):
@@ -170,6 +183,7 @@ def main(argv=None):
         "resolution_mm": args.resolution,
         "workers": args.workers,
         "client": args.client,
+        "estimator": args.estimator,
     }
     extra = ["--workers", str(args.workers)] + (["--client", args.client] if args.client else [])
     for name in [s for s in STEPS if s in steps]:
@@ -205,6 +219,8 @@ def main(argv=None):
                 flush=True,
             )
     tag = f"{n_sub}x{n_t}_{args.resolution:g}mm_{args.client or 'threads'}{args.workers}"
+    if args.estimator != "DictLearning":
+        tag += f"_{args.estimator}"
     out = HERE / "_data" / f"bench_decomposition_{tag}.json"
     harness.finish(out, results, workdir, args.keep)
     return 0

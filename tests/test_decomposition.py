@@ -1,8 +1,8 @@
 """CanICA / DictLearning against nilearn 0.14.1, the planted truth, and scipy.
 
-Parity is checked twice: against nilearn with its per-subject randomized SVD replaced by an
-exact SVD (lazyconn's reduction is exact, so everything downstream must agree to rounding),
-and against stock nilearn (spatial |r| >= 0.95 after Hungarian matching).
+lazyconn replays nilearn's per-subject randomized SVD (same random test matrices, through
+the Gram matrix), so the per-subject reductions equal nilearn's ``_fast_svd`` to float32
+rounding and the components equal stock nilearn's (spatial |r| after Hungarian matching).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import linalg
 from scipy.optimize import linear_sum_assignment
 
 from lazyconn import decomposition as ld
@@ -34,15 +33,6 @@ def match(a, b):
     return r[i, j]
 
 
-def exact_fast_svd(X, n_components, random_state=None):
-    """nilearn's ``_fast_svd`` with an exact SVD (what lazyconn computes)."""
-    from sklearn.utils.extmath import svd_flip
-
-    U, S, V = linalg.svd(X, full_matrices=False)
-    U, V = svd_flip(U, V)
-    return U[:, :n_components].copy(), S[:n_components], V[:n_components].copy()
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """4 subjects x 100 volumes at 8 mm with 4 planted networks (nilearn recovers them with
@@ -56,12 +46,9 @@ def study(tmp_path_factory):
     )
 
 
-def _nilearn(name, monkeypatch=None, **kw):
+def _nilearn(name, **kw):
     import nilearn.decomposition as nd
-    import nilearn.decomposition._base as nb
 
-    if monkeypatch is not None:
-        monkeypatch.setattr(nb, "_fast_svd", exact_fast_svd)
     return getattr(nd, name)(**kw)
 
 
@@ -87,21 +74,6 @@ def fitted(study):
     return out
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
-def test_equals_nilearn_with_exact_subject_svd(name, study, fitted, monkeypatch):
-    nil = _nilearn(name, monkeypatch, **PARAMS[name])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        nil.fit(study.func, confounds=study.reduced_confounds)
-    ours = fitted[name]
-    np.testing.assert_array_equal(ours.mask_img_.get_fdata(), nil.mask_img_.get_fdata())
-    assert ours.components_.shape == nil.components_.shape
-    assert ours.components_.dtype == nil.components_.dtype
-    assert match(ours.components_, nil.components_).min() > 0.999
-    if name == "CanICA":
-        np.testing.assert_allclose(ours.variance_, nil.variance_, rtol=1e-3)
-
-
 def _stock(name, study, **kw):
     nil = _nilearn(name, **{**PARAMS[name], **kw})
     with warnings.catch_warnings():
@@ -109,22 +81,33 @@ def _stock(name, study, **kw):
         return nil.fit(study.func, confounds=study.reduced_confounds)
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def stock(study):
+    """Stock nilearn's fits of the study, once per estimator."""
+    return {name: _stock(name, study) for name in PARAMS}
+
+
 @pytest.mark.parametrize("name", sorted(PARAMS))
-def test_recovers_the_planted_networks_at_least_as_well_as_stock_nilearn(name, study, fitted):
+def test_equals_stock_nilearn(name, fitted, stock):
+    nil, ours = stock[name], fitted[name]
+    np.testing.assert_array_equal(ours.mask_img_.get_fdata(), nil.mask_img_.get_fdata())
+    assert ours.components_.shape == nil.components_.shape
+    assert ours.components_.dtype == nil.components_.dtype
+    # The issue asks >= 0.95; measured: > 0.9999 (float32 rounding apart, the same numbers).
+    assert match(ours.components_, nil.components_).min() > 0.999
+    if name == "CanICA":
+        np.testing.assert_allclose(ours.variance_, nil.variance_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_recovers_the_planted_networks_at_least_as_well_as_stock_nilearn(
+    name, study, fitted, stock
+):
     from nilearn.maskers import NiftiMasker
 
-    nil = _stock(name, study)
-    ours = fitted[name]
-    truth = NiftiMasker(nil.mask_img_).fit().transform(study.maps)
+    nil, ours = stock[name], fitted[name]
+    truth = NiftiMasker(nil.mask_img_, standardize=None).fit().transform(study.maps)
     assert match(truth, ours.components_).mean() >= match(truth, nil.components_).mean() - 0.01
-    if name == "DictLearning":
-        assert match(ours.components_, nil.components_).min() >= 0.95
-    else:
-        # nilearn's randomized per-subject SVD is approximate on these noise-dominated runs;
-        # its CanICA maps differ from the exact-SVD ones (measured: |r| 0.87-0.92 here,
-        # see the CanICA docstring). The test above pins the exact equivalence.
-        assert match(ours.components_, nil.components_).min() >= 0.8
 
 
 def test_canica_matches_stock_nilearn_where_its_subject_svd_is_exact(study):
@@ -139,6 +122,66 @@ def test_canica_matches_stock_nilearn_where_its_subject_svd_is_exact(study):
         study.func, confounds=study.reduced_confounds
     )
     assert match(ours.components_, nil.components_).min() >= 0.99
+
+
+# (n_voxels, n_times, n_components): nilearn's _fast_svd branches
+SVD_CASES = {
+    "randomized, 7 power iterations": (900, 120, 5),
+    "randomized, 4 power iterations": (900, 120, 20),
+    "full: n_components >= 0.8 T": (900, 120, 100),
+    "full: <= 500 voxels and volumes": (300, 100, 5),
+    "randomized, transposed (V < T)": (120, 560, 5),
+    "rank-deficient run": (900, 120, 5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SVD_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subject_reduction_equals_nilearns_fast_svd(case, dtype, rng):
+    import dask.array as da
+    from nilearn.decomposition._base import _fast_svd
+
+    from lazyconn.decomposition._base import reduce_run, subject_random_states
+
+    n_voxels, n_times, k = SVD_CASES[case]
+    # Flat spectrum (white noise) plus two strong directions: where a randomized SVD is
+    # far from the exact one, so only the same test matrix gives the same rows.
+    x = rng.standard_normal((n_times, n_voxels))
+    x += 30 * np.outer(rng.standard_normal(n_times), rng.standard_normal(n_voxels))
+    if case == "rank-deficient run":  # rank 3 < k + oversamples
+        x = rng.standard_normal((n_times, 3)) @ rng.standard_normal((3, n_voxels))
+    x = x.astype(dtype)
+    u, s, _ = _fast_svd(x.T, k, random_state=0)
+    want = u.T * s[:, None]
+    (state,) = subject_random_states(0, n_voxels, [n_times], k)
+    got = reduce_run(da.from_array(x, chunks=(-1, 250)), k, keep_bytes=0, rng_state=state)
+    assert got.dtype == want.dtype
+    # Per row (the rows' scales differ by orders of magnitude); rows at rounding level
+    # (beyond a rank-deficient run's rank) against the first.
+    scale = np.maximum(np.abs(want).max(1), 1e-4 * np.abs(want).max())[:, None]
+    tol = 1e-3 if dtype == np.float32 else 1e-8
+    assert (np.abs(got - want) / scale).max() < tol
+    if case.startswith("randomized"):
+        exact = reduce_run(da.from_array(x, chunks=(-1, 250)), k, keep_bytes=0)
+        assert (np.abs(exact - want) / scale).max() > 0.1  # the test can tell them apart
+
+
+def test_a_randomstate_advances_across_subjects_as_in_nilearn(study):
+    from nilearn.decomposition._base import _mask_and_reduce
+    from nilearn.maskers import MultiNiftiMasker as NMulti
+
+    imgs, conf = study.func[:3], study.reduced_confounds[:3]
+    ours_rng, nil_rng = np.random.RandomState(3), np.random.RandomState(3)
+    est = ld.CanICA(
+        n_components=3, random_state=ours_rng, smoothing_fwhm=None, standardize="zscore_sample"
+    )
+    est.masker_ = est._embedded_masker()[0].fit(imgs)
+    runs = [load(f) for f in imgs]
+    got = est._mask_and_reduce(imgs, runs, conf)
+    masker = NMulti(est.masker_.mask_img_, standardize="zscore_sample", detrend=True).fit()
+    want = _mask_and_reduce(masker, imgs, conf, n_components=3, random_state=nil_rng)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+    assert ours_rng.randint(2**31) == nil_rng.randint(2**31)  # left in the same state
 
 
 def test_components_img_is_a_4d_nifti_nilearn_plots(fitted):

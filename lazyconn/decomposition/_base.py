@@ -12,7 +12,9 @@ import numbers
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask
 import nibabel as nib
@@ -30,7 +32,13 @@ from lazyconn.exceptions import (
 from lazyconn.group._engine import Subject, run_group
 from lazyconn.image import LazyImage, load
 from lazyconn.maskers import MultiNiftiMasker, NiftiMapsMasker, NiftiMasker
-from lazyconn.ops.reduction import flip_rows, gram, project, top_eigenvectors
+from lazyconn.ops.reduction import (
+    flip_rows,
+    gram,
+    project,
+    randomized_coefficients,
+    top_eigenvectors,
+)
 
 
 class EmptyRunWarning(LazyconnWarning):
@@ -38,20 +46,91 @@ class EmptyRunWarning(LazyconnWarning):
 
 
 # ---------------------------------------------------------------------- per-subject step
-def reduce_run(x, n_components: int, keep_bytes: int) -> np.ndarray:
-    """Top-``n_components`` reduction ``S·Vᵀ`` (k, V) of a lazy cleaned run ``x`` (T, V).
+#: Oversamples of scikit-learn's ``randomized_svd`` (its default, as nilearn calls it).
+N_OVERSAMPLES = 10
 
-    Runs whose (T, V) matrix takes at most ``keep_bytes`` are computed once and kept in
-    memory (chunk by chunk) for both products; longer runs are read twice (Gram matrix,
-    then projection), never holding the matrix. Returns ``x``'s dtype.
+
+def subject_svd_plan(n_voxels: int, n_times: int, n_components: int) -> tuple[str, int]:
+    """nilearn's ``_fast_svd`` choice for a run ``Xᵀ`` (V, T) reduced to ``n_components``:
+    ``("full", 0)`` (an exact SVD: at most 500 voxels and volumes, or ``n_components`` >=
+    0.8 min(V, T)), else ``("randomized", n_iter)`` (scikit-learn's ``n_iter="auto"``: 7
+    when ``n_components`` < 0.1 min(V, T), else 4), or ``("randomized_in_memory", n_iter)``
+    when scikit-learn transposes (V < T: the run is then smaller than its Gram matrix)."""
+    small = min(n_voxels, n_times)
+    if max(n_voxels, n_times) <= 500 or not 1 <= n_components < 0.8 * small:
+        return "full", 0
+    n_iter = 7 if n_components < 0.1 * small else 4
+    return ("randomized_in_memory" if n_voxels < n_times else "randomized"), n_iter
+
+
+def subject_random_states(random_state, n_voxels: int, n_times: list, n_components: int):
+    """The state of the random generator each subject's randomized SVD starts from (None
+    for an exact SVD), drawn in subject order as nilearn (``n_jobs=1``) draws them:
+    ``check_random_state(random_state)`` per subject, so an int gives every subject the same
+    test matrix, and a ``RandomState`` (or None: numpy's global one) advances from subject
+    to subject, and is left where nilearn leaves it for the group step."""
+    from sklearn.utils import check_random_state
+
+    states = []
+    for t in n_times:
+        n = min(n_components, t)
+        solver, _ = subject_svd_plan(n_voxels, t, n)
+        rng = check_random_state(random_state)
+        if solver == "full":
+            states.append(None)
+            continue
+        states.append(rng.get_state())
+        rows = n_voxels if solver == "randomized_in_memory" else t
+        rng.normal(size=(rows, n + N_OVERSAMPLES))  # advance as the range finder does
+    return states
+
+
+def reduce_run(x, n_components: int, keep_bytes: int, rng_state=None) -> np.ndarray:
+    """Top-``n_components`` reduction (k, V) of a lazy cleaned run ``x`` (T, V) as nilearn's
+    ``_fast_svd(xᵀ, k, random_state)`` computes it: ``S·Vᵀ`` of an exact SVD, or of
+    scikit-learn's randomized SVD whose generator starts at ``rng_state``
+    (:func:`subject_random_states`; None: exact).
+
+    Both run through the (T, T) Gram matrix (:mod:`lazyconn.ops.reduction`). Runs whose
+    (T, V) matrix takes at most ``keep_bytes`` are computed once and kept in memory (chunk
+    by chunk) for both products; longer runs are read twice (Gram matrix, then
+    projection), never holding the matrix. Returns ``x``'s dtype.
     """
-    k = int(min(n_components, x.shape[0]))
+    t, v = x.shape
+    k = int(min(n_components, t))
+    solver, n_iter = subject_svd_plan(v, t, k)
+    if rng_state is None:
+        solver = "full"
+    if solver != "full":
+        rng = np.random.RandomState()
+        rng.set_state(rng_state)
+    if solver == "randomized_in_memory":
+        from sklearn.utils.extmath import randomized_svd
+
+        u, s, _ = randomized_svd(
+            np.asarray(x.compute()).T, k, n_iter=n_iter, flip_sign=True, random_state=rng
+        )
+        return (u.T * s[:, None]).astype(x.dtype, copy=False)
     if x.nbytes <= keep_bytes:
         (x,) = dask.persist(x)
     g = gram(x).compute()
-    u, _ = top_eigenvectors(g, k)
-    b = np.asarray(project(u, x).compute())
+    if solver == "full":
+        c = top_eigenvectors(g, k)[0].T
+    else:
+        # The test matrix as scikit-learn draws it (float64, cast to the data's float32).
+        omega = rng.normal(size=(t, k + N_OVERSAMPLES))
+        if x.dtype == np.float32:
+            omega = omega.astype(np.float32)
+        c = randomized_coefficients(g, omega, k, n_iter)
+    b = np.asarray(project(c, x).compute())
     return flip_rows(b).astype(x.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class ReductionSubject(Subject):
+    """A subject and the state its randomized SVD's generator starts from."""
+
+    rng_state: Any = None
 
 
 class _ReductionStep:
@@ -70,7 +149,7 @@ class _ReductionStep:
     def __call__(self, subject: Subject) -> np.ndarray:
         x = self.masker.transform(subject.img, confounds=subject.confounds, compute=False)
         k = x.shape[0] if self.n_components is None else self.n_components
-        b = reduce_run(x, k, self.keep_bytes)
+        b = reduce_run(x, k, self.keep_bytes, getattr(subject, "rng_state", None))
         if self.components is None:
             return b
         return _score_partials(b.astype(np.float64), self.components)
@@ -261,10 +340,11 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         self._fit_maps_masker()
         return self
 
-    def _subjects(self, imgs, confounds) -> list[Subject]:
+    def _subjects(self, imgs, confounds, rng_states=None) -> list[Subject]:
+        states = [None] * len(imgs) if rng_states is None else rng_states
         return [
-            Subject(f"{i}", img, conf, key=f"{i}")
-            for i, (img, conf) in enumerate(zip(imgs, confounds, strict=True))
+            ReductionSubject(f"{i}", img, conf, key=f"{i}", rng_state=state)
+            for i, (img, conf, state) in enumerate(zip(imgs, confounds, states, strict=True))
         ]
 
     def _mask_and_reduce(self, imgs, runs, confounds):
@@ -291,7 +371,8 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             )
         dtype = self._data_dtype(runs)
         offsets = np.concatenate([[0], np.cumsum(rows)])
-        subjects = self._subjects(imgs, confounds)
+        states = subject_random_states(self.random_state, n_voxels, [r.shape[3] for r in runs], k)
+        subjects = self._subjects(imgs, confounds, states)
         in_memory = n_rows * n_voxels * dtype.itemsize <= self._budget()
         if in_memory:
             data = np.empty((n_rows, n_voxels), order="F", dtype=dtype)

@@ -39,7 +39,7 @@ class CanICA(_BaseDecomposition):
     n_init : int, default=10
         Number of FastICA restarts.
     random_state : int, RandomState or None, default=None
-        Seed of the group randomized SVD and the FastICA seeds.
+        Seed of the per-subject and group randomized SVDs and of the FastICA seeds.
     standardize : {'zscore_sample', 'psc', True, False, None}, default=True
         Temporal standardisation of each voxel (True is 'zscore_sample').
     standardize_confounds : bool, default=True
@@ -103,22 +103,24 @@ class CanICA(_BaseDecomposition):
     -----
     Differences from nilearn 0.14.1, all deliberate:
 
-    - Per-subject reduction: nilearn computes ``randomized_svd`` of each whole (T, V) run
-      (7 power iterations, seeded by ``random_state``); lazyconn computes the exact
-      leading singular vectors through the run's (T, T) Gram matrix accumulated over voxel
-      chunks, then projects the run on them (a second pass, or the same pass for runs under
-      ``lazyconn.config.DECOMPOSITION_SUBJECT_BYTES``). The Gram route was chosen over
-      ``dask.array.linalg.tsqr`` / ``svd_compressed`` because T is small: one T x T matrix
-      per chunk sum, one ``eigh``, no tall-skinny QR of a (V, T) array and no extra passes
-      for power iterations. It gives the subspace nilearn's randomized SVD approximates and
-      consumes no random numbers (a ``RandomState`` passed as ``random_state`` is then
-      drawn differently than in nilearn). Where nilearn's SVD is exact too (masks of <= 500
-      voxels, or nilearn with an exact ``_fast_svd``) the components match nilearn's with
-      |spatial r| > 0.99 (tested). Elsewhere they differ by nilearn's approximation: on
-      noise-dominated runs (tests: 4 subjects x 100 volumes, 8 mm) CanICA's thresholded maps
-      match stock nilearn's with |r| 0.87-0.92 while recovering the planted networks at
-      least as well; DictLearning's match with |r| >= 0.98 (>= 0.998 for the seeds'
-      DictLearning on 4 mm runs, ``benchmarks/bench_decomposition.py``).
+    - Per-subject reduction: the same numbers as nilearn's (``_fast_svd``: scikit-learn's
+      ``randomized_svd`` of the run with 7 or 4 power iterations, or an exact SVD for small
+      problems), computed differently. nilearn holds each whole (T, V) run and multiplies
+      it ~16 times; lazyconn accumulates the run's (T, T) Gram matrix over voxel chunks,
+      replays the randomized range finder in T-space from the same random test matrix
+      (which depends only on T, not on the voxels), then projects the run once (a second
+      pass, or the same pass for runs under ``lazyconn.config.DECOMPOSITION_SUBJECT_BYTES``).
+      The Gram route was chosen over ``dask.array.linalg.tsqr`` / ``svd_compressed``
+      because T is small: one T x T matrix per chunk sum, no tall-skinny QR of a (V, T)
+      array and no extra passes over the data for the power iterations. The reductions
+      equal nilearn's to float32 rounding (nilearn computes in float32, lazyconn in
+      float64), and the components match stock nilearn's with |spatial r| > 0.999 (tests;
+      ``benchmarks/bench_decomposition.py`` on the seeds' 20-subject study). The random
+      draws follow nilearn's with ``n_jobs=1``: an int ``random_state`` gives every subject
+      the same test matrix; a ``RandomState`` (or None, numpy's global one) advances from
+      subject to subject in input order, wherever the subjects run. (A randomized SVD
+      only approximates the run's leading singular vectors on noise-dominated runs;
+      lazyconn keeps nilearn's approximation so that changing the import changes nothing.)
     - Above ``memory_budget`` the group SVD is ``svd_compressed`` over a Zarr stack.
     - ``n_components`` larger than a run's length warns (nilearn keeps the run's length
       silently); larger than all runs together is an error.

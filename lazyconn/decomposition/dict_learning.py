@@ -101,7 +101,7 @@ class DictLearning(_BaseDecomposition):
     dict_init : 4-D image, optional
         Initial maps (masked and cleaned like the data, as nilearn); default: CanICA.
     random_state : int, RandomState or None, default=None
-        Seed of the group SVD, the ICA and ``dict_learning_online``.
+        Seed of the per-subject and group SVDs, the ICA and ``dict_learning_online``.
     batch_size : int, default=20
         Voxels per mini-batch.
     method : {'cd', 'lars'}, default='cd'
@@ -155,8 +155,8 @@ class DictLearning(_BaseDecomposition):
 
     Notes
     -----
-    The per-subject reduction is exact (Gram matrix + ``eigh``) where nilearn's is a
-    randomized SVD: see :class:`CanICA`. The dictionary learning itself holds the stack
+    The per-subject reduction gives nilearn's numbers (its randomized SVD, replayed through
+    each run's Gram matrix): see :class:`CanICA`. The dictionary learning itself holds the stack
     (n_subjects x n_components, V) in memory, as scikit-learn's ``dict_learning_online``
     needs; above ``memory_budget`` the group PCA of the initialisation and the ridge
     loadings run out of core, and the stack is read back once for the online learning.

@@ -5,15 +5,19 @@ chunks hold the whole time axis for a block of voxels. The top singular vectors 
 cheapest through the small Gram matrix ``G = X Xᵀ``, a sum of per-chunk products:
 
 1. ``G = Σ_c X_c X_cᵀ`` (float64), a tree reduction over the voxel chunks (pass 1);
-2. ``G = U Λ Uᵀ`` (``scipy.linalg.eigh``, T x T, milliseconds);
-3. ``B = U_kᵀ X`` (k x V), again chunk by chunk (pass 2): the rows of ``B`` are the voxel-space
-   singular vectors scaled by their singular values, ``B = S_k V_kᵀ``.
+2. a (k, T) coefficient matrix ``C`` from ``G`` alone (milliseconds): the leading
+   eigenvectors of ``G`` (:func:`top_eigenvectors`, the exact SVD), or scikit-learn's
+   randomized SVD replayed in T-space (:func:`randomized_coefficients`);
+3. ``B = C X`` (k x V), again chunk by chunk (pass 2).
 
-``B`` is exactly what nilearn's per-subject reduction keeps (``S · Uᵀ`` of the SVD of ``Xᵀ``);
-the signs follow scikit-learn's ``svd_flip`` (in each row the entry of largest magnitude is
-positive). Nothing here computes: the functions return dask arrays (the caller chooses one
-graph, which keeps ``X``'s chunks alive between the two products, or two computes, which
-read ``X`` twice and never hold it).
+With the exact ``C`` the rows of ``B`` are the voxel-space singular vectors scaled by their
+singular values, ``B = S_k V_kᵀ``: what nilearn's per-subject reduction keeps (``S · Uᵀ`` of
+the SVD of ``Xᵀ``). With the randomized ``C``, ``B`` is what scikit-learn's
+``randomized_svd(Xᵀ, ...)`` gives for the same random test matrix. The signs follow
+scikit-learn's ``svd_flip`` (in each row the entry of largest magnitude is positive).
+Nothing here computes: the functions return dask arrays (the caller chooses one graph,
+which keeps ``X``'s chunks alive between the two products, or two computes, which read
+``X`` twice and never hold it).
 """
 
 from __future__ import annotations
@@ -40,9 +44,46 @@ def top_eigenvectors(g: np.ndarray, n_components: int) -> tuple[np.ndarray, np.n
     return u[:, order], np.clip(w[order], 0, None)
 
 
-def project(u: np.ndarray, x: da.Array) -> da.Array:
-    """Lazy ``uᵀ X`` (k, V) in float64: the run's rows rotated onto ``u``'s time courses."""
-    return da.from_array(np.ascontiguousarray(u.T), chunks=-1) @ x.astype(np.float64)
+def randomized_coefficients(
+    g: np.ndarray, omega: np.ndarray, n_components: int, n_iter: int
+) -> np.ndarray:
+    """(k, T) ``C`` such that ``C X`` equals ``randomized_svd(Xᵀ, k, n_iter=n_iter)``'s kept
+    rows ``(U_k S_k)ᵀ`` (before signs), from the Gram matrix ``g = X Xᵀ`` (T, T) alone.
+
+    scikit-learn's range finder on ``M = Xᵀ`` (V, T; not transposed as V > T) starts from
+    ``Ω`` (T, l), alternates ``M Q`` and ``Mᵀ Q`` with LU normalisations and ends with
+    ``Q = qr(M Q)``: in exact arithmetic ``range(Q) = range(Xᵀ Gⁿ Ω)``, which only needs
+    ``G`` (the normalisations change the basis, not the range; here each step is
+    re-orthonormalised in T-space with a QR, which is stabler). With ``A`` an orthonormal
+    basis of ``range(Gⁿ Ω)`` and ``AᵀGA = W Λ Wᵀ``, ``Q = Xᵀ A W Λ^{-1/2}`` is
+    orthonormal, ``B = QᵀM = Λ^{-1/2} Wᵀ Aᵀ G`` (l, T), ``B = Û s Vᵀ``, and scikit-learn's
+    ``U = Q Û``, so ``(U_k s_k)ᵀ = (A W Λ^{-1/2} Û_k s_k)ᵀ X``. Directions of ``AᵀGA`` at
+    rounding level (a rank-deficient run) are dropped; missing rows are zero.
+    """
+    g = np.asarray(g, dtype=np.float64)
+    t = g.shape[0]
+    k = int(min(n_components, t))
+    a = np.asarray(omega, dtype=np.float64)
+    for _ in range(n_iter):
+        a, _ = linalg.qr(g @ a, mode="economic")
+    if n_iter == 0:
+        a, _ = linalg.qr(a, mode="economic")
+    lam, w = linalg.eigh(a.T @ g @ a)
+    top = lam.max(initial=0.0)
+    keep = lam > top * 1e-12 if top > 0 else np.zeros(lam.shape, bool)
+    basis = a @ (w[:, keep] / np.sqrt(lam[keep]))  # Q = Xᵀ basis, orthonormal
+    c = np.zeros((k, t))
+    if basis.shape[1]:
+        u_hat, s, _ = linalg.svd(basis.T @ g, full_matrices=False)
+        m = min(k, len(s))
+        c[:m] = ((basis @ u_hat[:, :m]) * s[:m]).T
+    return c
+
+
+def project(c: np.ndarray, x: da.Array) -> da.Array:
+    """Lazy ``C X`` (k, V) in float64: the run's rows combined with the (k, T) weights ``c``
+    (``c = uᵀ`` for eigenvectors ``u``: the rows rotated onto ``u``'s time courses)."""
+    return da.from_array(np.ascontiguousarray(c), chunks=-1) @ x.astype(np.float64)
 
 
 def flip_rows(b: np.ndarray) -> np.ndarray:
