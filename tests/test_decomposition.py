@@ -359,11 +359,13 @@ def test_not_fitted_and_bad_loadings(fitted):
         fitted["CanICA"].inverse_transform(np.zeros((3, 4)))
 
 
-def test_parallel_final_coding_equals_sklearns_dict_learning_online(rng, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_final_coding_equals_sklearns_dict_learning_online(rng, monkeypatch, dtype):
     import lazyconn.decomposition.dict_learning as dl
     from lazyconn.group import _cluster
 
-    x = rng.standard_normal((400, 12))
+    x = rng.standard_normal((400, 12)).astype(dtype)
     init = rng.standard_normal((3, 12))
     kw = dict(alpha=1.0, batch_size=20, method="cd", dict_init=init, random_state=0, max_iter=20)
     from sklearn.decomposition import dict_learning_online
@@ -371,7 +373,9 @@ def test_parallel_final_coding_equals_sklearns_dict_learning_online(rng, monkeyp
     ref, _ = dict_learning_online(x, 3, **kw, verbose=0, return_code=True, shuffle=True, n_jobs=1)
     monkeypatch.setattr(dl, "PARALLEL_CODING_VOXELS", 0)
     monkeypatch.setattr(_cluster, "default_n_workers", lambda: 2)
-    np.testing.assert_array_equal(dl._dict_learning_online(x, 3, **kw, verbose=0), ref)
+    got = dl._dict_learning_online(x, 3, **kw, verbose=0)
+    assert got.dtype == ref.dtype == dtype
+    np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.slow

@@ -53,6 +53,45 @@ def test_apply_mask_matches_nilearn(epi_img, rng, smoothing_fwhm, dtype):
     np.testing.assert_array_equal(computed, expected)
 
 
+@pytest.mark.parametrize("smoothing_fwhm", [5, 8.5, "fast"])
+def test_smoothing_only_the_masks_box_equals_nilearns_whole_volume(rng, smoothing_fwhm):
+    from lazyconn.masking import _smoothing_box
+
+    img = synthetic_epi((24, 22, 20, 12), rng)
+    lazy = load(img, chunks=((5, 11, 8), (9, 13), (4, 16), (12,)))
+    shape = img.shape[:3]
+    mask = np.zeros(shape, np.uint8)
+    # An off-centre box touching the x = 0 face, with holes: cropped on 5 faces.
+    mask[0:5, 6:12, 7:12] = 1
+    mask[2, 8, 9] = mask[0, 6, 7] = 0
+    mask_img = nib.Nifti1Image(mask, img.affine)
+    box = _smoothing_box(mask.astype(bool), img.affine, smoothing_fwhm)
+    assert box is not None and box[0].start == 0
+    assert all(b.stop - b.start < n for b, n in zip(box[1:], shape[1:], strict=True))
+    if smoothing_fwhm == "fast":  # nilearn's apply_mask takes numbers only
+        from nilearn.image import smooth_img
+
+        expected = nmasking.apply_mask(smooth_img(img, "fast"), mask_img)
+    else:
+        expected = nmasking.apply_mask(img, mask_img, smoothing_fwhm=smoothing_fwhm)
+    result = lmasking.apply_mask(lazy, mask_img, smoothing_fwhm=smoothing_fwhm)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_smoothing_box():
+    from lazyconn.masking import _smoothing_box
+
+    mask = np.zeros((20, 20, 20), bool)
+    mask[5:8, 0:3, 10:20] = True
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    # fwhm 6 mm at 2 mm: sigma 1.27 voxels, half-width int(4 * 1.27 + 0.5) = 5
+    assert _smoothing_box(mask, affine, 6) == (slice(0, 13), slice(0, 8), slice(5, 20))
+    assert _smoothing_box(mask, affine, "fast") == (slice(4, 9), slice(0, 4), slice(9, 20))
+    assert _smoothing_box(mask, affine, 40) is None  # the box is the whole grid
+    assert _smoothing_box(np.zeros_like(mask), affine, 6) is None
+    assert _smoothing_box(mask, affine, -1) is None  # smooth_array refuses it
+
+
 @pytest.mark.parametrize("target_bytes", [1, 400, 4000, None])
 def test_gather_c_order_any_chunk_size(rng, target_bytes):
     x = rng.standard_normal((13, 11, 12, 6)).astype(np.float32)

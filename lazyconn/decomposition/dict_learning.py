@@ -75,7 +75,8 @@ def _dict_learning_online(
     n_workers = default_n_workers()
     if X.shape[0] >= PARALLEL_CODING_VOXELS and n_workers > 1:
         est.n_jobs = n_workers
-    return est.transform(X)
+    # scikit-learn's parallel coding collects float32 codes in a float64 array.
+    return est.transform(X).astype(X.dtype, copy=False)
 
 
 class DictLearning(_BaseDecomposition):
