@@ -203,7 +203,8 @@ def main(argv=None):
             if name not in results:
                 continue
             lz = results[name]
-            wall = lz["wall_s"] + (results["convert"]["wall_s"] if name == "lazyconn_zarr" else 0)
+            convert = results.get("convert", {}).get("wall_s", 0.0)
+            wall = lz["wall_s"] + (convert if name == "lazyconn_zarr" else 0)
             r = match(np.load(workdir / f"{name}.npy"), ref)
             results[name]["vs_nilearn"] = s = {
                 "wall_ratio": lz["wall_s"] / nl["wall_s"],
