@@ -359,22 +359,23 @@ def test_not_fitted_and_bad_loadings(fitted):
         fitted["CanICA"].inverse_transform(np.zeros((3, 4)))
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("method", ["cd", "lars"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_parallel_final_coding_equals_sklearns_dict_learning_online(rng, monkeypatch, dtype):
-    import lazyconn.decomposition.dict_learning as dl
-    from lazyconn.group import _cluster
-
-    x = rng.standard_normal((400, 12)).astype(dtype)
-    init = rng.standard_normal((3, 12))
-    kw = dict(alpha=1.0, batch_size=20, method="cd", dict_init=init, random_state=0, max_iter=20)
+def test_final_coding_equals_sklearns_dict_learning_online(rng, dtype, method):
     from sklearn.decomposition import dict_learning_online
 
-    ref, _ = dict_learning_online(x, 3, **kw, verbose=0, return_code=True, shuffle=True, n_jobs=1)
-    monkeypatch.setattr(dl, "PARALLEL_CODING_VOXELS", 0)
-    monkeypatch.setattr(_cluster, "default_n_workers", lambda: 2)
-    got = dl._dict_learning_online(x, 3, **kw, verbose=0)
+    from lazyconn.decomposition.dict_learning import _dict_learning_online
+
+    x = rng.standard_normal((400, 12)).astype(dtype)
+    x[:, :3] += 4 * rng.standard_normal((400, 1)).astype(dtype)  # some structure
+    init = rng.standard_normal((3, 12))
+    kw = dict(alpha=1.0, batch_size=20, method=method, dict_init=init, random_state=0)
+    ref, _ = dict_learning_online(
+        x, 3, **kw, max_iter=20, verbose=0, return_code=True, shuffle=True, n_jobs=1
+    )
+    got = _dict_learning_online(x, 3, **kw, max_iter=20, verbose=0)
     assert got.dtype == ref.dtype == dtype
+    assert np.count_nonzero(ref) and np.count_nonzero(ref == 0)  # a sparse code
     np.testing.assert_array_equal(got, ref)
 
 
