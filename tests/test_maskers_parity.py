@@ -89,14 +89,20 @@ def test_mask_leaving_no_region_is_an_error_like_nilearn(name, kwargs):
         {},
         {"labels": ["Background", "first", "second"]},
         {"lut": lambda: pd.DataFrame({"index": [0, 1, 2], "name": ["Background", "a", "b"]})},
+        {"labels": ["Background", "first"]},
+        {"labels": ["first", "second", "third"]},
+        {"lut": lambda: pd.DataFrame({"index": [0, 1], "name": ["Background", "a"]})},
+        {"lut": lambda: pd.DataFrame({"index": [0, 1, 2, 5], "name": ["B", "a", "b", "e"]})},
     ],
-    ids=["values", "labels", "lut"],
+    ids=["values", "labels", "lut", "few-names", "many-names", "short-lut", "long-lut"],
 )
 def test_lut_region_names_and_ids_like_nilearn(extra):
     extra = {k: v() if callable(v) else v for k, v in extra.items()}
     img = tiny_run()
     ref = quiet(nilearn_maskers.NiftiLabelsMasker(_labels(), **extra).fit, img)
-    ours = maskers.NiftiLabelsMasker(_labels(), **extra).fit(lazy(img))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # names/labels count (test_warnings_parity)
+        ours = maskers.NiftiLabelsMasker(_labels(), **extra).fit(lazy(img))
     pd.testing.assert_frame_equal(ours.lut_, ref.lut_)
     assert ours.region_names_ == ref.region_names_
     assert ours.region_ids_ == ref.region_ids_
@@ -146,3 +152,67 @@ def test_label_vanishing_after_resampling_like_nilearn():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert ours.n_elements_ == ref.n_elements_
     assert expected.shape[1] == 1  # label 2 did vanish
+
+
+def _coarse_run(n_t=5):
+    aff = tiny_affine().copy()
+    aff[:3, :3] *= 2
+    data = np.random.default_rng(0).standard_normal((4, 4, 5, n_t)).astype(np.float32) + 10
+    return nib.Nifti1Image(data, aff)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "run"),
+    [
+        ("NiftiLabelsMasker", {}, tiny_run),
+        ("NiftiLabelsMasker", {"mask_img": "half"}, tiny_run),
+        ("NiftiLabelsMasker", {"mask_img": "half", "keep_masked_labels": True}, tiny_run),
+        ("NiftiLabelsMasker", {"mask_img": "half", "strategy": "median"}, tiny_run),
+        ("NiftiLabelsMasker", {"resampling_target": "data"}, _coarse_run),
+        ("NiftiLabelsMasker", {"resampling_target": "labels", "mask_img": "half"}, _coarse_run),
+        ("MultiNiftiLabelsMasker", {"mask_img": "half"}, tiny_run),
+        (
+            "NiftiLabelsMasker",
+            {"mask_img": "half", "labels": ["Background", "a", "b", "c"]},
+            tiny_run,
+        ),
+    ],
+    ids=["plain", "mask", "keep_masked", "median", "data-grid", "labels-grid", "multi", "names"],
+)
+def test_region_atlas_and_region_attributes_like_nilearn(name, kwargs, run):
+    """``region_atlas_`` (set by transform) and the region attributes after transform."""
+    labels = np.asarray(_labels().dataobj).copy()
+    labels[0, 0, 0] = 3  # a label the half mask removes
+    kwargs = dict(kwargs, labels_img=nib.Nifti1Image(labels, tiny_affine()))
+    if kwargs.get("mask_img") == "half":
+        kwargs["mask_img"] = nib.Nifti1Image(
+            (np.indices(SHAPE)[0] >= 1).astype(np.int8), tiny_affine()
+        )
+    img = run()
+    ref = getattr(nilearn_maskers, name)(**kwargs)
+    ours = getattr(maskers, name)(**kwargs)
+    multi = name.startswith("Multi")
+    expected = quiet(ref.fit_transform, [img] if multi else img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        got = ours.fit_transform([lazy(img)] if multi else lazy(img))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    atlas, ref_atlas = ours.region_atlas_, ref.region_atlas_
+    assert atlas.shape == ref_atlas.shape
+    np.testing.assert_allclose(atlas.affine, ref_atlas.affine)
+    np.testing.assert_array_equal(np.asarray(atlas.dataobj), np.asarray(ref_atlas.dataobj))
+    assert atlas.get_data_dtype() == ref_atlas.get_data_dtype()
+    assert ours.region_ids_ == ref.region_ids_
+    assert ours.region_names_ == ref.region_names_
+    assert ours.labels_ == ref.labels_
+    assert ours.n_elements_ == ref.n_elements_
+    pd.testing.assert_frame_equal(ours.lut_, ref.lut_, check_dtype=False)
+
+
+def test_region_atlas_is_set_by_transform_like_nilearn():
+    masker = maskers.NiftiLabelsMasker(_labels()).fit()
+    assert not hasattr(masker, "region_atlas_")
+    assert not hasattr(nilearn_maskers.NiftiLabelsMasker(_labels()).fit(), "region_atlas_")
+    masker.transform(lazy(tiny_run()), compute=False)
+    assert masker.region_atlas_.shape == SHAPE

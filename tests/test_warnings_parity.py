@@ -460,6 +460,20 @@ CASES = [
             m.lazy_input(tiny_run(n_t=3))
         ),
     ),
+    (
+        "NiftiLabelsMasker fewer names than labels",
+        UserWarning,
+        "Too many indices for the names",
+        lambda m: m.maskers.NiftiLabelsMasker(_labels(), labels=["Background", "a"]).fit(),
+    ),
+    (
+        "NiftiLabelsMasker more names than labels",
+        UserWarning,
+        "Too many names for the indices",
+        lambda m: m.maskers.NiftiLabelsMasker(
+            _labels(), labels=["Background", "a", "b", "c"]
+        ).fit(),
+    ),
     # ---------------------------------------------------------------- regions
     (
         "img_to_signals_labels return_masked_atlas=False",

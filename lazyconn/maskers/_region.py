@@ -20,14 +20,16 @@ from lazyconn.ops.weights import region_reduce, region_weights
 
 
 class RegionPlan:
-    """Weights of one grid and the per-run finishing step."""
+    """Weights of one grid and the per-run finishing step (and, for labels, the masked
+    atlas of that grid: ``region_atlas_``)."""
 
-    __slots__ = ("blocks", "finish", "n_voxels", "weights")
+    __slots__ = ("atlas", "blocks", "finish", "n_voxels", "weights")
 
-    def __init__(self, weights, finish, n_voxels):
+    def __init__(self, weights, finish, n_voxels, atlas=None):
         self.weights = weights
         self.finish = finish
         self.n_voxels = n_voxels
+        self.atlas = atlas
         self.blocks = {}  # per-chunking block weights, shared by the runs of this grid
 
 

@@ -56,8 +56,8 @@ class NiftiLabelsMasker(RegionMasker):
     Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
     ``reports``, ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
     messages (on stderr). ``lut_`` is built from
-    ``labels``, ``lut`` or the label values (nilearn's columns ``index`` and ``name``);
-    ``region_atlas_`` is not there yet.
+    ``labels``, ``lut`` or the label values (nilearn's columns ``index`` and ``name``).
+    nilearn's ``memory_`` (a joblib cache) is not there: nothing is cached.
 
     ``strategy="mean"`` and ``"sum"`` are linear: each run is read once, chunk by chunk,
     and the per-label sums are accumulated in float64 (smoothing folded into the weights
@@ -98,6 +98,10 @@ class NiftiLabelsMasker(RegionMasker):
     n_elements_ : int, number of regions (labels other than ``background_label``)
     region_ids_ : dict, {"background": background_label, 0: first label, ...}
     region_names_ : dict, {0: name, ...}
+    region_atlas_ : nibabel int32 image, set by ``transform`` (as nilearn)
+        The labels the signals were extracted from: on the grid of the extraction, with
+        ``background_label`` outside ``mask_img``; ``region_ids_[i]`` is the label of
+        column ``i``.
     """
 
     def __init__(
@@ -176,6 +180,13 @@ class NiftiLabelsMasker(RegionMasker):
             )
         self.labels_img_ = nib.Nifti1Image(ldata, labels.affine)
         self._all_labels = [v for v in np.unique(ldata).tolist() if v != self.background_label]
+        self._fit_labels = list(self._all_labels)  # lut_'s rows: the atlas as given (nilearn)
+        if self.labels is not None:
+            n_names = len([n for n in self.labels if n.lower() != "background"])
+            if n_names < len(self._fit_labels):
+                warn("Too many indices for the names. Padding 'names' with 'unknown'.")
+            elif n_names > len(self._fit_labels):
+                warn("Too many names for the indices. Dropping excess names values.")
         if imgs is not None:
             run = self._split_runs(imgs)[0][0]
             if self.resampling_target is None:
@@ -241,13 +252,17 @@ class NiftiLabelsMasker(RegionMasker):
     @property
     def region_names_(self):
         self._check_fitted()
+        names = self._names()
+        return {i: names.get(v, "unknown") for i, v in enumerate(self._all_labels)}
+
+    def _names(self) -> dict:
+        """{label value: name} of the labels of the atlas as given at fit."""
         if self.labels is not None:
             names = [n for n in self.labels if n.lower() != "background"]
-            return dict(enumerate(names[: self.n_elements_]))
+            return dict(zip(self._fit_labels, names, strict=False))
         if self.lut is not None:
-            names = self._lut_names()
-            return {i: names.get(v, str(v)) for i, v in enumerate(self._all_labels)}
-        return {i: str(v) for i, v in enumerate(self._all_labels)}
+            return self._lut_names()
+        return {v: str(v) for v in self._fit_labels}
 
     def _lut_names(self) -> dict:
         """{label value: name} of the user's look-up table (BIDS columns index, name)."""
@@ -266,14 +281,18 @@ class NiftiLabelsMasker(RegionMasker):
 
     @property
     def lut_(self):
-        """Look-up table of the fitted regions (columns ``index``, ``name``), background
-        first, as nilearn's ``lut_``."""
+        """Look-up table of the atlas given at fit (columns ``index``, ``name``), background
+        first, as nilearn's ``lut_``: it keeps the labels a mask or resampling removes
+        (``region_names_`` and ``region_ids_`` follow the last transform)."""
         import pandas as pd
 
         self._check_fitted()
-        names = list(self.region_names_.values())
+        names = self._names()
         return pd.DataFrame(
-            {"index": [self.background_label, *self._all_labels], "name": ["Background", *names]}
+            {
+                "index": [self.background_label, *self._fit_labels],
+                "name": ["Background", *(names.get(v, "unknown") for v in self._fit_labels)],
+            }
         )
 
     def get_feature_names_out(self, input_features=None):
@@ -347,20 +366,20 @@ class NiftiLabelsMasker(RegionMasker):
             regions.append(np.sort(order[lo:hi]))
         dtype = _labels_dtype(self._smoothed_dtype(img4.dtype))
         counts = [r.size for r in regions]
+        # nilearn's masked atlas: the labels of this grid, background outside the mask, int32
+        atlas = nib.Nifti1Image(ldata.astype(np.int32), affine)
         if self.strategy in _LINEAR:
             weights = self._weights(regions, shape, affine)
             finish = _LabelsFinish(counts, dtype, self.strategy)
-            return RegionPlan(weights, finish, sum(counts))
-        return RegionPlan(None, (regions, index, dtype), sum(counts))
+            return RegionPlan(weights, finish, sum(counts), atlas)
+        return RegionPlan(None, (regions, index, dtype), sum(counts), atlas)
 
     def _extract(self, img4):
+        plan = self._get_plan(img4)
+        self.region_atlas_ = plan.atlas  # set by transform, as nilearn
         if self.strategy in _LINEAR:
             return super()._extract(img4)
-        key = (tuple(img4.shape[:3]), np.asarray(img4.affine).tobytes(), str(img4.dtype))
-        cache = self.__dict__.setdefault("_weights_cache", {})
-        if key not in cache:
-            cache[key] = self._plan(img4)
-        regions, index, dtype = cache[key].finish
+        regions, index, dtype = plan.finish
         data = img4
         fwhm = self._fitted_smoothing()
         if fwhm is not None:
