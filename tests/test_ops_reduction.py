@@ -42,7 +42,7 @@ def test_kernels_are_lazy(run):
     x = da.from_array(run, chunks=(23, 50))
     with raise_if_dask_computes():
         g = gram(x)
-        b = project(np.eye(23)[:, :3], x)
+        b = project(np.eye(23)[:3], x)
     np.testing.assert_allclose(g.compute(), run.astype(np.float64) @ run.T.astype(np.float64))
     np.testing.assert_allclose(b.compute(), run[:3], rtol=1e-6)
 
