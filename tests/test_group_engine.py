@@ -18,7 +18,7 @@ from lazyconn.exceptions import (
     SubjectError,
 )
 from lazyconn.group._cache import ResultStore, input_identity, params_token
-from lazyconn.group._engine import Subject, run_group, run_subject, tree_reduce
+from lazyconn.group._engine import Subject, _subject_tasks, run_group, run_subject, tree_reduce
 from lazyconn.testing.group import CorrcoefStep, add_sum_counts, sum_count, toy_study
 
 
@@ -340,3 +340,41 @@ def test_subject_runs_with_one_blas_thread_wherever_it_runs():
         outcome = run_subject(_BlasThreads(), Subject("s", None), "raise")
         assert next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2
     assert set(outcome.result.tolist()) == {1}
+
+
+class _HeavyStep(CorrcoefStep):
+    """A step carrying 8 MB (as a fitted masker carries its maps and weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.payload = np.ones(2**20)
+
+
+def test_the_step_is_one_node_of_the_graph_not_a_copy_per_subject():
+    import pickle
+
+    step = _HeavyStep()
+    tasks = _subject_tasks(step, _subjects(toy_study(3)), "raise")
+    graph = {k: v for t in tasks for k, v in dict(t.__dask_graph__()).items()}
+    (step_key,) = [k for k in graph if str(k).startswith("lazyconn-step-")]
+    for task in tasks:
+        assert graph[task.key].dependencies == {step_key}
+        # the subject task refers to the step by key: a cluster ships the 8 MB once
+        assert len(pickle.dumps(graph[task.key])) < 10_000 < 2**23 < len(pickle.dumps(step))
+    out = _run(step, _subjects(toy_study(3)))
+    for got, array in zip(out["outcomes"].values(), toy_study(3), strict=True):
+        np.testing.assert_allclose(got.result, np.corrcoef(array, rowvar=False), rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_local_cluster_workers_take_large_arrays_from_the_heap():
+    from lazyconn.group._cluster import client_context
+
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    before = dask.config.get("distributed.nanny.pre-spawn-environ")
+    with client_context("local", n_workers=1) as client:
+        (env,) = client.run(lambda: {k: os.environ.get(k) for k in names}).values()
+    # glibc's largest mmap threshold; distributed's trim threshold is kept
+    assert env == {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": "65536"}
+    assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # not leaked

@@ -148,9 +148,13 @@ def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
     # Task names: readable, and unique per run, so a re-run on a long-lived cluster never
     # meets the keys of a cancelled earlier run still being released.
     run = uuid.uuid4().hex[:8]
+    # The step (a fitted masker: maps, regions, weights; often 10-30 MB) is ONE node of the
+    # graph that every subject task depends on: a cluster serialises it once and each worker
+    # fetches it once, instead of a copy inlined in every subject's task.
+    shared = delayed(step, name=f"lazyconn-step-{run}", pure=True)
     return [
         delayed(run_subject, pure=True)(
-            step, s, on_error, dask_key_name=f"lazyconn-subject-{s.name}-{run}-{s.key[:12]}"
+            shared, s, on_error, dask_key_name=f"lazyconn-subject-{s.name}-{run}-{s.key[:12]}"
         )
         for s in subjects
     ]
