@@ -160,7 +160,9 @@ def _split_rows(rows, shape, chunks):
 
 def _finite(x):
     """NaN/inf -> 0 (nilearn's ensure_finite), copying only when needed."""
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
+    # A finite sum means every value is finite (NaN and inf propagate), and it needs no
+    # boolean temporary; only a non-finite sum (or an overflow) takes the exact check.
+    if x.dtype.kind == "f" and not np.isfinite(x.sum()) and not np.isfinite(x).all():
         x = np.where(np.isfinite(x), x, 0).astype(x.dtype, copy=False)
     return x
 
@@ -193,10 +195,15 @@ def _partial_product(block, weights):
     out = np.zeros((wt.shape[0], x.shape[1]))
     # float64 C-ordered copies, one voxel slab at a time (bounded memory): float32
     # accumulation loses ~1e-3 after cleaning (BOLD means are ~100x their fluctuations);
-    # integers sum exactly (nilearn truncates integer means).
+    # integers sum exactly (nilearn truncates integer means). One slab buffer per block,
+    # reused: a fresh large array per slab costs page faults on every slab (and far more
+    # in dask workers, whose MALLOC_TRIM_THRESHOLD_ makes every large array a new mmap).
+    slab = np.empty((min(_SLAB_VOXELS, x.shape[0]), x.shape[1]))
     for start in range(0, x.shape[0], _SLAB_VOXELS):
-        stop = start + _SLAB_VOXELS
-        xs = _finite(np.asarray(x[start:stop], dtype=np.float64, order="C"))
+        stop = min(start + _SLAB_VOXELS, x.shape[0])
+        xs = slab[: stop - start]
+        np.copyto(xs, x[start:stop], casting="unsafe")
+        xs = _finite(xs)
         out += np.asarray(wt[:, start:stop] @ xs)
     return out.T[None]
 
