@@ -606,3 +606,59 @@ def test_match_regions_and_connectome_recovery():
         match_regions(labels_img, labels_img)
     with pytest.raises(ParameterError, match=r"truth has shape \(3, 3\) but match has 2 entries"):
         connectome_recovery(matrix, np.arange(2), truth)
+
+
+#: The clients _GivenMaps was fitted with.
+_SEEN_CLIENTS = []
+
+
+class _GivenMaps:
+    """A decomposition stand-in that records the client it was fitted with (its maps: the
+    planted ones), to see which cluster region_connectome hands it."""
+
+    def __init__(self, client=None):
+        self.client = client
+
+    def get_params(self, deep=False):
+        return {"client": self.client}
+
+    def set_params(self, **params):
+        self.client = params["client"]
+        return self
+
+    def fit(self, imgs, confounds=None):
+        _SEEN_CLIENTS.append(self.client)
+        self.components_img_ = planted_maps()
+        return self
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_region_connectome_starts_one_cluster_for_the_whole_workflow():
+    import distributed
+
+    from lazyconn.group import region_connectome
+
+    runs = [run_on_maps_grid(seed=s) for s in range(2)]
+    _SEEN_CLIENTS.clear()
+    out = region_connectome(
+        [lazy(r) for r in runs],
+        _GivenMaps(client="local"),
+        RegionExtractor(**EXTRACTOR),
+        client="local",
+        n_workers=1,
+        progress=False,
+    )
+    # the decomposition ran on the group's cluster (one LocalCluster started, not two)
+    (used,) = _SEEN_CLIENTS
+    assert isinstance(used, distributed.Client)
+    assert out.group.dashboard_link_ == used.dashboard_link
+    # the parameters are given back as they were, not as the closed cluster's client
+    assert out.decomposition.client == "local" and out.group.client == "local"
+    assert set(out.timings) == {"connect", "decomposition", "regions", "connectomes", "total"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = nilearn_regions.RegionExtractor(planted_maps(), **EXTRACTOR).fit()
+        series = [ref.transform(r) for r in runs]
+    expected = NilearnConnectivity(kind="correlation").fit(series).mean_
+    np.testing.assert_allclose(out.mean_matrix, expected, atol=1e-4)
