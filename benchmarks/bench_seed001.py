@@ -2,7 +2,8 @@
 
 The pipeline of ``examples/plot_extract_regions_dictlearning_maps.py``:
 ``DictLearning(n_components=8, smoothing_fwhm=6, standardize="zscore_sample",
-random_state=0)`` fitted on every run (with the confounds) -> ``RegionExtractor(threshold=0.5,
+random_state=0)`` fitted on every run (with the confounds of ``load_confounds(strategy=("motion",
+"wm_csf"), motion="basic")``, the demo's) -> ``RegionExtractor(threshold=0.5,
 thresholding_strategy="ratio_n_voxels", extractor="local_regions", min_region_size=1350,
 standardize="zscore_sample", standardize_confounds=True)`` -> one correlation connectome per
 subject -> mean. Each variant runs in its own fresh process (peak RSS of the process tree,
@@ -44,28 +45,8 @@ sys.path.insert(0, str(HERE))
 
 from harness import PeakRSS, load_text, write_results  # noqa: E402
 
-CONFOUNDS = [
-    "trans_x",
-    "trans_y",
-    "trans_z",
-    "rot_x",
-    "rot_y",
-    "rot_z",
-    "framewise_displacement",
-    "csf",
-    "white_matter",
-]
-DICT_LEARNING = dict(
-    n_components=8, smoothing_fwhm=6.0, standardize="zscore_sample", random_state=0
-)
-EXTRACTOR = dict(
-    threshold=0.5,
-    thresholding_strategy="ratio_n_voxels",
-    extractor="local_regions",
-    min_region_size=1350,
-    standardize="zscore_sample",
-    standardize_confounds=True,
-)
+# The seed's parameters and confounds, as the demo (`lazyconn demo --workflow regions`) has them.
+from lazyconn.group._demo_regions import DENOISE, DICT_LEARNING, EXTRACTOR  # noqa: E402
 
 
 def study_dir(n_subjects, n_timepoints, resolution):
@@ -85,9 +66,10 @@ def make_study(n_subjects, n_timepoints, resolution):
 
 
 def _confounds(study):
-    import pandas as pd
+    """The demo's confounds (nilearn gets the same tables)."""
+    from lazyconn.interfaces.fmriprep import load_confounds
 
-    return [pd.read_csv(p, sep="\t")[CONFOUNDS] for p in study.reduced_confounds]
+    return load_confounds(study.func, **DENOISE)[0]
 
 
 def _recovery(regions_img, mean, study):
@@ -130,7 +112,6 @@ def run_nilearn(study, confounds):
 
 def run_lazyconn(study, confounds, stores, n_workers, convert_first, scheduler):
     import contextlib
-    import logging
     import warnings
 
     from lazyconn.decomposition import DictLearning
@@ -141,19 +122,14 @@ def run_lazyconn(study, confounds, stores, n_workers, convert_first, scheduler):
     warnings.simplefilter("ignore")
     with contextlib.ExitStack() as stack:
         client = None  # dask's threaded scheduler in this process
+        t_start = time.perf_counter()
         if scheduler == "local":
-            from distributed import Client, LocalCluster
+            # lazyconn's own LocalCluster (what client="local" starts), opened here so that
+            # its start is timed apart and the workers' peaks can be read at the end
+            from lazyconn.group._cluster import client_context
 
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=n_workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=":0",
-                    silence_logs=logging.ERROR,
-                )
-            )
-            client = stack.enter_context(Client(cluster))
+            client = stack.enter_context(client_context("local", n_workers=n_workers))
+        t_cluster = time.perf_counter() - t_start
         t0 = time.perf_counter()
         t_convert = 0.0
         if convert_first:
@@ -172,6 +148,10 @@ def run_lazyconn(study, confounds, stores, n_workers, convert_first, scheduler):
         peaks = client.run(_own_peak_rss) if client is not None else {0: _own_peak_rss()}
     info = {
         "wall_s": wall,
+        "cluster_start_s": t_cluster,
+        "decomposition_s": out.timings["decomposition"],
+        "regions_s": out.timings["regions"],
+        "connectomes_s": out.timings["connectomes"],
         "convert_s": t_convert,
         "peak_rss_worker_mib": max(peaks.values()) / 2**20,
     }

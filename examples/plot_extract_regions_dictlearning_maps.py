@@ -25,26 +25,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lazyconn import datasets
 from lazyconn.connectome import ConnectivityMeasure
 from lazyconn.datasets.recovery import connectome_recovery, match_regions
 from lazyconn.decomposition import DictLearning
 from lazyconn.group import GroupConnectome
+from lazyconn.interfaces.fmriprep import load_confounds
 from lazyconn.regions import RegionExtractor
-
-CONFOUNDS = [
-    "trans_x",
-    "trans_y",
-    "trans_z",
-    "rot_x",
-    "rot_y",
-    "rot_z",
-    "framewise_displacement",
-    "csf",
-    "white_matter",
-]
 
 
 def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
@@ -55,10 +43,12 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
     ###########################################################################
     # A synthetic study (nilearn: ``fetch_development_fmri(n_subjects=20)``)
     # ---------------------------------------------------------------------
-    # The confounds: motion, framewise displacement, CSF and white matter. (nilearn's
-    # fetcher keeps 15 columns; here the 6 CompCor columns and the CSF / white-matter means
-    # are linearly dependent, so regressing all 15 removes a direction that is rounding
-    # noise, which makes any two implementations disagree.)
+    # The confounds, found next to each run by ``load_confounds``: the 6 motion parameters
+    # and the CSF and white-matter means. (nilearn's fetcher gives 15 columns: these, the
+    # framewise displacement, a scrubbing criterion rather than a regressor in fMRIPrep's
+    # strategies, and 6 CompCor columns, which in the synthetic data are linearly dependent
+    # on the CSF / white-matter means: regressing them removes a direction that is rounding
+    # noise, on which any two implementations disagree.)
     rest_dataset = datasets.make_synthetic_fmri(
         n_subjects=4 if small else 20,
         n_timepoints=80 if small else 168,
@@ -67,7 +57,7 @@ def main(small=False, plot=True, data_dir=None, output_dir=None, client=None):
         data_dir=data_dir,
     )
     func_filenames = rest_dataset.func
-    confounds = [pd.read_csv(path, sep="\t")[CONFOUNDS] for path in rest_dataset.reduced_confounds]
+    confounds, _ = load_confounds(func_filenames, strategy=("motion", "wm_csf"), motion="basic")
 
     ###########################################################################
     # Functional networks with dictionary learning
