@@ -187,10 +187,12 @@ docdict["verbose_masker"] = """verbose : int, default=0
     and at 1 or more also shows the progress of ``transform``'s compute."""
 
 docdict["reports"] = """reports : bool, default=True
-    Accepted for nilearn parity and ignored: lazyconn makes no HTML reports."""
+    As nilearn: ``fit`` keeps what ``generate_report()`` draws (here the middle volume of
+    the first run, lazily: nothing is read at fit)."""
 
 docdict["cmap"] = """cmap : str or matplotlib colormap
-    Accepted for nilearn parity and ignored (it colours nilearn's reports)."""
+    Colours of the regions or maps in ``generate_report()``'s figures (the NiftiMasker's
+    mask is drawn as a contour: its ``cmap`` is accepted and unused)."""
 
 docdict["clean_args"] = """clean_args : dict, optional
     Extra keyword arguments of :func:`lazyconn.signal.clean` (e.g. ``{"filter": "cosine"}``)."""

@@ -6,6 +6,7 @@ the Multi maskers take a list of runs (computed in one ``dask.compute``); the ot
 one run (a list of 3-D images is one run; a list holding 4-D runs is a DimensionError).
 """
 
+from lazyconn.maskers._report import HTMLReport
 from lazyconn.maskers.base_masker import BaseMasker
 from lazyconn.maskers.multi_nifti_labels_masker import MultiNiftiLabelsMasker
 from lazyconn.maskers.multi_nifti_maps_masker import MultiNiftiMapsMasker
@@ -17,6 +18,7 @@ from lazyconn.maskers.nifti_spheres_masker import NiftiSpheresMasker
 
 __all__ = [
     "BaseMasker",
+    "HTMLReport",
     "MultiNiftiLabelsMasker",
     "MultiNiftiMapsMasker",
     "MultiNiftiMasker",

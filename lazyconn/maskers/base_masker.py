@@ -29,6 +29,7 @@ from lazyconn.exceptions import (
 from lazyconn.image import LazyImage, high_variance_confounds, load
 from lazyconn.image._niimg import load_mask_img
 from lazyconn.io.confounds import sanitize_confounds
+from lazyconn.maskers._report import generate_report, reporting_data
 
 _STANDARDIZE = ("zscore_sample", "psc", True, False, None)
 
@@ -62,7 +63,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
 
     ``memory`` and ``memory_level`` are accepted for compatibility with nilearn and
     ignored: lazyconn does not cache with joblib (the group layer caches results).
-    ``reports`` and ``cmap`` are accepted and ignored (no HTML reports).
+    ``reports`` and ``cmap`` serve ``generate_report`` (an HTML report, with matplotlib).
 
     Differences from nilearn 0.14.1: ``transform`` takes ``compute=`` and lists of runs;
     boolean ``standardize`` is accepted without nilearn's FutureWarning;
@@ -182,8 +183,39 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             for run in self._split_runs(imgs)[0]:
                 as_4d(run)
         self._fit(imgs)
+        self._reporting_data = reporting_data(self, imgs)
         self._log("fit", "Finished fit")
         return self
+
+    def generate_report(self, engine="matplotlib", title=None, **kwargs):
+        """An HTML report of the masker (nilearn's ``generate_report``; needs matplotlib).
+
+        The report holds the masker's summary (mask size, regions table, maps or seeds),
+        its parameters, orthogonal cuts of the mask / regions / maps / spheres over the
+        middle volume of the first run given to ``fit`` (PNG, embedded) and the report's
+        warnings (also emitted as ``UserWarning``, as nilearn). Differences from nilearn:
+        only the "matplotlib" engine; the figures are simpler (three cuts, no interactive
+        viewer); without matplotlib this raises ImportError naming lazyconn's ``plot``
+        extra (nilearn returns a report without figures). The middle volume is read now:
+        a run chunked with its whole time axis per chunk is read once.
+
+        Parameters
+        ----------
+        engine : {"matplotlib"}, default="matplotlib"
+            The only engine lazyconn has.
+        title : str, optional
+            The report's title (default: the class name).
+        **kwargs
+            ``displayed_maps`` (maps maskers) or ``displayed_spheres`` (spheres masker):
+            "all", an int (the first n, default 10) or a list of indices.
+
+        Returns
+        -------
+        lazyconn.maskers.HTMLReport
+            ``save_as_html(path)``, ``open_in_browser()``, ``get_standalone()`` and the
+            notebook display, as nilearn's report.
+        """
+        return generate_report(self, engine=engine, title=title, **kwargs)
 
     def _log(self, method: str, message: str, level: int = 1) -> None:
         """nilearn's ``verbose`` step message ``[Class.method] message`` (on stderr) when

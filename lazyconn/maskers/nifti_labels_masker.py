@@ -53,9 +53,9 @@ def _reduce_gathered(x, labels_of_rows, index, strategy, dtype):
 class NiftiLabelsMasker(RegionMasker):
     """Region signals from a labels image (nilearn's ``NiftiLabelsMasker``).
 
-    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports``, ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
-    messages (on stderr). ``lut_`` is built from
+    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``
+    are accepted and ignored; ``reports`` and ``cmap`` serve ``generate_report``;
+    ``verbose`` prints nilearn's step messages (on stderr). ``lut_`` is built from
     ``labels``, ``lut`` or the label values (nilearn's columns ``index`` and ``name``).
     nilearn's ``memory_`` (a joblib cache) is not there: nothing is cached.
 

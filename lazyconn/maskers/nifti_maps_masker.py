@@ -32,9 +32,9 @@ class _MapsFinish:
 class NiftiMapsMasker(RegionMasker):
     """Region signals from probabilistic / continuous maps (nilearn's ``NiftiMapsMasker``).
 
-    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports``, ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
-    messages (on stderr).
+    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``
+    are accepted and ignored; ``reports`` and ``cmap`` serve ``generate_report``;
+    ``verbose`` prints nilearn's step messages (on stderr).
 
     nilearn solves ``scipy.linalg.lstsq(M, Y)`` (LAPACK gelsd) on all selected voxels.
     lazyconn accumulates ``Mᵀ Y`` over the run's chunks (one pass; smoothing folded into

@@ -58,9 +58,9 @@ def mask_strategy_function(strategy, multi=False):
 class NiftiMasker(BaseMasker):
     """In-mask voxel time series, cleaned (nilearn's ``NiftiMasker``).
 
-    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``,
-    ``reports`` and ``cmap`` are accepted and ignored; ``verbose`` prints nilearn's step
-    messages (on stderr).
+    Parameters mirror nilearn 0.14.1 (names and defaults). ``memory``, ``memory_level``
+    are accepted and ignored; ``reports`` serves ``generate_report``; ``verbose`` prints
+    nilearn's step messages (on stderr).
 
     ``transform`` builds read -> smooth -> mask -> clean as one graph: a lazy (T, V) array
     chunked along voxels (whole time axis per chunk); with ``compute=True`` (default) it is

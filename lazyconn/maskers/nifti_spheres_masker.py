@@ -29,8 +29,8 @@ class NiftiSpheresMasker(RegionMasker):
     """Signals averaged in spheres around seeds (nilearn's ``NiftiSpheresMasker``).
 
     Parameters mirror nilearn 0.14.1 (same names and defaults). ``memory``,
-    ``memory_level``, ``reports`` are accepted and ignored; ``verbose`` prints nilearn's
-    step messages (on stderr).
+    ``memory_level`` are accepted and ignored; ``reports`` serves ``generate_report``;
+    ``verbose`` prints nilearn's step messages (on stderr).
 
     Voxels are chosen exactly as nilearn chooses them: world-space centres within
     ``radius`` mm of the seed, plus the nearest voxel (numpy half-to-even rounding) and
