@@ -96,13 +96,18 @@ def reporting_data(masker, imgs):
     """What ``fit`` keeps for the report: the middle volume of the first run, lazily (or
     None without images), and whether reports were enabled."""
     if not masker.reports:
-        return {"enabled": False, "image": None}
+        return {"enabled": False, "image": None, "runs": False}
     if imgs is None:
-        return {"enabled": True, "image": None}
+        return {"enabled": True, "image": None, "runs": False}
     run = masker._split_runs(imgs)[0][0]
     if run.ndim == 4:
         run = run.with_data(run.data[..., run.shape[3] // 2])
-    return {"enabled": True, "image": run}
+    # nilearn's Multi maskers note that only the first run is shown when given a list (its
+    # MultiNiftiMasker wraps a single run into a list first, so it always notes it)
+    runs = not masker._list_of_3d_is_one_run and (
+        isinstance(imgs, (list, tuple)) or getattr(masker, "_multi", False)
+    )
+    return {"enabled": True, "image": run, "runs": runs}
 
 
 # ---------------------------------------------------------------------- drawing
@@ -356,6 +361,11 @@ def generate_report(masker, engine="matplotlib", title=None, **kwargs) -> HTMLRe
             notes.append(DISABLED_AT_FIT_MSG)
         else:
             image = data["image"]
+            if data.get("runs"):
+                notes.append(
+                    "A list of 4D subject images were provided to fit. Only first subject is "
+                    "shown in the report."
+                )
             background = None if image is None else image.to_nifti()
             summary, figures = _content(masker, figure_cls, background, kwargs, notes)
     for note in notes:

@@ -69,7 +69,12 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     boolean ``standardize`` is accepted without nilearn's FutureWarning;
     ``smoothing_fwhm="fast"`` is accepted (nilearn's maskers reject it); filtering without
     ``t_r`` fails at ``fit`` with a clear error (nilearn fails inside ``clean``); a 3-D
-    image with confounds, filtering or high-variance confounds is a ``DimensionError``.
+    image with confounds, filtering or high-variance confounds is a ``DimensionError``;
+    warnings about the run's values (nilearn's "Non-finite values detected" of the labels
+    and maps maskers, the spheres masker's NaN notice) are not emitted, since checking them
+    would read the run before it is asked for: NaN/inf voxels are read as 0 as in nilearn
+    (``GroupConnectome`` counts them in its pass and warns per subject). Warnings about
+    masks, atlases, grids and parameters are nilearn's (docs/nilearn-parity.md).
     """
 
     #: Multi-run maskers append high-variance confounds after the user's (nilearn's order).

@@ -64,7 +64,8 @@ def img_to_signals_labels(
     Same parameters and results as ``nilearn.regions.img_to_signals_labels``: no
     resampling (images, labels and mask must share a grid), NaN/inf -> 0, one column per
     label in ascending order (``background_label`` excluded; labels outside the mask are
-    dropped with a warning, or kept as zero columns with ``keep_masked_labels``).
+    dropped with a warning, or kept as zero columns with ``keep_masked_labels``). nilearn's
+    "Non-finite values detected" about the run is not emitted (it would read the run early).
 
     Parameters
     ----------
@@ -146,7 +147,8 @@ def img_to_signals_maps(imgs, maps_img, mask_img=None, keep_masked_maps=False, *
     resampling). nilearn solves ``lstsq(maps[V], data[V])`` on every selected voxel;
     lazyconn accumulates ``mapsᵀ · data`` over the run's chunks in one pass and solves the
     small normal equations with the same minimum-norm least-squares solution (see
-    :class:`~lazyconn.maskers.NiftiMapsMasker`): rounding-level differences.
+    :class:`~lazyconn.maskers.NiftiMapsMasker`): rounding-level differences. nilearn's
+    "Non-finite values detected" about the run is not emitted (it would read the run early).
 
     Parameters
     ----------
