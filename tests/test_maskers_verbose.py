@@ -155,3 +155,18 @@ def test_verbose_must_be_an_integer_like_nilearn(bad):
         nilearn_maskers.NiftiMasker(verbose=bad).fit(tiny_run(n_t=3))
     with pytest.raises(ParameterTypeError, match=rf"verbose={bad!r} has type"):
         maskers.NiftiMasker(verbose=bad).fit(lazy(tiny_run(n_t=3)))
+
+
+def test_connectivity_measure_verbose_like_nilearn(capsys):
+    from nilearn.connectome import ConnectivityMeasure as NilearnMeasure
+
+    from lazyconn.connectome import ConnectivityMeasure
+
+    signals = [np.random.default_rng(i).standard_normal((20, 3)) for i in range(2)]
+    NilearnMeasure(verbose=1).fit(signals)
+    theirs = capsys.readouterr().out
+    ConnectivityMeasure(verbose=1).fit(signals)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert _steps(err, "ConnectivityMeasure") == _steps(theirs, "ConnectivityMeasure")
+    assert _steps(err, "ConnectivityMeasure") == ["[ConnectivityMeasure.fit] Finished fit"]

@@ -14,6 +14,7 @@ from math import sqrt
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
+from lazyconn._progress import log_step
 from lazyconn._utils import check_fitted, check_in
 from lazyconn.connectome._linalg import (
     _check_square,
@@ -82,7 +83,8 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         changes the LedoitWolf shrinkage). lazyconn rejects values outside this list (nilearn
         ignores them).
     verbose : int, default=0
-        Print "Finished fit" when > 0.
+        Write "[ConnectivityMeasure.fit] Finished fit" when > 0 (on stderr, as the
+        maskers' messages; nilearn prints it on stdout).
 
     Attributes
     ----------
@@ -289,7 +291,7 @@ class ConnectivityMeasure(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             )
             self.whitening_ = None
         if self.verbose:
-            print(f"[{type(self).__name__}.fit] Finished fit")
+            log_step(f"{type(self).__name__}.fit", "Finished fit")
         return self
 
     def fit_from_partial(self, partial):
