@@ -197,3 +197,29 @@ def test_convert_mostly_zero_run(tmp_path, affine):
     nib.save(nib.Nifti1Image(data, affine), path)
     lazyconn.convert(path, str(tmp_path / "m.zarr"), chunks=(16, 16, 16), progress=False)
     np.testing.assert_array_equal(lazyconn.load(str(tmp_path / "m.zarr")).data.compute(), data)
+
+
+def test_staged_pieces_are_compressed_and_span_every_volume(tmp_path, affine, monkeypatch):
+    """A masked-like .nii.gz is staged as compressed per-chunk pieces (a scratch file much
+    smaller than the voxels) covering every volume once; pieces of a few volumes each."""
+    monkeypatch.setattr(convert_mod, "_STAGE_VOLUMES", 4)
+    data = np.zeros((30, 31, 32, 10), np.float32)
+    data[5:20, 3:25, 10:30] = 100 + np.random.default_rng(1).standard_normal((15, 22, 20, 10))
+    path = str(tmp_path / "masked.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), path)
+    seen = {}
+    real = convert_mod._finish
+
+    def spy(units, staged, job):
+        seen["index"] = staged.index
+        return real(units, staged, job)
+
+    monkeypatch.setattr(convert_mod, "_finish", spy)
+    store = str(tmp_path / "m.zarr")
+    lazyconn.convert(path, store, chunks=(16, 16, 16), progress=False)
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), data)
+    written = max(offset + n for pieces in seen["index"].values() for *_, offset, n in pieces)
+    assert written < data.nbytes / 3  # compressed: little reaches the page cache
+    assert len(seen["index"]) == 2 * 2 * 2  # one entry per stored chunk
+    for pieces in seen["index"].values():
+        assert [(t0, t1) for t0, t1, _, _ in pieces] == [(0, 4), (4, 8), (8, 10)]

@@ -210,7 +210,7 @@ def test_scratch_disk_full(make_nifti, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(
         OutputNotWritableError,
-        match=r"scratch_dir='.*scratch' has no room for 40320 bytes of staged voxels; expected",
+        match=r"scratch_dir='.*scratch' has no room for \d+ bytes of staged voxels; expected",
     ):
         lazyconn.convert(
             path, str(tmp_path / "r.zarr"), scratch_dir=tmp_path / "scratch", progress=False
