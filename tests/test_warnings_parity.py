@@ -536,6 +536,20 @@ def test_geometric_mean_not_converged_like_nilearn():
         l_linalg._geometric_mean(mats, max_iter=1, tol=1e-20)
 
 
+def test_canica_critical_threshold_like_nilearn():
+    from nilearn.decomposition import CanICA as NilearnCanICA
+
+    from lazyconn.decomposition import CanICA
+
+    runs = [tiny_run(seed=s, n_t=20) for s in range(2)]
+    kwargs = {"n_components": 2, "threshold": 2.0, "mask": _mask(), "random_state": 0}
+    for cls, imgs in ((NilearnCanICA, runs), (CanICA, [lazy(r) for r in runs])):
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            with pytest.warns(UserWarning, match=r"obtained a critical threshold \(= 0.0 perc"):
+                cls(**kwargs).fit(imgs)
+
+
 def test_negative_cutoff_is_an_error_where_nilearn_warns():
     """A deliberate difference (docs/nilearn-parity.md): nilearn filters at eps."""
     with pytest.warns(UserWarning, match="too low"):
