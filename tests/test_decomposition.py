@@ -268,6 +268,48 @@ def test_single_image_input_and_params_roundtrip(study):
         est.set_output(transform="pandas")
 
 
+MALLOC_PROBE = """
+import sys
+import numpy as np
+if sys.argv[1] == "set":
+    from lazyconn._utils import bound_malloc_retention
+    bound_malloc_retention()  # lazyconn.config's default
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+a = np.ones(2**24 // 8)
+del a  # a 16 MiB free raises glibc's dynamic mmap threshold
+before = rss()
+blocks = [np.ones(2**21 // 8) for _ in range(30)]  # 30 x 2 MiB from the heap
+last = blocks[-1]
+del blocks  # the heap cannot shrink below `last`
+print(rss() - before)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter importing lazyconn
+@pytest.mark.skipif(
+    not __import__("sys").platform.startswith("linux"), reason="glibc malloc, /proc"
+)
+def test_freed_buffers_return_to_the_system():
+    import subprocess
+    import sys
+
+    def retained(setting):
+        out = subprocess.run(
+            [sys.executable, "-c", MALLOC_PROBE, setting],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return float(out.stdout)
+
+    assert retained("none") > 40  # glibc's default keeps ~58 MiB of freed blocks
+    assert retained("set") < 10
+
+
 # ---------------------------------------------------------------------- bad input
 def test_empty_list():
     with pytest.raises(ParameterError, match=r"imgs=\[\] is empty.*one or more 4-D"):

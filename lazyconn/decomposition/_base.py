@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from lazyconn._utils import check_fitted, check_type, is_path_like, warn
+from lazyconn._utils import bound_malloc_retention, check_fitted, check_type, is_path_like, warn
 from lazyconn.config import DECOMPOSITION_MEMORY_BUDGET, DECOMPOSITION_SUBJECT_BYTES
 from lazyconn.exceptions import (
     DimensionError,
@@ -30,6 +30,7 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 from lazyconn.group._engine import Subject, run_group
+from lazyconn.group._report import StageTimer
 from lazyconn.image import LazyImage, load
 from lazyconn.maskers import MultiNiftiMasker, NiftiMapsMasker, NiftiMasker
 from lazyconn.ops.reduction import (
@@ -147,6 +148,7 @@ class _ReductionStep:
         self.components = components
 
     def __call__(self, subject: Subject) -> np.ndarray:
+        bound_malloc_retention()  # in worker processes too
         x = self.masker.transform(subject.img, confounds=subject.confounds, compute=False)
         k = x.shape[0] if self.n_components is None else self.n_components
         b = reduce_run(x, k, self.keep_bytes, getattr(subject, "rng_state", None))
@@ -324,20 +326,27 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         imgs = _as_run_list(imgs)
         runs = _check_runs(imgs)
         confounds = _check_confounds(confounds, len(imgs))
+        bound_malloc_retention()
+        timer = StageTimer()
         masker, fitted = self._embedded_masker()
-        if not fitted:
-            if masker.mask_img is None:
-                masker.fit(runs)
-            else:
-                masker.fit()
+        with timer("mask"):
+            if not fitted:
+                if masker.mask_img is None:
+                    masker.fit(runs)
+                else:
+                    masker.fit()
         self.masker_ = masker
         self.mask_img_ = masker.mask_img_
-        data = self._mask_and_reduce(imgs, runs, confounds)
+        with timer("reductions"):
+            data = self._mask_and_reduce(imgs, runs, confounds)
         try:
-            self._raw_fit(data)
+            with timer("group"):
+                self._raw_fit(data)
         finally:
             self._release(data)
         self._fit_maps_masker()
+        # The fit's stages, then the per-subject pass's own (run_group's).
+        self.timings_ = {**timer.seconds, **self.timings_}
         return self
 
     def _subjects(self, imgs, confounds, rng_states=None) -> list[Subject]:

@@ -97,7 +97,8 @@ class CanICA(_BaseDecomposition):
     n_elements_ : int
         Number of components.
     timings_ : dict
-        lazyconn only: seconds per stage of the per-subject pass.
+        lazyconn only: seconds per stage of ``fit`` (``mask``, ``reductions``: the
+        per-subject pass, ``group``) and of the per-subject pass (``compute``...).
 
     Notes
     -----
