@@ -187,27 +187,3 @@ def check_fitted(estimator) -> None:
             f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
             "appropriate arguments before using this estimator."
         )
-
-
-_MALLOC_THRESHOLD_SET: list[int] = []
-
-
-def bound_malloc_retention() -> None:
-    """Apply ``lazyconn.config.MALLOC_MMAP_THRESHOLD`` to this process's malloc (glibc
-    only, once per process; a no-op elsewhere or when it is None)."""
-    from lazyconn import config
-
-    value = config.MALLOC_MMAP_THRESHOLD
-    if value is None or value in _MALLOC_THRESHOLD_SET:
-        return
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt...)
-        return
-    m_mmap_threshold = -3  # glibc's malloc.h
-    if mallopt(m_mmap_threshold, int(value)) == 1:
-        _MALLOC_THRESHOLD_SET.append(value)

@@ -259,6 +259,30 @@ def test_over_budget_study_is_stacked_in_zarr_and_decomposed_out_of_core(
     assert list(cache.iterdir()) == []  # the temporary stack is removed
 
 
+@pytest.mark.slow
+def test_cache_dir_reads_the_reductions_back(study, tmp_path, monkeypatch):
+    import lazyconn.decomposition._base as base
+
+    kw = {"n_components": 3, "random_state": 0, "n_init": 1, "cache_dir": tmp_path}
+    imgs, conf = study.func[:2], study.reduced_confounds[:2]
+    first = ld.CanICA(**kw).fit(imgs, confounds=conf)
+    assert first.n_cached_ == 0
+
+    def recomputed(self, subject):
+        raise AssertionError(f"subject {subject.name} recomputed")
+
+    with monkeypatch.context() as m:
+        m.setattr(base._ReductionStep, "__call__", recomputed)
+        again = ld.CanICA(**kw).fit(imgs, confounds=conf)
+    assert again.n_cached_ == 2
+    np.testing.assert_array_equal(again.components_, first.components_)
+    # Anything that changes a reduction is part of the key.
+    assert ld.CanICA(**{**kw, "n_components": 2}).fit(imgs, confounds=conf).n_cached_ == 0
+    assert ld.CanICA(**kw, smoothing_fwhm=8).fit(imgs, confounds=conf).n_cached_ == 0
+    assert ld.CanICA(**kw).fit(imgs).n_cached_ == 0  # no confounds
+    assert ld.CanICA(**kw).fit(imgs[::-1], confounds=conf[::-1]).n_cached_ == 2
+
+
 def test_single_image_input_and_params_roundtrip(study):
     est = ld.CanICA(n_components=2, random_state=0, n_init=1)
     assert ld.CanICA(**est.get_params()).get_params() == est.get_params()
@@ -272,7 +296,7 @@ MALLOC_PROBE = """
 import sys
 import numpy as np
 if sys.argv[1] == "set":
-    from lazyconn._utils import bound_malloc_retention
+    from lazyconn.decomposition._base import bound_malloc_retention
     bound_malloc_retention()  # lazyconn.config's default
 def rss():
     for line in open("/proc/self/status"):
@@ -385,6 +409,7 @@ def test_all_zero_run_warns_naming_it(study):
         ({"method": "lasso"}, r"method='lasso' is not valid; expected 'cd' or 'lars'"),
         ({"reduction_ratio": 2.0}, r"reduction_ratio=2.0 is not valid"),
         ({"mask": 3}, r"mask has type int; expected None, a 3-D image"),
+        ({"cache_dir": 3}, r"cache_dir.*int.*expected None or a path"),
     ],
 )
 def test_bad_parameters(kw, message, study):

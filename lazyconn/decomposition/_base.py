@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from lazyconn._utils import bound_malloc_retention, check_fitted, check_type, is_path_like, warn
+from lazyconn._utils import check_fitted, check_type, is_path_like, warn
 from lazyconn.config import DECOMPOSITION_MEMORY_BUDGET, DECOMPOSITION_SUBJECT_BYTES
 from lazyconn.exceptions import (
     DimensionError,
@@ -29,6 +29,7 @@ from lazyconn.exceptions import (
     ParameterError,
     ParameterTypeError,
 )
+from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Subject, run_group
 from lazyconn.group._report import StageTimer
 from lazyconn.image import LazyImage, load
@@ -44,6 +45,30 @@ from lazyconn.ops.reduction import (
 
 class EmptyRunWarning(LazyconnWarning):
     """A subject's run is constant (all zeros after cleaning) inside the mask."""
+
+
+_MALLOC_THRESHOLD_SET: list[int] = []
+
+
+def bound_malloc_retention() -> None:
+    """Apply ``lazyconn.config.MALLOC_MMAP_THRESHOLD`` to this process's malloc (glibc
+    only, once per process; a no-op elsewhere or when it is None)."""
+    from lazyconn import config  # read at call time: the setting can be changed
+
+    value = config.MALLOC_MMAP_THRESHOLD
+    if value is None or value in _MALLOC_THRESHOLD_SET:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt...)
+        return
+    m_mmap_threshold = -3  # glibc's malloc.h
+    if mallopt(m_mmap_threshold, int(value)) == 1:
+        _MALLOC_THRESHOLD_SET.append(value)
 
 
 # ---------------------------------------------------------------------- per-subject step
@@ -265,6 +290,8 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
                 f"memory_budget={budget!r} is not valid; expected None or a number of bytes >= 0."
             )
         check_type("verbose", self.verbose, (numbers.Integral, bool), "an integer")
+        if self.cache_dir is not None:
+            check_type("cache_dir", self.cache_dir, (str, os.PathLike), "None or a path / URL")
 
     def _embedded_masker(self):
         """A MultiNiftiMasker from the estimator's parameters (nilearn's
@@ -349,12 +376,20 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         self.timings_ = {**timer.seconds, **self.timings_}
         return self
 
-    def _subjects(self, imgs, confounds, rng_states=None) -> list[Subject]:
+    def _subjects(self, imgs, confounds, rng_states=None, params=None) -> list[Subject]:
+        """One subject per run, named by its index; with ``params`` (the cache's token of
+        the fitted masker and the reduction) keyed by its inputs' identity, the parameters
+        and its random state."""
+        from dask.base import tokenize
+
         states = [None] * len(imgs) if rng_states is None else rng_states
-        return [
-            ReductionSubject(f"{i}", img, conf, key=f"{i}", rng_state=state)
-            for i, (img, conf, state) in enumerate(zip(imgs, confounds, states, strict=True))
-        ]
+        subjects = []
+        for i, (img, conf, state) in enumerate(zip(imgs, confounds, states, strict=True)):
+            key = f"{i}"
+            if params is not None:
+                key = tokenize(input_identity(img), input_identity(conf), params, state)
+            subjects.append(ReductionSubject(f"{i}", img, conf, key=key, rng_state=state))
+        return subjects
 
     def _mask_and_reduce(self, imgs, runs, confounds):
         """Every subject's reduction, stacked in subject order -> (Σ k_s, V) data.
@@ -381,7 +416,11 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         dtype = self._data_dtype(runs)
         offsets = np.concatenate([[0], np.cumsum(rows)])
         states = subject_random_states(self.random_state, n_voxels, [r.shape[3] for r in runs], k)
-        subjects = self._subjects(imgs, confounds, states)
+        store = params = None
+        if self.cache_dir is not None:
+            store = ResultStore(self.cache_dir)
+            params = params_token(self.masker_, extra={"reduction": k, "dtype": dtype.str})
+        subjects = self._subjects(imgs, confounds, states, params)
         in_memory = n_rows * n_voxels * dtype.itemsize <= self._budget()
         if in_memory:
             data = np.empty((n_rows, n_voxels), order="F", dtype=dtype)
@@ -391,13 +430,13 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         empty = []
 
         def sink(subject, block):
-            i = int(subject.key)
+            i = int(subject.name)
             if not np.any(block):
                 empty.append(i)
             data[offsets[i] : offsets[i + 1]] = block
 
         step = _ReductionStep(self.masker_, k, DECOMPOSITION_SUBJECT_BYTES)
-        self._run(step, subjects, sink)
+        self._run(step, subjects, sink, store)
         for i in sorted(empty):
             warn(
                 f"{_name(imgs[i], i)} is constant (all zeros after cleaning) inside the "
@@ -410,18 +449,20 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             return da.from_zarr(data)
         return data
 
-    def _run(self, step, subjects, sink):
+    def _run(self, step, subjects, sink, store=None):
         out = run_group(
             step,
             subjects,
             chunk_fn=None,
             combine_fn=None,
+            store=store,
             client=self.client,
             n_workers=self.n_workers,
             progress=bool(self.verbose),
             sink=sink,
         )
         self.timings_ = dict(out["timings"])
+        self.n_cached_ = out["n_cached"]
 
     def _data_dtype(self, runs):
         """nilearn: float64 stacks if the reductions are float64, else float32."""

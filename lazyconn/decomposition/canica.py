@@ -79,6 +79,12 @@ class CanICA(_BaseDecomposition):
         (default ``lazyconn.config.DECOMPOSITION_MEMORY_BUDGET``, 2 GiB); a larger study is
         stacked in a Zarr array and the group SVD runs out of core
         (``dask.array.linalg.svd_compressed``).
+    cache_dir : str or path, optional
+        lazyconn only, keyword. A results store (as ``lazyconn.group.GroupConnectome``'s)
+        of the per-subject reductions: a later ``fit`` reads back every subject whose run,
+        confounds, mask, cleaning parameters, ``n_components`` and random draws are
+        unchanged, and computes only the others. (nilearn's ``memory`` joblib cache plays
+        this role there; here ``memory`` only places the out-of-core stack.)
 
     Attributes
     ----------
@@ -96,6 +102,8 @@ class CanICA(_BaseDecomposition):
         Used by ``transform`` and ``inverse_transform``.
     n_elements_ : int
         Number of components.
+    n_cached_ : int
+        lazyconn only: subjects whose reduction was read back from ``cache_dir``.
     timings_ : dict
         lazyconn only: seconds per stage of ``fit`` (``mask``, ``reductions``: the
         per-subject pass, ``group``) and of the per-subject pass (``compute``...).
@@ -160,6 +168,7 @@ class CanICA(_BaseDecomposition):
         client=None,
         n_workers=None,
         memory_budget=None,
+        cache_dir=None,
     ):
         self.mask = mask
         self.n_components = n_components
@@ -186,6 +195,7 @@ class CanICA(_BaseDecomposition):
         self.client = client
         self.n_workers = n_workers
         self.memory_budget = memory_budget
+        self.cache_dir = cache_dir
 
     def _check_params(self):
         _check_threshold(self.threshold, self.n_components)

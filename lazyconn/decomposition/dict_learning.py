@@ -184,7 +184,7 @@ class DictLearning(_BaseDecomposition):
         written (nothing is cached with joblib).
     memory_level : int, default=0
         Accepted for compatibility; no effect.
-    client, n_workers, memory_budget : keyword-only
+    client, n_workers, memory_budget, cache_dir : keyword-only
         lazyconn only; as in :class:`CanICA`.
 
     Attributes
@@ -197,7 +197,7 @@ class DictLearning(_BaseDecomposition):
         Initial maps (CanICA or ``dict_init``).
     loadings_init_ : numpy.ndarray
         Initial loadings (the dictionary's initial atoms).
-    masker_, mask_img_, maps_masker_, n_elements_, timings_
+    masker_, mask_img_, maps_masker_, n_elements_, n_cached_, timings_
         As in :class:`CanICA`.
 
     Notes
@@ -240,6 +240,7 @@ class DictLearning(_BaseDecomposition):
         client=None,
         n_workers=None,
         memory_budget=None,
+        cache_dir=None,
     ):
         self.n_components = n_components
         self.n_epochs = n_epochs
@@ -269,6 +270,7 @@ class DictLearning(_BaseDecomposition):
         self.client = client
         self.n_workers = n_workers
         self.memory_budget = memory_budget
+        self.cache_dir = cache_dir
 
     def _check_params(self):
         _check_positive_int("batch_size", self.batch_size)
