@@ -124,11 +124,14 @@ class CanICA(_BaseDecomposition):
       array and no extra passes over the data for the power iterations. The reductions
       equal nilearn's to float32 rounding (nilearn computes in float32, lazyconn in
       float64), and the components match stock nilearn's with |spatial r| > 0.999 on the
-      tests' planted-network study. Where nilearn's own group step is unstable, rounding
-      is enough to change its maps: on the seeds' 20-subject study without confounds
-      (noise-dominated runs), a relative perturbation of 1e-6 of the stacked reductions
-      moves nilearn's DictLearning maps to |r| 0.30 of its unperturbed ones, and lazyconn's
-      agree with nilearn's no better (``benchmarks/README.md``). The random
+      tests' planted-network study; CanICA's also on the seeds' 20-subject study (4 mm,
+      168 volumes: >= 0.97 without confounds, 1.0 with). DictLearning's there match only
+      in part, because nilearn's own group step (``dict_learning_online``) is unstable on
+      that study: a relative perturbation of 1e-6 of the stacked reductions moves some of
+      nilearn's maps to |r| < 0.1 of its unperturbed ones (1e-7 does not), and lazyconn's
+      cleaned runs differ from nilearn's by float32 rounding (about one ulp). lazyconn's
+      maps recover the planted networks at least as well
+      (``benchmarks/README.md``). The random
       draws follow nilearn's with ``n_jobs=1``: an int ``random_state`` gives every subject
       the same test matrix; a ``RandomState`` (or None, numpy's global one) advances from
       subject to subject in input order, wherever the subjects run. (A randomized SVD
@@ -138,6 +141,10 @@ class CanICA(_BaseDecomposition):
     - ``n_components`` larger than a run's length warns (nilearn keeps the run's length
       silently); larger than all runs together is an error.
     - A run that is constant inside the mask warns, naming it.
+    - On glibc, ``fit`` fixes malloc's mmap threshold of the process (and of the worker
+      processes running subjects) at ``lazyconn.config.MALLOC_MMAP_THRESHOLD`` (1 MiB), so
+      that the run-sized buffers freed after each chunk return to the system: it lowers
+      the peak RSS by about a third (see that setting; None leaves malloc alone).
     """
 
     def __init__(

@@ -203,7 +203,11 @@ class DictLearning(_BaseDecomposition):
     Notes
     -----
     The per-subject reduction gives nilearn's numbers (its randomized SVD, replayed through
-    each run's Gram matrix): see :class:`CanICA`. The dictionary learning itself holds the stack
+    each run's Gram matrix): see :class:`CanICA`, which also says where the maps match
+    nilearn's (on studies where nilearn's ``dict_learning_online`` is unstable to float32
+    rounding, they match only in part). The final sparse coding of every voxel calls
+    scikit-learn's own Cython lasso solver directly, on a thread per core: the same
+    numbers as ``dict_learning_online``'s, without its per-voxel Python overhead. The dictionary learning itself holds the stack
     (n_subjects x n_components, V) in memory, as scikit-learn's ``dict_learning_online``
     needs; above ``memory_budget`` the group PCA of the initialisation and the ridge
     loadings run out of core, and the stack is read back once for the online learning.
