@@ -426,12 +426,26 @@ def test_not_fitted_and_bad_loadings(fitted):
         fitted["CanICA"].inverse_transform(np.zeros((3, 4)))
 
 
+@pytest.mark.parametrize("path", ["fast", "unchecked version", "changed signature"])
 @pytest.mark.parametrize("method", ["cd", "lars"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_final_coding_equals_sklearns_dict_learning_online(rng, dtype, method):
+def test_final_coding_equals_sklearns_dict_learning_online(rng, dtype, method, path, monkeypatch):
     from sklearn.decomposition import dict_learning_online
 
+    import lazyconn.decomposition.dict_learning as dl
     from lazyconn.decomposition.dict_learning import _dict_learning_online
+
+    if path == "fast" and method == "cd":
+        assert dl._cd_fast_solver() is not None  # this scikit-learn takes the fast path
+    if path == "unchecked version":
+        monkeypatch.setattr(dl, "CD_FAST_VERSIONS", set())
+        assert dl._cd_fast_solver() is None
+    if path == "changed signature":
+
+        def solver(*args):
+            raise TypeError("enet_coordinate_descent_gram() takes 11 positional arguments")
+
+        monkeypatch.setattr(dl, "_cd_fast_solver", lambda: solver)
 
     x = rng.standard_normal((400, 12)).astype(dtype)
     x[:, :3] += 4 * rng.standard_normal((400, 1)).astype(dtype)  # some structure

@@ -36,10 +36,33 @@ def _compute_loadings(components, data):
     return loadings
 
 
+#: scikit-learn (major, minor) versions whose private
+#: ``_cd_fast.enet_coordinate_descent_gram(w, alpha, beta, Q, q, y, max_iter, tol, rng,
+#: random, positive, do_screening)`` :func:`_lasso_cd_code` was checked against (bit-equal
+#: codes, tests/test_decomposition.py). Other versions take scikit-learn's public path.
+CD_FAST_VERSIONS = {(1, 9)}
+
+
+def _cd_fast_solver():
+    """The private Cython solver when this scikit-learn is a checked version, else None."""
+    import sklearn
+
+    try:
+        version = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
+        from sklearn.linear_model import _cd_fast
+
+        solver = _cd_fast.enet_coordinate_descent_gram
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return solver if version in CD_FAST_VERSIONS else None
+
+
 def _lasso_cd_code(X, dictionary, alpha, max_iter):
     """scikit-learn's ``sparse_encode(X, dictionary, algorithm="lasso_cd", alpha=alpha,
     max_iter=max_iter)`` (``n_jobs=1``, no ``init``), the same numbers, without its
-    per-sample overhead.
+    per-sample overhead; None when the private solver is not available in the checked
+    form (:data:`CD_FAST_VERSIONS`, or a ``TypeError`` on the first call): the caller then
+    uses scikit-learn's public path.
 
     scikit-learn fits one ``Lasso`` with a target per sample, which loops in Python over
     ``enet_path`` (about a millisecond of checks and copies per sample, for an 8-coefficient
@@ -51,10 +74,13 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from sklearn.linear_model import _cd_fast
     from sklearn.utils import check_array, check_random_state
 
     from lazyconn.group._cluster import default_n_workers
+
+    solver = _cd_fast_solver()
+    if solver is None:
+        return None
 
     dictionary = check_array(dictionary, order="C", dtype=[np.float64, np.float32])
     X = check_array(X, order="C", dtype=[np.float64, np.float32])
@@ -76,12 +102,16 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter):
     def solve(samples):
         for k in samples:
             w = np.zeros(n_components, dtype=X.dtype)
-            code[k] = _cd_fast.enet_coordinate_descent_gram(
+            code[k] = solver(
                 w, l1_reg, l2_reg, gram, xy[:, k], targets[:, k], max_iter, 1e-8, rng, 0, 0, 1
             )[0]
 
+    try:
+        solve([0])  # a changed signature fails here, before any thread starts
+    except TypeError:
+        return None
     # The solver releases the GIL: threads over the usable cores, each sample independent.
-    parts = np.array_split(np.arange(n_samples), max(1, min(default_n_workers(), n_samples)))
+    parts = np.array_split(np.arange(1, n_samples), max(1, min(default_n_workers(), n_samples)))
     with ThreadPoolExecutor(len(parts)) as pool:
         list(pool.map(solve, parts))
     if not np.isfinite(code).all():
@@ -121,7 +151,9 @@ def _dict_learning_online(
         verbose=verbose,
     ).fit(X)
     if method == "cd":
-        return _lasso_cd_code(X, est.components_, alpha, 1000)
+        code = _lasso_cd_code(X, est.components_, alpha, 1000)
+        if code is not None:
+            return code
     return est.transform(X)
 
 
