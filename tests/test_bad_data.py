@@ -106,3 +106,51 @@ def test_nan_voxels_warn_naming_the_subject_and_read_as_zeros_as_nilearn(tmp_pat
         )
         assert "read as zeros" in message
         np.testing.assert_allclose(group.subject_matrices_[1], ref, atol=1e-5)
+
+
+def test_the_nan_count_reads_each_chunk_of_a_store_once(tmp_path, monkeypatch):
+    """The non-finite count is computed in the masker's pass: every chunk of the store is
+    read once per subject (before, the array's graph fusion inlined each read into the
+    masker's task and the count's graph read the chunk a second time)."""
+    import collections
+    import warnings
+
+    import nibabel as nib
+    import zarr.storage
+
+    from lazyconn.connectome import ConnectivityMeasure
+    from lazyconn.exceptions import DataWarning
+    from lazyconn.group.pipeline import GroupConnectome
+    from lazyconn.io.convert import convert
+    from lazyconn.maskers import NiftiSpheresMasker
+    from lazyconn.testing.group import TINY_SEEDS, tiny_study
+
+    paths, _ = tiny_study(tmp_path, n_subjects=1, shape=(8, 9, 10, 30))
+    img = nib.load(paths[0])
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[3:5, 3:5, 3:5, :] = np.nan  # 8 voxels x 30 volumes, inside the spheres
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), paths[0])
+    store = str(tmp_path / "sub-00.zarr")
+    convert(paths[0], store, chunks=(4, 5, 5, 30), progress=False)
+
+    reads = collections.Counter()
+    get = zarr.storage.LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        if key.startswith("0/c/"):
+            reads[key] += 1
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counting_get)
+    group = GroupConnectome(
+        NiftiSpheresMasker(TINY_SEEDS, radius=6, t_r=2.0),
+        ConnectivityMeasure(kind="covariance"),
+        progress=False,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        group.fit([store])
+    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(messages) == 1 and "240 non-finite values" in messages[0]
+    assert len(reads) > 1, reads  # several chunks, the spheres touch more than one
+    assert set(reads.values()) == {1}, reads

@@ -94,10 +94,12 @@ def _nonfinite_values(result, data):
     """Lazy count of the non-finite values in the chunks of ``data`` that ``result`` reads.
 
     Computed together with ``result``, each chunk is read once; chunks ``result`` does not
-    need (outside every region) are not read for the count either.
+    need (outside every region) are not read for the count either. The count is a 0-d dask
+    array, so both graphs are optimized as one: a separate (Delayed) graph let the array's
+    linear fusion inline each read into the masker's task and read the chunk again.
     """
+    import dask.array as da
     from dask.base import tokenize
-    from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
     graph = result.__dask_graph__().cull(_keys(result))  # culled layers get a name suffix
@@ -110,8 +112,9 @@ def _nonfinite_values(result, data):
     ]
     name = "lazyconn-nonfinite-" + tokenize(data.name, keys)
     dsk = {(name, i): (_count_nonfinite, k) for i, k in enumerate(keys)}
-    dsk[name] = (sum, list(dsk))
-    return Delayed(name, HighLevelGraph.from_collections(name, dsk, dependencies=[data]))
+    dsk[(name,)] = (sum, list(dsk))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+    return da.Array(graph, name, chunks=(), dtype=np.int64)
 
 
 def _keys(collection) -> set:
