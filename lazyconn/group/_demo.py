@@ -179,6 +179,51 @@ def _plots(output: Path, matrix: np.ndarray, coords: np.ndarray, region, network
     return ["matrix.png", "connectome.png"]
 
 
+def check_size(base: dict, n_subjects, n_workers) -> dict:
+    """A demo's study size (``base``, with ``n_subjects`` if given), checked."""
+    size = dict(base)
+    if n_subjects is not None:
+        size["n_subjects"] = check_int("n_subjects", n_subjects, low=2, expected="an integer >= 2")
+    check_int("n_workers", n_workers, low=1, expected="an integer >= 1")
+    return size
+
+
+class Stages(dict):
+    """Seconds per named stage of a demo, each announced on stderr when ``progress``."""
+
+    def __init__(self, progress: bool):
+        super().__init__()
+        self.progress = progress
+
+    def run(self, name, func, *args, **kwargs):
+        if self.progress:
+            print(f"[lazyconn demo] {name}...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out = func(*args, **kwargs)
+        self[name] = time.perf_counter() - t0
+        return out
+
+
+def convert_study(study, output: Path, size: dict, progress: bool) -> list[str]:
+    """Zarr stores of the study's runs; complete stores of an earlier run are reused."""
+    from lazyconn.image import load
+    from lazyconn.io.convert import convert
+
+    # One folder per study size, so stores of another size are never taken for these.
+    zarr_dir = output / "zarr" / f"{size['n_timepoints']}tp-{size['resolution']:g}mm"
+    zarr_dir.mkdir(parents=True, exist_ok=True)
+    stores = [str(zarr_dir / f"{s}.zarr") for s in study.subjects]
+    todo = []
+    for src, dst in zip(study.func, stores, strict=True):
+        try:
+            load(dst)
+        except Exception:  # missing or incomplete: (re)convert
+            todo.append((src, dst))
+    if todo:
+        convert([s for s, _ in todo], [d for _, d in todo], overwrite=True, progress=progress)
+    return stores
+
+
 def run_demo(
     output,
     *,
@@ -209,31 +254,17 @@ def run_demo(
     from lazyconn.group.pipeline import GroupConnectome
     from lazyconn.image import load
     from lazyconn.interfaces.fmriprep import load_confounds
-    from lazyconn.io.convert import convert
     from lazyconn.maskers import NiftiSpheresMasker
 
     stream = sys.stdout if stream is None else stream
-    log = sys.stderr
-    size = dict(SMALL if small else DEFAULT)
-    if n_subjects is not None:
-        size["n_subjects"] = check_int("n_subjects", n_subjects, low=2, expected="an integer >= 2")
-    check_int("n_workers", n_workers, low=1, expected="an integer >= 1")
+    size = check_size(SMALL if small else DEFAULT, n_subjects, n_workers)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    stages: dict[str, float] = {}
-
-    def stage(name):
-        if progress:
-            print(f"[lazyconn demo] {name}...", file=log, flush=True)
-        return name, time.perf_counter()
-
-    def done(token):
-        name, t0 = token
-        stages[name] = time.perf_counter() - t0
-
+    stages = Stages(progress)
     start = time.perf_counter()
-    token = stage(f"simulating {size['n_subjects']} subjects")
-    study = make_synthetic_fmri(
+    study = stages.run(
+        f"simulating {size['n_subjects']} subjects",
+        make_synthetic_fmri,
         size["n_subjects"],
         all_confounds=True,  # every column of fMRIPrep's table that the strategies read
         n_timepoints=size["n_timepoints"],
@@ -241,22 +272,9 @@ def run_demo(
         data_dir=output / "data",
         overwrite=True,
     )
-    done(token)
-
-    token = stage("converting the runs to Zarr")
-    # One folder per study size, so stores of another size are never taken for these.
-    zarr_dir = output / "zarr" / f"{size['n_timepoints']}tp-{size['resolution']:g}mm"
-    zarr_dir.mkdir(parents=True, exist_ok=True)
-    stores = [str(zarr_dir / f"{s}.zarr") for s in study.subjects]
-    todo = []
-    for src, dst in zip(study.func, stores, strict=True):
-        try:
-            load(dst)  # a complete store from an earlier run of the demo is reused
-        except Exception:
-            todo.append((src, dst))
-    if todo:
-        convert([s for s, _ in todo], [d for _, d in todo], overwrite=True, progress=progress)
-    done(token)
+    stores = stages.run(
+        "converting the runs to Zarr", convert_study, study, output, size, progress
+    )
 
     first = load(stores[0])
     t_r = first.t_r
@@ -282,40 +300,45 @@ def run_demo(
         if client is None
         else f"the scheduler {client!r}"
     )
-    token = stage(f"Power-264 signals and partial correlations on {where}")
-    group = GroupConnectome(
-        masker,
-        measure,
-        cache_dir=output / "cache",
-        client=client,
-        n_workers=n_workers,
-        progress=progress,
-    ).fit(stores, confounds=confounds, sample_mask=sample_masks, subjects=list(study.subjects))
-    done(token)
-
-    token = stage("writing matrices")
-    np.save(output / "group_matrix.npy", group.group_matrix_)
-    np.save(output / "subject_matrices.npy", group.subject_matrices_)
-    np.save(output / "coords.npy", coords)
-    (output / "subjects.txt").write_text("\n".join(group.subjects_) + "\n")
-    done(token)
-
+    group = stages.run(
+        f"Power-264 signals and partial correlations on {where}",
+        GroupConnectome(
+            masker,
+            measure,
+            cache_dir=output / "cache",
+            client=client,
+            n_workers=n_workers,
+            progress=progress,
+        ).fit,
+        stores,
+        confounds=confounds,
+        sample_mask=sample_masks,
+        subjects=list(study.subjects),
+    )
+    stages.run("writing matrices", _write_matrices, output, group, coords)
     region, network = planted_labels(coords, study)
     truth = compare_with_truth(group.group_matrix_, region, study)
-    token = stage("plotting")
-    plots = _plots(output, group.group_matrix_, coords, region, network, study)
-    done(token)
+    plots = stages.run(
+        "plotting", _plots, output, group.group_matrix_, coords, region, network, study
+    )
     stages["total"] = time.perf_counter() - start
     columns = list(confounds[0].columns)
     report = _report(output, study, first, masker, group, stages, plots, where, truth, columns)
     (output / "report.md").write_text(report)
     for line in plots:
         if line.startswith("plots skipped"):
-            print(f"[lazyconn demo] {line}", file=log)
+            print(f"[lazyconn demo] {line}", file=sys.stderr)
     print(
         f"[lazyconn demo] done in {stages['total']:.1f} s; see {output / 'report.md'}", file=stream
     )
     return {"output": output, "group": group, "stages": stages, "plots": plots, "truth": truth}
+
+
+def _write_matrices(output: Path, group, coords) -> None:
+    np.save(output / "group_matrix.npy", group.group_matrix_)
+    np.save(output / "subject_matrices.npy", group.subject_matrices_)
+    np.save(output / "coords.npy", coords)
+    (output / "subjects.txt").write_text("\n".join(group.subjects_) + "\n")
 
 
 def _report(output, study, first, masker, group, stages, plots, where, truth, columns) -> str:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lazyconn._utils import check_int
 from lazyconn.datasets import make_synthetic_fmri
 from lazyconn.datasets.recovery import connectome_recovery, match_regions
+from lazyconn.group._demo import Stages, check_size, convert_study
 
 #: Study sizes: the default (a few minutes on 2 cores) and ``--small`` (well under a minute).
 DEFAULT = {"n_subjects": 10, "n_timepoints": 120, "resolution": 4.0}
@@ -55,25 +55,6 @@ DENOISE = {"strategy": ("motion", "wm_csf"), "motion": "basic", "wm_csf": "basic
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This workflow has no options of its own (the common ones are in :mod:`lazyconn.cli`)."""
     del parser
-
-
-def _stores(study, output: Path, size: dict, progress: bool) -> list[str]:
-    """Zarr stores of the runs (complete stores of an earlier run are reused)."""
-    from lazyconn.image import load
-    from lazyconn.io.convert import convert
-
-    zarr_dir = output / "zarr" / f"{size['n_timepoints']}tp-{size['resolution']:g}mm"
-    zarr_dir.mkdir(parents=True, exist_ok=True)
-    stores = [str(zarr_dir / f"{s}.zarr") for s in study.subjects]
-    todo = []
-    for src, dst in zip(study.func, stores, strict=True):
-        try:
-            load(dst)
-        except Exception:  # missing or incomplete: (re)convert
-            todo.append((src, dst))
-    if todo:
-        convert([s for s, _ in todo], [d for _, d in todo], overwrite=True, progress=progress)
-    return stores
 
 
 def _plots(output: Path, result, study) -> list[str]:
@@ -159,24 +140,13 @@ def run_demo(
     from lazyconn.regions import RegionExtractor
 
     stream = sys.stdout if stream is None else stream
-    size = dict(SMALL if small else DEFAULT)
-    if n_subjects is not None:
-        size["n_subjects"] = check_int("n_subjects", n_subjects, low=2, expected="an integer >= 2")
-    check_int("n_workers", n_workers, low=1, expected="an integer >= 1")
+    size = check_size(SMALL if small else DEFAULT, n_subjects, n_workers)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    stages: dict[str, float] = {}
+    stages = Stages(progress)
     start = time.perf_counter()
 
-    def timed(name, func, *args, **kwargs):
-        if progress:
-            print(f"[lazyconn demo] {name}...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        out = func(*args, **kwargs)
-        stages[name] = time.perf_counter() - t0
-        return out
-
-    study = timed(
+    study = stages.run(
         f"simulating {size['n_subjects']} subjects",
         make_synthetic_fmri,
         size["n_subjects"],
@@ -186,8 +156,10 @@ def run_demo(
         data_dir=output / "data",
         overwrite=True,
     )
-    stores = timed("converting the runs to Zarr", _stores, study, output, size, progress)
-    result = timed(
+    stores = stages.run(
+        "converting the runs to Zarr", convert_study, study, output, size, progress
+    )
+    result = stages.run(
         "DictLearning -> RegionExtractor -> correlation connectomes",
         region_connectome,
         stores,
@@ -208,7 +180,7 @@ def run_demo(
     load(result.extractor.regions_img_).to_nifti(output / "regions.nii.gz")
     np.save(output / "mean_matrix.npy", result.mean_matrix)
     np.save(output / "subject_matrices.npy", result.group.subject_matrices_)
-    plots = timed("plotting", _plots, output, result, study)
+    plots = stages.run("plotting", _plots, output, result, study)
     stages["total"] = time.perf_counter() - start
     (output / "report.md").write_text(_report(study, result, stages, plots, size))
     print(
