@@ -4,7 +4,9 @@ Writes (streaming) a 91 x 109 x 91 x 1200 float32 run (4.3 GB raw) as .nii.gz wi
 zlib level 1, then reports, in the same run on the same file:
 
 - ``gzip -dc FILE > /dev/null`` wall time (the reference) and conversion wall time,
-  as a throughput ratio (goal >= 0.8x);
+  as a throughput ratio (goal >= 0.8x in the default install: ``--zlib-too`` adds the
+  conversion with ``isal``, an optional extra, hidden; xarray, a test extra that dask
+  imports eagerly, is hidden in both);
 - peak RSS of the conversion, run in a subprocess (psutil polling of the process
   tree every 20 ms, and ``getrusage(RUSAGE_CHILDREN).ru_maxrss``) (goal <= 1 GB);
 - ``lazyconn.load`` time of the .nii.gz and of the store, and the time to read the
@@ -160,8 +162,10 @@ def main(argv=None):
         results["gz_bytes"] = src.stat().st_size
         gunzip = [harness.timed(f"gzip -dc {src} > /dev/null", shell=True)]
         shutil.rmtree(dst, ignore_errors=True)
+        # As in the default install: xarray is a test extra, and dask.array imports it
+        # eagerly when present (~1.4 s of pandas/xarray imports on this machine).
         code = (
-            "import lazyconn; "
+            "import sys; sys.modules['xarray'] = None; import lazyconn; "
             f"lazyconn.convert({str(src)!r}, {str(dst)!r}, scratch_dir={str(scratch)!r}, "
             "progress=False)"
         )
@@ -173,7 +177,7 @@ def main(argv=None):
             # The same conversion with ISA-L hidden (as in an install without the `fast`
             # extra): is isal worth a default dependency?
             shutil.rmtree(dst, ignore_errors=True)
-            hidden = "import sys; sys.modules['isal'] = None; " + code
+            hidden = "import sys; sys.modules['isal'] = None; " + code  # the default install
             plain = harness.run_measured([sys.executable, "-c", hidden])
             results.update(convert_zlib_s=plain["wall_s"], convert_zlib_cpu_s=plain["cpu_s"])
             gunzip.append(harness.timed(f"gzip -dc {src} > /dev/null", shell=True))
