@@ -171,7 +171,6 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="40 x 48 x 40 x 150 (seconds)")
     parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("X", "Y", "Z", "T"))
-    parser.add_argument("--workdir", default=str(HERE / "_data" / "clean"))
     parser.add_argument("--skip-nilearn", action="store_true")
     parser.add_argument(
         "--one-graph",
@@ -184,8 +183,7 @@ def main(argv=None):
         default=None,
         help="to_zarr's batch_bytes (default: its own, 128 MiB)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the data files")
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    harness.common_arguments(parser, HERE / "_data" / "clean", CHILDREN)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 

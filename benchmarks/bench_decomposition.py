@@ -192,9 +192,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
     parser.add_argument("--estimator", choices=["DictLearning", "CanICA"], default="DictLearning")
     parser.add_argument("--confounds", action="store_true", help="fit with the confounds")
-    parser.add_argument("--workdir", default=str(HERE / "_data" / "decomposition"))
-    parser.add_argument("--keep", action="store_true", help="keep the data files")
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    harness.common_arguments(parser, HERE / "_data" / "decomposition", CHILDREN)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 

@@ -191,9 +191,7 @@ def main(argv=None):
     parser.add_argument("--subjects", type=int, default=None)
     parser.add_argument("--timepoints", type=int, default=None)
     parser.add_argument("--resolution", type=float, default=4.0, help="voxel size (mm)")
-    parser.add_argument("--workdir", default=str(HERE / "_data" / "maskers"))
-    parser.add_argument("--keep", action="store_true", help="keep the data files")
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    harness.common_arguments(parser, HERE / "_data" / "maskers", CHILDREN)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 

@@ -223,16 +223,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="40 x 48 x 40 x 150 (seconds)")
     parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("X", "Y", "Z", "T"))
-    parser.add_argument("--workdir", default=str(HERE / "_data" / "seed004"))
     parser.add_argument("--skip-nilearn", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the data files")
     parser.add_argument(
         "--only",
         choices=["convert", "read", "ttest_raw", "lazyconn", "nilearn"],
         action="append",
         help="run only these steps (convert is always run: the others read its store)",
     )
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    harness.common_arguments(parser, HERE / "_data" / "seed004", CHILDREN)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 

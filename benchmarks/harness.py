@@ -17,6 +17,7 @@ counts, and the load says how much to trust the absolute times.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -62,6 +63,14 @@ def peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def common_arguments(parser: argparse.ArgumentParser, workdir, children) -> None:
+    """The options every benchmark has: its data folder, keeping it, and the hidden
+    ``--child`` by which the benchmark runs one measured step in a fresh process."""
+    parser.add_argument("--workdir", default=str(workdir))
+    parser.add_argument("--keep", action="store_true", help="keep the data files")
+    parser.add_argument("--child", choices=sorted(children), help=argparse.SUPPRESS)
 
 
 def child_report(step, *args) -> int:
