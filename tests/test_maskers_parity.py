@@ -17,19 +17,9 @@ from lazyconn.testing.maskers import (
     quiet,
     tiny_affine,
     tiny_run,
+    two_box_labels,
+    two_box_maps,
 )
-
-
-def _labels():
-    data = np.zeros(SHAPE, np.int32)
-    data[1:4, 1:5, 1:6] = 1
-    data[4:7, 3:8, 3:9] = 2
-    return nib.Nifti1Image(data, tiny_affine())
-
-
-def _maps():
-    labels = np.asarray(_labels().dataobj)
-    return nib.Nifti1Image(np.stack([labels == k for k in (1, 2)], -1).astype("f4"), tiny_affine())
 
 
 def _fine_mask(box=None):
@@ -44,10 +34,10 @@ def _fine_mask(box=None):
 
 
 CASES = [
-    ("NiftiLabelsMasker", lambda: {"labels_img": _labels(), "resampling_target": "labels"}),
-    ("NiftiLabelsMasker", lambda: {"labels_img": _labels(), "resampling_target": "data"}),
-    ("NiftiMapsMasker", lambda: {"maps_img": _maps(), "resampling_target": "maps"}),
-    ("NiftiMapsMasker", lambda: {"maps_img": _maps(), "resampling_target": "data"}),
+    ("NiftiLabelsMasker", lambda: {"labels_img": two_box_labels(), "resampling_target": "labels"}),
+    ("NiftiLabelsMasker", lambda: {"labels_img": two_box_labels(), "resampling_target": "data"}),
+    ("NiftiMapsMasker", lambda: {"maps_img": two_box_maps(), "resampling_target": "maps"}),
+    ("NiftiMapsMasker", lambda: {"maps_img": two_box_maps(), "resampling_target": "data"}),
 ]
 
 
@@ -99,10 +89,10 @@ def test_mask_leaving_no_region_is_an_error_like_nilearn(name, kwargs):
 def test_lut_region_names_and_ids_like_nilearn(extra):
     extra = {k: v() if callable(v) else v for k, v in extra.items()}
     img = tiny_run()
-    ref = quiet(nilearn_maskers.NiftiLabelsMasker(_labels(), **extra).fit, img)
+    ref = quiet(nilearn_maskers.NiftiLabelsMasker(two_box_labels(), **extra).fit, img)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # names/labels count (test_warnings_parity)
-        ours = maskers.NiftiLabelsMasker(_labels(), **extra).fit(lazy(img))
+        ours = maskers.NiftiLabelsMasker(two_box_labels(), **extra).fit(lazy(img))
     pd.testing.assert_frame_equal(ours.lut_, ref.lut_)
     assert ours.region_names_ == ref.region_names_
     assert ours.region_ids_ == ref.region_ids_
@@ -115,7 +105,7 @@ def test_4d_mask_img_like_nilearn(name):
     data = np.ones((*SHAPE, 2), np.int8)
     data[0, :, :, 1] = 0  # a voxel is in the mask only if it is in every volume
     mask = nib.Nifti1Image(data, tiny_affine())
-    kwargs = {"labels_img": _labels()} if name == "NiftiLabelsMasker" else {}
+    kwargs = {"labels_img": two_box_labels()} if name == "NiftiLabelsMasker" else {}
     expected = quiet(getattr(nilearn_maskers, name)(mask_img=mask, **kwargs).fit_transform, img)
     got = getattr(maskers, name)(mask_img=mask, **kwargs).fit_transform(lazy(img))
     assert got.dtype == expected.dtype
@@ -181,7 +171,7 @@ def _coarse_run(n_t=5):
 )
 def test_region_atlas_and_region_attributes_like_nilearn(name, kwargs, run):
     """``region_atlas_`` (set by transform) and the region attributes after transform."""
-    labels = np.asarray(_labels().dataobj).copy()
+    labels = np.asarray(two_box_labels().dataobj).copy()
     labels[0, 0, 0] = 3  # a label the half mask removes
     kwargs = dict(kwargs, labels_img=nib.Nifti1Image(labels, tiny_affine()))
     if kwargs.get("mask_img") == "half":
@@ -211,8 +201,8 @@ def test_region_atlas_and_region_attributes_like_nilearn(name, kwargs, run):
 
 
 def test_region_atlas_is_set_by_transform_like_nilearn():
-    masker = maskers.NiftiLabelsMasker(_labels()).fit()
+    masker = maskers.NiftiLabelsMasker(two_box_labels()).fit()
     assert not hasattr(masker, "region_atlas_")
-    assert not hasattr(nilearn_maskers.NiftiLabelsMasker(_labels()).fit(), "region_atlas_")
+    assert not hasattr(nilearn_maskers.NiftiLabelsMasker(two_box_labels()).fit(), "region_atlas_")
     masker.transform(lazy(tiny_run()), compute=False)
     assert masker.region_atlas_.shape == SHAPE

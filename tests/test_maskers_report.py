@@ -17,21 +17,16 @@ from nilearn import maskers as nilearn_maskers
 from lazyconn import maskers
 from lazyconn.exceptions import ParameterError
 from lazyconn.maskers._report import labels_summary
-from lazyconn.testing.maskers import SHAPE, lazy, tiny_affine, tiny_run
+from lazyconn.testing.maskers import (
+    SHAPE,
+    lazy,
+    tiny_affine,
+    tiny_run,
+    two_box_labels,
+    two_box_maps,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _labels():
-    data = np.zeros(SHAPE, np.int32)
-    data[1:4, 1:5, 1:6] = 1
-    data[4:7, 3:8, 3:9] = 2
-    return nib.Nifti1Image(data, tiny_affine())
-
-
-def _maps():
-    labels = np.asarray(_labels().dataobj)
-    return nib.Nifti1Image(np.stack([labels == k for k in (1, 2)], -1).astype("f4"), tiny_affine())
 
 
 def _mask():
@@ -43,9 +38,9 @@ def _mask():
 CASES = {
     "NiftiMasker": lambda: {"mask_img": _mask()},
     "MultiNiftiMasker": dict,
-    "NiftiLabelsMasker": lambda: {"labels_img": _labels(), "mask_img": _mask()},
-    "MultiNiftiLabelsMasker": lambda: {"labels_img": _labels()},
-    "NiftiMapsMasker": lambda: {"maps_img": _maps()},
+    "NiftiLabelsMasker": lambda: {"labels_img": two_box_labels(), "mask_img": _mask()},
+    "MultiNiftiLabelsMasker": lambda: {"labels_img": two_box_labels()},
+    "NiftiMapsMasker": lambda: {"maps_img": two_box_maps()},
     "NiftiSpheresMasker": lambda: {"seeds": [(0.0, 0.0, 0.0), (6.0, 6.0, 9.0)], "radius": 4.0},
 }
 
@@ -124,12 +119,17 @@ def _both(name, kwargs, fit, **report_kwargs):
         ("NiftiMasker", lambda: {"mask_img": _mask()}, "none", {}),
         pytest.param(  # both draw on the MNI152 template: > 5 s under load
             "NiftiLabelsMasker",
-            lambda: {"labels_img": _labels()},
+            lambda: {"labels_img": two_box_labels()},
             "none",
             {},
             marks=pytest.mark.slow,
         ),
-        ("NiftiMapsMasker", lambda: {"maps_img": _maps()}, "imgs", {"displayed_maps": [0, 5]}),
+        (
+            "NiftiMapsMasker",
+            lambda: {"maps_img": two_box_maps()},
+            "imgs",
+            {"displayed_maps": [0, 5]},
+        ),
         ("NiftiSpheresMasker", lambda: {"seeds": [(0.0, 0.0, 0.0)]}, "imgs", {}),
         ("MultiNiftiMasker", dict, "imgs", {}),
     ],
@@ -150,7 +150,11 @@ def test_report_warnings_like_nilearn(name, kwargs, fit, report_kwargs):
 
 
 def test_labels_summary_table_like_nilearn():
-    kwargs = {"labels_img": _labels(), "mask_img": _mask(), "labels": ["Background", "a", "b"]}
+    kwargs = {
+        "labels_img": two_box_labels(),
+        "mask_img": _mask(),
+        "labels": ["Background", "a", "b"],
+    }
     run = tiny_run(n_t=4)
     ref = nilearn_maskers.NiftiLabelsMasker(**kwargs)
     ours = maskers.NiftiLabelsMasker(**kwargs)
@@ -174,10 +178,10 @@ def test_report_without_matplotlib_names_the_extra(monkeypatch):
 
 
 def test_report_bad_arguments():
-    masker = maskers.NiftiMapsMasker(_maps()).fit()
+    masker = maskers.NiftiMapsMasker(two_box_maps()).fit()
     with pytest.raises(ParameterError, match="engine='brainsprite' is not valid"):
         masker.generate_report(engine="brainsprite")
     with pytest.raises(TypeError, match="displayed_maps"):
-        nilearn_maskers.NiftiMapsMasker(_maps()).fit().generate_report(displayed_maps="two")
+        nilearn_maskers.NiftiMapsMasker(two_box_maps()).fit().generate_report(displayed_maps="two")
     with pytest.raises(TypeError, match=r"displayed_maps.*got 'two'"):
         masker.generate_report(displayed_maps="two")

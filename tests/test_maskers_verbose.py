@@ -18,19 +18,14 @@ from nilearn import maskers as nilearn_maskers
 
 from lazyconn import maskers
 from lazyconn.exceptions import ParameterTypeError
-from lazyconn.testing.maskers import SHAPE, lazy, tiny_affine, tiny_run
-
-
-def _labels():
-    data = np.zeros(SHAPE, np.int32)
-    data[1:4, 1:5, 1:6] = 1
-    data[4:7, 3:8, 3:9] = 2
-    return nib.Nifti1Image(data, tiny_affine())
-
-
-def _maps():
-    labels = np.asarray(_labels().dataobj)
-    return nib.Nifti1Image(np.stack([labels == k for k in (1, 2)], -1).astype("f4"), tiny_affine())
+from lazyconn.testing.maskers import (
+    SHAPE,
+    lazy,
+    tiny_affine,
+    tiny_run,
+    two_box_labels,
+    two_box_maps,
+)
 
 
 def _mask():
@@ -51,12 +46,12 @@ CASES = {
         lambda: {"mask_img": _mask(), "smoothing_fwhm": 4, "detrend": True},
     ),
     "MultiNiftiMasker": ("MultiNiftiMasker", lambda: {}),
-    "NiftiLabelsMasker": ("NiftiLabelsMasker", lambda: {"labels_img": _labels()}),
+    "NiftiLabelsMasker": ("NiftiLabelsMasker", lambda: {"labels_img": two_box_labels()}),
     "NiftiLabelsMasker mask": (
         "NiftiLabelsMasker",
-        lambda: {"labels_img": _labels(), "mask_img": _mask()},
+        lambda: {"labels_img": two_box_labels(), "mask_img": _mask()},
     ),
-    "NiftiMapsMasker": ("NiftiMapsMasker", lambda: {"maps_img": _maps()}),
+    "NiftiMapsMasker": ("NiftiMapsMasker", lambda: {"maps_img": two_box_maps()}),
     "NiftiSpheresMasker": (
         "NiftiSpheresMasker",
         lambda: {"seeds": [(0.0, 0.0, 0.0)], "radius": 4.0, "mask_img": _mask()},
@@ -129,7 +124,7 @@ def test_verbose_messages_like_nilearn(case, verbose):
 
 def test_verbose_messages_of_resampling_like_nilearn():
     """Regions and mask resampled at fit (labels onto a coarser run)."""
-    kwargs = {"labels_img": _labels(), "mask_img": _mask(), "verbose": 1}
+    kwargs = {"labels_img": two_box_labels(), "mask_img": _mask(), "verbose": 1}
     theirs = _run(nilearn_maskers.NiftiLabelsMasker(**kwargs), _coarse_run(), False)
     ours = _run(maskers.NiftiLabelsMasker(**kwargs), lazy(_coarse_run()), False)
     expected = _steps(theirs["fit"], "NiftiLabelsMasker")

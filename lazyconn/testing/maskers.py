@@ -45,6 +45,20 @@ def tiny_run(seed=0, dtype=np.float32, n_t=N_T):
     return nib.Nifti1Image(data, tiny_affine())
 
 
+def two_box_labels():
+    """Two box-shaped regions (labels 1 and 2) on the tiny grid, background 0."""
+    data = np.zeros(SHAPE, np.int32)
+    data[1:4, 1:5, 1:6] = 1
+    data[4:7, 3:8, 3:9] = 2
+    return nib.Nifti1Image(data, tiny_affine())
+
+
+def two_box_maps():
+    """:func:`two_box_labels` as two binary maps (float32, one region per volume)."""
+    labels = np.asarray(two_box_labels().dataobj)
+    return nib.Nifti1Image(np.stack([labels == k for k in (1, 2)], -1).astype("f4"), tiny_affine())
+
+
 def lazy(img, chunks=UNEVEN):
     data = np.asanyarray(img.dataobj)
     chunks = chunks[: data.ndim - 1] + (data.shape[-1],) if data.ndim == 4 else chunks[:3]
