@@ -23,7 +23,7 @@ from lazyconn.exceptions import (
     ParameterError,
 )
 from lazyconn.image._lazyimage import LazyImage
-from lazyconn.image._niimg import check_same_fov, load_img, new_img_like
+from lazyconn.image._niimg import load_img, new_img_like
 from lazyconn.ops.spatial import extrapolate_out_mask
 
 __all__ = ["get_bounds", "resample_img", "resample_to_img"]
@@ -304,14 +304,22 @@ def resample_to_img(
     )
 
 
-def on_grid_of(img, reference, interpolation="nearest") -> LazyImage:
-    """``img`` on ``reference``'s grid: itself when the fields of view agree, else resampled
-    (nearest by default: masks and labels keep their values)."""
-    if check_same_fov(img, reference, raise_error=False):
+def is_on_grid(img, shape, affine) -> bool:
+    """Whether ``img`` is on the (``shape``, ``affine``) grid: equal spatial shape and
+    ``np.allclose`` affines, as :func:`check_same_fov`."""
+    return tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine)
+
+
+def to_grid(img, shape, affine, interpolation="nearest"):
+    """``img`` on the (``shape``, ``affine``) grid: itself when it is already there, else
+    resampled (nearest by default: masks and labels keep their values)."""
+    if is_on_grid(img, shape, affine):
         return img
     return resample_img(
-        img,
-        target_affine=reference.affine,
-        target_shape=reference.shape[:3],
-        interpolation=interpolation,
+        img, target_affine=affine, target_shape=tuple(shape), interpolation=interpolation
     )
+
+
+def on_grid_of(img, reference, interpolation="nearest"):
+    """``img`` on ``reference``'s grid (see :func:`to_grid`)."""
+    return to_grid(img, reference.shape[:3], reference.affine, interpolation)

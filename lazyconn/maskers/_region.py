@@ -14,7 +14,7 @@ import numpy as np
 from lazyconn._utils import warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
-from lazyconn.image import resample_img
+from lazyconn.image.resampling import is_on_grid, to_grid
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 from lazyconn.ops.weights import region_reduce, region_weights
 
@@ -33,22 +33,11 @@ class RegionPlan:
         self.blocks = {}  # per-chunking block weights, shared by the runs of this grid
 
 
-def on_grid(img, shape, affine) -> bool:
-    """Whether ``img`` (any image with ``shape`` and ``affine``) is on the (shape, affine) grid."""
-    return tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine)
-
-
 def mask_on_grid(mask_img, shape, affine):
     """The fitted mask's boolean data on the (shape, affine) grid (nearest resampling)."""
     if mask_img is None:
         return None
-    mdata = np.asarray(mask_img.dataobj).astype(bool)
-    if tuple(mdata.shape) == tuple(shape) and np.allclose(mask_img.affine, affine):
-        return mdata
-    res = resample_img(
-        mask_img, target_affine=affine, target_shape=tuple(shape), interpolation="nearest"
-    )
-    return np.asarray(res.data.compute() if hasattr(res, "data") else res.dataobj).astype(bool)
+    return np.asarray(to_grid(mask_img, shape, affine).dataobj).astype(bool)
 
 
 class RegionMasker(BaseMasker):
@@ -84,7 +73,7 @@ class RegionMasker(BaseMasker):
     def _warn_resampled_at_transform(what, img, shape, affine, hint=None) -> None:
         """nilearn's notice when ``what`` (labels, maps, mask, images) is resampled at
         transform time: ``img`` (a nibabel image or None) is not on the (shape, affine) grid."""
-        if img is None or on_grid(img, shape, affine):
+        if img is None or is_on_grid(img, shape, affine):
             return
         hint = hint or (
             "make sure to pass the images you want to transform to fit() first, or directly "

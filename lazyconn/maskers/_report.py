@@ -113,14 +113,9 @@ def reporting_data(masker, imgs):
 # ---------------------------------------------------------------------- drawing
 def _on_grid(img, ref, interpolation):
     """``img`` (3-D) on ``ref``'s grid, as numpy."""
-    from lazyconn.image import load, resample_img
+    from lazyconn.image.resampling import on_grid_of
 
-    if tuple(img.shape[:3]) == tuple(ref.shape[:3]) and np.allclose(img.affine, ref.affine):
-        return np.asarray(img.dataobj)
-    res = resample_img(
-        img, target_affine=ref.affine, target_shape=ref.shape[:3], interpolation=interpolation
-    )
-    return np.asarray(load(res).data.compute())
+    return np.asarray(on_grid_of(img, ref, interpolation).dataobj)
 
 
 def _canonical(data, affine):

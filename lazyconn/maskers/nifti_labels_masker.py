@@ -13,7 +13,8 @@ from lazyconn._utils import check_in, warn
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
 from lazyconn.image._niimg import check_same_fov, finite_data, load_3d
-from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid, on_grid
+from lazyconn.image.resampling import is_on_grid, to_grid
+from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 from lazyconn.ops import spatial
 from lazyconn.ops.voxels import gather
 
@@ -194,7 +195,7 @@ class NiftiLabelsMasker(RegionMasker):
                 names = ["labels_img", "imgs"] + (["mask_img"] if self.mask_img_ else [])
                 check_same_fov(*imgs_, names=names)
             elif self.resampling_target == "data":
-                if not on_grid(labels, run.shape, run.affine):
+                if not is_on_grid(labels, run.shape, run.affine):
                     self._log("fit", "Resampling regions")
                 self.labels_img_ = self._labels_on_grid(run.shape[:3], run.affine)
         if self.resampling_target == "labels" or (
@@ -213,13 +214,9 @@ class NiftiLabelsMasker(RegionMasker):
     def _labels_on_grid(self, shape, affine):
         """Fitted labels on a grid (nearest resampling), as a nibabel image."""
         img = self.labels_img_
-        if tuple(img.shape[:3]) == tuple(shape) and np.allclose(img.affine, affine):
+        res = to_grid(img, shape, affine)
+        if res is img:
             return img
-        from lazyconn.image import resample_img
-
-        res = resample_img(
-            img, target_affine=affine, target_shape=tuple(shape), interpolation="nearest"
-        )
         data = np.asarray(load(res).data.compute())
         before = set(np.unique(np.asarray(img.dataobj)).tolist())
         after = set(np.unique(data).tolist())

@@ -13,7 +13,8 @@ from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
 from lazyconn.image._niimg import check_same_fov, load_4d
-from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid, on_grid
+from lazyconn.image.resampling import is_on_grid, to_grid
+from lazyconn.maskers._region import RegionMasker, RegionPlan, mask_on_grid
 
 
 class _MapsFinish:
@@ -148,7 +149,7 @@ class NiftiMapsMasker(RegionMasker):
         if self.resampling_target == "maps":
             ref = (self.maps_img_.shape[:3], self.maps_img_.affine)
         if ref is not None:
-            if self.resampling_target != "maps" and not on_grid(maps, *ref):
+            if self.resampling_target != "maps" and not is_on_grid(maps, *ref):
                 self._log("fit", "Resampling regions")
             self.maps_img_ = self._maps_on_grid(*ref)
             grid_maps = np.asarray(self.maps_img_.dataobj)
@@ -173,16 +174,10 @@ class NiftiMapsMasker(RegionMasker):
 
     def _maps_on_grid(self, shape, affine):
         img = self.maps_img_
-        if tuple(img.shape[:3]) == tuple(shape) and np.allclose(img.affine, affine):
+        res = to_grid(img, shape, affine, "linear")
+        if res is img:
             return img
-        from lazyconn.image import resample_img
-
-        res = load(
-            resample_img(
-                img, target_affine=affine, target_shape=tuple(shape), interpolation="linear"
-            )
-        )
-        data = np.asarray(res.data.compute())
+        data = np.asarray(res.dataobj)
         if not np.any(data):
             raise ParameterError("No map left after resampling maps_img onto the images' grid.")
         return nib.Nifti1Image(data, affine)
