@@ -7,6 +7,8 @@ rounding and the components equal stock nilearn's (spatial |r| after Hungarian m
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 
 import nibabel as nib
@@ -85,6 +87,72 @@ def _stock(name, study, **kw):
 def stock(study):
     """Stock nilearn's fits of the study, once per estimator."""
     return {name: _stock(name, study) for name in PARAMS}
+
+
+def _step_lines(name, fit):
+    """The ``[name.fit] ...`` lines ``fit`` writes on stdout or stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        fit()
+    lines = (out.getvalue() + err.getvalue()).splitlines()
+    return [line for line in lines if line.startswith(f"[{name}.")]
+
+
+def _overriding_notices(fit):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit()
+    return [str(w.message) for w in caught if "Overriding" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "masker_kw, estimator_kw, n_notices",
+    [
+        ({}, {}, 1),  # CanICA's defaults differ from the masker's: four parameters listed
+        (
+            {"smoothing_fwhm": 6, "detrend": True, "standardize": True, "mask_strategy": "epi"},
+            {},
+            0,
+        ),
+        ({"smoothing_fwhm": 4.0}, {"smoothing_fwhm": 8.0, "verbose": 0, "t_r": 2.0}, 1),
+    ],
+)
+def test_a_given_masker_overriding_estimator_parameters_warns_as_nilearn(
+    masker_kw, estimator_kw, n_notices, study
+):
+    from nilearn.maskers import MultiNiftiMasker as NilearnMultiNiftiMasker
+
+    from lazyconn.maskers import MultiNiftiMasker
+
+    runs = study.func[:2]
+    kw = {"n_components": 2, "random_state": 0, "n_init": 1, **estimator_kw}
+    theirs = _overriding_notices(
+        lambda: _nilearn("CanICA", mask=NilearnMultiNiftiMasker(**masker_kw), **kw).fit(runs)
+    )
+    ours = _overriding_notices(
+        lambda: ld.CanICA(mask=MultiNiftiMasker(**masker_kw), **kw).fit(runs)
+    )
+    assert len(theirs) == n_notices
+    assert ours == theirs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_verbose_step_lines_are_nilearns(name, study):
+    """verbose=1: nilearn's step messages, in nilearn's order (lazyconn writes them on
+    stderr, with its own progress lines beside them)."""
+    kw = {**PARAMS[name], "verbose": 1}
+    runs, confounds = study.func, study.reduced_confounds
+    theirs = _step_lines(name, lambda: _nilearn(name, **kw).fit(runs, confounds=confounds))
+    ours = _step_lines(name, lambda: getattr(ld, name)(**kw).fit(runs, confounds=confounds))
+    assert theirs and ours == theirs
+    quiet = {**PARAMS[name], "verbose": 0}
+    assert _step_lines(name, lambda: getattr(ld, name)(**quiet).fit(runs)) == []
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
+from lazyconn._progress import log_step
 from lazyconn._utils import check_fitted, check_type, is_path_like, warn
 from lazyconn.config import DECOMPOSITION_MEMORY_BUDGET, DECOMPOSITION_SUBJECT_BYTES
 from lazyconn.exceptions import (
@@ -150,6 +151,10 @@ def reduce_run(x, n_components: int, keep_bytes: int, rng_state=None) -> np.ndar
         c = randomized_coefficients(g, omega, k, n_iter)
     b = np.asarray(project(c, x).compute())
     return flip_rows(b).astype(x.dtype, copy=False)
+
+
+#: Parameters nilearn's ``check_embedded_masker`` forwards from the estimator without comparing.
+_NOT_COMPARED_WITH_MASKER = frozenset({"memory", "memory_level", "verbose", "copy", "n_jobs"})
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,7 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         """A MultiNiftiMasker from the estimator's parameters (nilearn's
         ``check_embedded_masker``); a given masker is copied with its own parameters."""
         if isinstance(self.mask, NiftiMasker):
+            self._warn_overriding(self.mask)
             fitted = self.mask.__sklearn_is_fitted__()
             masker = self.mask if fitted else clone(self.mask)
             return masker, fitted
@@ -324,6 +330,27 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             verbose=max(0, int(self.verbose) - 1),  # nilearn's check_embedded_masker
         )
         return masker, False
+
+    def _warn_overriding(self, masker) -> None:
+        """nilearn's notice when a given masker's parameters replace the estimator's own
+        (``check_embedded_masker``: the same parameters compared, the same message)."""
+        ours, theirs = self.get_params(deep=False), masker.get_params(deep=False)
+        conflicts = []
+        for name in sorted(set(ours) & set(theirs) - _NOT_COMPARED_WITH_MASKER):
+            try:
+                differ = bool(np.any(theirs[name] != ours[name]))
+            except ValueError:  # arrays of different shapes
+                differ = True
+            if differ:
+                conflicts.append(
+                    f"Parameter {name} :\n    Masker parameter {theirs[name]}"
+                    f" - overriding estimator parameter {ours[name]}\n"
+                )
+        if conflicts:
+            warn(
+                "Overriding provided-default estimator parameters with provided masker "
+                "parameters :\n" + "".join(conflicts)
+            )
 
     def _budget(self) -> int:
         return DECOMPOSITION_MEMORY_BUDGET if self.memory_budget is None else self.memory_budget
@@ -364,6 +391,7 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
                     masker.fit()
         self.masker_ = masker
         self.mask_img_ = masker.mask_img_
+        self._log("Loading data")
         with timer("reductions"):
             data = self._mask_and_reduce(imgs, runs, confounds)
         try:
@@ -375,6 +403,11 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         # The fit's stages, then the per-subject pass's own (run_group's).
         self.timings_ = {**timer.seconds, **self.timings_}
         return self
+
+    def _log(self, message: str) -> None:
+        """nilearn's ``[Class.fit] message`` step line at ``verbose >= 1`` (on stderr)."""
+        if self.verbose:
+            log_step(f"{type(self).__name__}.fit", message)
 
     def _subjects(self, imgs, confounds, rng_states=None, params=None) -> list[Subject]:
         """One subject per run, named by its index; with ``params`` (the cache's token of

@@ -27,6 +27,9 @@ class CanICA(_BaseDecomposition):
     ----------
     mask : 3-D image, NiftiMasker or MultiNiftiMasker, optional
         Mask (or masker) of the data; computed from the runs with ``mask_strategy`` if None.
+        A masker's own parameters are used, with nilearn's "Overriding provided-default
+        estimator parameters" UserWarning listing those that differ from the estimator's.
+        A plain ``NiftiMasker`` is accepted too (nilearn 0.14.1 requires a MultiNiftiMasker).
     n_components : int, default=20
         Number of components to extract.
     smoothing_fwhm : float, optional, default=6
@@ -67,7 +70,8 @@ class CanICA(_BaseDecomposition):
         Accepted for compatibility; subjects run in parallel on dask's scheduler (see
         ``client``), FastICA restarts sequentially.
     verbose : int, default=0
-        > 0: a progress bar of subjects on stderr.
+        > 0: nilearn's ``[Class.fit]`` step lines and a progress bar of subjects, on stderr
+        (nilearn prints its lines on stdout); the embedded masker gets ``verbose - 1``.
     client : None, "local", str or distributed.Client, optional
         lazyconn only, keyword. Where the per-subject reductions run: None: dask's current
         scheduler (threads); "local": a ``LocalCluster`` of ``n_workers`` processes started

@@ -187,6 +187,9 @@ class DictLearning(_BaseDecomposition):
         Lasso solver of scikit-learn's dictionary learning.
     mask : 3-D image, NiftiMasker or MultiNiftiMasker, optional
         Mask (or masker); computed from the runs with ``mask_strategy`` if None.
+        A masker's own parameters are used, with nilearn's "Overriding provided-default
+        estimator parameters" UserWarning listing those that differ from the estimator's.
+        A plain ``NiftiMasker`` is accepted too (nilearn 0.14.1 requires a MultiNiftiMasker).
     smoothing_fwhm : float, optional, default=4
         Gaussian smoothing of the runs, in mm.
     standardize : {'zscore_sample', 'psc', True, False, None}, default=True
@@ -210,7 +213,8 @@ class DictLearning(_BaseDecomposition):
     n_jobs : int, default=1
         Accepted for compatibility; subjects run in parallel on dask's scheduler.
     verbose : int, default=0
-        > 0: a progress bar of subjects on stderr.
+        > 0: nilearn's ``[Class.fit]`` step lines and a progress bar of subjects, on stderr
+        (nilearn prints its lines on stdout); the embedded masker gets ``verbose - 1``.
     memory : str or path, optional
         lazyconn: where the temporary Zarr stack of a study larger than ``memory_budget`` is
         written (nothing is cached with joblib).
@@ -347,12 +351,15 @@ class DictLearning(_BaseDecomposition):
 
     def _raw_fit(self, data):
         """CanICA init, ridge loadings, ``dict_learning_online`` on ``data`` (N, V)."""
+        self._log("Learning initial components")
         self._init_dict(data)
         n_features = data.shape[1]
+        self._log("Computing initial loadings")
         self.loadings_init_ = _compute_loadings(self.components_init_, data)
         if not isinstance(data, np.ndarray):
             data = np.asarray(data.compute(), order="F")
         max_iter = ((n_features - 1) // self.batch_size + 1) * self.n_epochs
+        self._log(" Learning dictionary")  # nilearn's leading space
         code = _dict_learning_online(
             data.T,
             self.n_components,
