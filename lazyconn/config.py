@@ -19,6 +19,11 @@ def float_dtype_for(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def mean_dtype(dtype) -> np.dtype:
+    """dtype of a temporal mean of ``dtype`` voxels (numpy's ``mean``: ints -> float64)."""
+    return np.mean(np.zeros(1, dtype=dtype)).dtype
+
+
 def default_chunks(shape: tuple[int, ...], dtype, target_bytes: int = DEFAULT_CHUNK_BYTES):
     """Spatial blocks with the whole time axis (and whole volume for 3-D if small).
 

@@ -156,8 +156,8 @@ class LazyImage(nib.Nifti1Image):
                 self.update_header()
         self.data = data
         self.source = source
-        # (unscaled dask array in x,y,z,t order, NIfTI header bytes, NiftiFile or None) of
-        # the source file or store.
+        # (unscaled dask array in x,y,z,t order, NIfTI header bytes, NiftiFile or None,
+        # stored temporal mean or None) of the source file or store.
         self._raw = _raw
 
     @property

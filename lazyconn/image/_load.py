@@ -76,13 +76,13 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
         check_exists("src", url, storage_options, expected=ACCEPTED_PATHS)
         if not name.endswith((".nii", ".nii.gz")) and is_store(url, storage_options):
             info = open_store(url, storage_options)
-            data, raw = store_arrays(info, chunks)
+            data, raw, mean = store_arrays(info, chunks)
             return LazyImage(
                 data,
                 info.affine,
                 info.header,
                 source=redact(url),
-                _raw=(raw, info.header_bytes, None),
+                _raw=(raw, info.header_bytes, None, mean),
             )
         return _nifti_image(NiftiFile(url, storage_options), chunks, redact(url))
     raise ParameterTypeError(
@@ -100,5 +100,5 @@ def _nifti_image(nifti, chunks, source, affine=None) -> LazyImage:
     if affine is None:
         affine = nifti.header.get_best_affine()
     return LazyImage(
-        data, affine, nifti.header, source=source, _raw=(raw, nifti.header_bytes, nifti)
+        data, affine, nifti.header, source=source, _raw=(raw, nifti.header_bytes, nifti, None)
     )

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from lazyconn._docs import fill_doc
 from lazyconn._utils import warn
-from lazyconn.config import float_dtype_for
+from lazyconn.config import float_dtype_for, mean_dtype
 from lazyconn.exceptions import (
     DimensionError,
     LazyconnWarning,
@@ -132,21 +132,23 @@ def smooth_img(imgs, fwhm):
 # ---------------------------------------------------------------------------------------
 # mean, index, math
 # ---------------------------------------------------------------------------------------
-def _mean_dtype(dtype) -> np.dtype:
-    return np.mean(np.zeros(1, dtype=dtype)).dtype
-
-
 def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
     """Lazy nilearn ``compute_mean``: (mean over time, affine), optionally resampled/smoothed.
 
     The mean is accumulated in float64 and cast to numpy's result dtype (float32 stays
-    float32), so it can differ from numpy's float32 summation in the last bits.
+    float32), so it can differ from numpy's float32 summation in the last bits. A run
+    opened from a store that holds its temporal mean (``convert`` stores it) reads that
+    instead of the run: the same values, bit for bit.
     """
 
     img = load_img(imgs, "imgs")
     data = img.data
     if img.ndim == 4:
-        data = data.mean(axis=-1, dtype=np.float64).astype(_mean_dtype(data.dtype))
+        stored = img._raw[3] if img._raw is not None else None
+        if stored is not None:
+            data = stored
+        else:
+            data = data.mean(axis=-1, dtype=np.float64).astype(mean_dtype(data.dtype))
     mean = resample_img(
         LazyImage(data, img.affine, img.header),
         target_affine=target_affine,
@@ -180,7 +182,10 @@ def mean_img(imgs, target_affine=None, target_shape=None, verbose=0, n_jobs=1, c
     Returns
     -------
     LazyImage
-        3-D, lazy: the mean is a reduction over time chunks, accumulated in float64.
+        3-D, lazy: the mean is a reduction over time chunks, accumulated in float64. A run
+        opened unchanged from a store that holds its temporal mean (stores made by
+        ``convert``) reads the stored mean (one value per voxel, equal bit for bit) instead
+        of the whole run.
     """
     del verbose, n_jobs
     if not _is_list_of_images(imgs):

@@ -44,8 +44,9 @@ class _CheckedZarr:
             if "checksum" not in str(exc):
                 raise
             where = tuple((k.start or 0) // c for k, c in zip(key, self.chunks, strict=False))
+            axes = ", ".join(("t", "z", "y", "x")[4 - self.ndim :])
             raise ChecksumError(
-                f"store {self.shown!r}: chunk {where} (t, z, y, x chunk indices) fails its "
+                f"store {self.shown!r}: chunk {where} ({axes} chunk indices) fails its "
                 "crc32c checksum (corrupted bytes); expected the bytes written at "
                 "conversion: convert it again (overwrite=True)."
             ) from None
@@ -100,20 +101,34 @@ def _scaled(raw: da.Array, slope, inter, dtype) -> da.Array:
     )
 
 
-def store_arrays(info: StoreInfo, chunks=None) -> tuple[da.Array, da.Array]:
-    """(scaled, raw) dask arrays (x, y, z[, t]) over a store's voxel array."""
+def _zarr_array(array, info: StoreInfo, kind: str) -> da.Array:
+    """A store's zarr array as a dask array in x, y, z[, t] order (one task per chunk)."""
     ident = info.meta.get("uuid") if info.meta else None
-    token = tokenize(ident or info.url, info.header_bytes, info.array.shape, info.array.chunks)
+    token = tokenize(ident or info.url, info.header_bytes, array.shape, array.chunks)
     stored = da.from_array(
-        _CheckedZarr(info.array, redact(info.url)),
-        chunks=info.array.chunks,
-        name=f"zarr-{token}",
+        _CheckedZarr(array, redact(info.url)),
+        chunks=array.chunks,
+        name=f"zarr-{token}" if kind == "voxels" else f"zarr-{kind}-{token}",
         lock=False,
         asarray=False,
         fancy=False,
-        meta=np.empty((0,) * info.array.ndim, dtype=info.array.dtype),
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
     )
-    raw = stored.transpose(tuple(range(stored.ndim))[::-1])
+    return stored.transpose(tuple(range(stored.ndim))[::-1])
+
+
+def store_arrays(info: StoreInfo, chunks=None) -> tuple[da.Array, da.Array, da.Array | None]:
+    """(scaled, raw, mean) dask arrays (x, y, z[, t]) over a store's voxel array.
+
+    ``mean`` is the store's temporal mean (x, y, z), or None: when the store has none, or
+    when ``chunks`` rechunks the voxels (the stored mean equals dask's mean of the stored
+    chunks' layout, bit for bit; other chunks may sum in another order).
+    """
+    raw = _zarr_array(info.array, info, "voxels")
+    stored_chunks = raw.chunks
     if chunks is not None:
         raw = raw.rechunk(chunks)
-    return _scaled(raw, info.slope, info.inter, info.dtype), raw
+    mean = None
+    if info.mean is not None and raw.chunks == stored_chunks:
+        mean = _zarr_array(info.mean, info, "mean")
+    return _scaled(raw, info.slope, info.inter, info.dtype), raw, mean

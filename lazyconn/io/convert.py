@@ -11,7 +11,9 @@ per file (measured alternatives and figures: ``docs/format.md``):
    smaller than the voxels (masked runs: ~5x), so little reaches the page cache or disk.
 2. *assemble*: each work unit (the ``x`` chunks of one ``(y, z)`` chunk row) decompresses
    each chunk's pieces straight into that chunk's buffer (pieces are shaped as the chunk)
-   and writes it. Units run in parallel; each holds one chunk.
+   and writes it, and its voxels' temporal mean (the store's ``mean`` array, which
+   ``mean_img`` and the EPI masks read instead of the run). Units run in parallel; each
+   holds one chunk.
 
 A local uncompressed ``.nii`` skips staging: units read the source file in place
 (``os.preadv``, one contiguous run per time point and z plane).
@@ -37,7 +39,7 @@ from dask.base import tokenize
 
 from lazyconn._progress import dask_progress, futures_progress
 from lazyconn._utils import check_type
-from lazyconn.config import default_chunks
+from lazyconn.config import default_chunks, mean_dtype
 from lazyconn.exceptions import (
     IncompleteStoreError,
     InputFileError,
@@ -47,6 +49,8 @@ from lazyconn.io._fs import check_url, check_writable, get_fs, is_local, local_p
 from lazyconn.io._locks import WriterLock, scratch_name, sweep_stale_scratch, terminate_cleanly
 from lazyconn.io.nifti import NiftiFile, header_bytes_with_dtype, scale
 from lazyconn.io.store import (
+    DATA_PATH,
+    MEAN_PATH,
     _zarr_store,
     check_chunks,
     create_store,
@@ -108,6 +112,8 @@ class _Job:
         self.scratch_path = scratch_name(scratch_dir)  # names this host and pid (sweepable)
         self.lock = lock  # the destination's WriterLock, released by _finish
         self.in_place = is_local(nifti.url) and not nifti.compressed
+        # The stored values' scaling when read back (none once scaled to ``out_dtype``).
+        self.read_scaling = (nifti.slope, nifti.inter) if out_dtype is None else (1.0, 0.0)
         self.units = _plan_units(self.shape4, self.chunks4, nifti.raw_dtype.itemsize, unit_bytes)
         self.token = tokenize(nifti.token, dst, chunks, out_dtype, unit_bytes)
 
@@ -429,9 +435,26 @@ def _pread(fd, buf: np.ndarray, offset: int) -> None:
         raise InputFileError(f"unexpected end of voxel data at byte {offset + got}.")
 
 
-def _open_data_array(job: _Job):
+def _writers(job: _Job):
+    """(voxels, temporal mean) chunk writers of the job's store (mean: None for 3-D)."""
     group = zarr.open_group(_zarr_store(job.dst, job.dst_options, read_only=False), mode="r+")
-    return group["0"]
+    mean = _ChunkWriter(group[MEAN_PATH]) if job.nifti.ndim == 4 else None
+    return _ChunkWriter(group[DATA_PATH]), mean
+
+
+def _temporal_mean(stored: np.ndarray, slope=1.0, inter=0.0) -> np.ndarray:
+    """Each voxel's mean over time (axis 0) of stored (t, z, y, x) values read with
+    ``slope``/``inter``, computed as dask's ``mean(axis=-1, dtype=float64)`` of the read
+    chunk does (float64 sum, divide, numpy's mean dtype): the stored mean equals
+    ``mean_img`` of the run bit for bit."""
+    values = stored if (slope, inter) in ((1.0, 0.0), (1, 0)) else scale(stored, slope, inter)
+    total = np.sum(values, axis=0, dtype=np.float64)
+    return np.divide(total, values.shape[0], dtype=np.float64).astype(mean_dtype(values.dtype))
+
+
+def _write_mean(writer, coords, region, stored: np.ndarray, job: _Job) -> None:
+    """The temporal mean of one stored chunk's voxels (``stored``: unpadded) into ``mean``."""
+    writer.write(coords[1:], region[1:], _temporal_mean(stored, *job.read_scaling))
 
 
 def _write_unit(staged, job: _Job, unit) -> int:
@@ -463,7 +486,7 @@ def _write_staged_unit(staged: _Staged, job: _Job, unit) -> int:
     dtype = job.nifti.raw_dtype
     shape = (job.shape4[3], cz, cy, cx)
     nbytes = int(np.prod(shape)) * dtype.itemsize
-    writer = _ChunkWriter(_open_data_array(job))
+    writer, means = _writers(job)
     buf = _BUFFERS.acquire(nbytes)  # one chunk, not the unit
     fd = os.open(staged.path, os.O_RDONLY)
     try:
@@ -476,6 +499,8 @@ def _write_staged_unit(staged: _Staged, job: _Job, unit) -> int:
             coords = (0, z0 // cz, y0 // cy, xs // cx)
             if job.nifti.ndim == 3:
                 chunk, coords, region = chunk[0], coords[1:], region[1:]
+            else:
+                _write_mean(means, coords, region, chunk[:, : n[2], : n[1], : n[0]], job)
             writer.write_padded(coords, region, chunk)
     finally:
         os.close(fd)
@@ -492,7 +517,7 @@ def _write_block(staged, job: _Job, unit, buf) -> int:
         os.close(fd)
     block = _to_stored(block, job)
     x0, x1, y0, y1, z0, z1 = unit
-    writer = _ChunkWriter(_open_data_array(job))
+    writer, means = _writers(job)
     cx, cy, cz, _ = job.chunks4
     # One chunk at a time: copies and compressed bytes stay one chunk big.
     for xs in range(x0, x1, cx):
@@ -501,6 +526,8 @@ def _write_block(staged, job: _Job, unit, buf) -> int:
         region = (slice(None), slice(z0, z1), slice(y0, y1), slice(xs, xs + piece.shape[-1]))
         if job.nifti.ndim == 3:
             piece, coords, region = piece[0], coords[1:], region[1:]
+        else:
+            _write_mean(means, coords, region, piece, job)
         writer.write(coords, region, piece)
     return block.nbytes
 
@@ -875,6 +902,7 @@ def _create_destination(job: _Job) -> None:
             storage_options=job.dst_options,
             source=job.nifti.url,
             writer=job.lock.record,
+            temporal_mean=True,
         )
     except BaseException:
         job.lock.release()

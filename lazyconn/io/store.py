@@ -7,6 +7,8 @@ Layout (see ``docs/format.md``)::
     store/0/               the voxels as stored in the NIfTI (unscaled), axes (t, z, y, x),
                            chunks (T, cz, cy, cx): spatial blocks, whole time axis
     store/nifti/           uint8 array: the NIfTI header bytes (header + extensions)
+    store/mean/            (converted runs) each voxel's temporal mean, axes (z, y, x),
+                           chunks (cz, cy, cx); listed in the completion record
 
 ``lazyconn.complete`` is written ``false`` before any voxel and ``true`` after the
 last chunk, so an interrupted write is never read as a finished store.
@@ -22,7 +24,7 @@ import zarr
 import zarr.codecs
 from zarr.storage import WrapperStore
 
-from lazyconn.config import default_chunks
+from lazyconn.config import default_chunks, mean_dtype
 from lazyconn.exceptions import (
     IncompleteStoreError,
     InputFileError,
@@ -45,6 +47,7 @@ FORMAT_NAME = "lazyconn-nifti-zarr"
 FORMAT_VERSION = 1
 DATA_PATH = "0"
 HEADER_PATH = "nifti"
+MEAN_PATH = "mean"
 
 #: Default codec: Blosc LZ4 (level 5) behind a byte shuffle: ~4x faster than zstd both ways
 #: for ~7% more bytes on noisy float32 BOLD data (measurements in docs/format.md).
@@ -71,10 +74,11 @@ class CompleteStore(WrapperStore):
     zarr reads an absent chunk as the fill value (zeros); for a store whose completion
     record says every chunk was written, an absent chunk means lost data. While ``strict``
     (set once the completion record is read), ``get`` of a missing chunk key under
-    ``prefix`` raises :class:`~lazyconn.exceptions.MissingChunkError`.
+    ``prefix`` (one array's path or a tuple of them) raises
+    :class:`~lazyconn.exceptions.MissingChunkError`.
     """
 
-    def __init__(self, store, shown: str, *, prefix: str = "", strict: bool = True):
+    def __init__(self, store, shown: str, *, prefix: str | tuple = "", strict: bool = True):
         super().__init__(store)
         self.shown = shown
         self.prefix = prefix
@@ -86,7 +90,8 @@ class CompleteStore(WrapperStore):
     async def get(self, key, prototype, byte_range=None):
         value = await self._store.get(key, prototype, byte_range)
         if value is None and self.strict and key.startswith(self.prefix):
-            relative = key[len(self.prefix) :]
+            prefixes = (self.prefix,) if isinstance(self.prefix, str) else self.prefix
+            relative = key[len(next(p for p in prefixes if key.startswith(p))) :]
             if _CHUNK_KEY.search(relative) and not relative.endswith("zarr.json"):
                 raise MissingChunkError(
                     f"store {self.shown!r} is marked complete but its chunk {key!r} is missing "
@@ -235,11 +240,15 @@ def create_store(
     source: str | None = None,
     name: str = "dst",
     writer: dict | None = None,
+    temporal_mean: bool = False,
 ):
     """Write the metadata of a new (incomplete) store and return its voxel zarr array.
 
     ``writer`` (host, pid, start, token of the process holding the writer lock) is kept in
     ``lazyconn.writer``: who writes an in-progress store, and who may mark it complete.
+    ``temporal_mean`` (4-D only) also creates the ``mean`` array (each voxel's mean over
+    time, of the scaled values, in :func:`~lazyconn.config.mean_dtype`), chunked as the
+    voxels' spatial blocks, for the writer to fill chunk by chunk (``convert`` does).
 
     The array holds the NIfTI's unscaled voxels (native byte order), axes reversed to
     OME-Zarr's (t, z, y, x). Call :func:`mark_complete` after the last chunk.
@@ -278,6 +287,8 @@ def create_store(
         },
     }
     codec = make_compressor(compressor)
+    # crc32c last: every chunk carries a checksum zarr verifies on read.
+    codecs = [*([codec] if codec is not None else []), zarr.codecs.Crc32cCodec()]
     try:
         store = _zarr_store(dst, storage_options, read_only=False)
         group = zarr.create_group(store, attributes=attrs, overwrite=True)
@@ -286,6 +297,17 @@ def create_store(
             HEADER_PATH, shape=raw.shape, dtype=np.uint8, chunks=raw.shape, compressors=None
         )
         hdr_array[...] = raw
+        if temporal_mean and len(shape) == 4:
+            group.create_array(
+                MEAN_PATH,
+                shape=shape[2::-1],
+                dtype=mean_dtype(scaled_dtype(raw_dtype, slope, inter)),
+                chunks=chunks[2::-1],
+                compressors=codecs,
+                fill_value=0,
+                dimension_names=["z", "y", "x"],
+                config={"write_empty_chunks": True},
+            )
     except OSError as exc:
         from lazyconn.exceptions import OutputNotWritableError
 
@@ -299,8 +321,7 @@ def create_store(
         shape=shape[::-1],
         dtype=raw_dtype,
         chunks=chunks[::-1],
-        # crc32c last: every chunk carries a checksum zarr verifies on read.
-        compressors=[*([codec] if codec is not None else []), zarr.codecs.Crc32cCodec()],
+        compressors=codecs,
         fill_value=0,
         dimension_names=["t", "z", "y", "x"][4 - len(shape) :],
         # Every chunk is written: no per-chunk "all fill value?" scan, and a complete store
@@ -315,7 +336,9 @@ def mark_complete(
     """Check every chunk was written, then record it: the last write of a conversion.
 
     The completion record holds the number of chunks written and the checksum codec
-    ("crc32c": zarr verifies each chunk on read), so a store marked complete is complete.
+    ("crc32c": zarr verifies each chunk on read), so a store marked complete is complete;
+    a store with a temporal ``mean`` array lists it (``temporal_mean``) once its chunks are
+    all there too.
     """
     group = zarr.open_group(_zarr_store(dst, storage_options, read_only=False), mode="r+")
     owner = (group.attrs["lazyconn"].get("writer") or {}) if writer is not None else {}
@@ -328,15 +351,21 @@ def mark_complete(
             "writer: its completion is left to that writer."
         )
     array = group[DATA_PATH]
-    expected = int(np.prod(array.cdata_shape))
     fs, path = get_fs(dst, storage_options)
-    written = len(fs.find(path.rstrip("/") + f"/{DATA_PATH}/c"))
-    if written != expected:
-        raise IncompleteStoreError(
-            f"dst={redact(dst)!r} holds {written} chunk files after writing; expected "
-            f"{expected}: it stays incomplete (convert or write it again)."
-        )
+    has_mean = MEAN_PATH in group.array_keys()
+    for name in (DATA_PATH, MEAN_PATH) if has_mean else (DATA_PATH,):
+        expected = int(np.prod(group[name].cdata_shape))
+        found = len(fs.find(path.rstrip("/") + f"/{name}/c"))
+        if name == DATA_PATH:
+            written = found
+        if found != expected:
+            raise IncompleteStoreError(
+                f"dst={redact(dst)!r} holds {found} chunk files of {name!r} after writing; "
+                f"expected {expected}: it stays incomplete (convert or write it again)."
+            )
     meta = dict(group.attrs["lazyconn"])
+    if has_mean:
+        meta["temporal_mean"] = MEAN_PATH
     codecs = [type(c).__name__ for c in array.metadata.codecs]
     meta.update(
         {
@@ -349,10 +378,12 @@ def mark_complete(
 
 
 class StoreInfo:
-    """What :func:`open_store` found: the voxel array, header and scaling."""
+    """What :func:`open_store` found: the voxel array, header and scaling, and the stored
+    temporal mean (a zarr array, or None when the completion record lists none)."""
 
-    def __init__(self, array, header, header_bytes, meta, url):
+    def __init__(self, array, header, header_bytes, meta, url, mean=None):
         self.array = array
+        self.mean = mean
         self.header = header
         self.header_bytes = header_bytes
         self.meta = meta
@@ -375,7 +406,7 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
     store = CompleteStore(
         _zarr_store(url, storage_options, read_only=True),
         shown,
-        prefix=f"{DATA_PATH}/",
+        prefix=(f"{DATA_PATH}/", f"{MEAN_PATH}/"),
         strict=False,
     )
     try:
@@ -421,7 +452,10 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
             f"{name}={shown!r} has voxel array shape {array.shape} (t,z,y,x) but header shape "
             f"{header.get_data_shape()}; expected the reverse of the header shape."
         )
-    return StoreInfo(array, header, header_bytes, meta, url)
+    mean = None
+    if meta is not None and meta.get("temporal_mean") == MEAN_PATH:
+        mean = group[MEAN_PATH]
+    return StoreInfo(array, header, header_bytes, meta, url, mean)
 
 
 __all__ = [
