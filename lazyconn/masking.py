@@ -78,8 +78,8 @@ def _masked_array(img, mask, dtype="f", smoothing_fwhm=None, ensure_finite=True)
 
     With smoothing, both are cropped to the mask's bounding box plus the kernel's
     half-width first (the image's own edges kept): a separable kernel truncated at that
-    half-width gives the in-mask voxels exactly the values of the whole volume's smoothing
-    (scipy's reflect mode only touches the cropped margin), for a fraction of the work.
+    half-width gives the in-mask voxels the values of the whole volume's smoothing (scipy's
+    reflect mode only touches the cropped margin), for a fraction of the work.
     """
     data = img.data
     if dtype == "f":

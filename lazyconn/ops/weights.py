@@ -3,10 +3,11 @@
 A region masker's extraction is linear in the voxels for sphere/label means and for the
 least-squares fit on maps: signals (T, K) = X (T, V) @ W (V, K). Smoothing is linear too,
 so ``W.T @ smooth(X) = (smooth*(W)).T @ X`` where ``smooth*`` is the ADJOINT of nilearn's
-smoothing (scipy ``gaussian_filter1d`` with ``mode="reflect"`` is not self-adjoint at the
-image edges: its adjoint filters the zero-padded weights and folds the margins back
-through the reflection). Each spatial chunk of the run is read once, multiplied by the
-rows of W that fall into it, and the (T, K) partial products are summed in a tree.
+smoothing: each axis's pass is a matrix (``spatial.gaussian_operator``) and its adjoint
+is that matrix's transpose (scipy's ``mode="reflect"`` is not self-adjoint at the image
+edges; the transpose carries the reflections). Each spatial chunk of the run is read once,
+multiplied by the rows of W that fall into it, and the (T, K) partial products are summed
+in a tree.
 """
 
 from __future__ import annotations
@@ -15,52 +16,26 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
-from scipy import ndimage, sparse
+from scipy import sparse
 
 from lazyconn.ops import spatial
 
 
 # --------------------------------------------------------------------------- smoothing
-def _gaussian_weights(sigma, truncate=4.0):
-    """The 1-D kernel scipy's ``gaussian_filter1d`` correlates with."""
-    radius = spatial.gaussian_halfwidth(sigma, truncate)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
-    return phi / phi.sum()
+def _gaussian_adjoint_axis(vol, start, n, axis, sigma):
+    """Adjoint of one reflect-mode Gaussian pass along ``axis``, on a box of that axis.
 
-
-def _reflect_index(q, n):
-    """scipy's mode="reflect" (half-sample symmetric) index map onto [0, n)."""
-    m = np.mod(q, 2 * n)
-    return np.where(m >= n, 2 * n - 1 - m, m)
-
-
-def _gaussian_adjoint_axis(vol, start, n, axis, weights):
-    """Adjoint of reflect-mode correlation with ``weights`` along ``axis``.
-
-    ``vol`` covers global positions [start, start + vol.shape[axis]) of an axis of
-    length ``n``; its support must be at least ``radius`` away from the cropped ends
-    that are not image edges (callers extend the box), so nothing is lost.
+    The pass over the whole axis (length ``n``) is the matrix ``A`` of
+    :func:`lazyconn.ops.spatial.gaussian_operator`; its adjoint is ``A.T``, reflections at
+    the image edges included. ``vol`` covers global positions [start, start + length) and
+    its support must be at least the kernel's half-width away from the box's ends that are
+    not image edges (callers extend the box): then ``A.T``'s rows outside the box meet only
+    zeros, and the box's block of ``A.T`` gives the adjoint exactly.
     """
-    r = (len(weights) - 1) // 2
-    if r == 0:
-        return vol * weights[0]
-    pad = [(0, 0)] * vol.ndim
-    pad[axis] = (r, r)
-    z = ndimage.correlate1d(np.pad(vol, pad), weights[::-1], axis=axis, mode="constant")
     length = vol.shape[axis]
-    q = np.arange(start - r, start + length + r)
-    inside = (q >= start) & (q < start + length)
-    out = np.take(z, np.flatnonzero(inside), axis=axis)
-    # fold the reflected margins back onto the voxels they were copied from; margins
-    # whose mirror lies outside this box hold only zeros (the box extends past the halo)
-    target = _reflect_index(q, n) - start
-    outside = np.flatnonzero(((q < 0) | (q >= n)) & (target >= 0) & (target < length))
-    if outside.size:
-        target = target[outside]
-        moved = np.moveaxis(out, axis, 0)
-        np.add.at(moved, target, np.moveaxis(np.take(z, outside, axis=axis), axis, 0))
-    return out
+    op = spatial.gaussian_operator(n, float(sigma), 4.0, 0, 0, np.dtype(np.float64))
+    block = op[start : start + length, start : start + length].T
+    return np.moveaxis(np.tensordot(block, vol, axes=(1, axis)), 0, axis)
 
 
 def smoothing_halo(affine, fwhm):
@@ -86,9 +61,7 @@ def smooth_adjoint(vol, start, shape, affine, fwhm):
         return spatial.fast_smooth_block(vol)
     for axis, sigma in enumerate(spatial.fwhm_to_sigma(fwhm, affine)):
         if sigma > 0:
-            vol = _gaussian_adjoint_axis(
-                vol, start[axis], shape[axis], axis, _gaussian_weights(sigma)
-            )
+            vol = _gaussian_adjoint_axis(vol, start[axis], shape[axis], axis, sigma)
     return vol
 
 

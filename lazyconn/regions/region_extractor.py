@@ -2,7 +2,8 @@
 
 Maps and labels images are small (a few 3-D volumes), so the extraction itself runs in
 memory, operation for operation as nilearn 0.14.1 does it (identical regions and
-``index_``). What stays lazy is ``RegionExtractor.transform`` over runs: it is lazyconn's
+``index_``, unless two neighbouring values of a smoothed map tie within float32 rounding:
+lazyconn's smoothing is BLAS products, equal to scipy's within that rounding). What stays lazy is ``RegionExtractor.transform`` over runs: it is lazyconn's
 :class:`~lazyconn.maskers.NiftiMapsMasker` on the extracted regions, reading each run once
 with the smoothing folded into the regions' weights.
 """
@@ -45,7 +46,7 @@ def _check_number(name, value, *, expected="a number"):
 
 
 def _smooth_map(map_3d, affine, fwhm):
-    """nilearn's eager ``smooth_array`` (same operations: identical values)."""
+    """nilearn's eager ``smooth_array`` (same kernels: values within float32 rounding)."""
     arr = np.asarray(map_3d)
     arr = arr.astype(float_dtype_for(arr.dtype), copy=True)
     arr = spatial.ensure_finite(arr)
@@ -99,7 +100,9 @@ def connected_regions(
     """Extract the connected regions of each map into separate region volumes.
 
     Same parameters, algorithm and results as ``nilearn.regions.connected_regions``
-    (nilearn 0.14.1): identical region images and indices on the same maps.
+    (nilearn 0.14.1): identical region images and indices on the same maps (the peaks
+    that seed ``"local_regions"`` are found on maps smoothed within float32 rounding of
+    nilearn's, so only exact ties could differ).
 
     Parameters
     ----------
