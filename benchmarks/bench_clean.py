@@ -16,8 +16,17 @@ Each step runs in its own subprocess, which reports its wall time (work only, im
 excluded) and its peak RSS (``harness.peak_rss``). Outputs are compared on
 a strided sample of voxels (every 7th along each axis, all time points).
 
+``--kernel`` instead times the smoothing kernel alone on single blocks (the seed's 4 mm
+block and an HCP-size 2 mm block, 6 mm FWHM, with their halos): lazyconn's
+``gaussian_block`` (BLAS products) against scipy's ``gaussian_filter1d`` passes on the same
+block (what nilearn runs, and lazyconn's kernel before), one block on one thread and 8
+blocks on 2 threads (BLAS limited to one thread per call, as the group engine runs its
+tasks). CPU time over wall time on 2 threads says whether the kernel holds the GIL (~1)
+or not (~2).
+
 Usage::
 
+    python benchmarks/bench_clean.py --kernel            # the smoothing kernel, ~1 min
     python benchmarks/bench_clean.py --small             # 40 x 48 x 40 x 150, seconds
     python benchmarks/bench_clean.py                     # 91 x 109 x 91 x 400 (1.4 GB)
     python benchmarks/bench_clean.py --shape 91 109 91 1200   # HCP size (4.3 GB)
@@ -29,6 +38,7 @@ Data go to benchmarks/_data/ (git-ignored); big files are removed at the end unl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -159,7 +169,72 @@ def child_nilearn(workdir: Path):
     return wall
 
 
+#: (name, block's own voxels, volumes, voxel size mm) for ``--kernel``: the default chunks
+#: of the seed's 4 mm runs and of HCP-size 2 mm runs
+KERNEL_BLOCKS = [
+    ("seed 4 mm", (23, 28, 23), 168, 4.0),
+    ("HCP 2 mm", (12, 14, 23), 1200, 2.0),
+]
+
+
+def child_kernel(workdir: Path):
+    """Time ``gaussian_block`` and scipy's passes per block, 1 and 2 threads (JSON file)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    from lazyconn.ops import spatial
+
+    def timed(func, repeat):
+        best = None
+        for _ in range(repeat):
+            w, c = time.perf_counter(), time.process_time()
+            func()
+            t = (time.perf_counter() - w, time.process_time() - c)
+            best = t if best is None or t[0] < best[0] else best
+        return best
+
+    rng = np.random.default_rng(0)
+    rows = []
+    t_start = time.perf_counter()
+    for name, own, n_t, vox in KERNEL_BLOCKS:
+        sigma = FWHM / spatial.FWHM_OVER_SIGMA / vox
+        r = spatial.gaussian_halfwidth(sigma)
+        halos = [(r, r)] * 3
+        shape = tuple(n + 2 * r for n in own) + (n_t,)
+        block = (1000 + 10 * rng.standard_normal(shape)).astype(np.float32)
+        kernels = {
+            "scipy": lambda b=block, h=halos, s=sigma: spatial._gaussian_block_scipy(
+                b, [s] * 3, 4.0, h
+            ),
+            "lazyconn": lambda b=block, h=halos, s=sigma: spatial.gaussian_block(
+                b, [s] * 3, halos=h
+            ),
+        }
+        exact = spatial._gaussian_block_scipy(block.astype(np.float64), [sigma] * 3, 4.0, halos)
+        ulp = float(np.spacing(np.float32(np.abs(exact).max())))
+        row = {"block": name, "shape": shape}
+        with threadpool_limits(1):
+            for kname, func in kernels.items():
+                func()  # warm: operators cached, pages touched
+                row[f"{kname}_max_err_ulps"] = float(np.abs(func() - exact).max() / ulp)
+                row[f"{kname}_1_thread_s"] = timed(func, 5)[0]
+
+                def eight(func=func):
+                    with ThreadPoolExecutor(2) as pool:
+                        list(pool.map(lambda _: func(), range(8)))
+
+                wall, cpu = timed(eight, 3)
+                row[f"{kname}_8_blocks_2_threads_s"] = wall
+                row[f"{kname}_cpu_over_wall_2_threads"] = cpu / wall
+        rows.append(row)
+    wall = time.perf_counter() - t_start
+    (workdir / "kernel.json").write_text(json.dumps(rows))
+    return wall
+
+
 CHILDREN = {
+    "kernel": child_kernel,
     "convert": child_convert,
     "lazyconn": child_lazyconn,
     "lazyconn_one_graph": child_lazyconn_one_graph,
@@ -172,6 +247,9 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="40 x 48 x 40 x 150 (seconds)")
     parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("X", "Y", "Z", "T"))
     parser.add_argument("--skip-nilearn", action="store_true")
+    parser.add_argument(
+        "--kernel", action="store_true", help="time the smoothing kernel on single blocks"
+    )
     parser.add_argument(
         "--one-graph",
         action="store_true",
@@ -190,6 +268,8 @@ def main(argv=None):
     if args.child:
         return harness.child_report(CHILDREN[args.child], workdir)
 
+    if args.kernel:
+        return _kernel_table(workdir, args.keep)
     if args.batch_bytes:
         os.environ["BENCH_BATCH_BYTES"] = str(args.batch_bytes)
     shape = (
@@ -241,6 +321,27 @@ def main(argv=None):
         )
     out = HERE / "_data" / f"bench_clean_{'x'.join(map(str, shape))}.json"
     harness.finish(out, results, workdir, args.keep)
+    return 0
+
+
+def _kernel_table(workdir: Path, keep: bool) -> int:
+    harness.fresh_dir(workdir)
+    results = {"kernel": harness.run_child(__file__, "kernel", workdir)}
+    rows = json.loads((workdir / "kernel.json").read_text())
+    results["blocks"] = rows
+    print(
+        "| block (with halo) | kernel | 1 block, 1 thread | 8 blocks, 2 threads | CPU/wall "
+        "| max error (float32 ulps of the data) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        for k in ("scipy", "lazyconn"):
+            print(
+                f"| {row['block']} {tuple(row['shape'])} | {k} | {row[f'{k}_1_thread_s']:.3f} s "
+                f"| {row[f'{k}_8_blocks_2_threads_s']:.3f} s "
+                f"| {row[f'{k}_cpu_over_wall_2_threads']:.2f} | {row[f'{k}_max_err_ulps']:.1f} |"
+            )
+    harness.finish(HERE / "_data" / "bench_clean_kernel.json", results, workdir, keep)
     return 0
 
 
