@@ -11,7 +11,10 @@ Two levels:
 
 Both are reductions over the tested axis, chunk by chunk (``lazyconn.ops.stats``): every
 input chunk is read once, nothing is rechunked, and memory is bounded by a few chunks
-whatever the length of the runs. Moments are accumulated in float64 and merged across
+whatever the length of the runs. Samples that are volumes of one run, selected from its
+:class:`~lazyconn.image.RunArray` (``get_data(img, compute=False)``, as in the seed) or by
+the image-level functions, are reduced from the run itself: one task per chunk computes
+every sample's moments from the chunk's volumes (no per-sample copy of the chunk). Moments are accumulated in float64 and merged across
 chunks with a pairwise (Chan) update, so the results equal scipy's on the same data up to
 float64 rounding; results are returned in scipy's dtype (float32 for float32 inputs).
 """
@@ -28,6 +31,7 @@ from lazyconn.exceptions import DimensionError, ParameterError, ParameterTypeErr
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import check_same_fov, load_4d, new_img_like
+from lazyconn.image._runarray import RunArray, volume_selection
 from lazyconn.io.writers import batch_regions
 from lazyconn.ops import stats as _ops
 
@@ -141,6 +145,22 @@ def _move_axis(name: str, x: da.Array, axis) -> da.Array:
     return da.moveaxis(x, int(axis), -1)
 
 
+def _shared_run(axis, *samples) -> tuple[da.Array, list[np.ndarray]] | None:
+    """The run all samples select volumes of, when the test is along those volumes.
+
+    Samples indexed from one run's :class:`~lazyconn.image.RunArray` (``get_data(img,
+    compute=False)[..., labels == "face"]``) are reduced from the run itself, every
+    sample in the same task per chunk (no per-sample copy of each chunk, one read).
+    """
+    selections = [volume_selection(x) for x in samples]
+    if any(s is None for s in selections) or axis not in (-1, samples[0].ndim - 1):
+        return None
+    run = selections[0].run
+    if any(s.run.name != run.name for s in selections):
+        return None
+    return run, [s.indices for s in selections]
+
+
 def _check_options(nan_policy, alternative):
     check_in("nan_policy", nan_policy, _ops.NAN_POLICIES)
     check_in("alternative", alternative, _ops.ALTERNATIVES)
@@ -211,6 +231,7 @@ def ttest_ind(
         )
     a, b = _as_dask("a", a), _as_dask("b", b)
     dtype = _result_dtype(a, b)
+    shared = _shared_run(axis, a, b)
     a, b = _move_axis("a", a, axis), _move_axis("b", b, axis)
     if a.shape[:-1] != b.shape[:-1]:
         raise DimensionError(
@@ -220,8 +241,13 @@ def ttest_ind(
     if a.chunks[:-1] != b.chunks[:-1]:
         # Samples from different sources: align b's blocks on a's (same run: no-op).
         b = b.rechunk((*a.chunks[:-1], b.chunks[-1]))
-    ma, mb = _ops.time_moments(a, nan_policy), _ops.time_moments(b, nan_policy)
-    t, p, df = _ops.ttest_ind_moments(ma, mb, bool(equal_var), alternative)
+    if shared is not None:
+        # Volumes of one run: both samples' moments in one task per chunk of the run.
+        m = _ops.time_moments(shared[0], nan_policy, shared[1])
+        t, p, df = _ops.ttest_ind_selections(m, bool(equal_var), alternative)
+    else:
+        ma, mb = _ops.time_moments(a, nan_policy), _ops.time_moments(b, nan_policy)
+        t, p, df = _ops.ttest_ind_moments(ma, mb, bool(equal_var), alternative)
     return TtestResult(*_cast((t, p, df), dtype))
 
 
@@ -267,6 +293,7 @@ def ttest_1samp(a, popmean, axis=0, nan_policy="propagate", alternative="two-sid
                 f"dimensions of a ({a.shape}) and size 1 along axis={axis!r}."
             )
         pm = _move_axis("popmean", pm, axis)[..., 0]
+    shared = _shared_run(axis, a)
     a = _move_axis("a", a, axis)
     if isinstance(pm, da.Array):
         if pm.shape != a.shape[:-1]:
@@ -274,7 +301,10 @@ def ttest_1samp(a, popmean, axis=0, nan_policy="propagate", alternative="two-sid
                 f"popmean has shape {pm.shape} outside the tested axis; expected {a.shape[:-1]}."
             )
         pm = pm.astype(np.float64).rechunk(a.chunks[:-1])
-    m = _ops.time_moments(a, nan_policy)
+    if shared is not None:
+        m = _ops.selection(_ops.time_moments(shared[0], nan_policy, shared[1]), 0)
+    else:
+        m = _ops.time_moments(a, nan_policy)
     t, p, df = _ops.ttest_1samp_moments(m, pm, alternative)
     return TtestResult(*_cast((t, p, df), dtype))
 
@@ -344,7 +374,11 @@ def _run_labels(labels, runs: list[LazyImage]) -> list[np.ndarray]:
 
 
 def _condition_data(runs, run_labels, condition, name) -> da.Array:
-    """The volumes labelled ``condition``, across runs (lazy; a time block per run)."""
+    """The volumes labelled ``condition``, across runs (lazy; a time block per run).
+
+    From one run, a :class:`RunArray` selection: the t-tests then reduce every condition of
+    the run in one task per chunk.
+    """
     selected = [lab == condition for lab in run_labels]
     n = int(sum(s.sum() for s in selected))
     if n < 2:
@@ -353,7 +387,7 @@ def _condition_data(runs, run_labels, condition, name) -> da.Array:
             f"{name}={condition!r} labels {n} volume(s); expected at least 2 for a t-test. "
             f"Labels present: {present}."
         )
-    parts = [r.data[..., s] for r, s in zip(runs, selected, strict=True) if s.any()]
+    parts = [RunArray.of(r.data)[..., s] for r, s in zip(runs, selected, strict=True) if s.any()]
     return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=-1)
 
 

@@ -17,7 +17,7 @@ from lazyconn.exceptions import (
     ParameterError,
     ParameterTypeError,
 )
-from lazyconn.image import LazyImage, index_img
+from lazyconn.image import LazyImage, RunArray, get_data, index_img
 from lazyconn.ops import stats as ostats
 from lazyconn.testing.imaging import grid_affine, inaccessible_image
 from lazyconn.testing.laziness import raise_if_dask_computes
@@ -168,6 +168,125 @@ def test_one_read_pass_no_rechunk(data):
     n_chunks = int(np.prod([len(c) for c in CHUNKS]))
     assert len(source.reads) == n_chunks
     assert set(source.reads.values()) == {1}
+
+
+def _run_array(x, chunks=CHUNKS):
+    """``get_data(img, compute=False)`` of a run: a RunArray (uneven chunks, 3 time blocks)."""
+    return get_data(LazyImage(da.from_array(x, chunks=chunks), grid_affine()), compute=False)
+
+
+@pytest.mark.parametrize("equal_var", [True, False])
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_ttest_ind_of_one_runs_volumes_equals_scipy(data, equal_var, nan_policy):
+    # The seed's form: two selections of one run, reduced together from the run's chunks.
+    run = _run_array(data)
+    assert isinstance(run, RunArray)
+    face = pd.Series(LABELS) == "face"  # a labels-file column, as in the seed
+    house = np.flatnonzero(LABELS == "house") - 40  # negative indices
+    for alternative in ("two-sided", "less", "greater"):
+        kwargs = dict(equal_var=equal_var, alternative=alternative, nan_policy=nan_policy)
+        result = stats.ttest_ind(run[..., face], run[:, :, :, house], axis=-1, **kwargs)
+        expected = _scipy(sstats.ttest_ind, data[..., face], data[..., house], axis=-1, **kwargs)
+        _assert_equal_result(result, expected)
+    t, p = dask.compute(*stats.ttest_ind(run[..., face], run[..., house], axis=-1))
+    assert np.isnan(t[1, 1, 1]) and t[2, 2, 2] == -np.inf and p[2, 2, 2] == 0.0
+
+
+def test_ttest_ind_of_one_runs_volumes_float32(data):
+    x32 = np.nan_to_num(data).astype(np.float32)
+    run = _run_array(x32)
+    face, rest = LABELS == "face", LABELS == "rest"
+    result = stats.ttest_ind(run[..., face], run[..., rest], axis=-1)
+    expected = _scipy(sstats.ttest_ind, x32[..., face], x32[..., rest], axis=-1)
+    _assert_equal_result(result, expected, rtol=2e-5, atol=1e-6)
+    exact = _scipy(
+        sstats.ttest_ind, x32[..., face].astype(float), x32[..., rest].astype(float), axis=-1
+    )
+    finite = np.isfinite(exact.statistic)
+    err_lazy = np.abs(result.statistic.compute()[finite] - exact.statistic[finite]).max()
+    err_scipy = np.abs(expected.statistic[finite] - exact.statistic[finite]).max()
+    assert err_lazy <= err_scipy
+
+
+def test_ttest_of_one_runs_volumes_is_one_task_per_chunk(data):
+    source = _CountingArray(np.nan_to_num(data))
+    x = da.from_array(source, chunks=CHUNKS, asarray=False, meta=np.empty((0,) * 4))
+    run = RunArray.of(x)
+    # only volumes of the first two time blocks (0-6, 7-19): the third block is not read
+    first, second = np.arange(0, 12, 2), np.arange(1, 12, 2)
+    result = stats.ttest_ind(run[..., first], run[..., second], axis=-1)
+    graph = result.pvalue.__dask_graph__()
+    # the run's chunks (or its time blocks) feed the moments kernel: no per-sample copy
+    users = {name for name, deps in graph.dependencies.items() if x.name in deps}
+    assert len(users) == 2 and all(name.startswith("blocks") for name in users)
+    assert all(
+        name.startswith("lazyconn-moments")
+        for name, deps in graph.dependencies.items()
+        if deps & users
+    )
+    result.compute()
+    n_spatial = int(np.prod([len(c) for c in CHUNKS[:3]]))
+    assert len(source.reads) == 2 * n_spatial and set(source.reads.values()) == {1}
+    expected = _scipy(
+        sstats.ttest_ind,
+        np.nan_to_num(data)[..., first],
+        np.nan_to_num(data)[..., second],
+        axis=-1,
+    )
+    _assert_equal_result(result, expected)
+    one_run = RunArray.of(da.from_array(np.nan_to_num(data), chunks=(*CHUNKS[:3], 40)))
+    one = stats.ttest_1samp(one_run[..., second], 0.1, axis=-1)
+    graph = one.pvalue.__dask_graph__()
+    users = {n for n, deps in graph.dependencies.items() if one_run.name in deps}
+    assert len(users) == 1 and users.pop().startswith("lazyconn-moments")
+    _assert_equal_result(
+        one, _scipy(sstats.ttest_1samp, np.nan_to_num(data)[..., second], 0.1, axis=-1)
+    )
+
+
+def test_run_array_remembers_volume_selections_only():
+    from lazyconn.image._runarray import volume_selection
+
+    run = RunArray.of(da.zeros((2, 3, 4, 10), chunks=(1, 3, 4, 10)))
+    mask = np.arange(10) % 3 == 0
+    for index, volumes in [
+        ((Ellipsis, mask), [0, 3, 6, 9]),
+        ((slice(None),) * 3 + (pd.Series(mask),), [0, 3, 6, 9]),
+        ((Ellipsis, [-1, 2]), [9, 2]),
+        ((Ellipsis, slice(2, 8, 3)), [2, 5]),
+    ]:
+        selected = volume_selection(run[index])
+        assert selected.run.name == run.name
+        np.testing.assert_array_equal(selected.indices, volumes)
+    # anything else is dask's plain indexing: no selection is remembered
+    for index in [(0,), (Ellipsis, 3), (slice(0, 1), Ellipsis, mask), (Ellipsis, mask, None)]:
+        assert volume_selection(run[index]) is None
+    assert volume_selection(run + 1) is None and type(run + 1) is da.Array
+    assert volume_selection(da.zeros((2, 10))[..., mask]) is None
+    # a selection of another run, or of another axis, is tested the usual way
+    a = np.random.default_rng(0).normal(size=(2, 3, 4, 10))
+    other = RunArray.of(da.from_array(a, chunks=(1, 3, 4, 5)))
+    result = stats.ttest_ind(other[..., mask], RunArray.of(da.from_array(a))[..., ~mask], axis=-1)
+    _assert_equal_result(result, sstats.ttest_ind(a[..., mask], a[..., ~mask], axis=-1))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_selection_moments_kernel_equals_moments_of_the_selection(data, order, nan_policy):
+    block = np.asarray(data[:3, :4, :5], order=order)
+    selections = [np.flatnonzero(LABELS == "face"), np.array([], dtype=int), np.array([4, 4])]
+    got = ostats.selection_moments_block(block, selections, nan_policy)
+    assert got.shape == (3, 4, 5, 3, 3)
+    for i, idx in enumerate(selections):
+        expected = ostats.moments_block(np.ascontiguousarray(block[..., idx]), nan_policy)
+        np.testing.assert_allclose(got[..., i, :], expected, rtol=1e-13, atol=1e-13)
+    finite = block[..., LABELS == "face"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mean = (np.nanmean if nan_policy == "omit" else np.mean)(finite, axis=-1)
+    if nan_policy == "omit":
+        mean = np.where(np.isnan(mean), 0.0, mean)  # no volume left: n = 0, mean 0
+    np.testing.assert_allclose(got[..., 0, 1], mean, rtol=1e-13, equal_nan=True)
 
 
 def test_building_is_lazy():

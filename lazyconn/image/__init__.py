@@ -4,6 +4,7 @@ from lazyconn.image._cleaning import clean_img, high_variance_confounds
 from lazyconn.image._lazyimage import LazyArrayProxy, LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import check_same_fov, get_data, new_img_like
+from lazyconn.image._runarray import RunArray
 from lazyconn.image._volumes import (
     check_niimg,
     check_niimg_3d,
@@ -43,6 +44,7 @@ from lazyconn.image.templates import (
 __all__ = [
     "LazyArrayProxy",
     "LazyImage",
+    "RunArray",
     "binarize_img",
     "binary_dilation_img",
     "binary_erosion_img",

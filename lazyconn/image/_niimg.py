@@ -24,6 +24,7 @@ from lazyconn.exceptions import (
 )
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
+from lazyconn.image._runarray import RunArray
 from lazyconn.ops import spatial
 
 
@@ -251,7 +252,12 @@ def get_data(img, compute: bool = True):
     Returns
     -------
     numpy.ndarray or dask.array.Array
-        The voxels with the image's dtype.
+        The voxels with the image's dtype. With ``compute=False`` a 4-D run is a
+        :class:`~lazyconn.image.RunArray`: a dask array whose selections of volumes
+        (``data[..., labels == "face"]``) remember the run, so that ``lazyconn.stats``'
+        t-tests on several selections of it read each chunk once for all of them.
     """
     data = load_img(img).data
-    return np.asarray(data.compute()) if compute else data
+    if compute:
+        return np.asarray(data.compute())
+    return RunArray.of(data) if data.ndim == 4 else data
