@@ -243,9 +243,16 @@ def _copy_piece(block, index):
 
 
 def _smooth_with_halo(own, pieces, offsets, halos, sigmas, truncate):
-    """Assemble the block and its neighbours' halo pieces, then :func:`gaussian_block`."""
+    """Assemble the block and its neighbours' halo pieces, then :func:`gaussian_block`.
+
+    The buffer takes the block's memory order: Zarr and NIfTI blocks arrive F-ordered (time
+    slowest), and copying them into a C-ordered buffer is a transposition that cost more
+    than the smoothing itself (measured on a seed block: 109 ms against 8 ms for an F copy
+    and 56-84 ms of smoothing); the kernel works in either order.
+    """
     shape = tuple(own.shape[a] + sum(halos[a]) for a in range(3)) + own.shape[3:]
-    padded = np.empty(shape, dtype=own.dtype)
+    order = "F" if own.flags.f_contiguous and not own.flags.c_contiguous else "C"
+    padded = np.empty(shape, dtype=own.dtype, order=order)
     for piece, d in zip([own, *pieces], [(0, 0, 0), *offsets], strict=True):
         index = []
         for a, o in enumerate(d):
