@@ -66,6 +66,72 @@ def test_flipped_byte_is_a_checksum_error(converted):
         lazyconn.load(store).data.compute()
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last", "crc"])
+def test_checksum_checked_piece_by_piece_as_read(converted, monkeypatch, where):
+    """A local chunk's crc32c is computed as its file is read, in pieces (small here so that
+    a chunk spans many): a flipped byte in any piece, or in the stored crc itself, fails."""
+    from lazyconn.io import store as store_mod
+
+    monkeypatch.setattr(store_mod, "VERIFY_PIECE", 64)
+    store, ref = converted
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+    victim = _chunk_files(store)[-1]
+    raw = bytearray(victim.read_bytes())
+    assert len(raw) > 3 * 64
+    at = {"first": 0, "middle": len(raw) // 2, "last": len(raw) - 5, "crc": len(raw) - 1}[where]
+    raw[at] ^= 0x10
+    victim.write_bytes(bytes(raw))
+    index = tuple(int(i) for i in victim.relative_to(store / "0" / "c").parts)
+    with pytest.raises(ChecksumError, match=rf"run.zarr': chunk \({', '.join(map(str, index))}\)"):
+        lazyconn.load(store).data.compute()
+
+
+def test_truncated_chunk_is_a_checksum_error(converted):
+    store, _ = converted
+    victim = _chunk_files(store)[0]
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with pytest.raises(ChecksumError, match=r"chunk \(0, 0, 0, 0\) .* crc32c"):
+        lazyconn.load(store).data.compute()
+
+
+def test_local_chunks_are_checksummed_once(converted, monkeypatch):
+    """The store verifies each local chunk as it reads it, piece by piece; zarr's codec
+    does not check it a second time."""
+    import google_crc32c
+
+    from lazyconn.io import store as store_mod
+
+    monkeypatch.setattr(store_mod, "VERIFY_PIECE", 64)
+    store, ref = converted
+    calls = []
+    real_value, real_extend = google_crc32c.value, google_crc32c.extend
+    monkeypatch.setattr(google_crc32c, "value", lambda b: calls.append(len(b)) or real_value(b))
+    monkeypatch.setattr(
+        google_crc32c, "extend", lambda c, b: calls.append(len(b)) or real_extend(c, b)
+    )
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+    files = _chunk_files(store)
+    assert max(calls) <= 64 and sum(calls) == sum(f.stat().st_size - 4 for f in files)
+
+
+def test_checksum_checked_through_fsspec_too(converted):
+    """A store read through fsspec (as from a bucket) keeps zarr's own crc32c check."""
+    store, _ = converted
+    victim = _chunk_files(store)[0]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    victim.write_bytes(bytes(raw))
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.put(str(store), "/checked/run.zarr", recursive=True)
+    try:
+        with pytest.raises(ChecksumError, match=r"run.zarr': chunk \(0, 0, 0, 0\) .* crc32c"):
+            lazyconn.load("memory://checked/run.zarr").data.compute()
+    finally:
+        memory.rm("/checked", recursive=True)
+
+
 def test_to_zarr_store_is_checked_too(make_nifti, tmp_path):
     path, ref = make_nifti("run.nii")
     out = tmp_path / "copy.zarr"

@@ -7,10 +7,9 @@ import numpy as np
 from dask.base import tokenize
 
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
-from lazyconn.exceptions import ChecksumError
 from lazyconn.io._fs import redact
 from lazyconn.io.nifti import NiftiFile, scale
-from lazyconn.io.store import StoreInfo
+from lazyconn.io.store import StoreInfo, checksum_error
 
 
 class _RawView:
@@ -27,7 +26,11 @@ class _RawView:
 
 
 class _CheckedZarr:
-    """A store's zarr array whose checksum failures name the store and the chunk."""
+    """A store's zarr array whose checksum failures name the store and the chunk.
+
+    Local stores verify as they read (:class:`~lazyconn.io.store.CompleteStore`); this
+    catches zarr's own check, on remote stores.
+    """
 
     def __init__(self, array, shown: str):
         self.array = array
@@ -44,12 +47,7 @@ class _CheckedZarr:
             if "checksum" not in str(exc):
                 raise
             where = tuple((k.start or 0) // c for k, c in zip(key, self.chunks, strict=False))
-            axes = ", ".join(("t", "z", "y", "x")[4 - self.ndim :])
-            raise ChecksumError(
-                f"store {self.shown!r}: chunk {where} ({axes} chunk indices) fails its "
-                "crc32c checksum (corrupted bytes); expected the bytes written at "
-                "conversion: convert it again (overwrite=True)."
-            ) from None
+            raise checksum_error(self.shown, where) from None
 
 
 def gzip_slab_chunks(shape, dtype, target_bytes: int | None = None):

@@ -16,16 +16,22 @@ last chunk, so an interrupted write is never read as a finished store.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import os
 import re
 import uuid
 
+import google_crc32c
 import numpy as np
 import zarr
 import zarr.codecs
-from zarr.storage import WrapperStore
+from zarr.core.buffer import cpu
+from zarr.storage import LocalStore, WrapperStore
 
 from lazyconn.config import default_chunks, mean_dtype
 from lazyconn.exceptions import (
+    ChecksumError,
     IncompleteStoreError,
     InputFileError,
     MissingChunkError,
@@ -67,6 +73,68 @@ def make_compressor(compressor):
 
 _CHUNK_KEY = re.compile(r"(^|/)c(/|$)")
 
+#: A local chunk is read and its crc32c computed this many bytes at a time, each piece
+#: while it is still in the CPU cache from the copy: crc32c runs at ~22 GB/s from cache
+#: against ~10 GB/s from memory here, and a separate pass over a 20 MB chunk reads memory.
+VERIFY_PIECE = 1 << 20
+
+
+def checksum_error(shown: str, where) -> ChecksumError:
+    """The error for a chunk whose bytes fail their crc32c (``where``: chunk indices in the
+    stored axis order, (t,) z, y, x)."""
+    if isinstance(where, tuple):
+        what = f"chunk {where} ({', '.join(('t', 'z', 'y', 'x')[4 - len(where) :])} chunk indices)"
+    else:
+        what = f"chunk {where!r}"
+    return ChecksumError(
+        f"store {shown!r}: {what} fails its crc32c checksum (corrupted bytes); expected the "
+        "bytes written at conversion: convert it again (overwrite=True)."
+    )
+
+
+def _read_verified(path, shown: str, where):
+    """A local chunk file's bytes (crc32c last), its checksum verified piece by piece as
+    it is read; None if the file does not exist."""
+    try:
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        buf = np.empty(size, dtype=np.uint8)
+        view = memoryview(buf)
+        crc, pos = 0, 0
+        while pos < size:
+            n = handle.readinto(view[pos : pos + VERIFY_PIECE])
+            if not n:  # shrunk while read
+                break
+            end = min(pos + n, size - 4)
+            if end > pos:
+                piece = buf[pos:end]
+                piece.flags.writeable = False  # google_crc32c takes read-only buffers
+                crc = google_crc32c.extend(crc, piece)
+            pos += n
+    if pos != size or size < 4 or crc.to_bytes(4, "little") != buf[-4:].tobytes():
+        raise checksum_error(shown, where)
+    return buf
+
+
+class _VerifiedBuffer(cpu.Buffer):
+    """Chunk bytes whose crc32c the store checked as it read them."""
+
+
+class StoreVerifiedCrc32c(zarr.codecs.Crc32cCodec):
+    """zarr's crc32c codec that does not check again bytes the store already verified.
+
+    Bytes from anywhere else (a remote store, another wrapper) are verified as zarr does.
+    Same name and metadata ("crc32c"): only how a read checks differs.
+    """
+
+    def _decode_sync(self, chunk_bytes, chunk_spec):
+        if isinstance(chunk_bytes, _VerifiedBuffer):
+            return chunk_spec.prototype.buffer.from_array_like(chunk_bytes.as_numpy_array()[:-4])
+        return super()._decode_sync(chunk_bytes, chunk_spec)
+
 
 class CompleteStore(WrapperStore):
     """A zarr store where a missing chunk is an error naming the store and the chunk.
@@ -75,29 +143,67 @@ class CompleteStore(WrapperStore):
     record says every chunk was written, an absent chunk means lost data. While ``strict``
     (set once the completion record is read), ``get`` of a missing chunk key under
     ``prefix`` (one array's path or a tuple of them) raises
-    :class:`~lazyconn.exceptions.MissingChunkError`.
+    :class:`~lazyconn.exceptions.MissingChunkError`. With ``verify`` (a local store whose
+    chunks end in a crc32c), each chunk's checksum is computed as its file is read, in
+    cache-sized pieces, and a mismatch raises :class:`~lazyconn.exceptions.ChecksumError`;
+    read the arrays through :class:`StoreVerifiedCrc32c` so that zarr does not check them a
+    second time.
     """
 
-    def __init__(self, store, shown: str, *, prefix: str | tuple = "", strict: bool = True):
+    def __init__(
+        self,
+        store,
+        shown: str,
+        *,
+        prefix: str | tuple = "",
+        strict: bool = True,
+        verify: bool = False,
+    ):
         super().__init__(store)
         self.shown = shown
         self.prefix = prefix
         self.strict = strict
+        self.verify = verify
 
     def _with_store(self, store):
-        return type(self)(store, self.shown, prefix=self.prefix, strict=self.strict)
+        return type(self)(
+            store, self.shown, prefix=self.prefix, strict=self.strict, verify=self.verify
+        )
+
+    def _chunk_of(self, key: str):
+        """The chunk indices of ``key`` if it names a chunk of an array, else None."""
+        prefixes = (self.prefix,) if isinstance(self.prefix, str) else self.prefix
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            return None
+        relative = key[len(prefix) :]
+        if not _CHUNK_KEY.search(relative) or relative.endswith("zarr.json"):
+            return None
+        try:
+            return tuple(int(i) for i in relative.split("/")[1:])
+        except ValueError:
+            return relative
 
     async def get(self, key, prototype, byte_range=None):
-        value = await self._store.get(key, prototype, byte_range)
-        if value is None and self.strict and key.startswith(self.prefix):
-            prefixes = (self.prefix,) if isinstance(self.prefix, str) else self.prefix
-            relative = key[len(next(p for p in prefixes if key.startswith(p))) :]
-            if _CHUNK_KEY.search(relative) and not relative.endswith("zarr.json"):
-                raise MissingChunkError(
-                    f"store {self.shown!r} is marked complete but its chunk {key!r} is missing "
-                    "(deleted or lost); expected every chunk it records: write or convert it "
-                    "again (overwrite=True)."
-                )
+        where = self._chunk_of(key)
+        if (
+            self.verify
+            and where is not None
+            and byte_range is None
+            and issubclass(prototype.buffer, cpu.Buffer)
+        ):
+            data = await asyncio.to_thread(
+                _read_verified, self._store.root / key, self.shown, where
+            )
+            value = None if data is None else _VerifiedBuffer(data)
+        else:
+            value = await self._store.get(key, prototype, byte_range)
+        if value is None and self.strict and where is not None:
+            raise MissingChunkError(
+                f"store {self.shown!r} is marked complete but its chunk {key!r} is missing "
+                "(deleted or lost); expected every chunk it records: write or convert it "
+                "again (overwrite=True)."
+            )
         return value
 
 
@@ -377,6 +483,28 @@ def mark_complete(
     group.attrs["lazyconn"] = meta
 
 
+def _verified_reads(array):
+    """``array`` read with each chunk's crc32c checked as its local file is read (once)."""
+    codecs = array.metadata.codecs
+    store = array.store_path.store
+    if not (
+        isinstance(store, CompleteStore)
+        and isinstance(store._store, LocalStore)
+        and codecs
+        and type(codecs[-1]) is zarr.codecs.Crc32cCodec
+    ):
+        return array  # remote or no checksum: zarr's own path
+    from zarr.core.array import Array, AsyncArray
+
+    store.verify = True
+    metadata = dataclasses.replace(array.metadata, codecs=(*codecs[:-1], StoreVerifiedCrc32c()))
+    return Array(
+        AsyncArray(
+            metadata=metadata, store_path=array.store_path, config=array._async_array.config
+        )
+    )
+
+
 class StoreInfo:
     """What :func:`open_store` found: the voxel array, header and scaling, and the stored
     temporal mean (a zarr array, or None when the completion record lists none)."""
@@ -446,6 +574,7 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
             f"{name}={shown!r} lacks its {exc.args[0]!r} array; expected a NIfTI-Zarr store with "
             f"'{DATA_PATH}' (voxels) and '{HEADER_PATH}' (header bytes)."
         ) from None
+    array = _verified_reads(array)
     header = parse_header(header_bytes, name, url)
     if tuple(array.shape[::-1]) != tuple(header.get_data_shape()):
         raise InputFileError(
@@ -454,7 +583,7 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
         )
     mean = None
     if meta is not None and meta.get("temporal_mean") == MEAN_PATH:
-        mean = group[MEAN_PATH]
+        mean = _verified_reads(group[MEAN_PATH])
     return StoreInfo(array, header, header_bytes, meta, url, mean)
 
 
