@@ -11,13 +11,19 @@ zlib level 1, then reports, in the same run on the same file:
   tree every 20 ms, and ``getrusage(RUSAGE_CHILDREN).ru_maxrss``) (goal <= 1 GB);
 - ``lazyconn.load`` time of the .nii.gz and of the store, and the time to read the
   whole store back (decompress every chunk);
-- with ``--codecs``: size ratio and speeds of a few codecs on one stored chunk.
+- with ``--codecs``: size ratio and speeds of a few codecs on one stored chunk;
+- with ``--to-nifti``: writing the store back to ``.nii`` and ``.nii.gz``
+  (``LazyImage.to_nifti``, streamed) with its default staged reorder and with slab-by-slab
+  reads (every chunk read once per slab), wall, CPU and peak RSS each in a subprocess; the
+  ``.nii`` is checked byte for byte against the decompressed source; under 1 GB of voxels
+  also nibabel's ``to_filename`` of the loaded run (it holds the whole run).
 
 Usage::
 
     python benchmarks/bench_convert.py            # HCP size (~2-3 min, ~6 GB temp disk)
     python benchmarks/bench_convert.py --small    # 91 x 109 x 91 x 100, seconds
     python benchmarks/bench_convert.py --codecs   # add the codec table
+    python benchmarks/bench_convert.py --small --to-nifti --only-to-nifti   # writing back
 
 Data go to benchmarks/_data/ (git-ignored) and big files are deleted at the end
 (``--keep`` keeps them).
@@ -134,6 +140,58 @@ def codec_table(shape3, n_vols):
     return rows
 
 
+def to_nifti_table(src: Path, dst: Path, data: Path, raw_bytes: int) -> list[dict]:
+    """Write the store back to NIfTI: each way in its own measured subprocess."""
+    import hashlib
+    import subprocess
+
+    expected = hashlib.sha256(
+        subprocess.run(["gzip", "-dc", str(src)], capture_output=True, check=True).stdout
+    ).hexdigest()
+    rows = []
+    cases = [
+        ("staged", ".nii"),
+        ("staged", ".nii.gz"),
+        ("slabs", ".nii"),
+    ]
+    if raw_bytes < 2**30:
+        cases.append(("nibabel", ".nii.gz"))
+    for strategy, ext in cases:
+        out = data / f"back{ext}"
+        if strategy == "nibabel":
+            code = f"import nibabel as nib; nib.load({str(src)!r}).to_filename({str(out)!r})"
+        else:
+            code = (
+                "import sys; sys.modules['xarray'] = None; import lazyconn; "
+                "from lazyconn.io.writers import write_nifti; "
+                f"write_nifti(lazyconn.load({str(dst)!r}), {str(out)!r}, "
+                f"strategy={strategy!r}, scratch_dir={str(data / 'scratch')!r})"
+            )
+        measured = harness.run_measured([sys.executable, "-c", code])
+        body = out.read_bytes() if ext == ".nii" else None
+        row = {
+            "how": strategy,
+            "ext": ext,
+            "wall_s": measured["wall_s"],
+            "cpu_s": measured["cpu_s"],
+            "peak_rss_bytes": measured["peak_rss_bytes"],
+            "bytes": out.stat().st_size,
+            "equal_to_source": None
+            if body is None
+            else hashlib.sha256(body).hexdigest() == expected,
+        }
+        del body
+        out.unlink()
+        rows.append(row)
+        print(
+            f"write {strategy:8s} {ext:7s} {row['wall_s']:6.1f} s wall {row['cpu_s']:6.1f} s CPU "
+            f"peak RSS {row['peak_rss_bytes'] / 2**20:6.0f} MiB  equal {row['equal_to_source']}  "
+            f"{harness.load_text()}",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="100 volumes instead of 1200")
@@ -143,6 +201,10 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument(
         "--zlib-too", action="store_true", help="also convert with ISA-L hidden (plain zlib)"
+    )
+    parser.add_argument("--to-nifti", action="store_true", help="also write the store back")
+    parser.add_argument(
+        "--only-to-nifti", action="store_true", help="skip the gunzip/convert comparison"
     )
     parser.add_argument("--data-dir", default=str(HERE / "_data"))
     args = parser.parse_args(argv)
@@ -160,6 +222,13 @@ def main(argv=None):
             write_run(src, SHAPE3, n_vols, args.compresslevel)
             results["write_s"] = time.perf_counter() - start
         results["gz_bytes"] = src.stat().st_size
+        if args.only_to_nifti:
+            shutil.rmtree(dst, ignore_errors=True)
+            import lazyconn
+
+            lazyconn.convert(str(src), str(dst), scratch_dir=str(scratch), progress=False)
+            results["to_nifti"] = to_nifti_table(src, dst, data, results["raw_bytes"])
+            return results
         gunzip = [harness.timed(f"gzip -dc {src} > /dev/null", shell=True)]
         shutil.rmtree(dst, ignore_errors=True)
         # As in the default install: xarray is a test extra, and dask.array imports it
@@ -219,6 +288,8 @@ def main(argv=None):
         results["checked"] = True
         results["sum"] = float(total)
         del img
+        if args.to_nifti:
+            results["to_nifti"] = to_nifti_table(src, dst, data, results["raw_bytes"])
     finally:
         if not args.keep:
             for path in (src, dst, scratch):

@@ -232,16 +232,38 @@ class LazyImage(nib.Nifti1Image):
 
     # conversions ------------------------------------------------------------
     def to_nifti(self, filename=None, *, storage_options=None) -> nib.Nifti1Image:
-        """Compute the voxels and return a ``nibabel.Nifti1Image`` (for nilearn.plotting).
+        """A ``nibabel.Nifti1Image`` of the voxels (for nilearn.plotting), or write a file.
 
-        With ``filename`` (a ``.nii``/``.nii.gz`` path or URL) the image is also written
-        there; an image opened from a file or store is written back unchanged (same
-        header bytes, unscaled voxels and scaling), byte for byte for ``.nii``.
+        Without ``filename`` the voxels are computed into memory. With ``filename`` (a
+        ``.nii``/``.nii.gz`` path or URL) the image is written there with bounded memory,
+        slab by slab (``lazyconn.io.writers.write_nifti``: it never holds the whole image),
+        and the written file is returned, opened without reading its voxels (nibabel's
+        ``nibabel.load`` for a local path, :func:`lazyconn.load` for a URL). An image opened
+        from a file or store is written back unchanged (same header bytes, unscaled voxels
+        and scaling), byte for byte for ``.nii``; other images as nibabel's ``to_filename``
+        writes them (byte for byte when ``isal`` is not installed, else the same
+        decompressed bytes).
+
+        Parameters
+        ----------
+        filename : str or path, optional
+            Destination ``.nii`` / ``.nii.gz`` path or fsspec URL.
+        storage_options : dict, optional
+            fsspec options for a URL ``filename``.
+
+        Returns
+        -------
+        nibabel.Nifti1Image
         """
         if filename is not None:
+            from lazyconn.image._load import load
+            from lazyconn.io._fs import is_local, local_path
             from lazyconn.io.writers import write_nifti
 
             write_nifti(self, filename, storage_options=storage_options)
+            if is_local(str(filename)):
+                return nib.load(local_path(str(filename)))
+            return load(filename, storage_options=storage_options)
         header = self.header.copy()
         header.set_data_dtype(self.dtype)
         # The data are already scaled; do not let a stored slope rescale them again.

@@ -6,8 +6,11 @@ Takes any object with ``data`` (dask array), ``affine``, ``header``, ``source`` 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import queue
+import threading
 
 import dask
 import dask.array as da
@@ -16,6 +19,7 @@ import numpy as np
 
 from lazyconn._progress import Progress
 from lazyconn._utils import check_positive
+from lazyconn.exceptions import ParameterError
 from lazyconn.io._fs import check_url, get_fs, redact
 from lazyconn.io._locks import WriterLock
 from lazyconn.io.store import create_store, mark_complete, prepare_destination
@@ -38,7 +42,8 @@ def header_bytes_for(img) -> tuple[bytes, da.Array]:
     nii = klass(stub, img.affine, img.header)
     nii.update_header()
     header = nii.header
-    header.set_slope_inter(None, None)
+    # What nibabel's to_filename records for data written without scaling.
+    header.set_slope_inter(1.0, 0.0)
     base = 540 if isinstance(header, nib.Nifti2Header) else 348
     ext = sum(e.get_sizeondisk() for e in header.extensions)
     offset = int(math.ceil((base + 4 + ext) / 16) * 16)
@@ -179,25 +184,74 @@ def _complete_after(_writes, dst, storage_options, lock):
         lock.release()
 
 
-def write_nifti(img, filename, *, storage_options: dict | None = None) -> None:
-    """Write ``img`` to a ``.nii`` / ``.nii.gz`` path or URL.
+#: Bytes of voxels :func:`write_nifti` holds at once by default (slabs in flight, or the
+#: blocks being staged): its memory bound whatever the image's size.
+DEFAULT_NIFTI_BUDGET = 256 * 2**20
+#: Compression level of ``.nii.gz`` output: nibabel's (1: fast; the voxels of fMRI runs
+#: gain little from higher levels). ISA-L's level 1 when ``isal`` is installed.
+GZIP_LEVEL = 1
 
-    Header bytes first, then the voxels in file order. The voxels are computed in one
-    go (meant for results and small images; ``lazyconn.convert`` is the streaming path
-    for runs).
+
+def write_nifti(
+    img,
+    filename,
+    *,
+    storage_options: dict | None = None,
+    budget_bytes: int | None = None,
+    scratch_dir=None,
+    strategy: str | None = None,
+) -> None:
+    """Write ``img`` to a ``.nii`` / ``.nii.gz`` path or URL, streamed with bounded memory.
+
+    Header bytes first, then the voxels in file order (x fastest, then y, z, t), one slab
+    of volumes (z planes for a 3-D image) at a time; a ``.nii.gz`` is compressed as it is
+    written (ISA-L if installed, else zlib at nibabel's level, with nibabel's gzip header:
+    then the file is byte for byte nibabel's). The file appears under its name only once
+    complete (a temporary name, then a rename).
+
+    Two ways of making the slabs (``strategy``; by default the one that computes every
+    chunk of the image once):
+
+    - ``"slabs"``: compute each slab of the image directly. Used when the image's chunks
+      are time slabs no larger than a slab (e.g. a ``.nii.gz`` opened as it is); on
+      whole-time chunks (stores) it would compute every chunk once per slab, with a
+      memory use that depends on the graph (kept for measuring: ``benchmarks/README.md``).
+    - ``"staged"``: one pass computes the image's chunks (in batches of ``budget_bytes /
+      2``) and stages each chunk's piece of every slab, compressed (Blosc LZ4), in a scratch
+      file in ``scratch_dir``; each slab is then assembled from its pieces (the reverse of
+      ``convert``'s staging).
+
+    Memory: up to three slabs of ``budget_bytes / 4`` each (being filled, queued, being
+    compressed) or one batch of chunks while staging, and at least one volume per slab.
     """
     filename = check_url("filename", filename)
+    check_positive("budget_bytes", budget_bytes, allow_none=True)
+    if strategy not in (None, "slabs", "staged"):
+        raise ParameterError(
+            f"strategy={strategy!r} is not valid; expected None, 'slabs' or 'staged'."
+        )
+    budget = DEFAULT_NIFTI_BUDGET if budget_bytes is None else int(budget_bytes)
     header_bytes, raw = header_bytes_for(img)
     from lazyconn.io.nifti import parse_header
 
-    hdr = parse_header(header_bytes, "header", "header")
-    values = np.asarray(raw.compute()).astype(hdr.get_data_dtype(), copy=False)
-    fs, path = get_fs(filename, storage_options)
+    dtype = parse_header(header_bytes, "header", "header").get_data_dtype()
+    raw = raw.astype(dtype) if raw.dtype != dtype else raw
+    frame = math.prod(raw.shape[:-1]) * dtype.itemsize
+    per_slab = max(1, budget // 4 // max(frame, 1))
+    if strategy is None:
+        strategy = "slabs" if max(raw.chunks[-1]) <= per_slab else "staged"
+    if strategy == "slabs":
+        slabs = _direct_slabs(raw, per_slab)
+    else:
+        slabs = _staged_slabs(raw, per_slab, max(1, budget // 2), scratch_dir)
     try:
-        with fs.open(path, "wb") as fobj:
-            out = gzip.GzipFile(fileobj=fobj, mode="wb", mtime=0) if path.endswith(".gz") else fobj
-            out.write(header_bytes)
-            out.write(values.tobytes(order="F"))
+        with _atomic_output(filename, storage_options) as fobj:
+            out = _gzip_writer(fobj) if filename.endswith(".gz") else fobj
+            with _WriterThread(out) as writer:
+                writer.put(header_bytes)
+                for slab in slabs:
+                    # A Fortran-ordered slab's transpose is C-contiguous: the file's bytes.
+                    writer.put(memoryview(np.asfortranarray(slab).T).cast("B"))
             if out is not fobj:
                 out.close()
     except PermissionError:
@@ -207,3 +261,197 @@ def write_nifti(img, filename, *, storage_options: dict | None = None) -> None:
             f"filename={redact(filename)!r} cannot be written (permission denied); expected a "
             "writable destination."
         ) from None
+    finally:
+        slabs.close()
+
+
+def _slab_groups(n: int, per_slab: int, chunks=None) -> list[tuple[int, int]]:
+    """(start, stop) along the last axis: ``per_slab`` at a time, or (``chunks`` given)
+    whole chunks, as many as fit in ``per_slab`` (at least one)."""
+    if chunks is None:
+        return [(a, min(a + per_slab, n)) for a in range(0, n, per_slab)]
+    groups, start, stop = [], 0, 0
+    for c in chunks:
+        if stop > start and stop + c - start > per_slab:
+            groups.append((start, stop))
+            start = stop
+        stop += c
+    groups.append((start, stop))
+    return groups
+
+
+def _direct_slabs(raw, per_slab: int):
+    """Each slab computed from the image (aligned with its chunks along the last axis
+    when they fit in a slab, so each chunk is computed once)."""
+    fits = max(raw.chunks[-1]) <= per_slab
+    for a, b in _slab_groups(raw.shape[-1], per_slab, raw.chunks[-1] if fits else None):
+        yield np.asarray(raw[..., a:b].compute())
+
+
+def _block_batches(raw, batch_bytes: int) -> list[list[tuple]]:
+    """The image's block indices in order, grouped while a group's bytes fit."""
+    itemsize = raw.dtype.itemsize
+    batches, current, size = [], [], 0
+    for idx in np.ndindex(*raw.numblocks):
+        nbytes = math.prod(c[i] for c, i in zip(raw.chunks, idx, strict=True)) * itemsize
+        if current and size + nbytes > batch_bytes:
+            batches.append(current)
+            current, size = [], 0
+        current.append(idx)
+        size += nbytes
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _staged_slabs(raw, per_slab: int, batch_bytes: int, scratch_dir):
+    """Slabs assembled from compressed per-block pieces staged in one pass over the blocks."""
+    import os
+    import tempfile
+
+    from lazyconn.io._locks import scratch_name
+    from lazyconn.io.convert import _pread, _stage_codec, _write_all
+
+    n = raw.shape[-1]
+    groups = _slab_groups(n, per_slab)
+    edges = [np.cumsum((0, *c)) for c in raw.chunks]
+    scratch_dir = os.fspath(scratch_dir) if scratch_dir is not None else tempfile.gettempdir()
+    os.makedirs(scratch_dir, exist_ok=True)
+    path = scratch_name(scratch_dir)
+    codec = _stage_codec()
+    index: dict = {g: [] for g in range(len(groups))}  # slab -> (region, offset, nbytes)
+    try:
+        with open(path, "wb", buffering=0) as scratch:
+            offset = 0
+            for batch in _block_batches(raw, batch_bytes):
+                blocks = dask.compute(*[raw.blocks[idx] for idx in batch])
+                for idx, block in zip(batch, blocks, strict=True):
+                    lo = [int(e[i]) for e, i in zip(edges, idx, strict=True)]
+                    t0, t1 = lo[-1], lo[-1] + block.shape[-1]
+                    for g, (a, b) in enumerate(groups):
+                        if b <= t0 or a >= t1:
+                            continue
+                        # Stored as (t, z, y, x) in C order, as the slab's transpose.
+                        piece = np.ascontiguousarray(
+                            block[..., max(a, t0) - t0 : min(b, t1) - t0].T
+                        )
+                        data = codec.encode(piece)
+                        _write_all(scratch, data)
+                        start = [*lo[:-1], max(a, t0) - a]
+                        index[g].append((start, piece.shape, offset, len(data)))
+                        offset += len(data)
+                del blocks, block  # before the next batch is computed
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            biggest = max((n for pieces in index.values() for *_, n in pieces), default=1)
+            packed = np.empty(biggest, dtype=np.uint8)
+            for g, (a, b) in enumerate(groups):
+                slab = np.empty(raw.shape[:-1] + (b - a,), dtype=raw.dtype, order="F")
+                flipped = slab.T  # C-contiguous (t, z, y, x)
+                for start, shape, offset, nbytes in index[g]:
+                    _pread(fd, packed[:nbytes], offset)
+                    piece = np.empty(shape, dtype=raw.dtype)
+                    codec.decode(packed[:nbytes], out=piece)
+                    region = tuple(
+                        slice(s, s + k) for s, k in zip(start[::-1], shape, strict=True)
+                    )
+                    flipped[region] = piece
+                yield slab
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+class _WriterThread:
+    """Writes (and, for ``.gz``, compresses) in a thread while the next slab is computed;
+    at most one buffer waits. A write error stops the producer at its next ``put``."""
+
+    def __init__(self, out):
+        self.out = out
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.failed: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="lazyconn-nifti-writer", daemon=True)
+
+    def _run(self):
+        while (data := self.queue.get()) is not None:
+            if not self.failed:
+                try:
+                    self.out.write(data)
+                except BaseException as exc:  # raised in the producer
+                    self.failed.append(exc)
+
+    def put(self, data) -> None:
+        if self.failed:
+            raise self.failed[0]
+        self.queue.put(data)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.queue.put(None)
+        self.thread.join()
+        if self.failed and exc[0] is None:
+            raise self.failed[0]
+        return False
+
+
+def _gzip_writer(fobj):
+    """A gzip stream over ``fobj`` as nibabel writes it (no file name, mtime 0, level 1);
+    ISA-L's compressor when installed (several times faster, other bytes, same content)."""
+    try:
+        from isal import igzip
+
+        return igzip.GzipFile(
+            filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=fobj, mtime=0
+        )
+    except ImportError:  # pragma: no cover - depends on the environment
+        return gzip.GzipFile(
+            filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=fobj, mtime=0
+        )
+
+
+@contextlib.contextmanager
+def _atomic_output(filename: str, storage_options: dict | None):
+    """A binary file object for ``filename`` written under a temporary name in the same
+    place and renamed when complete; removed if writing fails."""
+    import os
+    import uuid
+
+    from lazyconn.io._fs import is_local, local_path
+
+    tag = f".{uuid.uuid4().hex[:12]}.lazyconn-tmp"
+    if is_local(filename):
+        final = local_path(filename)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(final))):
+            from lazyconn.exceptions import OutputNotWritableError
+
+            raise OutputNotWritableError(
+                f"filename={redact(filename)!r} cannot be written: its directory does not "
+                "exist; expected a path in an existing directory."
+            )
+        tmp = os.path.join(
+            os.path.dirname(os.path.abspath(final)), f".{os.path.basename(final)}{tag}"
+        )
+        try:
+            with open(tmp, "wb") as fobj:
+                yield fobj
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return
+    fs, path = get_fs(filename, storage_options)
+    tmp = f"{path}{tag}"
+    try:
+        with fs.open(tmp, "wb") as fobj:
+            yield fobj
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
