@@ -14,6 +14,7 @@ from lazyconn._progress import Progress
 from lazyconn.exceptions import (
     ClusterConnectionError,
     IntegrityWarning,
+    OutputExistsError,
     ParameterTypeError,
     SubjectError,
 )
@@ -95,29 +96,70 @@ def test_run_after_a_crash_computes_only_what_is_missing(tmp_path):
     assert out["partial"][1] == 5
 
 
-def test_half_written_entry_reads_as_missing(tmp_path):
+def test_half_written_entry_reads_as_missing(tmp_path, monkeypatch):
     store = ResultStore(tmp_path / "store")
     store.put("good", np.eye(3), {"subject": "a"})
     result, attrs = store.get("good")
     np.testing.assert_array_equal(result, np.eye(3))
     assert attrs["complete"] is True and attrs["subject"] == "a"
-    # A crash between writing the array and marking it complete:
-    import zarr
 
-    group = zarr.open_group(tmp_path / "store" / "half", mode="w")
-    group.create_array("result", data=np.ones((3, 3)))
-    group.attrs.update({"shape": [3, 3]})
+    # A crash between writing the entry and publishing it: nothing is visible, no leftover.
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.put("half", np.ones((3, 3)), {"subject": "b"})
+    monkeypatch.undo()
     assert store.get("half") is None and "half" not in store
-    # A truncated array file (the marker written, the chunk lost) is also missing.
-    store.put("lost", np.eye(3))
-    chunks = [p for p in (tmp_path / "store" / "lost" / "result" / "c").rglob("*") if p.is_file()]
-    assert chunks
-    for chunk in chunks:
-        chunk.write_bytes(b"\x00")
-    with pytest.warns(IntegrityWarning, match=r"entry 'lost' .* failed verification"):
+    assert sorted(os.listdir(tmp_path / "store")) == ["good.result", "lazyconn-results.json"]
+    # A truncated entry (its tail lost) fails its crc32c: reported, read as missing.
+    store.put("lost", np.eye(3), {"subject": "c"})
+    entry = tmp_path / "store" / "lost.result"
+    entry.write_bytes(entry.read_bytes()[:-9])
+    with pytest.warns(IntegrityWarning, match=r"entry 'lost' of subject 'c' failed verification"):
         assert store.get("lost") is None
     with pytest.warns(IntegrityWarning):
         assert store.keys() == ["good"]
+
+
+def test_store_entry_is_one_object_with_a_crc32c(tmp_path):
+    """The entry's layout, read back independently: header, values, crc32c of both."""
+    import json
+
+    import google_crc32c
+
+    store = ResultStore(tmp_path / "store")
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    store.put("k", values, {"subject": "s", "notes": ["n"]})
+    raw = (tmp_path / "store" / "k.result").read_bytes()
+    assert raw.startswith(b"LAZYCONN-RESULT\n")
+    size = int.from_bytes(raw[16:24], "little")
+    header = json.loads(raw[24 : 24 + size])
+    assert header == {"subject": "s", "notes": ["n"], "shape": [3, 4], "dtype": "<f4"}
+    np.testing.assert_array_equal(np.frombuffer(raw[24 + size : -4], "<f4").reshape(3, 4), values)
+    assert int.from_bytes(raw[-4:], "little") == google_crc32c.value(raw[:-4])
+    got, attrs = store.get("k")
+    np.testing.assert_array_equal(got, values)
+    assert attrs["notes"] == ["n"] and attrs["complete"] is True
+    got[0, 0] = 1.0  # a result read back is the caller's to modify
+    # A store written by an earlier lazyconn (a zarr group per subject) is reused, its
+    # entries computed again.
+    import zarr
+
+    old = tmp_path / "old"
+    root = zarr.open_group(old, mode="w", attributes={"format": "lazyconn-results"})
+    root.create_group("k").create_array("result", data=values)
+    again = ResultStore(old)
+    assert again.get("k") is None and again.keys() == []
+    again.put("k", values)
+    assert again.keys() == ["k"]
+    other = tmp_path / "other"
+    zarr.open_group(other, mode="w").create_array("x", data=values)
+    with pytest.raises(
+        OutputExistsError, match=r"cache_dir='.*other' is a zarr group that is not"
+    ):
+        ResultStore(other)
 
 
 def test_store_rejects_non_path():

@@ -3,6 +3,7 @@
 Converted stores and the GroupConnectome results store, locally and on S3 (moto).
 """
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -179,10 +180,20 @@ def _group(**kw):
     return GroupConnectome(masker, progress=False, **kw)
 
 
+def _entry(root, key):
+    return f"{root}/{key}.result"
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    raw = bytearray(data)
+    raw[at] ^= 0x01
+    return bytes(raw)
+
+
 @pytest.mark.s3
 @pytest.mark.slow
 def test_results_store_on_s3_resumes_and_verifies(study, s3_bucket):
-    """Same completion marks, resume and verification as a local cache_dir."""
+    """Same completion, resume and verification as a local cache_dir."""
     import s3fs
 
     paths, confounds = study
@@ -196,52 +207,81 @@ def test_results_store_on_s3_resumes_and_verifies(study, s3_bucket):
     fs = s3fs.S3FileSystem(**options)
     store = ResultStore(cache, options)
     assert "***" in repr(store.storage_options) and options["secret"] not in repr(store)
-    # A crash mid-write: an entry without its completion mark is computed again.
-    key = store.keys()[0]
-    group = zarr.open_group(store._zarr(), path=key, mode="r+")
-    group.attrs["complete"] = False
-    assert len(store.keys()) == 2
-    # A deleted chunk and a flipped byte: never zeros, never wrong numbers.
-    key2 = sorted(store.keys())[0]
-    chunk = next(
-        f for f in fs.find(f"{cache[5:]}/{key2}/result") if "/c/" in f or f.endswith("/c")
-    )
-    fs.rm(chunk)
-    with pytest.warns(IntegrityWarning, match=rf"s3://.*/cache.*'{key2}'.*is missing"):
+    root = cache[len("s3://") :]
+    # A truncated entry (a store whose PUT is not atomic, a crash), a flipped byte and a
+    # deleted entry: never zeros, never wrong numbers, computed again.
+    truncated, flipped, deleted = store.keys()
+    data = fs.cat_file(_entry(root, truncated))
+    fs.pipe_file(_entry(root, truncated), data[: len(data) // 2])
+    data = fs.cat_file(_entry(root, flipped))
+    fs.pipe_file(_entry(root, flipped), _flip(data, len(data) - 20))
+    fs.rm(_entry(root, deleted))
+    with pytest.warns(IntegrityWarning) as caught:
         third = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
-    assert third.n_cached_ == 1
+    messages = sorted(str(w.message) for w in caught if w.category is IntegrityWarning)
+    assert len(messages) == 2
+    for key in (truncated, flipped):
+        assert any(re.search(rf"s3://.*/cache.*'{key}'.*crc32c", m) for m in messages)
+    assert third.n_cached_ == 0
     np.testing.assert_allclose(third.subject_matrices_, first.subject_matrices_, atol=1e-12)
+    assert store.keys() == sorted([truncated, flipped, deleted])
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_results_store_on_s3_costs_a_few_requests_per_subject(study, s3_bucket, monkeypatch):
+    """Counted S3 API calls of the results store: one PUT per computed subject, one listing
+    per run and one GET per cached subject, plus a constant per store opening (was 12 PUTs,
+    30 HEADs and 30 GETs per subject over a run and its re-run: zarr metadata per entry)."""
+    import collections
+
+    import aiobotocore.client
+
+    paths, confounds = study
+    bucket, options = s3_bucket
+    calls = collections.Counter()
+    real = aiobotocore.client.AioBaseClient._make_api_call
+
+    async def counting(self, operation, params):
+        calls[operation] += 1
+        return await real(self, operation, params)
+
+    monkeypatch.setattr(aiobotocore.client.AioBaseClient, "_make_api_call", counting)
+    cache = f"{bucket}/cache"
+    first = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
+    run = dict(calls)
+    calls.clear()
+    again = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
+    rerun = dict(calls)
+    assert first.n_cached_ == 0 and again.n_cached_ == len(paths) == 3
+    # run: open (GET mark, GET zarr.json: both absent; PUT mark), one listing, 3 PUTs
+    assert run == {"GetObject": 2, "PutObject": 1 + 3, "ListObjectsV2": 1}, run
+    # re-run: open (GET mark), one listing, 3 GETs
+    assert rerun == {"GetObject": 1 + 3, "ListObjectsV2": 1}, rerun
 
 
 def test_results_store_flipped_byte_recomputed(study, tmp_path):
     paths, confounds = study
     cache = tmp_path / "cache"
     first = _group(cache_dir=cache).fit(paths, confounds=confounds)
-    store = ResultStore(cache)
-    key = store.keys()[0]
-    # Rewrite the chunk with other values (valid bytes, wrong numbers): only the CRC sees it.
-    group = zarr.open_group(cache / key, mode="r+")
-    values = group["result"][...]
-    values[0, 1] += 1.0
-    group["result"][...] = values
-    with pytest.warns(IntegrityWarning, match=r"do not match the CRC-32"):
+    key = ResultStore(cache).keys()[0]
+    entry = cache / f"{key}.result"
+    entry.write_bytes(_flip(entry.read_bytes(), entry.stat().st_size - 12))  # in the values
+    with pytest.warns(IntegrityWarning, match=rf"'{key}' of subject 'sub-0\d'.* crc32c"):
         again = _group(cache_dir=cache).fit(paths, confounds=confounds)
     assert again.n_cached_ == 2
     np.testing.assert_allclose(again.subject_matrices_, first.subject_matrices_, atol=1e-12)
 
 
-def test_results_store_deleted_chunk_recomputed_not_zeros(study, tmp_path):
-    """A lost chunk of a cached entry is never read as zarr's fill value (zeros)."""
+def test_results_store_lost_bytes_recomputed_not_zeros(study, tmp_path):
+    """A cached entry that lost its tail is never read as zeros or as part of a result."""
     paths, confounds = study
     cache = tmp_path / "cache"
     first = _group(cache_dir=cache).fit(paths, confounds=confounds)
     key = ResultStore(cache).keys()[0]
-    array = cache / key / "result"
-    chunks = [p for p in array.rglob("*") if p.is_file() and p.relative_to(array).parts[0] == "c"]
-    assert chunks
-    for chunk in chunks:
-        chunk.unlink()
-    with pytest.warns(IntegrityWarning, match=rf"'{key}'.*is missing"):
+    entry = cache / f"{key}.result"
+    entry.write_bytes(entry.read_bytes()[:-100])
+    with pytest.warns(IntegrityWarning, match=rf"'{key}'.*failed verification"):
         again = _group(cache_dir=cache).fit(paths, confounds=confounds)
     assert again.n_cached_ == 2
     np.testing.assert_allclose(again.subject_matrices_, first.subject_matrices_, atol=1e-12)

@@ -1,11 +1,12 @@
-"""The results store: per-subject results in a Zarr v3 group, keyed by input and parameters.
+"""The results store: per-subject results, one object each, keyed by input and parameters.
 
-A subject's entry is ``<store>/<key>/`` holding the array ``result`` and attributes. It is
-written in two steps: the array first, then the attributes with ``"complete": true``, the
-result's shape, dtype and CRC-32 in one write. An interrupted write leaves an entry without
-the marker, which reads as missing and is overwritten by the next run; an entry whose chunk
-is missing or whose values fail the CRC is reported and computed again. The store may be a
-local directory or an fsspec URL (``storage_options``), with the same guarantees.
+A subject's entry is one object ``<store>/<key>.result``: a header (shape, dtype, the
+subject's attributes), the values and a crc32c of both, written by one atomic write (a
+rename locally, one PUT on an object store), so an entry is whole or absent. An entry that
+fails its checks is reported and computed again. The store is marked by
+``<store>/lazyconn-results.json``; it may be a local directory or an fsspec URL
+(``storage_options``), with the same guarantees and a few requests per subject (one listing
+per run, one GET per cached subject, one PUT per computed one).
 
 The key is ``tokenize(input identity, confounds identity, sample_mask, parameters token)``:
 
@@ -27,27 +28,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
-import zarr
 from dask.base import tokenize
 
 from lazyconn._utils import warn
-from lazyconn.exceptions import (
-    IntegrityWarning,
-    MissingChunkError,
-    OutputExistsError,
-    ParameterTypeError,
+from lazyconn.exceptions import IntegrityWarning, OutputExistsError, ParameterTypeError
+from lazyconn.io._fs import (
+    StorageOptions,
+    access_errors,
+    check_url,
+    get_fs,
+    is_local,
+    local_path,
+    redact,
 )
-from lazyconn.io._fs import StorageOptions, access_errors, check_url, is_local, local_path, redact
-from lazyconn.io.store import CompleteStore, _zarr_store
 
 #: Parameters that never change the numbers and so are left out of the cache key.
 _IGNORED_PARAMS = frozenset({"verbose", "memory", "memory_level", "n_jobs"})
 
 _STORE_FORMAT = "lazyconn-results"
-_STORE_VERSION = 1
+_STORE_VERSION = 2
 
 
 def _is_url(src: str) -> bool:
@@ -148,17 +152,25 @@ def params_token(*estimators, extra=None) -> str:
 
 
 class ResultStore:
-    """Per-subject results in a Zarr v3 group, on the local disk or an object store.
+    """Per-subject results, one object per subject, on the local disk or an object store.
 
-    Each entry is verified before use: it must carry the completion mark, every chunk of
-    its array must be present (a missing one is an error, never zeros) and the values
-    must match the CRC-32 recorded when it was written. An entry that fails is reported
-    with an :class:`~lazyconn.exceptions.IntegrityWarning` and treated as missing, so the
-    subject is computed again.
+    An entry ``<store>/<key>.result`` holds, in one object, a header (the result's shape
+    and dtype and the subject's attributes, JSON), the values, and a crc32c of both. It is
+    written by one atomic write (a rename of a finished temporary file locally, one PUT on
+    an object store), so an entry is either absent or whole: the completion mark is the
+    entry itself. Finding what is done is one listing of the store, reading a result back
+    one read, storing it one write (an object store sees one LIST per run, one GET per
+    cached subject and one PUT per computed one).
+
+    Each entry is verified before use: a truncated, corrupted or undecodable entry is
+    reported with an :class:`~lazyconn.exceptions.IntegrityWarning` and treated as
+    missing, so the subject is computed again; it is never read as zeros or wrong numbers.
 
     Creating the store is idempotent (several processes may open a new ``cache_dir`` at
-    once), and concurrent puts of one key leave one complete entry: a key names its
-    input and parameters, so two writers of a key write the same numbers.
+    once), and concurrent puts of one key leave one whole entry: a key names its input and
+    parameters, so two writers of a key write the same numbers. A store written by an
+    earlier lazyconn (version 1: a Zarr group per subject) is reused; its entries are not
+    read and are computed again.
 
     Parameters
     ----------
@@ -180,24 +192,99 @@ class ResultStore:
         self.url = url
         self.path = Path(url) if is_local(url) else None
         self.storage_options = StorageOptions.wrap(storage_options)
+        if self.path is None:
+            self._fs, root = get_fs(url, self.storage_options)
+            self._root = root.rstrip("/")
         with access_errors("cache_dir", url):
             self._open_root()
 
-    def _zarr(self, read_only: bool = False):
-        return _zarr_store(self.url, self.storage_options, read_only=read_only)
+    # -- where things are ------------------------------------------------------------
+    def _where(self, name: str) -> str:
+        return str(self.path / name) if self.path is not None else f"{self._root}/{name}"
 
-    def _open_root(self):
-        """Open the root group, creating it if needed; safe when several processes race."""
-        meta = {"format": _STORE_FORMAT, "version": _STORE_VERSION}
-        root = _open_or_create(self._zarr(), None, meta)
-        if root.attrs.get("format") != _STORE_FORMAT:
-            if set(root.group_keys()) or set(root.array_keys()):
+    def _entry(self, key: str) -> str:
+        return self._where(f"{key}{_ENTRY_SUFFIX}")
+
+    def _read(self, where: str) -> bytes | bytearray | None:
+        """An object's bytes, None if absent (one GET on an object store)."""
+        if self.path is None:
+            return self._read_many([where])[0]
+        try:
+            with open(where, "rb") as handle:
+                return bytearray(handle.read())
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def _read_many(self, where: list[str]) -> list:
+        """Objects' bytes (None if absent), fetched concurrently, one GET each: a range from
+        byte 0 (s3fs's whole-object read asks for the size first, a HEAD per object)."""
+        out = self._fs.cat_ranges(where, 0, None, on_error="return")
+        for value in out:
+            if isinstance(value, BaseException) and not isinstance(value, FileNotFoundError):
+                raise value
+        return [None if isinstance(v, BaseException) else v for v in out]
+
+    def _write(self, where: str, parts: list) -> None:
+        """Write ``parts`` as one object, atomically (readers see all of it or nothing)."""
+        if self.path is None:
+            self._fs.pipe_file(where, b"".join(parts))  # one PUT
+            return
+        tmp = f"{os.path.dirname(where)}/.{os.path.basename(where)}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as handle:
+                for part in parts:
+                    handle.write(part)
+            os.replace(tmp, where)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _listed(self) -> set[str]:
+        """Keys with an entry in the store (one listing)."""
+        if self.path is not None:
+            names = os.listdir(self.path)
+        else:
+            self._fs.invalidate_cache(self._root)  # other processes write here too
+            try:
+                names = [n.rsplit("/", 1)[-1] for n in self._fs.ls(self._root, detail=False)]
+            except FileNotFoundError:
+                names = []
+        return {
+            n[: -len(_ENTRY_SUFFIX)]
+            for n in names
+            if n.endswith(_ENTRY_SUFFIX) and not n.startswith(".")
+        }
+
+    def _open_root(self) -> None:
+        """Check or create the store's mark; safe when several processes race."""
+        mark = self._where(_ROOT_MARK)
+        found = self._read(mark)
+        if found is not None:
+            try:
+                meta = json.loads(bytes(found))
+            except ValueError:
+                meta = {}
+            if meta.get("format") == _STORE_FORMAT:
+                return
+            raise OutputExistsError(
+                f"cache_dir={redact(self.url)!r} holds a {_ROOT_MARK!r} that is not a lazyconn "
+                "results store's; expected a new or existing results store directory."
+            )
+        zarr_meta = self._read(self._where("zarr.json"))
+        if zarr_meta is not None:  # a version-1 results store (zarr groups), or not one
+            try:
+                attrs = json.loads(bytes(zarr_meta)).get("attributes", {})
+            except ValueError:
+                attrs = {}
+            if attrs.get("format") != _STORE_FORMAT:
                 raise OutputExistsError(
                     f"cache_dir={redact(self.url)!r} is a zarr group that is not a lazyconn "
                     "results store; expected a new or existing results store directory."
                 )
-            root.attrs.update({"format": _STORE_FORMAT, "version": _STORE_VERSION})
-        return root
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+        marker = json.dumps({"format": _STORE_FORMAT, "version": _STORE_VERSION}).encode()
+        self._write(mark, [marker])
 
     def __repr__(self) -> str:
         return f"ResultStore({redact(self.url)!r})"
@@ -205,107 +292,121 @@ class ResultStore:
     def __reduce__(self):
         return (type(self), (self.url, self.storage_options))
 
-    def _checked(self, key: str, read_only: bool = True):
-        """The entry's store, raising MissingChunkError for any absent chunk of it."""
-        return CompleteStore(self._zarr(read_only), f"{redact(self.url)}/{key}", prefix=f"{key}/")
-
+    # -- entries -----------------------------------------------------------------------
     def get(self, key: str, *, warn_invalid: bool = True) -> tuple[np.ndarray, dict] | None:
-        """The stored result and its attributes; None if absent, incomplete or corrupt."""
-        from zarr.errors import GroupNotFoundError
+        """The stored result and its attributes; None if absent or corrupt."""
+        return self._decode(key, self._read(self._entry(key)), warn_invalid)
 
-        try:
-            group = zarr.open_group(self._checked(key), path=key, mode="r")
-            attrs = group.attrs.asdict()
-        except (GroupNotFoundError, FileNotFoundError, KeyError, MissingChunkError):
+    def get_many(self, keys) -> dict[str, tuple[np.ndarray, dict]]:
+        """The stored results of ``keys`` that are present and valid, by key.
+
+        One listing, then one read per listed key (concurrent on an object store).
+        """
+        present = self._listed()
+        wanted = [k for k in dict.fromkeys(keys) if k in present]
+        if not wanted:
+            return {}
+        if self.path is not None:
+            raw = [self._read(self._entry(k)) for k in wanted]
+        else:
+            raw = self._read_many([self._entry(k) for k in wanted])
+        found = {}
+        for key, value in zip(wanted, raw, strict=True):
+            hit = self._decode(key, value, True)  # None: removed since the listing, or corrupt
+            if hit is not None:
+                found[key] = hit
+        return found
+
+    def _decode(self, key, data, warn_invalid):
+        if data is None:
             return None
-        if attrs.get("complete") is not True:
-            return None  # half-written (a crash, or another writer still at it)
+        attrs: dict = {}
         try:
-            result = np.asarray(group["result"][...])
-            problem = None
-            if list(result.shape) != attrs.get("shape") or str(result.dtype) != attrs.get("dtype"):
-                problem = f"shape/dtype {result.shape} {result.dtype} differ from its record"
-            elif "crc32" in attrs and _crc32(result) != attrs["crc32"]:
-                problem = "its values do not match the CRC-32 recorded when it was written"
-        except MissingChunkError as exc:
-            problem = str(exc)
-        except Exception as exc:  # undecodable bytes (any codec's error), missing array
-            problem = f"it cannot be read ({type(exc).__name__}: {exc})"
-        if problem is not None:
+            result, attrs = _unpack(data)
+        except _CorruptEntry as exc:
             if warn_invalid:
                 warn(
                     f"results store {redact(self.url)!r}: the entry {key!r} of subject "
-                    f"{attrs.get('subject')!r} failed verification ({problem}); it is "
-                    "computed again.",
+                    f"{exc.subject!r} failed verification ({exc}); it is computed again.",
                     IntegrityWarning,
                 )
             return None
         return result, attrs
 
     def put(self, key: str, result: np.ndarray, attrs: dict | None = None) -> None:
-        """Write a result, then its attributes and completion mark in one last write.
-
-        A complete, valid entry already there (written by another process) is kept.
-        """
-        if self.get(key, warn_invalid=False) is not None:
-            return
+        """Write a result with its attributes as one object (one atomic write)."""
         result = np.ascontiguousarray(result)
-        # Nothing is deleted: another process may be writing the same key (same numbers),
-        # and each file write is atomic (a rename locally, one PUT on an object store).
-        group = _open_or_create(self._zarr(), key)
-        if group.attrs.get("complete") is True:  # a corrupt entry: unmark it while rewriting
-            group.attrs["complete"] = False
-        array = group.get("result")
-        if array is None or array.shape != result.shape or array.dtype != result.dtype:
-            from zarr.errors import ContainsArrayError
-
-            try:
-                array = group.create_array(
-                    "result",
-                    shape=result.shape,
-                    dtype=result.dtype,
-                    chunks=result.shape or None,
-                    overwrite=array is not None,
-                )
-            except ContainsArrayError:  # created by the other writer meanwhile
-                array = group["result"]
-        array[...] = result
+        if result.dtype.hasobject:
+            raise ParameterTypeError(
+                f"result of {key!r} has dtype {result.dtype}; expected a numeric array."
+            )
         meta = json.loads(json.dumps(attrs or {}, default=str))
-        meta.update(
-            {
-                "shape": list(result.shape),
-                "dtype": str(result.dtype),
-                "crc32": _crc32(result),
-                "complete": True,
-            }
-        )
-        group.attrs.update(meta)  # one write of zarr.json: the mark comes with the record
+        meta.update({"shape": list(result.shape), "dtype": result.dtype.str})
+        self._write(self._entry(key), _pack(result, meta))
 
     def keys(self) -> list[str]:
         """Keys of the complete, valid entries."""
-        root = zarr.open_group(self._zarr(True), mode="r")
-        return sorted(k for k in root.group_keys() if self.get(k) is not None)
+        return sorted(k for k in self._listed() if self.get(k) is not None)
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
 
-def _open_or_create(store, path: str | None, attributes: dict | None = None):
-    """Open a group, or create it; another process creating it at the same time is fine."""
-    from zarr.errors import ContainsGroupError, GroupNotFoundError
+#: The store's mark (a small JSON object), and each entry's name suffix.
+_ROOT_MARK = "lazyconn-results.json"
+_ENTRY_SUFFIX = ".result"
+#: An entry: magic, header length (uint64 LE), header JSON, values, crc32c (uint32 LE) of
+#: everything before it.
+_MAGIC = b"LAZYCONN-RESULT\n"
 
-    kw = {} if path is None else {"path": path}
+
+class _CorruptEntry(ValueError):
+    def __init__(self, problem: str, subject=None):
+        super().__init__(problem)
+        self.subject = subject
+
+
+def _crc32c(crc: int, data) -> int:
+    view = np.frombuffer(data, dtype=np.uint8)
+    view.flags.writeable = False  # google_crc32c takes read-only buffers
+    return google_crc32c.extend(crc, view)
+
+
+def _pack(result: np.ndarray, meta: dict) -> list:
+    header = json.dumps(meta).encode()
+    head = _MAGIC + len(header).to_bytes(8, "little") + header
+    values = memoryview(result.reshape(-1)).cast("B") if result.size else b""
+    crc = _crc32c(_crc32c(0, head), values)
+    return [head, values, crc.to_bytes(4, "little")]
+
+
+def _unpack(data) -> tuple[np.ndarray, dict]:
+    """(values, attributes) of an entry's bytes; _CorruptEntry if it fails any check."""
+    start = len(_MAGIC) + 8
+    if len(data) < start + 4 or bytes(data[: len(_MAGIC)]) != _MAGIC:
+        raise _CorruptEntry(f"not a result entry ({len(data)} bytes, no lazyconn header)")
+    size = int.from_bytes(data[len(_MAGIC) : start], "little")
     try:
-        return zarr.open_group(store, mode="r+", **kw)
-    except (GroupNotFoundError, FileNotFoundError):
-        pass
+        meta = json.loads(bytes(data[start : start + size]))
+        subject = meta.get("subject")
+    except (ValueError, AttributeError):
+        meta, subject = None, None
+    body = memoryview(data)[:-4]
+    if _crc32c(0, body) != int.from_bytes(data[-4:], "little"):
+        raise _CorruptEntry(
+            "its bytes do not match the crc32c recorded when it was written (corrupted or "
+            "truncated)",
+            subject,
+        )
     try:
-        return zarr.create_group(store, attributes=attributes, overwrite=False, **kw)
-    except ContainsGroupError:  # created by another process meanwhile
-        return zarr.open_group(store, mode="r+", **kw)
-
-
-def _crc32(values: np.ndarray) -> int:
-    import zlib
-
-    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
+        dtype = np.dtype(meta["dtype"])
+        shape = tuple(int(n) for n in meta["shape"])
+        values = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=start + size)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise _CorruptEntry(f"it cannot be read ({type(exc).__name__}: {exc})", subject) from None
+    if values.nbytes != len(body) - start - size:
+        raise _CorruptEntry("its length differs from its record", subject)
+    if not values.flags.writeable:  # bytes from an object store: a result users may modify
+        values = values.copy()
+    meta["complete"] = True
+    return values.reshape(shape), meta

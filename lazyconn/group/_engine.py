@@ -261,8 +261,10 @@ def run_group(
     failures: dict[str, Failure] = {}
     with timer("cache_lookup"):
         todo = []
+        # one listing and one read per stored subject (not a lookup per subject)
+        hits = store.get_many([s.key for s in subjects]) if store is not None else {}
         for s in subjects:
-            hit = store.get(s.key) if store is not None else None
+            hit = hits.get(s.key)
             if hit is None:
                 todo.append(s)
             else:
