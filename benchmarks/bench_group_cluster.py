@@ -66,12 +66,16 @@ COUNTS_PATH = "/_bench/counts"
 
 
 # ----------------------------------------------------------------- the S3 server (own process)
-def _store_of(path: str) -> str:
-    """'/bucket/stores/sub-01.zarr/c/0/0' -> 'sub-01.zarr'; other paths -> 'other'."""
+def _store_of(path: str, query: str = "") -> str:
+    """'/bucket/stores/sub-01.zarr/c/0/0' -> 'sub-01.zarr'; the results store's objects and
+    listings ('/bucket/results/...', '/bucket?list-type=2&prefix=results%2F') -> 'results';
+    other paths -> 'other'."""
     parts = path.strip("/").split("/")
     for i, part in enumerate(parts[:-1]):
         if part == "stores" and parts[i + 1].endswith(".zarr"):
             return parts[i + 1]
+    if parts[1:2] == ["results"] or (len(parts) == 1 and "prefix=results" in query):
+        return "results"
     return "other"
 
 
@@ -109,7 +113,8 @@ def serve_s3(port: int) -> None:
             out += len(piece)
             yield piece
         with lock:
-            entry = counts.setdefault(_store_of(path), {}).setdefault(method, [0, 0, 0])
+            where = _store_of(path, environ.get("QUERY_STRING", ""))
+            entry = counts.setdefault(where, {}).setdefault(method, [0, 0, 0])
             entry[0] += 1
             entry[1] += out
             entry[2] += bytes_in
@@ -243,6 +248,7 @@ def run_cluster(source, stores, confounds, masker_kw, cache, storage_options, se
             t0 = time.perf_counter()
             again = fit(client, stores, confounds, cache)
             rerun = time.perf_counter() - t0
+            counts2 = server.counts() if server else None
             lost = set(pids) - set(cluster.worker_pids(client).values())
     assert again.n_cached_ == len(stores) and group.n_cached_ == 0 and not group.failed_
     assert not lost, "a worker was restarted during the run (its RSS figures are incomplete)"
@@ -269,6 +275,14 @@ def run_cluster(source, stores, confounds, masker_kw, cache, storage_options, se
         ]
         out["s3_gets_per_subject_mean"] = float(np.mean(calls))
         out["s3_other_requests_after"] = counts1.get("other", {})
+        # the results store's requests {method: count} in the run and in the re-run
+        for name, (a, b) in {"run": (counts0, counts1), "rerun": (counts1, counts2)}.items():
+            before, after = a.get("results", {}), b.get("results", {})
+            out[f"s3_results_requests_{name}"] = {
+                m: after[m][0] - before.get(m, [0])[0]
+                for m in after
+                if after[m][0] != before.get(m, [0])[0]
+            }
         out["s3_server_cpu_s"] = cpu1 - cpu0
     else:
         out["rchar_bytes_per_subject"] = sum(read1[p] - read0[p] for p in pids) / len(stores)

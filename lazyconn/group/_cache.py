@@ -65,10 +65,15 @@ def _path_identity(src, storage_options=None) -> tuple:
         import fsspec  # imported here: plain local runs never need it
 
         fs, path = fsspec.core.url_to_fs(src, **(storage_options or {}))
-        info = fs.info(path)
-        if info.get("type") == "directory":
+        info = None
+        if path.rstrip("/").endswith(".zarr"):  # a store: one request (its zarr.json)
             with contextlib.suppress(FileNotFoundError):
                 info = {**fs.info(path.rstrip("/") + "/zarr.json"), "dir": True}
+        if info is None:
+            info = fs.info(path)
+            if info.get("type") == "directory":
+                with contextlib.suppress(FileNotFoundError):
+                    info = {**fs.info(path.rstrip("/") + "/zarr.json"), "dir": True}
         keep = {k: str(v) for k, v in info.items() if k.lower() in _URL_VERSION_FIELDS}
         return ("url", src, tuple(sorted(keep.items())))
     path = Path(src.removeprefix("file://")).expanduser().resolve()
