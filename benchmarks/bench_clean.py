@@ -19,10 +19,11 @@ a strided sample of voxels (every 7th along each axis, all time points).
 ``--kernel`` instead times the smoothing kernel alone on single blocks (the seed's 4 mm
 block and an HCP-size 2 mm block, 6 mm FWHM, with their halos): lazyconn's
 ``gaussian_block`` (BLAS products) against scipy's ``gaussian_filter1d`` passes on the same
-block (what nilearn runs, and lazyconn's kernel before), one block on one thread and 8
-blocks on 2 threads (BLAS limited to one thread per call, as the group engine runs its
-tasks). CPU time over wall time on 2 threads says whether the kernel holds the GIL (~1)
-or not (~2).
+block (what nilearn runs, and lazyconn's kernel before; C-ordered), lazyconn's also on an
+F-ordered block (Zarr and NIfTI blocks are), one block on one thread and 8 blocks on 2
+threads (BLAS limited to one thread per call, as the group engine runs its tasks). CPU
+time over wall time on 2 threads says whether the kernel holds the GIL (~1) or not (~2,
+on an idle machine).
 
 Usage::
 
@@ -203,11 +204,16 @@ def child_kernel(workdir: Path):
         halos = [(r, r)] * 3
         shape = tuple(n + 2 * r for n in own) + (n_t,)
         block = (1000 + 10 * rng.standard_normal(shape)).astype(np.float32)
+        block_f = np.asfortranarray(block)
         kernels = {
             "scipy": lambda b=block, h=halos, s=sigma: spatial._gaussian_block_scipy(
                 b, [s] * 3, 4.0, h
             ),
             "lazyconn": lambda b=block, h=halos, s=sigma: spatial.gaussian_block(
+                b, [s] * 3, halos=h
+            ),
+            # F-ordered, as Zarr and NIfTI blocks are (the kernel then works on the transpose)
+            "lazyconn_F": lambda b=block_f, h=halos, s=sigma: spatial.gaussian_block(
                 b, [s] * 3, halos=h
             ),
         }
@@ -335,7 +341,7 @@ def _kernel_table(workdir: Path, keep: bool) -> int:
     )
     print("|---|---|---|---|---|---|")
     for row in rows:
-        for k in ("scipy", "lazyconn"):
+        for k in ("scipy", "lazyconn", "lazyconn_F"):
             print(
                 f"| {row['block']} {tuple(row['shape'])} | {k} | {row[f'{k}_1_thread_s']:.3f} s "
                 f"| {row[f'{k}_8_blocks_2_threads_s']:.3f} s "
