@@ -1,6 +1,6 @@
 """smooth_img / smooth_array: parity with nilearn on unevenly chunked runs, and the kernel.
 
-lazyconn smooths by BLAS products (GIL-free), so results equal nilearn's within float32
+lazyconn smooths by BLAS products, so results equal nilearn's within float32
 rounding (``assert_smoothing_close``), not bit for bit.
 """
 

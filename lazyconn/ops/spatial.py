@@ -1,7 +1,7 @@
 """Spatial kernels on 3-D / 4-D voxel arrays: Gaussian smoothing, morphology, components.
 
 Kernels are pure numpy/scipy functions on one block (Gaussian smoothing: products with
-small banded matrices, done by BLAS, which releases the GIL); graph builders only choose
+small banded matrices, done by BLAS); graph builders only choose
 the halo (derived from the kernel: Gaussian half-width ``int(truncate * sigma + 0.5)``, 0
 on time) and build one graph layer with ``boundary="none"`` semantics, as dask-image's
 ``map_overlap`` does. The time axis (axis 3) is never filtered and never gets a halo.
@@ -157,9 +157,10 @@ def gaussian_block(
     multiplied in float32 (BLAS sums the ~2 x half-width + 1 products in float32, where
     scipy sums each line in float64 and rounds once per pass; measured: at most ~4 float32
     ulps of the data's magnitude from the exact result, ~1 ulp rms, against scipy's 1.2 and
-    0.4). Why: BLAS releases the GIL, so dask's threads smooth blocks on every core (scipy's
-    filters hold it), and a float32 product is ~2-2.5x faster than a float64 one, which would
-    only buy back those few ulps. Float64 blocks are multiplied in float64
+    0.4). Why: the products take 2-5x less CPU per block than scipy's line-by-line filters
+    (``benchmarks/bench_clean.py --kernel``), and a float32 product is ~2-2.5x faster than
+    a float64 one, which would only buy back those few ulps. Both release the GIL (scipy's
+    ``correlate1d`` as well; measured), so dask's threads smooth blocks on every core. Float64 blocks are multiplied in float64
     (agreement ~1e-16); other dtypes in float64, cast to the block's dtype after each pass
     as scipy does.
 
@@ -318,9 +319,9 @@ def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
     Halo = kernel half-width per spatial axis (0 on time), ``boundary="none"``, so at the
     true image edges scipy's reflect mode sees exactly what the eager code sees; the kernel
     crops each axis's halo as part of filtering along it (:func:`gaussian_block`). Results
-    equal nilearn's within float32 rounding (BLAS products, which release the GIL, so
-    blocks are smoothed on every core; see :func:`gaussian_block`). The dtype is kept (float input expected); output chunks
-    are the input's (any time chunking works: the time axis has no halo).
+    equal nilearn's within float32 rounding (BLAS products; see :func:`gaussian_block`).
+    The dtype is kept (float input expected); output chunks are the input's (any time
+    chunking works: the time axis has no halo).
     """
     sigmas = [float(s) for s in sigmas]
     depth = [gaussian_halfwidth(s, truncate) for s in sigmas]
