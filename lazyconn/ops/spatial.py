@@ -252,7 +252,8 @@ def _smooth_with_halo(own, pieces, offsets, halos, sigmas, truncate):
     and 56-84 ms of smoothing); the kernel works in either order.
     """
     shape = tuple(own.shape[a] + sum(halos[a]) for a in range(3)) + own.shape[3:]
-    order = "F" if own.flags.f_contiguous and not own.flags.c_contiguous else "C"
+    # x varying fastest (F, also for views of F blocks) or slowest (C)
+    order = "F" if abs(own.strides[0]) < abs(own.strides[-1]) else "C"
     padded = np.empty(shape, dtype=own.dtype, order=order)
     for piece, d in zip([own, *pieces], [(0, 0, 0), *offsets], strict=True):
         index = []
