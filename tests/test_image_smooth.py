@@ -135,17 +135,25 @@ def test_gaussian_block_crops_halos_as_scipy(rng, order):
     got = spatial.gaussian_block(block, sigmas, halos=halos)
     assert got.flags.c_contiguous or got.flags.f_contiguous
     assert_smoothing_close(got, expected)
-    np.testing.assert_array_equal(block, x)  # the input is never modified
+    np.testing.assert_array_equal(block, x)  # copy=True: the input is not modified
+    # copy=False: a pass may write into the block's buffer, the result is the same
+    given_up = np.array(block, order="K")
+    again = spatial.gaussian_block(given_up, sigmas, halos=halos, copy=False)
+    assert not np.may_share_memory(again, given_up)  # not pinning the larger buffer
+    np.testing.assert_array_equal(again, got)
 
 
-def test_gaussian_block_non_finite_spread_as_scipy(rng):
+@pytest.mark.parametrize("copy", [True, False])
+def test_gaussian_block_non_finite_spread_as_scipy(rng, copy):
     # Products would spread a NaN along a whole tile; the kernel recomputes such blocks
-    # with scipy, so NaN and inf reach exactly the voxels scipy's filters reach.
+    # with scipy, so NaN and inf reach exactly the voxels scipy's filters reach (also when
+    # the kernel may reuse the block's buffer: copy=False).
     x = rng.standard_normal((12, 13, 11, 2)).astype(np.float32)
     x[2, 3, 4, 0] = np.nan
     x[9, 1, 8, 1] = np.inf
-    got = spatial.gaussian_block(x, [0.7, 0.5, 0.6], halos=[(1, 1), (0, 2), (2, 0)])
     expected = _scipy_passes(x, [0.7, 0.5, 0.6])[1:-1, :-2, 2:]
+    got = spatial.gaussian_block(x, [0.7, 0.5, 0.6], halos=[(1, 1), (0, 2), (2, 0)], copy=copy)
+    assert got.flags.c_contiguous
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
     assert_smoothing_close(got, expected)
 

@@ -120,8 +120,11 @@ def _gaussian_tiles(length, sigma, truncate, before, after, dtype):
     return m, tuple(tiles)
 
 
-def _gaussian_pass(x, axis, tiles, m):
-    """Apply an operator's tiles along ``axis`` of a C-contiguous array: a new array.
+def _gaussian_pass(x, axis, tiles, m, buffer=None):
+    """Apply an operator's tiles along ``axis`` of a C-contiguous array.
+
+    The result is a new array, or is written at the start of ``buffer`` (a flat array of
+    the same dtype, not overlapping ``x``, at least as large as the result).
 
     The array is viewed as ``(P, L, N)`` (axes before, the axis, axes after): one GEMM when
     P = 1, ``(P, L) @ A.T`` when N = 1, else a stack of P GEMMs. Tiles read and write
@@ -131,7 +134,10 @@ def _gaussian_pass(x, axis, tiles, m):
     length = shape[axis]
     shape[axis] = m
     p, n = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
-    out = np.empty(shape, dtype=x.dtype)
+    if buffer is None:
+        out = np.empty(shape, dtype=x.dtype)
+    else:
+        out = buffer[: math.prod(shape)].reshape(shape)
     # errstate: a non-finite voxel times a tile's zeros (gaussian_block then redoes the block)
     with np.errstate(invalid="ignore", over="ignore"):
         if n == 1:
@@ -171,12 +177,14 @@ def gaussian_block(
     halo as wide as the kernel's half-width holds every voxel the kept rows weight.
 
     Non-finite values: a product spreads a NaN or inf along its whole tile, where scipy
-    spreads it over the kernel's width only, so a result that is not finite is computed
-    again with scipy's filters (exact, slower; callers that run ``ensure_finite`` first,
-    as nilearn's smoothing does, never take that path).
+    spreads it over the kernel's width only, so a block whose first pass is not finite (a
+    non-finite voxel reaches the result) is computed again with scipy's filters (exact,
+    slower; callers that run ``ensure_finite`` first, as nilearn's smoothing does, never
+    take that path).
 
-    Memory: one new array per filtered axis, each at most the size of the block; the
-    previous one is freed as the next is written (the caller's block plus two at once).
+    Memory: a new array for the first and the last filtered axis, each at most the size of
+    the block, and the middle pass written into the block's buffer when ``copy=False``
+    (else a third new array); the caller's block plus two at once.
 
     Parameters
     ----------
@@ -189,8 +197,8 @@ def gaussian_block(
     halos : sequence of 3 (int, int), optional
         Context voxels ``(before, after)`` per spatial axis, cropped from the result.
     copy : bool, default=True
-        The block is never modified (each pass writes a new array); ``copy=False`` lets
-        the result be ``block`` itself when nothing is filtered or cropped.
+        ``False``: the block is a buffer the caller gives up (a pass may write into it, and
+        the result may be ``block`` itself when nothing is filtered or cropped).
     """
     halos = [(0, 0)] * 3 if halos is None else [tuple(int(h) for h in p) for p in halos]
     x = block
@@ -201,28 +209,45 @@ def gaussian_block(
     # float32 data multiply in float32: ~2-2.5x faster than float64 products, within ~4
     # ulps of the exact result (see the docstring); other non-float64 dtypes in float64
     work = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    filtered = [a for a, s in enumerate(sigmas) if gaussian_halfwidth(s, truncate) > 0]
+    # A middle pass may write into the input's buffer when it is ours (a copy made above)
+    # or the caller's to reuse (copy=False): one page-faulting allocation less per block.
+    # The first pass has read it by then; the last pass gets a new, exact-size array, so
+    # the result never pins the larger buffer.
+    reusable = not copy or not np.may_share_memory(x, block)
+    spare = x.reshape(-1) if reusable and x.dtype == work else None
     for axis, sigma in enumerate(sigmas):
         before, after = halos[axis]
         ax = x.ndim - 1 - axis if transposed else axis
         length = x.shape[ax]
-        if gaussian_halfwidth(sigma, truncate) > 0:
+        if axis in filtered:
             m, tiles = _gaussian_tiles(length, float(sigma), float(truncate), before, after, work)
-            y = _gaussian_pass(x.astype(work, copy=False), ax, tiles, m)
-            x = y.astype(block.dtype, copy=False)
+            reuse = spare if axis not in (filtered[0], filtered[-1]) else None
+            if reuse is not None and reuse.size < x.size // length * m:
+                reuse = None
+            x = _gaussian_pass(x.astype(work, copy=False), ax, tiles, m, reuse)
+            if axis == filtered[0] and not _finite(x):
+                # a product spreads a NaN or inf along a whole tile: scipy's exact spread
+                # (the block is intact: only later passes may write into it)
+                out = _gaussian_block_scipy(block, sigmas, truncate, halos)
+                return np.asarray(out, order="F" if transposed else "C")
+            x = x.astype(block.dtype, copy=False)
         elif before or after:
             index = [slice(None)] * x.ndim
             index[ax] = slice(before, length - after)
             x = x[tuple(index)]
     out = x.T if transposed else x
-    with np.errstate(invalid="ignore", over="ignore"):
-        finite = out.dtype.kind != "f" or np.isfinite(out.sum())
-    if not finite:
-        out = _gaussian_block_scipy(block, sigmas, truncate, halos)
     # contiguous, and holding neither the halos nor (unless copy=False) the caller's block
     out = np.asarray(out, order="F" if transposed else "C")
     if copy and np.may_share_memory(out, block):
         out = out.copy(order="K")
     return out
+
+
+def _finite(x) -> bool:
+    """Whether every value is finite (a finite sum needs no boolean temporary)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return x.dtype.kind != "f" or bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
 
 
 def _gaussian_block_scipy(block, sigmas, truncate, halos):
