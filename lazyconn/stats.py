@@ -31,7 +31,7 @@ from lazyconn.exceptions import DimensionError, ParameterError, ParameterTypeErr
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
 from lazyconn.image._niimg import check_same_fov, load_4d, new_img_like
-from lazyconn.image._runarray import RunArray, volume_selection
+from lazyconn.image._runarray import RunArray, selections_data, volume_selection
 from lazyconn.io.writers import batch_regions
 from lazyconn.ops import stats as _ops
 
@@ -158,7 +158,7 @@ def _shared_run(axis, *samples) -> tuple[da.Array, list[np.ndarray]] | None:
     run = selections[0].run
     if any(s.run.name != run.name for s in selections):
         return None
-    return run, [s.indices for s in selections]
+    return selections_data(selections)
 
 
 def _check_options(nan_policy, alternative):

@@ -159,6 +159,9 @@ class LazyImage(nib.Nifti1Image):
         # (unscaled dask array in x,y,z,t order, NIfTI header bytes, NiftiFile or None,
         # stored temporal mean or None) of the source file or store.
         self._raw = _raw
+        # How the voxels were made from other volumes by a step on each volume alone
+        # (image._runarray.Volumewise, set by smooth_img), or None.
+        self._volumewise = None
 
     @property
     def slicer(self):

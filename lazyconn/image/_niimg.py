@@ -257,7 +257,8 @@ def get_data(img, compute: bool = True):
         (``data[..., labels == "face"]``) remember the run, so that ``lazyconn.stats``'
         t-tests on several selections of it read each chunk once for all of them.
     """
-    data = load_img(img).data
+    img = load_img(img)
+    data = img.data
     if compute:
         return np.asarray(data.compute())
-    return RunArray.of(data) if data.ndim == 4 else data
+    return RunArray.of(data, img._volumewise) if data.ndim == 4 else data

@@ -13,6 +13,8 @@ emitted for 3-D maps only (for runs they would need a read of the run).
 
 from __future__ import annotations
 
+import functools
+
 import dask.array as da
 import numpy as np
 from scipy import ndimage
@@ -40,6 +42,7 @@ from lazyconn.image._niimg import (
     load_mask_img,
     new_img_like,
 )
+from lazyconn.image._runarray import Volumewise
 from lazyconn.image.resampling import on_grid_of, resample_img
 from lazyconn.ops import spatial
 
@@ -68,6 +71,16 @@ def smooth_array(arr, affine, fwhm=None, ensure_finite=True, copy=True):
     del copy
     if isinstance(arr, np.ndarray):
         arr = da.from_array(arr, chunks=_default_chunks_for(arr))
+    arr, step = _smoothing(arr, affine, fwhm, ensure_finite)
+    return arr if step is None else step(arr)
+
+
+def _smoothing(arr, affine, fwhm, ensure_finite):
+    """``(prepared, step)``: the smoothed array is ``step(prepared)`` (step None: no smoothing).
+
+    ``prepared`` is the input as floats (non-finite values zeroed with ``ensure_finite``);
+    ``step`` filters each volume alone, linearly (a :class:`Volumewise` step).
+    """
     if isinstance(fwhm, (int, float)) and not isinstance(fwhm, bool) and fwhm == 0:
         warn(
             f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
@@ -92,10 +105,10 @@ def smooth_array(arr, affine, fwhm=None, ensure_finite=True, copy=True):
     if ensure_finite:
         arr = spatial.ensure_finite(arr)
     if isinstance(fwhm, str):  # "fast" (other strings were refused above)
-        return spatial.fast_smooth(arr)
-    if sigmas is None:
-        return arr
-    return spatial.gaussian_smooth(arr, sigmas)
+        return arr, spatial.fast_smooth
+    if sigmas is None or not any(spatial.gaussian_halfwidth(float(x)) for x in sigmas):
+        return arr, None
+    return arr, functools.partial(spatial.gaussian_smooth, sigmas=tuple(float(x) for x in sigmas))
 
 
 @fill_doc
@@ -118,14 +131,22 @@ def smooth_img(imgs, fwhm):
     -------
     LazyImage or list of LazyImage
         Nothing is computed; the chunks of the input are kept (with a halo of the kernel's
-        half-width between chunks).
+        half-width between chunks). A smoothed run remembers its unsmoothed volumes:
+        smoothing filters each volume alone and linearly, so ``index_img``, ``mean_img``
+        and the t-tests of ``lazyconn.stats`` on volumes of ``get_data(run,
+        compute=False)`` select or average the volumes first and smooth only what they
+        use (equal to smoothing first, within float32 rounding). nilearn smooths the whole
+        run first.
     """
     single = not _is_list_of_images(imgs)
     out = []
     for img in [imgs] if single else imgs:
         img = load(img)
-        data = smooth_array(img.data, img.affine, fwhm=fwhm, ensure_finite=True)
-        out.append(img.with_data(data))
+        prepared, step = _smoothing(img.data, img.affine, fwhm, ensure_finite=True)
+        smoothed = img.with_data(prepared if step is None else step(prepared))
+        if step is not None and prepared.ndim == 4:
+            smoothed._volumewise = Volumewise(prepared, step)
+        out.append(smoothed)
     return out[0] if single else out
 
 
@@ -145,7 +166,10 @@ def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
     data = img.data
     if img.ndim == 4:
         stored = img._raw[3] if img._raw is not None else None
-        if stored is not None:
+        if img._volumewise is not None:
+            # e.g. a smoothed run: smooth the mean of the unsmoothed volumes (linear step)
+            data = img._volumewise.mean(mean_dtype(data.dtype))
+        elif stored is not None:
             data = stored
         else:
             data = data.mean(axis=-1, dtype=np.float64).astype(mean_dtype(data.dtype))
@@ -230,10 +254,19 @@ def index_img(imgs, index):
             )
     if isinstance(index, (list, tuple)):
         index = np.asarray(index)
-    data = img.data[..., index]
+    volumewise = img._volumewise
+    if volumewise is not None:
+        # e.g. a smoothed run: smooth only the selected volumes
+        volumewise = volumewise.select(index)
+        data = volumewise.step(volumewise.source)
+    else:
+        data = img.data[..., index]
     if data.ndim == 4 and len(data.chunks[3]) > 1:
         data = data.rechunk({3: -1})
-    return new_img_like(img, data, img.affine)
+    out = new_img_like(img, data, img.affine)
+    if data.ndim == 4 and volumewise is not None:
+        out._volumewise = volumewise
+    return out
 
 
 def math_img(formula: str, copy_header_from=None, **imgs):
