@@ -76,14 +76,20 @@ def common_arguments(parser: argparse.ArgumentParser, workdir, children) -> None
 def child_report(step, *args) -> int:
     """In a child: run ``step(*args)``, print ``{"wall_s", "peak_rss_bytes"}`` as JSON.
 
-    ``step`` may return its own wall time (seconds, e.g. excluding its setup); else the
-    time of the call is used.
+    ``step`` may return its own wall time (seconds, e.g. excluding its setup), or a pair
+    (wall, CPU seconds of the same work: reported as ``cpu_s``); else the time of the call
+    is used.
     """
     start = time.perf_counter()
-    wall = step(*args)
+    wall, cpu = step(*args), None
+    if isinstance(wall, tuple):
+        wall, cpu = wall
     if wall is None:
         wall = time.perf_counter() - start
-    print(json.dumps({"wall_s": float(wall), "peak_rss_bytes": peak_rss()}))
+    report = {"wall_s": float(wall), "peak_rss_bytes": peak_rss()}
+    if cpu is not None:
+        report["cpu_s"] = float(cpu)
+    print(json.dumps(report))
     return 0
 
 
