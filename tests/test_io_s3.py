@@ -41,6 +41,38 @@ def test_load_and_convert_from_s3_to_s3(make_nifti, s3_bucket, name):
     )
 
 
+def test_store_read_from_s3_is_one_get_per_object(make_nifti, s3_bucket, tmp_path, monkeypatch):
+    """Reading a store from a bucket: one GET per object read, no HEAD before each chunk
+    (s3fs's whole-object read asks for the size first) and no probing for Zarr v2 files."""
+    import collections
+
+    import aiobotocore.client
+
+    bucket, options = s3_bucket
+    path, ref = make_nifti("run.nii")
+    local = tmp_path / "run.zarr"
+    lazyconn.convert(path, local, chunks=UNEVEN, progress=False)
+    import s3fs
+
+    s3fs.S3FileSystem(**options).put(str(local), f"{bucket[5:]}/run.zarr", recursive=True)
+    url = f"{bucket}/run.zarr"
+    calls = collections.Counter()
+    real = aiobotocore.client.AioBaseClient._make_api_call
+
+    async def counting(self, operation, params):
+        calls[operation, params.get("Key", "").removeprefix("run.zarr/")] += 1
+        return await real(self, operation, params)
+
+    monkeypatch.setattr(aiobotocore.client.AioBaseClient, "_make_api_call", counting)
+    np.testing.assert_array_equal(lazyconn.load(url, storage_options=options).data.compute(), ref)
+    chunks = [k for op, k in calls if op == "GetObject" and k.startswith("0/c/")]
+    assert len(chunks) == 8 and all(calls["GetObject", k] == 1 for k in chunks)
+    assert not [k for op, k in calls if op == "HeadObject" and "/c/" in k], calls
+    assert not [
+        k for _, k in calls if k.rsplit("/", 1)[-1] in (".zgroup", ".zattrs", ".zmetadata")
+    ]
+
+
 def test_s3_errors(make_nifti, s3_bucket):
     bucket, options = s3_bucket
     with pytest.raises(InputNotFoundError, match=r"src='s3://.*/missing.nii.gz' does not exist"):

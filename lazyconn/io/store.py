@@ -26,8 +26,9 @@ import google_crc32c
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.abc.store import OffsetByteRequest
 from zarr.core.buffer import cpu
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from lazyconn.config import default_chunks, mean_dtype
 from lazyconn.exceptions import (
@@ -197,6 +198,9 @@ class CompleteStore(WrapperStore):
             )
             value = None if data is None else _VerifiedBuffer(data)
         else:
+            if byte_range is None and isinstance(self._store, FsspecStore):
+                # a read from byte 0: one GET (s3fs's whole-object read HEADs for the size)
+                byte_range = OffsetByteRequest(0)
             value = await self._store.get(key, prototype, byte_range)
         if value is None and self.strict and where is not None:
             raise MissingChunkError(
@@ -538,7 +542,10 @@ def open_store(url, storage_options: dict | None = None, *, name: str = "src") -
         strict=False,
     )
     try:
-        group = zarr.open_group(store, mode="r")
+        try:  # lazyconn's stores are Zarr v3: no probing for v2 metadata (3 GETs on S3)
+            group = zarr.open_group(store, mode="r", zarr_format=3)
+        except Exception:
+            group = zarr.open_group(store, mode="r")
     except Exception as exc:
         raise InputFileError(
             f"{name}={shown!r} is not a zarr group ({type(exc).__name__}); expected a lazyconn "
