@@ -144,11 +144,12 @@ class CompleteStore(WrapperStore):
     record says every chunk was written, an absent chunk means lost data. While ``strict``
     (set once the completion record is read), ``get`` of a missing chunk key under
     ``prefix`` (one array's path or a tuple of them) raises
-    :class:`~lazyconn.exceptions.MissingChunkError`. With ``verify`` (a local store whose
-    chunks end in a crc32c), each chunk's checksum is computed as its file is read, in
-    cache-sized pieces, and a mismatch raises :class:`~lazyconn.exceptions.ChecksumError`;
-    read the arrays through :class:`StoreVerifiedCrc32c` so that zarr does not check them a
-    second time.
+    :class:`~lazyconn.exceptions.MissingChunkError`. For the arrays in ``verify`` (their
+    paths with a trailing "/", in a local store, their chunks ending in a crc32c), each
+    chunk's checksum is computed as its file is read, in cache-sized pieces, and a mismatch
+    raises :class:`~lazyconn.exceptions.ChecksumError`; read those arrays through
+    :class:`StoreVerifiedCrc32c` (:func:`_verified_reads`) so that zarr does not check them
+    a second time.
     """
 
     def __init__(
@@ -158,7 +159,7 @@ class CompleteStore(WrapperStore):
         *,
         prefix: str | tuple = "",
         strict: bool = True,
-        verify: bool = False,
+        verify: frozenset = frozenset(),
     ):
         super().__init__(store)
         self.shown = shown
@@ -172,7 +173,7 @@ class CompleteStore(WrapperStore):
         )
 
     def _chunk_of(self, key: str):
-        """The chunk indices of ``key`` if it names a chunk of an array, else None."""
+        """(array prefix, chunk indices) if ``key`` names a chunk of an array, else None."""
         prefixes = (self.prefix,) if isinstance(self.prefix, str) else self.prefix
         prefix = next((p for p in prefixes if key.startswith(p)), None)
         if prefix is None:
@@ -181,20 +182,20 @@ class CompleteStore(WrapperStore):
         if not _CHUNK_KEY.search(relative) or relative.endswith("zarr.json"):
             return None
         try:
-            return tuple(int(i) for i in relative.split("/")[1:])
+            return prefix, tuple(int(i) for i in relative.split("/")[1:])
         except ValueError:
-            return relative
+            return prefix, relative
 
     async def get(self, key, prototype, byte_range=None):
-        where = self._chunk_of(key)
+        chunk = self._chunk_of(key)
         if (
-            self.verify
-            and where is not None
+            chunk is not None
+            and chunk[0] in self.verify
             and byte_range is None
             and issubclass(prototype.buffer, cpu.Buffer)
         ):
             data = await asyncio.to_thread(
-                _read_verified, self._store.root / key, self.shown, where
+                _read_verified, self._store.root / key, self.shown, chunk[1]
             )
             value = None if data is None else _VerifiedBuffer(data)
         else:
@@ -202,7 +203,7 @@ class CompleteStore(WrapperStore):
                 # a read from byte 0: one GET (s3fs's whole-object read HEADs for the size)
                 byte_range = OffsetByteRequest(0)
             value = await self._store.get(key, prototype, byte_range)
-        if value is None and self.strict and where is not None:
+        if value is None and self.strict and chunk is not None:
             raise MissingChunkError(
                 f"store {self.shown!r} is marked complete but its chunk {key!r} is missing "
                 "(deleted or lost); expected every chunk it records: write or convert it "
@@ -500,7 +501,7 @@ def _verified_reads(array):
         return array  # remote or no checksum: zarr's own path
     from zarr.core.array import Array, AsyncArray
 
-    store.verify = True
+    store.verify = store.verify | {f"{array.path}/"}
     metadata = dataclasses.replace(array.metadata, codecs=(*codecs[:-1], StoreVerifiedCrc32c()))
     return Array(
         AsyncArray(
