@@ -18,8 +18,8 @@ from lazyconn.testing.storage import write_nifti as save_with_nibabel
 
 SHAPE = (9, 8, 7, 30)
 CHUNKS = (4, 5, 3)
-#: Three volumes' worth: slabs of less than one volume each, forcing many slabs.
-TINY = 3 * 9 * 8 * 7 * 4
+#: Slabs of 7 volumes (a quarter of the budget each): 5 slabs, the last one partial.
+TINY = 4 * 7 * 9 * 8 * 7 * 4
 
 
 def _content(path) -> bytes:
@@ -27,11 +27,14 @@ def _content(path) -> bytes:
     return gzip.decompress(raw) if str(path).endswith(".gz") else raw
 
 
-@pytest.fixture
-def sources(tmp_path, rng, affine):
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
     """The same run as a .nii.gz file, a store and an in-memory (derived) image, and the
-    file nibabel writes for each (the reference)."""
-    data = (100 + 10 * rng.standard_normal(SHAPE)).astype(np.float32)
+    file nibabel writes for each (the reference); made once for the module."""
+    tmp_path = tmp_path_factory.mktemp("sources")
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [-10.0, -12.0, -9.0]
+    data = (100 + 10 * np.random.default_rng(0).standard_normal(SHAPE)).astype(np.float32)
     path = tmp_path / "run.nii.gz"
     save_with_nibabel(path, data, affine)
     store = tmp_path / "run.zarr"
