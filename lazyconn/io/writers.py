@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import math
+import os
 import queue
+import tempfile
 import threading
+import uuid
 
 import dask
 import dask.array as da
@@ -19,9 +22,9 @@ import numpy as np
 
 from lazyconn._progress import Progress
 from lazyconn._utils import check_positive
-from lazyconn.exceptions import ParameterError
-from lazyconn.io._fs import check_url, get_fs, redact
-from lazyconn.io._locks import WriterLock
+from lazyconn.exceptions import OutputNotWritableError, ParameterError
+from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
+from lazyconn.io._locks import WriterLock, scratch_name
 from lazyconn.io.store import create_store, mark_complete, prepare_destination
 
 
@@ -255,8 +258,6 @@ def write_nifti(
             if out is not fobj:
                 out.close()
     except PermissionError:
-        from lazyconn.exceptions import OutputNotWritableError
-
         raise OutputNotWritableError(
             f"filename={redact(filename)!r} cannot be written (permission denied); expected a "
             "writable destination."
@@ -306,10 +307,6 @@ def _block_batches(raw, batch_bytes: int) -> list[list[tuple]]:
 
 def _staged_slabs(raw, per_slab: int, batch_bytes: int, scratch_dir):
     """Slabs assembled from compressed per-block pieces staged in one pass over the blocks."""
-    import os
-    import tempfile
-
-    from lazyconn.io._locks import scratch_name
     from lazyconn.io.convert import _pread, _stage_codec, _write_all
 
     n = raw.shape[-1]
@@ -418,17 +415,11 @@ def _gzip_writer(fobj):
 def _atomic_output(filename: str, storage_options: dict | None):
     """A binary file object for ``filename`` written under a temporary name in the same
     place and renamed when complete; removed if writing fails."""
-    import os
-    import uuid
-
-    from lazyconn.io._fs import is_local, local_path
 
     tag = f".{uuid.uuid4().hex[:12]}.lazyconn-tmp"
     if is_local(filename):
         final = local_path(filename)
         if not os.path.isdir(os.path.dirname(os.path.abspath(final))):
-            from lazyconn.exceptions import OutputNotWritableError
-
             raise OutputNotWritableError(
                 f"filename={redact(filename)!r} cannot be written: its directory does not "
                 "exist; expected a path in an existing directory."
