@@ -101,9 +101,12 @@ def _gaussian_tiles(length, sigma, truncate, before, after, dtype):
     """The operator as ``(rows, cols, sub-matrix)`` tiles of about ``4 x half-width`` rows.
 
     Each tile keeps only the input columns its rows weight (a band ``rows + 2 x half-width``
-    wide), so a long axis with a short kernel does not pay for the zeros of the dense
-    matrix (e.g. 1 mm data, or 2 mm FWHM on 4 mm voxels: 1.5-2x faster than the dense
-    product), while short axes stay one product.
+    wide), so a long axis with a short kernel does not pay for all the zeros of the dense
+    matrix, while short axes stay one product. Measured (CPU, one thread): 2 mm FWHM on
+    4 mm blocks 47 ms tiled / 75 ms dense / 89 ms scipy; a 1 mm volume (182 x 218 x 182,
+    6 mm) 132 / 156 / 232 ms; on 2 and 4 mm blocks with 6 mm the tiling changes nothing.
+    Dense or tiled, the products beat scipy's filters on every shape measured, so there is
+    no scipy path for long axes.
     """
     op = gaussian_operator(length, sigma, truncate, before, after, dtype)
     m = op.shape[0]
