@@ -115,7 +115,9 @@ def _smoothing(arr, affine, fwhm, ensure_finite):
 def smooth_img(imgs, fwhm):
     """Smooth images with a Gaussian filter along the three spatial axes (lazy).
 
-    Same results as ``nilearn.image.smooth_img``. NaN/inf become 0 first.
+    Same results as ``nilearn.image.smooth_img`` within float32 rounding (a few ulps:
+    lazyconn's passes are BLAS products, 2-5x less CPU than scipy's filters; see
+    :func:`lazyconn.ops.spatial.gaussian_block`). NaN/inf become 0 first.
 
     Parameters
     ----------
