@@ -67,13 +67,16 @@ def test_flipped_byte_is_a_checksum_error(converted):
         lazyconn.load(store).data.compute()
 
 
+@pytest.mark.parametrize("how", ["pieces", "mapped"])
 @pytest.mark.parametrize("where", ["first", "middle", "last", "crc"])
-def test_checksum_checked_piece_by_piece_as_read(converted, monkeypatch, where):
-    """A local chunk's crc32c is computed as its file is read, in pieces (small here so that
-    a chunk spans many): a flipped byte in any piece, or in the stored crc itself, fails."""
+def test_checksum_checked_as_read(converted, monkeypatch, where, how):
+    """A local chunk's crc32c is computed as its file is read: copied in pieces (small here
+    so that a chunk spans many) or mapped (large chunks; every chunk here): a flipped byte
+    anywhere, or in the stored crc itself, fails."""
     from lazyconn.io import store as store_mod
 
     monkeypatch.setattr(store_mod, "VERIFY_PIECE", 64)
+    monkeypatch.setattr(store_mod, "MAP_MIN", 1 if how == "mapped" else 2**40)
     store, ref = converted
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
     victim = _chunk_files(store)[-1]
@@ -87,7 +90,11 @@ def test_checksum_checked_piece_by_piece_as_read(converted, monkeypatch, where):
         lazyconn.load(store).data.compute()
 
 
-def test_truncated_chunk_is_a_checksum_error(converted):
+@pytest.mark.parametrize("how", ["pieces", "mapped"])
+def test_truncated_chunk_is_a_checksum_error(converted, monkeypatch, how):
+    from lazyconn.io import store as store_mod
+
+    monkeypatch.setattr(store_mod, "MAP_MIN", 1 if how == "mapped" else 2**40)
     store, _ = converted
     victim = _chunk_files(store)[0]
     victim.write_bytes(victim.read_bytes()[:-7])
@@ -103,6 +110,7 @@ def test_local_chunks_are_checksummed_once(converted, monkeypatch):
     from lazyconn.io import store as store_mod
 
     monkeypatch.setattr(store_mod, "VERIFY_PIECE", 64)
+    monkeypatch.setattr(store_mod, "MAP_MIN", 2**40)
     store, ref = converted
     calls = []
     real_value, real_extend = google_crc32c.value, google_crc32c.extend
@@ -113,6 +121,24 @@ def test_local_chunks_are_checksummed_once(converted, monkeypatch):
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
     files = _chunk_files(store)
     assert max(calls) <= 64 and sum(calls) == sum(f.stat().st_size - 4 for f in files)
+
+
+def test_large_chunks_are_mapped_and_checksummed_once(converted, monkeypatch):
+    """Chunk files of MAP_MIN bytes or more are read through a mapping (no copy), their
+    crc32c computed once over it; the values equal the file's."""
+    import google_crc32c
+
+    from lazyconn.io import store as store_mod
+
+    monkeypatch.setattr(store_mod, "MAP_MIN", 1)
+    store, ref = converted
+    mapped, calls = [], []
+    real_mapped, real_value = store_mod._mapped, google_crc32c.value
+    monkeypatch.setattr(store_mod, "_mapped", lambda h, n: mapped.append(n) or real_mapped(h, n))
+    monkeypatch.setattr(google_crc32c, "value", lambda b: calls.append(len(b)) or real_value(b))
+    np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
+    sizes = sorted(f.stat().st_size for f in _chunk_files(store))
+    assert sorted(mapped) == sizes and sorted(calls) == [n - 4 for n in sizes]
 
 
 def test_checksum_checked_through_fsspec_too(converted):
