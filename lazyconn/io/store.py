@@ -120,10 +120,11 @@ def _mapped(handle, size: int):
     return np.frombuffer(mapping, dtype=np.uint8)  # keeps the mapping open while used
 
 
-def _read_verified(path, shown: str, where):
-    """A local chunk file's bytes (crc32c last), its checksum verified as it is read
-    (over the mapped file, or piece by piece while each copied piece is in cache); None if
-    the file does not exist."""
+def _read_local(path, shown: str, where, verify: bool):
+    """A local chunk file's bytes, mapped if large; with ``verify`` (crc32c last) its
+    checksum verified as it is read (over the mapping, or piece by piece while each copied
+    piece is in cache). None if the file does not exist, or if it is small and not to be
+    verified (then read it as zarr does)."""
     try:
         handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
     except (FileNotFoundError, NotADirectoryError):
@@ -132,11 +133,14 @@ def _read_verified(path, shown: str, where):
         size = os.fstat(handle.fileno()).st_size
         mapped = _mapped(handle, size)
         if mapped is not None:
-            if size < 4 or google_crc32c.value(mapped[:-4]) != int.from_bytes(
-                mapped[-4:], "little"
+            if verify and (
+                size < 4
+                or google_crc32c.value(mapped[:-4]) != int.from_bytes(mapped[-4:], "little")
             ):
                 raise checksum_error(shown, where)
             return mapped
+        if not verify:
+            return None
         buf = np.empty(size, dtype=np.uint8)
         view = memoryview(buf)
         crc, pos = 0, 0
@@ -179,12 +183,13 @@ class CompleteStore(WrapperStore):
     record says every chunk was written, an absent chunk means lost data. While ``strict``
     (set once the completion record is read), ``get`` of a missing chunk key under
     ``prefix`` (one array's path or a tuple of them) raises
-    :class:`~lazyconn.exceptions.MissingChunkError`. For the arrays in ``verify`` (their
-    paths with a trailing "/", in a local store, their chunks ending in a crc32c), each
-    chunk's checksum is computed as its file is read, in cache-sized pieces, and a mismatch
-    raises :class:`~lazyconn.exceptions.ChecksumError`; read those arrays through
-    :class:`StoreVerifiedCrc32c` (:func:`_verified_reads`) so that zarr does not check them
-    a second time.
+    :class:`~lazyconn.exceptions.MissingChunkError`. In a local store, chunk files of
+    ``MAP_MIN`` bytes or more are mapped rather than copied; for the arrays in ``verify``
+    (their paths with a trailing "/", their chunks ending in a crc32c) each chunk's
+    checksum is computed as it is read (over the mapping, or in cache-sized pieces of a
+    smaller file) and a mismatch raises :class:`~lazyconn.exceptions.ChecksumError`; read
+    those arrays through :class:`StoreVerifiedCrc32c` (:func:`_verified_reads`) so that
+    zarr does not check them a second time.
     """
 
     def __init__(
@@ -223,28 +228,39 @@ class CompleteStore(WrapperStore):
 
     async def get(self, key, prototype, byte_range=None):
         chunk = self._chunk_of(key)
+        value = None
         if (
             chunk is not None
-            and chunk[0] in self.verify
+            and isinstance(self._store, LocalStore)
             and byte_range is None
             and issubclass(prototype.buffer, cpu.Buffer)
         ):
+            verify = chunk[0] in self.verify
             data = await asyncio.to_thread(
-                _read_verified, self._store.root / key, self.shown, chunk[1]
+                _read_local, self._store.root / key, self.shown, chunk[1], verify
             )
-            value = None if data is None else _VerifiedBuffer(data)
-        else:
+            if data is not None:
+                value = _VerifiedBuffer(data) if verify else prototype.buffer(data)
+            elif verify:
+                return self._missing(key)
+        if value is None:
             if byte_range is None and isinstance(self._store, FsspecStore):
                 # a read from byte 0: one GET (s3fs's whole-object read HEADs for the size)
                 byte_range = OffsetByteRequest(0)
             value = await self._store.get(key, prototype, byte_range)
-        if value is None and self.strict and chunk is not None:
+        if value is None and chunk is not None:
+            return self._missing(key)
+        return value
+
+    def _missing(self, key: str):
+        """None (zarr's fill value) unless ``strict``: then a MissingChunkError."""
+        if self.strict:
             raise MissingChunkError(
                 f"store {self.shown!r} is marked complete but its chunk {key!r} is missing "
                 "(deleted or lost); expected every chunk it records: write or convert it "
                 "again (overwrite=True)."
             )
-        return value
+        return None
 
 
 def _zarr_store(url: str, storage_options: dict | None, *, read_only: bool):
