@@ -71,6 +71,7 @@ def test_store_read_from_s3_is_one_get_per_object(make_nifti, s3_bucket, tmp_pat
     assert not [
         k for _, k in calls if k.rsplit("/", 1)[-1] in (".zgroup", ".zattrs", ".zmetadata")
     ]
+    assert not [op for op, _ in calls if op == "ListObjectsV2"], calls  # zarr.json: it exists
 
 
 def test_s3_errors(make_nifti, s3_bucket):

@@ -185,7 +185,9 @@ def check_exists(name: str, url: str, storage_options: dict | None = None, *, ex
     """Raise InputNotFoundError if ``url`` does not exist; return (fs, path)."""
     fs, path = get_fs(url, storage_options)
     with access_errors(name, url):
-        found = fs.exists(path)
+        # a store in a bucket is no object: its zarr.json is one HEAD, the prefix a HEAD + LIST
+        store = not is_local(url) and path.rstrip("/").endswith(".zarr")
+        found = (store and fs.exists(path.rstrip("/") + "/zarr.json")) or fs.exists(path)
     if not found:
         raise InputNotFoundError(f"{name}={redact(url)!r} does not exist; expected {expected}.")
     return fs, path
