@@ -195,6 +195,30 @@ def test_s3_lock_is_created_exclusively(s3_bucket, monkeypatch):
     assert not late.fs.exists(late.path)
 
 
+@pytest.mark.s3
+def test_s3_lock_whose_create_answer_was_lost_is_held(s3_bucket, monkeypatch):
+    """A conditional PUT that reached the store but whose answer was lost is retried by the
+    client and refused (412): the writer must see that the lock holds its own token, not
+    take itself for another writer (both racers lost under load before)."""
+    bucket, options = s3_bucket
+    lock = WriterLock(f"{bucket}/lost-answer.zarr", options)
+    put = lock.fs.pipe_file
+
+    def put_then_lose_the_answer(path, data, **kwargs):
+        put(path, data, **kwargs)
+        raise FileExistsError(path)  # what the refused retry reports
+
+    monkeypatch.setattr(lock.fs, "pipe_file", put_then_lose_the_answer)
+    lock.acquire()
+    assert lock.held
+    other = WriterLock(f"{bucket}/lost-answer.zarr", options)
+    with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()}"):
+        other.acquire()
+    monkeypatch.undo()
+    lock.release()
+    assert not lock.fs.exists(lock.path)
+
+
 _RACE_LOCK = """
 import json, os, sys, time
 from lazyconn.exceptions import StoreLockedError
@@ -205,7 +229,7 @@ for i in range(int(rounds)):
     open(f"{ready}-{i}-{me}", "w").close()
     end = time.time() + 60
     while time.time() < end and not all(os.path.exists(f"{ready}-{i}-{w}") for w in "ab"):
-        pass
+        time.sleep(0.001)  # not a busy loop: the S3 server shares the cores
     try:
         WriterLock(f"{bucket}/run-{i}.zarr", options).acquire()  # held: never released
         won.append(i)

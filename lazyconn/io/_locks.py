@@ -202,6 +202,11 @@ class WriterLock:
             other = self._read()
             if other is None:
                 continue  # released meanwhile: try again
+            if other.get("token") == self.record["token"]:
+                # Our create went through but its answer was lost (a timeout under load)
+                # and the client's retry was refused: the lock is ours.
+                self.held = True
+                return
             if not (overwrite or not other or is_dead(other)):
                 raise self._locked(other)
             with contextlib.suppress(FileNotFoundError):
