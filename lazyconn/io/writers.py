@@ -361,6 +361,10 @@ def _staged_slabs(raw, per_slab: int, batch_bytes: int, scratch_dir):
             os.remove(path)
 
 
+#: Largest piece handed to the (compressing) output at once.
+_WRITE_PIECE_BYTES = 256 * 2**10
+
+
 class _WriterThread:
     """Writes (and, for ``.gz``, compresses) in a thread while the next slab is computed;
     at most one buffer waits. A write error stops the producer at its next ``put``."""
@@ -375,7 +379,11 @@ class _WriterThread:
         while (data := self.queue.get()) is not None:
             if not self.failed:
                 try:
-                    self.out.write(data)
+                    # In pieces: a compressor returns its output for each write as one new
+                    # buffer, which would otherwise be as large as the slab (noisy data).
+                    view = memoryview(data)
+                    for start in range(0, len(view), _WRITE_PIECE_BYTES):
+                        self.out.write(view[start : start + _WRITE_PIECE_BYTES])
                 except BaseException as exc:  # raised in the producer
                     self.failed.append(exc)
 
