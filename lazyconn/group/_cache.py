@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import google_crc32c
@@ -40,6 +39,7 @@ from lazyconn.exceptions import IntegrityWarning, OutputExistsError, ParameterTy
 from lazyconn.io._fs import (
     StorageOptions,
     access_errors,
+    atomic_local_file,
     check_url,
     get_fs,
     is_local,
@@ -234,15 +234,9 @@ class ResultStore:
         if self.path is None:
             self._fs.pipe_file(where, b"".join(parts))  # one PUT
             return
-        tmp = f"{os.path.dirname(where)}/.{os.path.basename(where)}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as handle:
-                for part in parts:
-                    handle.write(part)
-            os.replace(tmp, where)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with atomic_local_file(where) as handle:
+            for part in parts:
+                handle.write(part)
 
     def _listed(self) -> set[str]:
         """Keys with an entry in the store (one listing)."""

@@ -15,13 +15,12 @@ Both may be written to a URL (``s3://...``) with ``storage_options``.
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import zarr
 
 from lazyconn.exceptions import ParameterError
-from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
+from lazyconn.io._fs import atomic_local_file, check_url, get_fs, is_local, local_path, redact
 from lazyconn.io.store import _zarr_store, prepare_destination
 
 FORMAT_NAME = "lazyconn-group-matrices"
@@ -142,11 +141,8 @@ def _write_npz(path: str, data: dict, storage_options) -> None:
     np.savez(buffer, **arrays)
     if is_local(path):
         # Written beside, then renamed: a crash never leaves a truncated file under the name.
-        target = local_path(path)
-        partial = f"{target}.partial-{os.getpid()}"
-        with open(partial, "wb") as f:
+        with atomic_local_file(local_path(path)) as f:
             f.write(buffer.getvalue())
-        os.replace(partial, target)
     else:
         fs, key = get_fs(path, storage_options)
         fs.pipe_file(key, buffer.getvalue())  # one PUT: an object appears whole or not at all

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import uuid
 from pathlib import Path
 
 import fsspec
@@ -172,6 +173,23 @@ def local_path(url: str) -> str:
     if url_scheme(url) in ("file", "local"):
         url = url.split("://", 1)[1]
     return str(Path(url).expanduser())
+
+
+@contextlib.contextmanager
+def atomic_local_file(path: str):
+    """Write a local file atomically: the block writes a hidden temporary file beside
+    ``path`` (binary), renamed onto ``path`` when the block ends without error, so readers
+    see the old file or the whole new one; the temporary file is removed if writing fails."""
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.lazyconn-tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def get_fs(url: str, storage_options: dict | None = None):

@@ -23,7 +23,7 @@ import numpy as np
 from lazyconn._progress import Progress
 from lazyconn._utils import check_positive
 from lazyconn.exceptions import OutputNotWritableError, ParameterError
-from lazyconn.io._fs import check_url, get_fs, is_local, local_path, redact
+from lazyconn.io._fs import atomic_local_file, check_url, get_fs, is_local, local_path, redact
 from lazyconn.io._locks import WriterLock, scratch_name
 from lazyconn.io.store import create_store, mark_complete, prepare_destination
 
@@ -424,7 +424,6 @@ def _atomic_output(filename: str, storage_options: dict | None):
     """A binary file object for ``filename`` written under a temporary name in the same
     place and renamed when complete; removed if writing fails."""
 
-    tag = f".{uuid.uuid4().hex[:12]}.lazyconn-tmp"
     if is_local(filename):
         final = local_path(filename)
         if not os.path.isdir(os.path.dirname(os.path.abspath(final))):
@@ -432,20 +431,11 @@ def _atomic_output(filename: str, storage_options: dict | None):
                 f"filename={redact(filename)!r} cannot be written: its directory does not "
                 "exist; expected a path in an existing directory."
             )
-        tmp = os.path.join(
-            os.path.dirname(os.path.abspath(final)), f".{os.path.basename(final)}{tag}"
-        )
-        try:
-            with open(tmp, "wb") as fobj:
-                yield fobj
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        with atomic_local_file(final) as fobj:
+            yield fobj
         return
     fs, path = get_fs(filename, storage_options)
-    tmp = f"{path}{tag}"
+    tmp = f"{path}.{uuid.uuid4().hex[:12]}.lazyconn-tmp"
     try:
         with fs.open(tmp, "wb") as fobj:
             yield fobj
