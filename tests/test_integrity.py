@@ -18,6 +18,7 @@ from lazyconn.group._cache import ResultStore
 from lazyconn.group.pipeline import GroupConnectome
 from lazyconn.maskers import NiftiSpheresMasker
 from lazyconn.testing.group import TINY_SEEDS, tiny_study
+from lazyconn.testing.storage import with_flipped_bit
 
 CHUNKS = (4, 5, 6)
 
@@ -60,9 +61,7 @@ def test_missing_chunk_of_a_complete_store_is_an_error(converted):
 def test_flipped_byte_is_a_checksum_error(converted):
     store, _ = converted
     victim = _chunk_files(store)[0]
-    raw = bytearray(victim.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    victim.write_bytes(bytes(raw))
+    victim.write_bytes(with_flipped_bit(victim.read_bytes()))
     with pytest.raises(ChecksumError, match=r"store '.*run.zarr': chunk \(0, 0, 0, 0\) .* crc32c"):
         lazyconn.load(store).data.compute()
 
@@ -80,11 +79,10 @@ def test_checksum_checked_as_read(converted, monkeypatch, where, how):
     store, ref = converted
     np.testing.assert_array_equal(lazyconn.load(store).data.compute(), ref)
     victim = _chunk_files(store)[-1]
-    raw = bytearray(victim.read_bytes())
-    assert len(raw) > 3 * 64
-    at = {"first": 0, "middle": len(raw) // 2, "last": len(raw) - 5, "crc": len(raw) - 1}[where]
-    raw[at] ^= 0x10
-    victim.write_bytes(bytes(raw))
+    data = victim.read_bytes()
+    assert len(data) > 3 * 64
+    at = {"first": 0, "middle": len(data) // 2, "last": len(data) - 5, "crc": len(data) - 1}
+    victim.write_bytes(with_flipped_bit(data, at[where], bit=0x10))
     index = tuple(int(i) for i in victim.relative_to(store / "0" / "c").parts)
     with pytest.raises(ChecksumError, match=rf"run.zarr': chunk \({', '.join(map(str, index))}\)"):
         lazyconn.load(store).data.compute()
@@ -145,9 +143,7 @@ def test_checksum_checked_through_fsspec_too(converted):
     """A store read through fsspec (as from a bucket) keeps zarr's own crc32c check."""
     store, _ = converted
     victim = _chunk_files(store)[0]
-    raw = bytearray(victim.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    victim.write_bytes(bytes(raw))
+    victim.write_bytes(with_flipped_bit(victim.read_bytes()))
     import fsspec
 
     memory = fsspec.filesystem("memory")
@@ -230,12 +226,6 @@ def _entry(root, key):
     return f"{root}/{key}.result"
 
 
-def _flip(data: bytes, at: int) -> bytes:
-    raw = bytearray(data)
-    raw[at] ^= 0x01
-    return bytes(raw)
-
-
 @pytest.mark.s3
 @pytest.mark.slow
 def test_results_store_on_s3_resumes_and_verifies(study, s3_bucket):
@@ -260,7 +250,7 @@ def test_results_store_on_s3_resumes_and_verifies(study, s3_bucket):
     data = fs.cat_file(_entry(root, truncated))
     fs.pipe_file(_entry(root, truncated), data[: len(data) // 2])
     data = fs.cat_file(_entry(root, flipped))
-    fs.pipe_file(_entry(root, flipped), _flip(data, len(data) - 20))
+    fs.pipe_file(_entry(root, flipped), with_flipped_bit(data, len(data) - 20))
     fs.rm(_entry(root, deleted))
     with pytest.warns(IntegrityWarning) as caught:
         third = _group(cache_dir=cache, storage_options=options).fit(paths, confounds=confounds)
@@ -312,7 +302,9 @@ def test_results_store_flipped_byte_recomputed(study, tmp_path):
     first = _group(cache_dir=cache).fit(paths, confounds=confounds)
     key = ResultStore(cache).keys()[0]
     entry = cache / f"{key}.result"
-    entry.write_bytes(_flip(entry.read_bytes(), entry.stat().st_size - 12))  # in the values
+    entry.write_bytes(
+        with_flipped_bit(entry.read_bytes(), entry.stat().st_size - 12)
+    )  # in the values
     with pytest.warns(IntegrityWarning, match=rf"'{key}' of subject 'sub-0\d'.* crc32c"):
         again = _group(cache_dir=cache).fit(paths, confounds=confounds)
     assert again.n_cached_ == 2

@@ -19,6 +19,7 @@ from lazyconn.io import _dask
 from lazyconn.io.store import mark_complete
 from lazyconn.maskers import MultiNiftiMasker
 from lazyconn.testing.imaging import synthetic_epi
+from lazyconn.testing.storage import with_flipped_bit
 
 CHUNKS = (4, 3, 5)
 
@@ -168,9 +169,7 @@ def test_missing_or_corrupt_mean_chunk_is_an_error(make_nifti, tmp_path):
     files = _files(store, "mean")
     assert len(files) == 2 * 3 * 2  # the voxels' spatial chunk grid
     good = files[0].read_bytes()
-    raw = bytearray(good)
-    raw[len(raw) // 2] ^= 0x01
-    files[0].write_bytes(bytes(raw))
+    files[0].write_bytes(with_flipped_bit(good))
     with pytest.raises(
         ChecksumError, match=r"store '.*run.zarr': chunk \(0, 0, 0\) \(z, y, x chunk .* crc32c"
     ):

@@ -29,6 +29,14 @@ def write_nifti(path, data, affine, *, dtype=None, slope=None, inter=None, t_r=2
     return nib.load(str(path)).dataobj[...]
 
 
+def with_flipped_bit(data: bytes, at: int | None = None, bit: int = 0x01) -> bytes:
+    """``data`` with one bit of byte ``at`` (default: the middle byte) flipped: a corrupted
+    file or object for integrity tests."""
+    raw = bytearray(data)
+    raw[len(raw) // 2 if at is None else at] ^= bit
+    return bytes(raw)
+
+
 @pytest.fixture
 def make_nifti(tmp_path, rng, affine):
     """Factory: ``make_nifti(name, shape=(7, 8, 9, 20), dtype=float32, slope=None, inter=None)``.
