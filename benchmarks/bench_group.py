@@ -202,8 +202,7 @@ def bench(n_subjects, n_timepoints, resolution, workers, skip_nilearn=False):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="4 and 12 subjects at 8 mm")
-    parser.add_argument("--subjects", type=int, nargs="+", help="study sizes")
+    harness.study_size_arguments(parser)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--skip-nilearn",
@@ -211,10 +210,7 @@ def main(argv=None):
         help="lazyconn only (nilearn's loop takes minutes at full size)",
     )
     args = parser.parse_args(argv)
-    if args.small:
-        sizes, n_t, res = args.subjects or [4, 12], 60, 8.0
-    else:
-        sizes, n_t, res = args.subjects or [20, 100], 100, 4.0
+    sizes, n_t, res = harness.study_sizes(args)
     DATA.mkdir(exist_ok=True)
     results = []
     for n in sizes:

@@ -357,8 +357,7 @@ def bench(n_subjects, n_timepoints, resolution, sources, nilearn):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="4 and 12 subjects at 8 mm")
-    parser.add_argument("--subjects", type=int, nargs="+", help="study sizes")
+    harness.study_size_arguments(parser)
     parser.add_argument("--sources", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     parser.add_argument(
         "--nilearn", type=int, nargs="*", default=[], help="study sizes to run nilearn's loop on"
@@ -368,10 +367,7 @@ def main(argv=None):
     if args.s3_server:
         serve_s3(args.s3_server)
         return
-    if args.small:
-        sizes, n_t, res = args.subjects or [4, 12], 60, 8.0
-    else:
-        sizes, n_t, res = args.subjects or [20, 100], 100, 4.0
+    sizes, n_t, res = harness.study_sizes(args)
     DATA.mkdir(exist_ok=True)
     results = []
     for n in sizes:

@@ -73,6 +73,19 @@ def common_arguments(parser: argparse.ArgumentParser, workdir, children) -> None
     parser.add_argument("--child", choices=sorted(children), help=argparse.SUPPRESS)
 
 
+def study_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """The group benchmarks' study sizes: ``--small`` and ``--subjects``."""
+    parser.add_argument("--small", action="store_true", help="4 and 12 subjects at 8 mm")
+    parser.add_argument("--subjects", type=int, nargs="+", help="study sizes")
+
+
+def study_sizes(args) -> tuple[list[int], int, float]:
+    """(subject counts, volumes, resolution in mm) from :func:`study_size_arguments`."""
+    if args.small:
+        return args.subjects or [4, 12], 60, 8.0
+    return args.subjects or [20, 100], 100, 4.0
+
+
 def child_report(step, *args) -> int:
     """In a child: run ``step(*args)``, print ``{"wall_s", "peak_rss_bytes"}`` as JSON.
 
