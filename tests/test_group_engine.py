@@ -9,6 +9,7 @@ import time
 import dask
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 
 from lazyconn._progress import Progress
 from lazyconn.exceptions import (
@@ -382,6 +383,58 @@ def test_subject_runs_with_one_blas_thread_wherever_it_runs():
         outcome = run_subject(_BlasThreads(), Subject("s", None), "raise")
         assert next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2
     assert set(outcome.result.tolist()) == {1}
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+class _Overlapping:
+    """Toy step for two overlapping tasks: "first" waits inside until "second" is inside;
+    "second" then waits until the first task has left and reports the BLAS threads and the
+    dask scheduler it runs with."""
+
+    def __init__(self):
+        self.inside = {n: threading.Event() for n in ("first", "second")}
+        self.first_left = threading.Event()
+
+    def __call__(self, subject):
+        self.inside[subject.name].set()
+        if subject.name == "first":
+            assert self.inside["second"].wait(10)
+            return np.zeros(0)
+        assert self.inside["first"].wait(10) and self.first_left.wait(10)
+        return np.array([max(_blas_threads()), dask.config.get("scheduler", None) == "sync"])
+
+
+def test_overlapping_tasks_keep_one_blas_thread_and_leave_the_settings_as_they_were():
+    """Two subject tasks overlapping on dask's threads. BLAS's thread count and dask's
+    config are global to the process, and threadpoolctl lets one thread at a time set
+    OpenBLAS's: a limit per task was a no-op in every thread but one, that thread's exit
+    put 2 threads back under the other task, and dask's "sync" could stay set after it."""
+    if not _blas_threads():
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    step = _Overlapping()
+    subjects = [Subject(n, None, key=f"k{n}") for n in ("first", "second")]
+
+    def on_arrival(key, result, *args):
+        if getattr(result, "name", None) == "first":
+            step.first_left.set()
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != {2}:
+            pytest.skip("BLAS cannot run 2 threads here")
+        before = dask.config.get("scheduler", None)
+        with dask.config.set(num_workers=2), Callback(posttask=on_arrival):
+            out = run_group(step, subjects, chunk_fn=None, combine_fn=None, progress=False)
+        # 1 BLAS thread and the synchronous scheduler, after the other task has left
+        assert out["outcomes"]["second"].result.tolist() == [1, 1]
+        assert _blas_threads() == {2}
+        assert dask.config.get("scheduler", None) == before
 
 
 class _HeavyStep(CorrcoefStep):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import traceback
 import uuid
@@ -90,20 +91,70 @@ def _describe(subject: Subject) -> str:
     return f"subject {subject.name!r}" + (f" ({src})" if src and src != subject.name else "")
 
 
+class ProcessWide:
+    """A process-wide setting held while any thread is inside: the first entry applies it
+    (``make()``: a context manager that applies on creation, as ``dask.config.set`` and
+    ``threadpool_limits`` do), the last exit restores what was there before.
+
+    Both settings it holds are global to the process (OpenBLAS's thread count, dask's
+    config), so a save and restore per task raced when tasks overlapped on dask's threads:
+    task A's exit restored 2 BLAS threads (or the threaded scheduler) while task B still
+    ran, and B's exit could leave 1 thread (or "sync") set after the run. threadpoolctl
+    (3.8) also lets only one thread at a time set OpenBLAS's (pthreads) thread count and
+    silently ignores the others, so a limit must be set by one thread for all the tasks:
+    a local run sets it once in the thread that starts the compute (:func:`_run_local`).
+    """
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._lock = threading.Lock()
+        self._users = 0
+        self._held = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                held = self._make()
+                held.__enter__()  # threadpoolctl counts its users there
+                self._held = held
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                held, self._held = self._held, None
+                held.__exit__(None, None, None)
+        return False
+
+
+def _one_blas_thread():
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+#: One BLAS thread in this process while any subject task runs in it (and for the whole of
+#: a local run, set once by the thread that starts it).
+ONE_BLAS_THREAD = ProcessWide(_one_blas_thread)
+#: dask's synchronous scheduler for the subject graphs computed inside tasks.
+SYNC_INSIDE_TASKS = ProcessWide(lambda: dask.config.set(scheduler="sync"))
+
+
 def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Failure:
     """Run ``step(subject)`` with the synchronous scheduler; name the subject in any error.
 
     BLAS runs single-threaded inside the task: parallelism is across subjects, and the
     result then does not depend on where it ran (a BLAS thread count changes the order of
     sums, hence the last bits: ~1e-6 between a threaded run and a cluster run otherwise),
-    so results computed anywhere can share one results store.
+    so results computed anywhere can share one results store. Both settings are held
+    process-wide while any task runs (:class:`ProcessWide`), not saved and restored per task.
     """
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-
     t0 = time.perf_counter()
     try:
         # Inside a task (threads or a distributed worker) the subject's graph runs in place.
-        with dask.config.set(scheduler="sync"), threadpool_limits(limits=1, user_api="blas"):
+        with SYNC_INSIDE_TASKS, ONE_BLAS_THREAD:
             value = step(subject)
             notes = ()
             if isinstance(value, Noted):
@@ -179,7 +230,9 @@ def _run_local(tasks, group, on_result, keep_results=True):
             if key in subject_keys:
                 on_result(result)
 
-    with _Arrivals():
+    # The BLAS limit set once for the run, by this thread: a limit set by a task on one of
+    # dask's threads is ignored by threadpoolctl while another thread controls OpenBLAS.
+    with _Arrivals(), ONE_BLAS_THREAD:
         _, group_value = dask.compute(tasks, group)
     return group_value
 
