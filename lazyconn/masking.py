@@ -35,7 +35,7 @@ from lazyconn.exceptions import (
 )
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._niimg import check_same_fov, load_3d, load_img, load_mask_img, new_img_like
-from lazyconn.image.image import compute_mean, smooth_array
+from lazyconn.image.image import _smoothing, compute_mean
 from lazyconn.image.resampling import resample_to_img
 from lazyconn.image.templates import (
     load_mni152_gm_template,
@@ -43,7 +43,7 @@ from lazyconn.image.templates import (
     load_mni152_wm_template,
 )
 from lazyconn.ops import spatial
-from lazyconn.ops.voxels import c_positions, gather, scatter
+from lazyconn.ops.voxels import c_positions, gather, scatter, smooth_gather
 
 __all__ = [
     "apply_mask",
@@ -74,12 +74,14 @@ def _check_mask_grid(img, mask, mask_affine):
 
 def _masked_array(img, mask, dtype="f", smoothing_fwhm=None, ensure_finite=True):
     """The 4-D (or 3-D) dask array that ``apply_mask`` selects from (cast, cleaned, smoothed),
-    and the mask on its grid.
+    the mask on its grid, and the Gaussian sigmas still to apply (None when none are left).
 
     With smoothing, both are cropped to the mask's bounding box plus the kernel's
     half-width first (the image's own edges kept): a separable kernel truncated at that
     half-width gives the in-mask voxels the values of the whole volume's smoothing (scipy's
-    reflect mode only touches the cropped margin), for a fraction of the work.
+    reflect mode only touches the cropped margin), for a fraction of the work. A Gaussian
+    kernel is left to ``apply_mask`` (sigmas returned, data neither smoothed nor made
+    finite): it smooths and masks in one step (:func:`lazyconn.ops.voxels.smooth_gather`).
     """
     data = img.data
     if dtype == "f":
@@ -89,11 +91,15 @@ def _masked_array(img, mask, dtype="f", smoothing_fwhm=None, ensure_finite=True)
         box = _smoothing_box(mask, img.affine, smoothing_fwhm)
         if box is not None:
             data, mask = data[box], mask[box[:3]]
-        # nilearn: smoothing implies ensure_finite.
-        return smooth_array(data, img.affine, fwhm=smoothing_fwhm, ensure_finite=True), mask
+        # nilearn: smoothing implies ensure_finite (smooth_gather zeroes NaN/inf itself).
+        data, step = _smoothing(data, img.affine, smoothing_fwhm, ensure_finite=False)
+        if getattr(step, "func", None) is spatial.gaussian_smooth:
+            return data, mask, step.keywords["sigmas"]
+        data = spatial.ensure_finite(data)
+        return (data if step is None else step(data)), mask, None
     if ensure_finite:
         data = spatial.ensure_finite(data)
-    return data, mask
+    return data, mask, None
 
 
 def _smoothing_box(mask, affine, fwhm):
@@ -156,8 +162,13 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     mask, mask_affine = load_mask_img(mask_img)
     img = load_img(imgs, "imgs")
     _check_mask_grid(img, mask, mask_affine)
-    data, mask = _masked_array(img, mask, dtype, smoothing_fwhm, ensure_finite)
-    out = gather(data[..., None], mask)[0] if data.ndim == 3 else gather(data, mask)
+    data, mask, sigmas = _masked_array(img, mask, dtype, smoothing_fwhm, ensure_finite)
+    one_volume = data.ndim == 3
+    if one_volume:
+        data = data[..., None]
+    out = gather(data, mask) if sigmas is None else smooth_gather(data, mask, sigmas)
+    if one_volume:
+        out = out[0]
     return np.asarray(out.compute()) if compute else out
 
 

@@ -6,9 +6,11 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 import pytest
+from dask.core import get_dependencies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nilearn import masking as nmasking
+from scipy import ndimage
 
 from lazyconn import masking as lmasking
 from lazyconn.exceptions import (
@@ -18,7 +20,8 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 from lazyconn.image import load
-from lazyconn.ops.voxels import block_positions, c_positions, gather, scatter
+from lazyconn.ops import spatial
+from lazyconn.ops.voxels import block_positions, c_positions, gather, scatter, smooth_gather
 from lazyconn.testing.imaging import (
     brain_blob,
     grid_affine,
@@ -106,6 +109,45 @@ def test_gather_c_order_any_chunk_size(rng, target_bytes):
     bounds = np.cumsum((0,) + out.chunks[1])
     slab_edges = [0, int(mask[:5].sum()), int(mask.sum())]
     assert set(slab_edges) <= set(bounds.tolist())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("shape", "chunks", "sigmas"),
+    [
+        # uneven blocks, some thinner than the half-width (terms reach two blocks away)
+        ((13, 11, 12, 5), ((5, 8), (2, 2, 7), (3, 4, 5), (2, 3)), [0.8, 1.9, 0.6]),
+        # one axis unsmoothed; a kernel wider than an axis (several reflections)
+        ((6, 15, 11, 3), ((3, 3), (8, 7), (11,), (3,)), [4.0, 0.0, 1.1]),
+        # one block
+        ((9, 8, 7, 4), ((9,), (8,), (7,), (4,)), [1.0, 1.0, 1.0]),
+    ],
+)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_smooth_gather_equals_scipy_smoothing_then_mask(
+    rng, monkeypatch, shape, chunks, sigmas, dtype, order
+):
+    x = (100 + 10 * rng.standard_normal(shape)).astype(dtype)
+    x[1, 2, 3, 0] = np.nan  # NaN and inf count as 0, as nilearn's smoothing does
+    x[-1, -1, -1, -1] = np.inf
+    mask = rng.random(shape[:3]) > 0.4
+    finite = np.where(np.isfinite(x), x, 0).astype(np.float64)
+    expected = np.stack(
+        [ndimage.gaussian_filter(finite[..., t], sigmas, truncate=4.0) for t in range(shape[3])],
+        axis=-1,
+    )[mask].T
+    arr = da.from_array(x, chunks=chunks)
+    arr = arr.map_blocks(np.asfortranarray if order == "F" else np.ascontiguousarray)
+    monkeypatch.setattr(spatial, "SPREAD_SLAB_BYTES", 1)  # one volume per slab
+    got = smooth_gather(arr, mask, sigmas, target_bytes=200)
+    assert got.chunks[0] == (shape[3],) and got.dtype == dtype
+    assert_smoothing_close(got.compute(), expected)
+    # each block is read by one task, which needs no other block
+    dsk = dict(got.__dask_graph__())
+    spread = [k for k in dsk if isinstance(k, tuple) and "spread" in k[0]]
+    deps = {k: get_dependencies(dsk, k) for k in spread}
+    assert all(len(d) == 1 for d in deps.values())
+    assert len({d for ds in deps.values() for d in ds}) == len(spread)
 
 
 def test_gather_scatter_block_order_roundtrip(rng):

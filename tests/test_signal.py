@@ -681,3 +681,21 @@ def test_plan_token_covers_every_plan_field():
     one = LaterPlan(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
     two = dataclasses.replace(one, new_option=1)
     assert tokenize(_plan_token([one])) != tokenize(_plan_token([two]))
+
+
+@pytest.mark.parametrize("standardize", ["zscore_sample", "psc", None])
+def test_clean_in_pieces_of_columns_equals_whole_blocks(data, monkeypatch, standardize):
+    """clean_block cleans a block in pieces of columns (bounded float64 temporaries): the
+    numbers of one piece (to the last bits of the BLAS products and filters, whose rounding
+    depends on the width, as with any voxel chunking), and nilearn's."""
+    from lazyconn.ops import temporal
+
+    x, conf = data
+    kw = dict(detrend=True, standardize=standardize, confounds=conf, **FILTERS["band"])
+    lazy = da.from_array(x, chunks=(T, UNEVEN))
+    whole = _ours(lazy, **kw).compute()
+    monkeypatch.setattr(temporal, "CLEAN_PIECE_BYTES", 8 * T * 2)  # 2 columns per piece
+    pieces = _ours(lazy, **kw).compute()
+    assert_close(pieces, whole, 1e-12)
+    assert pieces.flags.f_contiguous == whole.flags.f_contiguous
+    check_all_paths(x, **kw)

@@ -37,7 +37,9 @@ __all__ = [
     "gaussian_halfwidth",
     "gaussian_operator",
     "gaussian_smooth",
+    "gaussian_spread_block",
     "largest_connected_component",
+    "spread_range",
 ]
 
 
@@ -96,9 +98,8 @@ def gaussian_operator(length: int, sigma: float, truncate: float, before: int, a
     return op
 
 
-@functools.lru_cache(maxsize=256)
-def _gaussian_tiles(length, sigma, truncate, before, after, dtype):
-    """The operator as ``(rows, cols, sub-matrix)`` tiles of about ``4 x half-width`` rows.
+def _tiles(op: np.ndarray, halfwidth: int):
+    """An operator as ``(rows, cols, sub-matrix)`` tiles of about ``4 x half-width`` rows.
 
     Each tile keeps only the input columns its rows weight (a band ``rows + 2 x half-width``
     wide), so a long axis with a short kernel does not pay for all the zeros of the dense
@@ -108,9 +109,8 @@ def _gaussian_tiles(length, sigma, truncate, before, after, dtype):
     Dense or tiled, the products beat scipy's filters on every shape measured, so there is
     no scipy path for long axes.
     """
-    op = gaussian_operator(length, sigma, truncate, before, after, dtype)
     m = op.shape[0]
-    rows = max(8, _TILE_ROWS_PER_HALFWIDTH * gaussian_halfwidth(sigma, truncate))
+    rows = max(8, _TILE_ROWS_PER_HALFWIDTH * halfwidth)
     n_tiles = max(1, round(m / rows))
     tiles = []
     for k in range(n_tiles):
@@ -121,6 +121,29 @@ def _gaussian_tiles(length, sigma, truncate, before, after, dtype):
         sub.flags.writeable = False
         tiles.append((slice(r0, r1), slice(c0, c1), sub))
     return m, tuple(tiles)
+
+
+@functools.lru_cache(maxsize=256)
+def _gaussian_tiles(length, sigma, truncate, before, after, dtype):
+    """:func:`gaussian_operator`'s tiles (:func:`_tiles`)."""
+    op = gaussian_operator(length, sigma, truncate, before, after, dtype)
+    return _tiles(op, gaussian_halfwidth(sigma, truncate))
+
+
+def spread_range(length: int, start: int, stop: int, halfwidth: int) -> tuple[int, int]:
+    """The voxels ``[r0, r1)`` of an axis of ``length`` that a Gaussian pass of
+    ``halfwidth`` carries the voxels ``[start, stop)`` to."""
+    return max(0, start - halfwidth), min(length, stop + halfwidth)
+
+
+@functools.lru_cache(maxsize=256)
+def _spread_tiles(length, start, stop, sigma, truncate, dtype):
+    """Tiles of the columns ``start:stop`` of the whole axis's operator, on the rows they
+    reach (:func:`spread_range`): what the voxels ``[start, stop)`` add to every output."""
+    h = gaussian_halfwidth(sigma, truncate)
+    op = gaussian_operator(length, sigma, truncate, 0, 0, dtype)
+    r0, r1 = spread_range(length, start, stop, h)
+    return _tiles(op[r0:r1, start:stop], h)
 
 
 def _gaussian_pass(x, axis, tiles, m, buffer=None):
@@ -245,6 +268,79 @@ def gaussian_block(
     if copy and np.may_share_memory(out, block):
         out = out.copy(order="K")
     return out
+
+
+#: Bytes of the reached region per slab of volumes in :func:`gaussian_spread_block`: the
+#: kernel's temporaries are two such slabs, whatever the block's length in time.
+SPREAD_SLAB_BYTES = 4 << 20
+
+
+def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -> list:
+    """What one block adds to the Gaussian smoothing of the whole array, at chosen voxels.
+
+    Smoothing is linear: the smoothed array is the sum over blocks of each block smoothed
+    alone (zeros elsewhere), a term that is non-zero within the kernel's half-width of the
+    block (:func:`spread_range`). This computes one block's term with the block's columns
+    of each axis's whole operator (:func:`_spread_tiles`: scipy's reflect-mode weights at
+    the array's edges; the passes are :func:`gaussian_block`'s BLAS products), slab of
+    volumes by slab, and keeps only the ``targets``' voxels. No neighbour is needed (no
+    halo): a block is read once and freed as soon as its terms are out, and the
+    temporaries are two slabs of :data:`SPREAD_SLAB_BYTES`, not copies of the block.
+    Summing the terms gives :func:`gaussian_block`'s result within float32 rounding (the
+    same weights, summed block by block).
+
+    NaN and inf count as 0 (nilearn's smoothing implies ``ensure_finite``).
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        4-D block (x, y, z, t); float32 is smoothed in float32, other dtypes in float64
+        (cast back to the block's dtype after each pass, as scipy does).
+    sigmas : sequence of 3 floats
+        Gaussian sigma in voxels per spatial axis.
+    truncate : float
+        Kernel half-width in sigmas.
+    where : sequence of 3 (int, int, int)
+        ``(length, start, stop)``: the block's place on each spatial axis of the array.
+    targets : sequence of int arrays
+        Flat indices of the voxels to return, in C order of the reached region taken as
+        (z, y, x) (its extent is :func:`spread_range` of each axis).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One C-contiguous ``(len(target), t)`` array per target, in the block's dtype.
+    """
+    n_t = block.shape[3]
+    work = block.dtype if block.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    passes, reached = [], []
+    for axis, ((length, start, stop), sigma) in enumerate(zip(where, sigmas, strict=True)):
+        if gaussian_halfwidth(sigma, truncate):
+            args = (int(length), int(start), int(stop), float(sigma), float(truncate), work)
+            m, tiles = _spread_tiles(*args)
+            passes.append((3 - axis, tiles, m))  # axes of the (t, z, y, x) transpose
+        else:
+            m = int(stop) - int(start)
+        reached.append(m)
+    per_volume = math.prod(reached)
+    step = max(1, min(n_t, SPREAD_SLAB_BYTES // max(1, per_volume * work.itemsize)))
+    outs = [np.empty((len(t), n_t), dtype=block.dtype) for t in targets]
+    # Two buffers reused slab after slab (passes only grow the array: the last is largest).
+    bufs = [np.empty(step * per_volume, dtype=work) for _ in passes[:2]]
+    for t0 in range(0, n_t, step):
+        t1 = min(n_t, t0 + step)
+        # (t, z, y, x): a view for F-ordered (Zarr, NIfTI) blocks, else one slab's copy
+        x = np.ascontiguousarray(block[..., t0:t1].T, dtype=work)
+        if not _finite(x):
+            x = np.where(np.isfinite(x), x, work.type(0))
+        for i, (ax, tiles, m) in enumerate(passes):
+            x = _gaussian_pass(x, ax, tiles, m, bufs[i % 2] if work == block.dtype else None)
+            if work != block.dtype:
+                x = x.astype(block.dtype).astype(work)
+        flat = x.reshape(t1 - t0, -1)
+        for out, idx in zip(outs, targets, strict=True):
+            out[:, t0:t1] = flat[:, idx].T
+    return outs
 
 
 def _finite(x) -> bool:
