@@ -314,33 +314,71 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -
     n_t = block.shape[3]
     work = block.dtype if block.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     passes, reached = [], []
-    for axis, ((length, start, stop), sigma) in enumerate(zip(where, sigmas, strict=True)):
+    for (length, start, stop), sigma in zip(where, sigmas, strict=True):
+        tiles = None
         if gaussian_halfwidth(sigma, truncate):
             args = (int(length), int(start), int(stop), float(sigma), float(truncate), work)
             m, tiles = _spread_tiles(*args)
-            passes.append((3 - axis, tiles, m))  # axes of the (t, z, y, x) transpose
         else:
             m = int(stop) - int(start)
+        passes.append((tiles, m))
         reached.append(m)
     per_volume = math.prod(reached)
     step = max(1, min(n_t, SPREAD_SLAB_BYTES // max(1, per_volume * work.itemsize)))
     outs = [np.empty((len(t), n_t), dtype=block.dtype) for t in targets]
-    # Two buffers reused slab after slab (passes only grow the array: the last is largest).
-    bufs = [np.empty(step * per_volume, dtype=work) for _ in passes[:2]]
+    picked = np.empty(max((len(t) for t in targets), default=0) * step, dtype=work)
+    # Two buffers reused slab after slab, as the slab's copy and the passes' outputs (the
+    # passes only grow the array: the last is the largest): fresh slab-sized arrays would
+    # page-fault on every slab.
+    bufs = [np.empty(step * per_volume, dtype=work) for _ in range(2)]
+    same = work == block.dtype
     for t0 in range(0, n_t, step):
         t1 = min(n_t, t0 + step)
-        # (t, z, y, x): a view for F-ordered (Zarr, NIfTI) blocks, else one slab's copy
-        x = np.ascontiguousarray(block[..., t0:t1].T, dtype=work)
+        # (t, z, y, x): a view for F-ordered (Zarr, NIfTI) blocks; a block cropped from a
+        # larger one (the mask's box) or C-ordered is copied into the spare buffer
+        x = block[..., t0:t1].T
+        if same and not x.flags.c_contiguous:
+            spare = bufs[1][: x.size].reshape(x.shape)
+            np.copyto(spare, x)
+            x = spare
+        x = np.ascontiguousarray(x, dtype=work)
         if not _finite(x):
             x = np.where(np.isfinite(x), x, work.type(0))
-        for i, (ax, tiles, m) in enumerate(passes):
-            x = _gaussian_pass(x, ax, tiles, m, bufs[i % 2] if work == block.dtype else None)
-            if work != block.dtype:
+        # Each pass filters the last axis and makes it the first: (t, z, y, x) -> (x, t, z, y)
+        # -> (y, x, t, z) -> (z, y, x, t), every pass one product per tile over all the
+        # other axes (no stack of small products), and each voxel's slab ends contiguous.
+        for i, (tiles, m) in enumerate(passes):
+            x = _rotating_pass(x, tiles, m, bufs[i % 2] if same else None)
+            if not same:
                 x = x.astype(block.dtype).astype(work)
-        flat = x.reshape(t1 - t0, -1)
+        flat = x.reshape(per_volume, t1 - t0)
         for out, idx in zip(outs, targets, strict=True):
-            out[:, t0:t1] = flat[:, idx].T
+            # np.take into a reused buffer: ~4x faster than fancy indexing's new array
+            rows = picked[: idx.size * (t1 - t0)].reshape(idx.size, t1 - t0)
+            out[:, t0:t1] = np.take(flat, idx, axis=0, out=rows)
     return outs
+
+
+def _rotating_pass(x: np.ndarray, tiles, m: int, buffer=None) -> np.ndarray:
+    """A Gaussian pass (``tiles``, :func:`_tiles`; None: no filtering) along the last axis
+    of a C-contiguous array, whose result has that axis first: (..., L) -> (m, ...).
+
+    One product per tile, ``sub @ x2ᵀ[cols]`` with ``x2`` the array as (P, L): BLAS takes
+    the transposed view as it is. Written at the start of ``buffer`` when given (not
+    overlapping ``x``).
+    """
+    length = x.shape[-1]
+    rest = x.shape[:-1]
+    p = math.prod(rest)
+    size = m * p
+    out = np.empty((m, p), dtype=x.dtype) if buffer is None else buffer[:size].reshape(m, p)
+    x2t = x.reshape(p, length).T
+    if tiles is None:
+        np.copyto(out, x2t)
+    else:
+        for rows, cols, sub in tiles:
+            np.matmul(sub, x2t[cols], out=out[rows])
+    return out.reshape((m, *rest))
 
 
 def _finite(x) -> bool:
