@@ -282,10 +282,11 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -
     alone (zeros elsewhere), a term that is non-zero within the kernel's half-width of the
     block (:func:`spread_range`). This computes one block's term with the block's columns
     of each axis's whole operator (:func:`_spread_tiles`: scipy's reflect-mode weights at
-    the array's edges; the passes are :func:`gaussian_block`'s BLAS products), slab of
-    volumes by slab, and keeps only the ``targets``' voxels. No neighbour is needed (no
-    halo): a block is read once and freed as soon as its terms are out, and the
-    temporaries are two slabs of :data:`SPREAD_SLAB_BYTES`, not copies of the block.
+    the array's edges), slab of volumes by slab, each pass one BLAS product per tile over
+    the whole slab (:func:`_rotating_pass`), and keeps only the ``targets``' voxels. No
+    neighbour is needed (no halo): a block is read once and freed as soon as its terms are
+    out, and the temporaries are a few slabs of :data:`SPREAD_SLAB_BYTES`, not copies of
+    the block.
     Summing the terms gives :func:`gaussian_block`'s result within float32 rounding (the
     same weights, summed block by block).
 
