@@ -53,27 +53,150 @@ def test_gzip_default_chunks_are_time_slabs(make_nifti, monkeypatch):
     np.testing.assert_array_equal(img.data[2:5, :, 3, 7:9].compute(), ref[2:5, :, 3, 7:9])
 
 
-def test_gzip_checkpoints_avoid_redecompression(make_nifti, monkeypatch):
+class _CountingInflater:
+    """An inflater module (zlib or ISA-L's) that counts decompressors and inflated bytes."""
+
+    def __init__(self, engine):
+        self.engine, self.made, self.inflated = engine, 0, 0
+
+    def decompressobj(self, wbits):
+        self.made += 1
+        return _CountingState(self, self.engine.decompressobj(wbits))
+
+
+class _CountingState:
+    def __init__(self, owner, state):
+        self.owner, self.state = owner, state
+
+    def decompress(self, data, max_length=0):
+        out = self.state.decompress(data, max_length)
+        self.owner.inflated += len(out)
+        return out
+
+    def copy(self):
+        return _CountingState(self.owner, self.state.copy())
+
+    def __getattr__(self, name):
+        return getattr(self.state, name)
+
+
+def _engines():
+    engines = [pytest.param(nifti_mod.zlib, id="zlib")]
+    try:
+        from isal import isal_zlib
+    except ImportError:  # the default install
+        return engines
+    return [*engines, pytest.param(isal_zlib, id="isal")]
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_gzip_slabs_in_order_inflate_the_file_once(make_nifti, monkeypatch, engine):
+    """A pass over the slabs resumes each read where the last stopped: one decompressor,
+    every byte inflated once (ISA-L's inflater when installed: its states cannot be copied,
+    and none is)."""
     path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 60))
     monkeypatch.setattr(nifti_mod, "CHECKPOINT_EVERY", 4096)
     monkeypatch.setattr(nifti_mod, "READ_BLOCK", 512)
+    monkeypatch.setattr(nifti_mod, "INFLATE_STEP", 1000)  # output capped mid-block too
+    counting = _CountingInflater(engine)
+    monkeypatch.setattr(nifti_mod, "fast_zlib", counting)
     nifti = nifti_mod.NiftiFile(path)
-    calls = []
-    real = nifti_mod.zlib.decompressobj
+    for t in range(0, 60, 7):
+        np.testing.assert_array_equal(nifti[:, :, :, t : t + 7], ref[..., t : t + 7])
+    assert counting.made == 1
+    assert counting.inflated == nifti.offset + nifti.data_nbytes
+    index = nifti_mod._gzip_index(nifti.token)
+    assert index.cursor is None  # the last slab ended the pass
+    # a new pass starts again from the file's start, with the same inflater
+    np.testing.assert_array_equal(nifti[:, :, :, :7], ref[..., :7])
+    assert counting.made == 2
 
-    def counting(*args):
-        calls.append(args)
-        return real(*args)
 
-    monkeypatch.setattr(nifti_mod.zlib, "decompressobj", counting)
+def test_gzip_reads_out_of_order_resume_from_snapshots(make_nifti, monkeypatch):
+    """Slabs read backwards: zlib from the start (its states can be copied), then every read
+    resumes from the nearest snapshot instead of inflating the file again."""
+    path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 60))
+    monkeypatch.setattr(nifti_mod, "CHECKPOINT_EVERY", 4096)
+    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 512)
+    counting = _CountingInflater(nifti_mod.zlib)
+    monkeypatch.setattr(nifti_mod, "zlib", counting)
+    monkeypatch.setattr(nifti_mod, "fast_zlib", _CountingInflater(nifti_mod.fast_zlib))
+    nifti = nifti_mod.NiftiFile(path)
     frame = 7 * 8 * 9 * 4
-    for t in range(0, 60, 10):  # sequential slabs
-        got = nifti[:, :, :, t : t + 10]
-        np.testing.assert_array_equal(got, ref[..., t : t + 10])
-    # One fresh decompressor for the first slab; later slabs resume from a snapshot.
-    assert len(calls) == 1
+    slabs = list(range(0, 60, 6))[::-1]
+    for t in slabs:
+        np.testing.assert_array_equal(nifti[:, :, :, t : t + 6], ref[..., t : t + 6])
+    # zlib from the file's start for the first read; ISA-L (if any) only for the slab at
+    # the file's start, where no snapshot is
+    assert counting.made == 1 and nifti_mod.fast_zlib.made == 1
     index = nifti_mod._gzip_index(nifti.token)
     assert len(index.points) >= 60 * frame // 4096 - 2
+    # each later read inflates its slab and less than two snapshot intervals before it
+    # (reading backwards from the start each time would inflate ~5x the file)
+    inflated = counting.inflated + nifti_mod.fast_zlib.inflated
+    end = nifti.offset + nifti.data_nbytes
+    assert inflated <= end + (len(slabs) - 1) * (6 * frame + 2 * 4096)
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_region_signals_of_a_gzip_run_inflate_it_once(make_nifti, monkeypatch, engine):
+    """A spheres masker on a .nii.gz of many time slabs (the group pipeline's per-subject
+    pass, on dask's synchronous scheduler): nilearn's signals, and the file inflated once,
+    in order, by one decompressor (dask would otherwise take the slabs out of order)."""
+    from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
+
+    from lazyconn.io import _dask
+    from lazyconn.maskers import NiftiSpheresMasker
+
+    path, _ = make_nifti("run.nii.gz", shape=(9, 10, 11, 64))
+    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", 4 * 9 * 10 * 11 * 4)
+    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 4096)
+    counting = _CountingInflater(engine)
+    monkeypatch.setattr(nifti_mod, "fast_zlib", counting)
+    monkeypatch.setattr(nifti_mod, "zlib", _CountingInflater(nifti_mod.zlib))  # unused
+    img = lazyconn.load(path)
+    assert len(img.chunks[-1]) == 16
+    seeds = [(4.0, 5.0, 6.0), (10.0, 8.0, 12.0), (2.0, 14.0, 4.0)]
+    kw = dict(seeds=seeds, radius=4.0, detrend=True, standardize=None)
+    with dask.config.set(scheduler="sync"):
+        got = NiftiSpheresMasker(**kw).fit_transform(img)
+    assert counting.made == 1 and nifti_mod.zlib.made == 0
+    nifti = nifti_mod.NiftiFile(path)
+    assert counting.inflated == nifti.offset + nifti.data_nbytes
+    # nilearn on the voxels in float64 (lazyconn sums in float64; nilearn's float32 sums
+    # of ~100-valued voxels differ by ~3e-5)
+    src = nib.load(path)
+    as64 = nib.Nifti1Image(np.asarray(src.dataobj, dtype=np.float64), src.affine, src.header)
+    ref = NilearnSpheres(**kw).fit_transform(as64)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)  # float32 output
+
+
+def test_gzip_threads_reading_one_file_take_turns(make_nifti, monkeypatch):
+    """Slabs of one file on several dask threads: values equal nibabel's; reads take turns
+    on the file (never two inflaters at once), each resuming where another stopped."""
+    path, ref = make_nifti("run.nii.gz", shape=(7, 8, 9, 80))
+    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 512)
+    from lazyconn.io import _dask
+
+    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", 5 * 7 * 8 * 9 * 4)
+    busy, overlaps = [], []
+    real = nifti_mod._inflate_range
+
+    def watched(*args):
+        overlaps.append(len(busy))
+        busy.append(1)
+        try:
+            time.sleep(0.001)
+            return real(*args)
+        finally:
+            busy.pop()
+
+    monkeypatch.setattr(nifti_mod, "_inflate_range", watched)
+    img = lazyconn.load(path)
+    assert len(img.chunks[-1]) == 16
+    with dask.config.set(scheduler="threads", num_workers=4):
+        np.testing.assert_array_equal(img.data.compute(), ref)
+    assert len(overlaps) == 16 and max(overlaps) == 0
 
 
 def test_open_reads_header_only(tmp_path, affine):

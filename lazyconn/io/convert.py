@@ -29,7 +29,6 @@ import os
 import queue
 import tempfile
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import dask
@@ -47,7 +46,9 @@ from lazyconn.exceptions import (
 )
 from lazyconn.io._fs import check_url, check_writable, get_fs, is_local, local_path, redact
 from lazyconn.io._locks import WriterLock, scratch_name, sweep_stale_scratch, terminate_cleanly
+from lazyconn.io.nifti import INFLATE_ERRORS as _INFLATE_ERRORS
 from lazyconn.io.nifti import NiftiFile, header_bytes_with_dtype, scale
+from lazyconn.io.nifti import fast_zlib as _inflate
 from lazyconn.io.store import (
     DATA_PATH,
     MEAN_PATH,
@@ -59,14 +60,6 @@ from lazyconn.io.store import (
     open_store,
     prepare_destination,
 )
-
-try:  # ISA-L inflates ~1.6x faster than zlib; optional.
-    from isal import isal_zlib as _inflate
-
-    _INFLATE_ERRORS: tuple = (zlib.error, _inflate.error)
-except ImportError:  # pragma: no cover - depends on the environment
-    _inflate = zlib
-    _INFLATE_ERRORS = (zlib.error,)
 
 #: Bytes of voxels one work unit holds (one per thread). Big enough that a unit is a
 #: whole-x row of chunks for HCP-sized runs with default chunks (91 x 14 x 23 x 1200 x 4 B
