@@ -15,10 +15,17 @@ correlation (Ledoit-Wolf), group mean. For each study size it measures:
   input); lazyconn reads the Zarr stores made once by ``lazyconn.convert`` (time reported
   separately). The matrices of both are compared.
 
+With ``--nii-gz`` (issue #13) it measures instead a **cold** ``GroupConnectome`` on the
+``.nii.gz`` runs themselves (a fresh ``client="local"`` of 2 worker processes, started inside
+``fit``, in a process of its own) against the decompression floor: ``gzip -dc`` over the same
+files split on 2 cores (two processes, each over half the files); ``--zlib-too`` repeats the
+lazyconn run with ``isal`` hidden (the default install).
+
 Usage::
 
     python benchmarks/bench_group.py --small      # 4 and 12 subjects, 8 mm, 60 volumes
     python benchmarks/bench_group.py              # 20 and 100 subjects, 4 mm, 100 volumes
+    python benchmarks/bench_group.py --nii-gz --zlib-too   # 10 subjects, 2 mm, 150 volumes
 
 Data go to benchmarks/_data/ (git-ignored). Results are printed and written as JSON to
 benchmarks/_data/bench_group[_small].json.
@@ -30,6 +37,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,11 +51,16 @@ sys.path.insert(0, str(HERE))
 import harness  # noqa: E402 - benchmarks/ is not a package
 
 DATA = HERE / "_data"
+#: Set by ``--hide-isal`` for the child and the LocalCluster's workers (spawned processes
+#: import this script again): ``isal`` hidden, as in the default install.
+HIDE_ISAL = "LAZYCONN_BENCH_HIDE_ISAL"
+if os.environ.get(HIDE_ISAL):
+    sys.modules["isal"] = None
 
 
-def make_study(n_subjects, n_timepoints, resolution):
+def generate_study(n_subjects, n_timepoints, resolution):
+    """(study, its root folder, seconds): the synthetic fMRIPrep-like runs (reused if there)."""
     from lazyconn.datasets import make_synthetic_fmri
-    from lazyconn.io.convert import convert
 
     root = DATA / f"group-{n_timepoints}tp-{resolution:g}mm"
     t0 = time.perf_counter()
@@ -58,7 +71,13 @@ def make_study(n_subjects, n_timepoints, resolution):
         data_dir=root / f"bids-{n_subjects}",
         overwrite=True,
     )
-    generate = time.perf_counter() - t0
+    return study, root, time.perf_counter() - t0
+
+
+def make_study(n_subjects, n_timepoints, resolution):
+    from lazyconn.io.convert import convert
+
+    study, root, generate = generate_study(n_subjects, n_timepoints, resolution)
     stores = [str(root / "zarr" / f"{s}.zarr") for s in study.subjects]
     (root / "zarr").mkdir(parents=True, exist_ok=True)
     todo = [
@@ -200,18 +219,119 @@ def bench(n_subjects, n_timepoints, resolution, workers, skip_nilearn=False):
     return out
 
 
+def child_nii_gz(workdir):
+    """A cold GroupConnectome on the .nii.gz runs: ``fit`` starts its own LocalCluster."""
+    from lazyconn.connectome import ConnectivityMeasure
+    from lazyconn.group import GroupConnectome
+    from lazyconn.maskers import NiftiSpheresMasker
+
+    inputs = json.loads((workdir / "inputs.json").read_text())
+    confounds = [pd.read_csv(p, sep="\t") for p in inputs["confounds"]]
+    masker_kw = power_masker(inputs["t_r"])
+    t0 = time.perf_counter()
+    group = GroupConnectome(
+        NiftiSpheresMasker(**masker_kw),
+        ConnectivityMeasure(kind="partial correlation"),
+        client="local",
+        n_workers=2,
+        progress=False,
+    ).fit(inputs["func"], confounds=confounds)
+    wall = time.perf_counter() - t0
+    name = "zlib" if sys.modules.get("isal", 0) is None else "isal"
+    np.save(workdir / f"nii_gz_{name}.npy", group.subject_matrices_)
+    (workdir / f"nii_gz_{name}_timings.json").write_text(json.dumps(group.timings_))
+    return wall
+
+
+CHILDREN = {"nii-gz": child_nii_gz}
+
+
+def gunzip_two_cores(files) -> dict:
+    """``gzip -dc`` over ``files`` split on 2 cores: two processes, each over half of them."""
+    halves = [files[0::2], files[1::2]]
+    cpu = harness.children_cpu()
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(["gzip", "-dc", *half], stdout=subprocess.DEVNULL) for half in halves
+    ]
+    for p in procs:
+        if p.wait():
+            raise RuntimeError(f"gzip -dc failed with status {p.returncode}")
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": harness.children_cpu() - cpu}
+
+
+def bench_nii_gz(n_subjects, n_timepoints, resolution, zlib_too):
+    """Cold GroupConnectome(client="local") on the .nii.gz runs vs the decompression floor."""
+    study, root, generate = generate_study(n_subjects, n_timepoints, resolution)
+    workdir = root / f"nii-gz-{n_subjects}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    func = [str(f) for f in study.func]
+    inputs = {"func": func, "confounds": study.reduced_confounds, "t_r": study.t_r}
+    (workdir / "inputs.json").write_text(json.dumps(inputs))
+    out = {
+        "n_subjects": n_subjects,
+        "n_timepoints": n_timepoints,
+        "resolution_mm": resolution,
+        "generate_s": generate,
+        "gz_bytes": sum(Path(f).stat().st_size for f in func),
+    }
+    gunzip_two_cores(func)  # page cache: both sides then read the files from memory
+    floors = [gunzip_two_cores(func)]
+    variants = [("isal", [])] + ([("zlib", ["--hide-isal"])] if zlib_too else [])
+    for name, extra in variants:
+        cpu = harness.children_cpu()
+        r = harness.run_child(__file__, "nii-gz", workdir, *extra)
+        r["process_cpu_s"] = harness.children_cpu() - cpu  # workers and imports included
+        r["timings"] = json.loads((workdir / f"nii_gz_{name}_timings.json").read_text())
+        floors.append(gunzip_two_cores(func))
+        out[f"lazyconn_{name}"] = r
+        print(f"  lazyconn ({name}): {r}", flush=True)
+    out["gunzip_2_cores"] = floors
+    floor = min(f["wall_s"] for f in floors)
+    for name, _ in variants:
+        out[f"ratio_{name}"] = out[f"lazyconn_{name}"]["wall_s"] / floor
+    if zlib_too:
+        a, b = (np.load(workdir / f"nii_gz_{n}.npy") for n in ("isal", "zlib"))
+        out["max_abs_diff_isal_vs_zlib"] = float(np.abs(a - b).max())
+    print(f"  gzip -dc on 2 cores: {floors}", flush=True)
+    print(f"  ratios to the floor: {[out[f'ratio_{n}'] for n, _ in variants]}", flush=True)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     harness.study_size_arguments(parser)
+    parser.add_argument(
+        "--nii-gz",
+        action="store_true",
+        help="cold GroupConnectome on the .nii.gz runs vs gzip -dc on 2 cores (default: 10 "
+        "subjects, 2 mm, --volumes 150)",
+    )
+    parser.add_argument("--volumes", type=int, default=150, help="volumes per run (--nii-gz)")
+    parser.add_argument("--zlib-too", action="store_true", help="--nii-gz with isal hidden too")
+    parser.add_argument("--hide-isal", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--skip-nilearn",
         action="store_true",
         help="lazyconn only (nilearn's loop takes minutes at full size)",
     )
+    harness.common_arguments(parser, DATA, CHILDREN)
     args = parser.parse_args(argv)
-    sizes, n_t, res = harness.study_sizes(args)
+    if args.child:
+        if args.hide_isal:
+            os.environ[HIDE_ISAL] = "1"  # for the workers too
+            sys.modules["isal"] = None  # as in the default install (isal is an extra)
+        return harness.child_report(CHILDREN[args.child], Path(args.workdir))
     DATA.mkdir(exist_ok=True)
+    if args.nii_gz:
+        sizes = args.subjects or [10]
+        results = [bench_nii_gz(n, args.volumes, 2.0, args.zlib_too) for n in sizes]
+        path = harness.write_results(DATA / "bench_group_nii_gz.json", {"results": results})
+        print(harness.load_text())
+        print(f"written {path}")
+        return
+    sizes, n_t, res = harness.study_sizes(args)
     results = []
     for n in sizes:
         print(f"{n} subjects, {n_t} volumes, {res:g} mm", flush=True)
