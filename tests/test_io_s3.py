@@ -43,7 +43,9 @@ def test_load_and_convert_from_s3_to_s3(make_nifti, s3_bucket, name):
 
 def test_store_read_from_s3_is_one_get_per_object(make_nifti, s3_bucket, tmp_path, monkeypatch):
     """Reading a store from a bucket: one GET per object read, no HEAD before each chunk
-    (s3fs's whole-object read asks for the size first) and no probing for Zarr v2 files."""
+    (s3fs's whole-object read asks for the size first) and no probing for Zarr v2 files;
+    opening it looks at its zarr.json once (6 requests; a group re-run's input checks and
+    results-store key made 9 per subject)."""
     import collections
 
     import aiobotocore.client
@@ -64,7 +66,28 @@ def test_store_read_from_s3_is_one_get_per_object(make_nifti, s3_bucket, tmp_pat
         return await real(self, operation, params)
 
     monkeypatch.setattr(aiobotocore.client.AioBaseClient, "_make_api_call", counting)
-    np.testing.assert_array_equal(lazyconn.load(url, storage_options=options).data.compute(), ref)
+    img = lazyconn.load(url, storage_options=options)
+    # Opening: ONE look at zarr.json for load's checks (exists, is a store, opens: they
+    # were 3 HEADs of it), then the metadata and header zarr reads (one GET each).
+    assert calls == {
+        ("HeadObject", "zarr.json"): 1,
+        ("GetObject", "zarr.json"): 1,
+        ("GetObject", "nifti/zarr.json"): 1,
+        ("GetObject", "nifti/c/0"): 1,
+        ("GetObject", "0/zarr.json"): 1,
+        ("GetObject", "mean/zarr.json"): 1,
+    }, calls
+    # The results store's key of a group run asks the same once (shared_lookups).
+    from lazyconn.group._cache import input_identity
+    from lazyconn.io._fs import shared_lookups
+
+    calls.clear()
+    with shared_lookups():
+        input_identity(url, options)
+        lazyconn.load(url, storage_options=options)
+    assert calls["HeadObject", "zarr.json"] == 1 and sum(calls.values()) == 6, calls
+    calls.clear()
+    np.testing.assert_array_equal(img.data.compute(), ref)
     chunks = [k for op, k in calls if op == "GetObject" and k.startswith("0/c/")]
     assert len(chunks) == 8 and all(calls["GetObject", k] == 1 for k in chunks)
     assert not [k for op, k in calls if op == "HeadObject" and "/c/" in k], calls

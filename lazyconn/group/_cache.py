@@ -64,16 +64,19 @@ def _path_identity(src, storage_options=None) -> tuple:
     if _is_url(src):
         import fsspec  # imported here: plain local runs never need it
 
+        from lazyconn.io._fs import info as lookup
+
         fs, path = fsspec.core.url_to_fs(src, **(storage_options or {}))
         info = None
-        if path.rstrip("/").endswith(".zarr"):  # a store: one request (its zarr.json)
+        # a store: one request (its zarr.json), shared with load's checks (shared_lookups)
+        if path.rstrip("/").endswith(".zarr"):
             with contextlib.suppress(FileNotFoundError):
-                info = {**fs.info(path.rstrip("/") + "/zarr.json"), "dir": True}
+                info = {**lookup(fs, path.rstrip("/") + "/zarr.json"), "dir": True}
         if info is None:
-            info = fs.info(path)
+            info = lookup(fs, path)
             if info.get("type") == "directory":
                 with contextlib.suppress(FileNotFoundError):
-                    info = {**fs.info(path.rstrip("/") + "/zarr.json"), "dir": True}
+                    info = {**lookup(fs, path.rstrip("/") + "/zarr.json"), "dir": True}
         keep = {k: str(v) for k, v in info.items() if k.lower() in _URL_VERSION_FIELDS}
         return ("url", src, tuple(sorted(keep.items())))
     path = Path(src.removeprefix("file://")).expanduser().resolve()

@@ -25,7 +25,7 @@ from lazyconn.group._cache import ResultStore, input_identity, params_token
 from lazyconn.group._engine import Noted, Subject, run_group
 from lazyconn.group._inputs import bad_inputs_error, check_inputs, warn_t_r
 from lazyconn.image import LazyImage, load
-from lazyconn.io._fs import StorageOptions, redact
+from lazyconn.io._fs import StorageOptions, redact, shared_lookups
 
 #: Maskers reused by every subject a (worker) process handles, by parameters token: their
 #: per-grid caches (e.g. the spheres' smoothed weights) are then built once per process, not
@@ -420,12 +420,15 @@ class GroupConnectome(BaseEstimator):
         del y
         connectivity = self._check_params()
         masker = self._fitted_masker()
-        records, params = self._subjects(
-            imgs, confounds, sample_mask, subjects, masker, connectivity
-        )
-        # On the client, before any cluster starts: every bad subject named at once.
         t_r = getattr(masker, "t_r", None)
-        problems, missing, conflicts = check_inputs(records, t_r, self.storage_options)
+        # the results store's keys and the input checks ask about the same objects (one
+        # request each on an object store)
+        with shared_lookups():
+            records, params = self._subjects(
+                imgs, confounds, sample_mask, subjects, masker, connectivity
+            )
+            # On the client, before any cluster starts: every bad subject named at once.
+            problems, missing, conflicts = check_inputs(records, t_r, self.storage_options)
         warn_t_r(t_r, conflicts, len(records))
         if problems and (self.on_error == "raise" or len(problems) == len(records)):
             raise bad_inputs_error(problems, missing, len(records))

@@ -46,6 +46,14 @@ def load(src, *, storage_options=None, chunks=None) -> LazyImage:
         Missing file, unreadable/truncated file, interrupted store, not 3-D/4-D, unknown
         URL scheme.
     """
+    from lazyconn.io._fs import shared_lookups
+
+    # one request per remote object: the checks below ask about the same zarr.json
+    with shared_lookups():
+        return _load(src, storage_options, chunks)
+
+
+def _load(src, storage_options, chunks) -> LazyImage:
     from lazyconn.io._dask import store_arrays
     from lazyconn.io._fs import check_exists, check_url, redact
     from lazyconn.io.nifti import NiftiFile, check_ndim

@@ -9,12 +9,14 @@ masked, :func:`redact` removes ``user:password@`` from URLs (also when the passw
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 import uuid
 from pathlib import Path
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import known_implementations
 
 from lazyconn.exceptions import (
@@ -199,13 +201,67 @@ def get_fs(url: str, storage_options: dict | None = None):
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
+_LOOKUPS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "lazyconn_lookups", default=None
+)
+
+
+@contextlib.contextmanager
+def shared_lookups():
+    """Within the block, each remote object's metadata is asked of its store once.
+
+    Opening one input asks the same question several times (does it exist, is it a store,
+    which version is it, for the results store's key): on an object store, each was a HEAD
+    of the same ``zarr.json``. Blocks nest (the outermost one's answers are shared) and the
+    answers die with the block, so a later call sees a changed input. Local paths are not
+    remembered (a ``stat`` costs nothing).
+    """
+    if _LOOKUPS.get() is not None:
+        yield
+        return
+    token = _LOOKUPS.set({})
+    try:
+        yield
+    finally:
+        _LOOKUPS.reset(token)
+
+
+def info(fs, path: str) -> dict:
+    """``fs.info(path)`` (FileNotFoundError when absent), asked once per
+    :func:`shared_lookups` block for remote paths."""
+    memo = _LOOKUPS.get()
+    if memo is None or isinstance(fs, LocalFileSystem):
+        return fs.info(path)
+    key = (fs, path)
+    if key not in memo:
+        try:
+            memo[key] = fs.info(path)
+        except FileNotFoundError as exc:
+            memo[key] = exc
+    found = memo[key]
+    if isinstance(found, FileNotFoundError):
+        raise FileNotFoundError(*found.args)
+    return found
+
+
+def exists(fs, path: str) -> bool:
+    """``fs.exists(path)``, from :func:`info` (shared inside :func:`shared_lookups`)."""
+    if _LOOKUPS.get() is None or isinstance(fs, LocalFileSystem):
+        return fs.exists(path)
+    try:
+        info(fs, path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def check_exists(name: str, url: str, storage_options: dict | None = None, *, expected: str):
     """Raise InputNotFoundError if ``url`` does not exist; return (fs, path)."""
     fs, path = get_fs(url, storage_options)
     with access_errors(name, url):
         # a store in a bucket is no object: its zarr.json is one HEAD, the prefix a HEAD + LIST
         store = not is_local(url) and path.rstrip("/").endswith(".zarr")
-        found = (store and fs.exists(path.rstrip("/") + "/zarr.json")) or fs.exists(path)
+        found = (store and exists(fs, path.rstrip("/") + "/zarr.json")) or exists(fs, path)
     if not found:
         raise InputNotFoundError(f"{name}={redact(url)!r} does not exist; expected {expected}.")
     return fs, path

@@ -21,6 +21,7 @@ from nibabel.fileslice import fileslice
 from nibabel.volumeutils import apply_read_scaling
 
 from lazyconn.exceptions import DimensionError, InputFileError
+from lazyconn.io import _fs
 from lazyconn.io._fs import StorageOptions, check_exists, check_url, redact
 
 try:  # ISA-L inflates ~4x faster than zlib (a 2 mm fMRI run); optional (`fast` extra).
@@ -285,7 +286,7 @@ class NiftiFile:
     def __init__(self, url, storage_options: dict | None = None, *, name: str = "src"):
         url = check_url(name, url)
         fs, path = check_exists(name, url, storage_options, expected="a .nii or .nii.gz file")
-        info = fs.info(path)
+        info = _fs.info(fs, path)  # shared with check_exists's (inside shared_lookups)
         self.url = url
         self.storage_options = StorageOptions.wrap(storage_options)
         self.size = int(info.get("size") or 0)

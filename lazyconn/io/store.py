@@ -44,6 +44,7 @@ from lazyconn.io._fs import (
     access_errors,
     check_exists,
     check_url,
+    exists,
     get_fs,
     is_local,
     local_path,
@@ -275,7 +276,7 @@ def is_store(url: str, storage_options: dict | None = None, *, name: str = "src"
     """True if ``url`` holds a Zarr group (has a root ``zarr.json``)."""
     fs, path = get_fs(url, storage_options)
     with access_errors(name, url):
-        return fs.exists(path.rstrip("/") + "/zarr.json")
+        return exists(fs, path.rstrip("/") + "/zarr.json")
 
 
 def _ome_attrs(shape_xyzt, affine, t_r, name: str) -> dict:
