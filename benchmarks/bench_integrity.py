@@ -11,6 +11,9 @@
    are reported, from wall time and from the process's CPU time (what a saturated worker
    pays; steadier than wall time on a shared machine). The same A/B for a real read: the
    264 Power spheres (radius 5 mm, ``NiftiSpheresMasker.transform``) of the run.
+   The floor: the crc32c pass alone over the compressed chunk files (one thread, from
+   memory as the read meets them, and as many bytes from the CPU cache), as a share of
+   each unchecked read's CPU time.
 2. **One BLAS thread per subject.** The per-subject computation of a connectome
    (Ledoit-Wolf covariance + partial correlation of (T, K) region signals, K = 264 Power
    regions, T = 1200) timed under ``threadpool_limits(1)`` (what ``run_subject`` now does)
@@ -146,6 +149,48 @@ def _ab(fn, stores: dict, repeats: int, nbytes: int) -> dict:
     }
 
 
+def crc_floor(store: Path, repeats: int) -> dict:
+    """The crc32c pass alone over the store's voxel chunk files, one thread, page cache warm:
+    over each file's mapping as the read does it (from memory: a ~20 MB chunk does not stay
+    in the CPU cache), and over the same number of bytes 1 MiB at a time from the CPU cache.
+    Its CPU time over a read's is the floor of the check's relative cost."""
+    import google_crc32c
+
+    from lazyconn.io.store import _mapped
+
+    files = sorted(f for f in (store / "0" / "c").rglob("*") if f.is_file())
+    nbytes = sum(f.stat().st_size for f in files)
+
+    def from_memory():
+        c0 = time.thread_time()
+        for f in files:
+            with open(f, "rb", buffering=0) as h:
+                data = _mapped(h, f.stat().st_size)
+                if data is None:  # a small chunk file: read as the store does
+                    data = np.frombuffer(h.read(), dtype=np.uint8)
+                google_crc32c.value(data[:-4])
+        return time.thread_time() - c0
+
+    piece = np.frombuffer(np.random.default_rng(0).bytes(1 << 20), dtype=np.uint8)
+
+    def from_cache():
+        google_crc32c.value(piece)
+        c0 = time.thread_time()
+        for _ in range(nbytes >> 20):
+            google_crc32c.value(piece)
+        return time.thread_time() - c0
+
+    mem = statistics.median(from_memory() for _ in range(repeats))
+    cache = statistics.median(from_cache() for _ in range(repeats))
+    return {
+        "compressed_MB": nbytes / 1e6,
+        "seconds_from_memory": mem,
+        "GBps_from_memory": nbytes / 1e9 / mem,
+        "seconds_from_cache": cache,
+        "GBps_from_cache": nbytes / 1e9 / cache,
+    }
+
+
 def bench_read(shape, repeats: int, work: Path) -> dict:
     import lazyconn
 
@@ -162,6 +207,7 @@ def bench_read(shape, repeats: int, work: Path) -> dict:
     out = {"shape": list(shape), "raw_MB": nbytes / 1e6}
     out.update(_ab(_read, stores, repeats, nbytes))
     out["spheres"] = _ab(_spheres, stores, repeats, nbytes)
+    out["crc_floor"] = crc_floor(with_crc, repeats)
     for p in (nii, with_crc, without_crc):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return out
@@ -218,6 +264,22 @@ def main() -> None:
                 f"({r['cpu_seconds'][arm]:.3f} vs {r['cpu_seconds']['none']:.3f} s; medians of "
                 f"{args.repeats}); paired CPU ratio {r['paired_cpu_cost_percent'][arm]:+.1f} %"
             )
+    floor = read["crc_floor"]
+    print(
+        f"crc32c pass alone (one thread) over the {floor['compressed_MB']:.0f} MB of compressed "
+        f"chunks: {floor['seconds_from_memory']:.3f} s from memory "
+        f"({floor['GBps_from_memory']:.1f} GB/s), {floor['seconds_from_cache']:.3f} s for as "
+        f"many bytes from the CPU cache ({floor['GBps_from_cache']:.1f} GB/s)"
+    )
+    for what, r in (("whole read", read), ("Power spheres", read["spheres"])):
+        extra = r["cpu_seconds"]["crc32c"] - r["cpu_seconds"]["none"]
+        print(
+            f"{what}: the check's CPU {extra:+.3f} s against the pass alone "
+            f"{floor['seconds_from_memory']:.3f} s; floor "
+            f"{100 * floor['seconds_from_memory'] / r['cpu_seconds']['none']:.1f} % of the "
+            f"unchecked read's CPU ({100 * floor['seconds_from_cache'] / r['cpu_seconds']['none']:.1f}"
+            " % if the bytes were in cache)"
+        )
     print(f"per-subject connectivity {results['blas']['shape']}: {results['blas']['median_ms']}")
     print(
         f"load average at start {results['loadavg_start']}, end {results['loadavg_end']} "
