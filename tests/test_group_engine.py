@@ -1,6 +1,7 @@
 """The group engine (one graph over subjects, results store, schedulers, faults) on toy steps."""
 
 import io
+import logging
 import os
 import signal
 import threading
@@ -435,6 +436,39 @@ def test_overlapping_tasks_keep_one_blas_thread_and_leave_the_settings_as_they_w
         assert out["outcomes"]["second"].result.tolist() == [1, 1]
         assert _blas_threads() == {2}
         assert dask.config.get("scheduler", None) == before
+
+
+def test_in_process_workers_keep_one_blas_thread_and_leave_it_as_it_was():
+    """A cluster whose worker threads live in this process (``processes=False``): their
+    own limits were ignored (another thread controls OpenBLAS), so the run sets it."""
+    distributed = pytest.importorskip("distributed")
+    if not _blas_threads():
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != {2}:
+            pytest.skip("BLAS cannot run 2 threads here")
+        with (
+            distributed.LocalCluster(
+                n_workers=1,
+                threads_per_worker=2,
+                processes=False,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            distributed.Client(cluster, set_as_default=False) as client,
+        ):
+            out = run_group(
+                _BlasThreads(),
+                _subjects(range(4)),
+                chunk_fn=None,
+                combine_fn=None,
+                client=client,
+                progress=False,
+            )
+        assert {int(v) for o in out["outcomes"].values() for v in o.result} == {1}
+        assert _blas_threads() == {2}
 
 
 class _HeavyStep(CorrcoefStep):

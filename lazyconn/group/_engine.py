@@ -102,7 +102,8 @@ class ProcessWide:
     ran, and B's exit could leave 1 thread (or "sync") set after the run. threadpoolctl
     (3.8) also lets only one thread at a time set OpenBLAS's (pthreads) thread count and
     silently ignores the others, so a limit must be set by one thread for all the tasks:
-    a local run sets it once in the thread that starts the compute (:func:`_run_local`).
+    :func:`run_group` sets it once in the thread that starts the compute (tasks in other
+    processes, e.g. a cluster's workers, set it per process on the first task's thread).
     """
 
     def __init__(self, make: Callable[[], Any]):
@@ -136,7 +137,7 @@ def _one_blas_thread():
 
 
 #: One BLAS thread in this process while any subject task runs in it (and for the whole of
-#: a local run, set once by the thread that starts it).
+#: a run, set once by the thread that starts it).
 ONE_BLAS_THREAD = ProcessWide(_one_blas_thread)
 #: dask's synchronous scheduler for the subject graphs computed inside tasks.
 SYNC_INSIDE_TASKS = ProcessWide(lambda: dask.config.set(scheduler="sync"))
@@ -230,9 +231,7 @@ def _run_local(tasks, group, on_result, keep_results=True):
             if key in subject_keys:
                 on_result(result)
 
-    # The BLAS limit set once for the run, by this thread: a limit set by a task on one of
-    # dask's threads is ignored by threadpoolctl while another thread controls OpenBLAS.
-    with _Arrivals(), ONE_BLAS_THREAD:
+    with _Arrivals():
         _, group_value = dask.compute(tasks, group)
     return group_value
 
@@ -366,7 +365,10 @@ def run_group(
                     if dashboard:
                         logger.info("dask dashboard: %s", dashboard)
                         bar.note(f"dask dashboard: {dashboard}")
-                with timer("compute"):
+                # The BLAS limit set once for the run, by this thread: threadpoolctl ignores a
+                # limit set by a task on one of dask's threads (or an in-process worker's)
+                # while another thread controls OpenBLAS, and then restores nothing.
+                with timer("compute"), ONE_BLAS_THREAD:
                     if c is None:
                         new_partial = _run_local(tasks, group, on_result, sink is None)
                     else:
