@@ -74,11 +74,17 @@ def _select_t(block, mask):
     return block[mask].T
 
 
-def _assemble(parts, ranges, perm):
-    rows = [p[r0:r1] for p, (r0, r1) in zip(parts, ranges, strict=True)]
-    out = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
-    if perm is not None:
-        out = out[perm]
+def _assemble(parts, ranges, places):
+    """The output chunk (T, v) from pieces of the blocks' selections ((n, T) each): rows
+    ``r0:r1`` of each part go to ``places`` (a slice, or the rows' positions in C order),
+    written once into the (v, T) result (no concatenated copy to permute)."""
+    if len(parts) == 1 and isinstance(places[0], slice):
+        (r0, r1), part = ranges[0], parts[0]
+        return (part if (r0, r1) == (0, len(part)) else part[r0:r1]).T
+    n = sum(r1 - r0 for r0, r1 in ranges)
+    out = np.empty((n, parts[0].shape[1]), dtype=parts[0].dtype)
+    for part, (r0, r1), place in zip(parts, ranges, places, strict=True):
+        out[place] = part[r0:r1]
     return out.T
 
 
@@ -167,10 +173,13 @@ def _c_order(arr, layers, selected, mask, name, target_bytes):
                     keys.append(key)
                     ranges.append((int(r0), int(r1)))
                     got.append(p[r0:r1])
-            got = np.concatenate(got)
-            perm = np.argsort(got, kind="stable")
-            perm = None if np.array_equal(perm, np.arange(perm.size)) else perm
-            out_dsk[(name, 0, len(sizes))] = (_assemble, keys, ranges, perm)
+            places, start = [], 0
+            for p in got:  # where each piece's rows go in the chunk (C order)
+                local = p - s
+                in_order = np.array_equal(local, np.arange(start, start + local.size))
+                places.append(slice(start, start + local.size) if in_order else local)
+                start += local.size
+            out_dsk[(name, 0, len(sizes))] = (_assemble, keys, ranges, places)
             sizes.append(int(e - s))
     all_layers = dict(arr.dask.layers)
     deps = dict(arr.dask.dependencies)
