@@ -194,12 +194,16 @@ def _c_order(arr, layers, selected, mask, name, target_bytes):
 
 
 def _sum_spread(terms, which, rows):
-    """One block's smoothed in-mask voxels (n, T): the sum of its own term (all its rows,
-    first: it is this task's to add into) and its neighbours' terms on ``rows``."""
-    out = terms[0][which[0]]
-    for term, k, r in zip(terms[1:], which[1:], rows[1:], strict=True):
-        out[r] += term[k]
-    return out
+    """One block's smoothed in-mask voxels (n, T): for each time chunk, the sum of its own
+    term (all its rows, first: it is this task's to add into) and its neighbours' terms on
+    ``rows``; time chunks joined in order."""
+    sums = []
+    for chunk_terms in terms:
+        out = chunk_terms[0][which[0]]
+        for term, k, r in zip(chunk_terms[1:], which[1:], rows[1:], strict=True):
+            out[r] += term[k]
+        sums.append(out)
+    return sums[0] if len(sums) == 1 else np.concatenate(sums, axis=1)
 
 
 def smooth_gather(
@@ -215,13 +219,15 @@ def smooth_gather(
     So no block waits in memory for its neighbours (a halo graph keeps every block until
     its neighbours have been read to assemble its halo, e.g. a whole subject's run when its
     mask's box spans 2 x 2 blocks), there is no halo copy and no smoothed block: peak
-    memory is one block and its terms per thread. Results equal the halo graph's within
-    float32 rounding (the same weights, summed block by block).
+    memory is one block and its terms per thread. Time chunks (a ``.nii.gz`` read in
+    slabs of volumes) are smoothed apart and joined in the sums, so a run is never
+    rechunked into whole-time blocks first. Results equal the halo graph's within float32
+    rounding (the same weights, summed block by block).
 
     Parameters
     ----------
     arr : dask.array.Array, 4-D
-        Spatially chunked run (any chunks; the time axis is made one chunk).
+        Spatially chunked run (any chunks, time included).
     mask : numpy bool array, 3-D, shape ``arr.shape[:3]``
     sigmas : sequence of 3 floats
         Gaussian sigma in voxels per spatial axis.
@@ -235,8 +241,6 @@ def smooth_gather(
     dask.array.Array, shape (T, V), as :func:`gather` with ``order="C"``.
     """
     mask = np.asarray(mask, dtype=bool)
-    if len(arr.chunks[3]) > 1:
-        arr = arr.rechunk({3: -1})
     sigmas = tuple(float(s) for s in sigmas)
     depth = [spatial.gaussian_halfwidth(s, truncate) for s in sigmas]
     chunks3 = arr.chunks[:3]
@@ -271,10 +275,10 @@ def smooth_gather(
             own = j == idx  # its own term covers all its voxels: no row index needed
             terms[j].append((own, (spread_name, *idx), len(targets), None if own else rows))
             targets.append(flat)
-        if targets:
-            spread_dsk[(spread_name, *idx)] = (
+        for tc in range(len(arr.chunks[3]) if targets else 0):
+            spread_dsk[(spread_name, *idx, tc)] = (
                 spatial.gaussian_spread_block,
-                (arr.name, *idx, 0),
+                (arr.name, *idx, tc),
                 sigmas,
                 truncate,
                 where,
@@ -285,7 +289,7 @@ def smooth_gather(
         parts = sorted(parts, key=lambda p: not p[0])  # the block's own term first
         sum_dsk[(sum_name, *j)] = (
             _sum_spread,
-            [p[1] for p in parts],
+            [[(*p[1], tc) for p in parts] for tc in range(len(arr.chunks[3]))],
             [p[2] for p in parts],
             [p[3] for p in parts],
         )
