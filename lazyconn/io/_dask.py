@@ -67,6 +67,7 @@ def nifti_arrays(nifti: NiftiFile, chunks=None) -> tuple[da.Array, da.Array]:
     """
     if nifti.compressed:
         read_chunks = gzip_slab_chunks(nifti.shape, nifti.raw_dtype)
+        nifti.slab_volumes = read_chunks[-1]  # snapshots where the slabs begin
     else:
         read_chunks = chunks if chunks is not None else default_chunks(nifti.shape, nifti.dtype)
     token = tokenize(nifti.token, read_chunks)

@@ -40,7 +40,7 @@ CHECKPOINT_EVERY = 32 * 2**20
 READ_BLOCK = 256 * 2**10
 #: Bound on the output of one zlib call (keeps memory flat on very compressible data).
 INFLATE_STEP = 4 * 2**20
-_MAX_INDEXED_FILES = 64
+_MAX_INDEXED_FILES = 16  # snapshots ~40 KB each, one per slab
 
 
 def scale(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
@@ -136,7 +136,8 @@ class _Cursor:
 
 class _GzipIndex:
     """Where reads of one file can resume: the last read's live decompressor, and saved
-    zlib states (snapshots) every ``CHECKPOINT_EVERY`` uncompressed bytes of zlib passes.
+    zlib states (snapshots) at the points where reads begin (each time slab's first byte)
+    passed by zlib passes.
 
     ``lock`` is held for a whole read: a gzip stream inflates in order only, so a second
     thread reading the same file waits and then resumes where the first stopped, instead of
@@ -148,13 +149,13 @@ class _GzipIndex:
         self.points: list[tuple[int, int, object]] = []
         self.cursor: _Cursor | None = None
 
-    def resume(self, start: int) -> _Cursor:
+    def resume(self, start: int, first_read_end: int) -> _Cursor:
         """Where a read from ``start`` begins: the nearest of the last read's end and the
         snapshots at or before ``start``, else the file's start.
 
-        From the file's start, a read beginning in the first ``CHECKPOINT_EVERY`` bytes (a
-        pass over the file: the next reads resume where it stops) inflates with ISA-L when
-        installed; one beginning further in (random access) inflates with zlib, whose states
+        From the file's start, a read beginning before ``first_read_end`` (the first slab: a
+        pass over the file, the next reads resume where it stops) inflates with ISA-L when
+        installed; one beginning further in (out of order) inflates with zlib, whose states
         can be copied as snapshots for the reads to come.
         """
         best = None
@@ -170,8 +171,9 @@ class _GzipIndex:
             self.cursor = None  # taken: it is used up by this read
             return cursor
         if best is not None:
-            return _Cursor(best[0], best[1], best[2].copy(), b"", zlib)
-        engine = fast_zlib if start < CHECKPOINT_EVERY else zlib
+            state = best[2].copy() if best[2] is not None else None  # None: between members
+            return _Cursor(best[0], best[1], state, b"", zlib)
+        engine = fast_zlib if start < first_read_end else zlib
         return _Cursor(0, 0, engine.decompressobj(31), b"", engine)
 
     def add(self, upos: int, cpos: int, state) -> None:
@@ -207,44 +209,66 @@ def _corrupt(url: str, exc: Exception, upos: int) -> InputFileError:
 
 
 def read_gzip_range(
-    fs, path: str, url: str, key, start: int, out: np.ndarray, *, check_end: bool = False
+    fs,
+    path: str,
+    url: str,
+    key,
+    start: int,
+    out: np.ndarray,
+    *,
+    check_end: bool = False,
+    grid: tuple[int, int] | None = None,
 ) -> None:
     """Fill ``out`` (uint8) with the uncompressed bytes ``[start, start + out.size)``.
 
     Reads resume where the previous read of the file stopped (or at a snapshot, see
-    :class:`_GzipIndex`), so reading slab after slab inflates the file once. With
+    :class:`_GzipIndex`), so reading slab after slab inflates the file once. A zlib pass
+    saves a snapshot at each point ``origin + k * step`` of ``grid`` it passes (where
+    reads begin: then slabs read in any order inflate the file once too; default every
+    ``CHECKPOINT_EVERY`` bytes). With
     ``check_end`` (the range ends the voxel data) the rest of the gzip member is read too,
     so the inflater checks its CRC: corruption anywhere in the stream is caught when the
     last slab is read.
     """
     index = _gzip_index(key)
+    grid = grid or (0, CHECKPOINT_EVERY)
     with index.lock:
-        cur = index.resume(start)
+        cur = index.resume(start, grid[0] + grid[1])
         with fs.open(path, "rb") as fobj:
             fobj.seek(cur.cpos)
-            _inflate_range(fobj, cur, start, out, url, index)
+            _inflate_range(fobj, cur, start, out, url, index, grid)
             if check_end:
                 _check_member_end(fobj, cur, start + out.size, url)
         # the last slab leaves nothing to resume
         index.cursor = None if check_end else cur
 
 
-def _inflate_range(fobj, cur: _Cursor, start: int, out: np.ndarray, url: str, index) -> None:
-    """Advance ``cur`` to ``start + out.size``, copying the bytes from ``start`` into ``out``."""
+def _inflate_range(fobj, cur: _Cursor, start: int, out: np.ndarray, url: str, index, grid) -> None:
+    """Advance ``cur`` to ``start + out.size``, copying the bytes from ``start`` into ``out``
+    (and, inflating with zlib, saving a snapshot at each point of ``grid`` passed)."""
     stop = start + out.size
     snapshots = cur.engine is zlib  # ISA-L's states cannot be copied
-    next_checkpoint = (cur.upos // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY
+    origin, step = grid
+
+    def next_point(upos):
+        return origin if upos < origin else origin + ((upos - origin) // step + 1) * step
+
+    point = next_point(cur.upos)
     while cur.upos < stop:
+        if snapshots and cur.upos >= point:
+            if cur.upos == point:  # the unconsumed input is re-read from the file on resuming
+                state = cur.state.copy() if cur.state is not None else None
+                index.add(cur.upos, cur.cpos - len(cur.pending), state)
+            point = next_point(cur.upos)
         if not cur.pending:
-            if snapshots and cur.upos >= next_checkpoint and cur.state is not None:
-                index.add(cur.upos, cur.cpos, cur.state.copy())
-                next_checkpoint = (cur.upos // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY
             cur.pending = fobj.read(READ_BLOCK)
             cur.cpos += len(cur.pending)
             if not cur.pending:
                 raise _truncated(url, stop, cur.upos)
         upos = cur.upos
         want = (start - upos) if upos < start else (stop - upos)
+        if snapshots:
+            want = min(want, point - upos)  # stop exactly at the next point
         if cur.state is None:  # a new gzip member starts
             cur.state = cur.engine.decompressobj(31)
         try:
@@ -309,6 +333,9 @@ class NiftiFile:
         self.dtype = scaled_dtype(self.raw_dtype, self.slope, self.inter)
         self.ndim = len(self.shape)
         self.data_nbytes = int(np.prod(self.shape)) * self.raw_dtype.itemsize
+        #: Volumes per read of a .nii.gz (its dask chunks; set by ``nifti_arrays``): zlib
+        #: snapshots are saved where such reads begin. None: about ``CHECKPOINT_EVERY``.
+        self.slab_volumes: int | None = None
         if not self.compressed and self.size < self.offset + self.data_nbytes:
             raise InputFileError(
                 f"{name}={redact(url)!r} is truncated: {self.size} bytes; expected "
@@ -366,8 +393,17 @@ class NiftiFile:
         fs, path = self._fs()
         if self.compressed:
             end = self.offset + self.data_nbytes
+            frame = int(np.prod(self.shape[:-1])) * self.raw_dtype.itemsize
+            volumes = self.slab_volumes or max(1, CHECKPOINT_EVERY // max(frame, 1))
             read_gzip_range(
-                fs, path, self.url, self.token, start, out, check_end=start + nbytes >= end
+                fs,
+                path,
+                self.url,
+                self.token,
+                start,
+                out,
+                check_end=start + nbytes >= end,
+                grid=(self.offset, volumes * frame),
             )
         else:
             with fs.open(path, "rb") as fobj:
