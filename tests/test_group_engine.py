@@ -479,6 +479,19 @@ class _HeavyStep(CorrcoefStep):
         self.payload = np.ones(2**20)
 
 
+@pytest.mark.cluster
+def test_on_a_cluster_every_worker_holds_the_step_before_the_subjects_start(group_client):
+    """The step is sent to every worker: as one task's output it sat on one worker, where
+    the scheduler then queued every subject (data locality) while the others idled."""
+    before = {k for keys in group_client.has_what().values() for k in keys}
+    tasks = _subject_tasks(_HeavyStep(), _subjects(toy_study(2)), "raise", group_client)
+    held = [set(keys) - before for keys in group_client.has_what().values()]
+    assert len(held) == 2 and all(len(h) == 1 for h in held) and held[0] == held[1]
+    outcomes = group_client.gather(group_client.compute(tasks))
+    assert [o.name for o in outcomes] == ["s0", "s1"]
+    assert all(o.result.shape == (5, 5) for o in outcomes)
+
+
 def test_the_step_is_one_node_of_the_graph_not_a_copy_per_subject():
     import pickle
 

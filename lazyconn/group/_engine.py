@@ -196,14 +196,20 @@ def tree_reduce(leaves: list, chunk_fn: Callable, combine_fn: Callable, split_ev
     return level[0]
 
 
-def _subject_tasks(step, subjects: list[Subject], on_error: str) -> list:
+def _subject_tasks(step, subjects: list[Subject], on_error: str, client=None) -> list:
     # Task names: readable, and unique per run, so a re-run on a long-lived cluster never
     # meets the keys of a cancelled earlier run still being released.
     run = uuid.uuid4().hex[:8]
     # The step (a fitted masker: maps, regions, weights; often 10-30 MB) is ONE node of the
-    # graph that every subject task depends on: a cluster serialises it once and each worker
-    # fetches it once, instead of a copy inlined in every subject's task.
-    shared = delayed(step, name=f"lazyconn-step-{run}", pure=True)
+    # graph that every subject task depends on: serialised once, not inlined in every
+    # subject's task. On a cluster it is sent to every worker before the subjects start: as
+    # a task's output it sat on one worker, and the scheduler, placing subjects by where
+    # their data is, queued them all there while the other workers idled (seen: 20 s of a
+    # cold 4-subject run on 2 workers) until work stealing moved them.
+    if client is None:
+        shared = delayed(step, name=f"lazyconn-step-{run}", pure=True)
+    else:
+        shared = client.scatter(step, broadcast=True, hash=False)
     return [
         delayed(run_subject, pure=True)(
             shared, s, on_error, dask_key_name=f"lazyconn-subject-{s.name}-{run}-{s.key[:12]}"
@@ -231,9 +237,33 @@ def _run_local(tasks, group, on_result, keep_results=True):
             if key in subject_keys:
                 on_result(result)
 
-    with _Arrivals():
-        _, group_value = dask.compute(tasks, group)
+    if _local_scheduler():
+        # Ours handed to the scheduler with the global ones as they are now, instead of
+        # registered globally: dask empties the global set for a run and restores it after,
+        # and a nested compute still running in a thread of an earlier, failed run (dask
+        # does not wait for those) restored a set without ours, so a run returned no
+        # outcome at all. Nested computes now also see the global ones.
+        callbacks = [*Callback.active, _Arrivals()._callback]
+        _, group_value = dask.compute(tasks, group, callbacks=callbacks)
+    else:  # a distributed client set as dask's default: its own callbacks' rules
+        with _Arrivals():
+            _, group_value = dask.compute(tasks, group)
     return group_value
+
+
+def _local_scheduler() -> bool:
+    """Whether dask.compute runs on one of dask's local schedulers (threads by default)."""
+    import dask.local
+    import dask.multiprocessing
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    return get_scheduler() in (
+        None,
+        dask.threaded.get,
+        dask.local.get_sync,
+        dask.multiprocessing.get,
+    )
 
 
 def _scheduler_lost(client, exc: BaseException, done: int, total: int):
@@ -351,12 +381,10 @@ def run_group(
             outcome.result = None
         bar.update()
 
-    tasks = _subject_tasks(step, todo, on_error)
-    group = tree_reduce(tasks, chunk_fn, combine_fn, split_every) if chunk_fn else None
     new_partial = None
     dashboard = None
     try:
-        if tasks:
+        if todo:
             with contextlib.ExitStack() as stack:
                 with timer("connect"):
                     c = stack.enter_context(client_context(client, n_workers=n_workers))
@@ -369,6 +397,10 @@ def run_group(
                 # limit set by a task on one of dask's threads (or an in-process worker's)
                 # while another thread controls OpenBLAS, and then restores nothing.
                 with timer("compute"), ONE_BLAS_THREAD:
+                    tasks = _subject_tasks(step, todo, on_error, c)
+                    group = None
+                    if chunk_fn:
+                        group = tree_reduce(tasks, chunk_fn, combine_fn, split_every)
                     if c is None:
                         new_partial = _run_local(tasks, group, on_result, sink is None)
                     else:
