@@ -303,6 +303,25 @@ def test_distributed_equals_local_and_skips_failures(group_client, tmp_path):
 
 
 @pytest.mark.cluster
+def test_client_none_runs_on_the_users_default_distributed_client(group_client):
+    """``client=None`` is dask's current scheduler: a user's ``Client()`` (dask's default)
+    runs the subjects, and every subject's outcome comes back (dask's local callbacks, which
+    report a local run's subjects, never fire there: the run returned no outcome)."""
+    import distributed
+
+    arrays = toy_study(5)
+    local = _run(CorrcoefStep(), _subjects(arrays))
+    with distributed.Client(group_client.scheduler.address) as default:  # set as default
+        out = _run(CorrcoefStep(), _subjects(arrays))
+        assert default.status == "running"  # used as is, left open
+    assert list(out["outcomes"]) == list(local["outcomes"])
+    for a, b in zip(local["outcomes"].values(), out["outcomes"].values(), strict=True):
+        np.testing.assert_array_equal(a.result, b.result)
+    assert out["dashboard"] is not None  # a distributed run reports its dashboard
+    np.testing.assert_allclose(out["partial"][0], local["partial"][0], rtol=1e-12)
+
+
+@pytest.mark.cluster
 def test_local_cluster_is_started_and_closed():
     arrays = toy_study(3)
     out = _run(CorrcoefStep(), _subjects(arrays), client="local", n_workers=1)

@@ -74,7 +74,8 @@ class CanICA(_BaseDecomposition):
         (nilearn prints its lines on stdout); the embedded masker gets ``verbose - 1``.
     client : None, "local", str or distributed.Client, optional
         lazyconn only, keyword. Where the per-subject reductions run: None: dask's current
-        scheduler (threads); "local": a ``LocalCluster`` of ``n_workers`` processes started
+        scheduler (threads, or your ``distributed.Client`` when it is dask's default);
+        "local": a ``LocalCluster`` of ``n_workers`` processes started
         for ``fit``; an address or a ``distributed.Client``: that cluster.
     n_workers : int, optional
         lazyconn only, keyword. Workers of ``client="local"`` (default: the usable cores).

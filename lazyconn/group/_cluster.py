@@ -141,6 +141,22 @@ def default_n_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_distributed_client():
+    """The distributed Client that ``dask.compute`` would run on now, or None (a local
+    scheduler). A user's ``Client()`` becomes dask's default: the group engine must then
+    drive it through its futures, because dask's local callbacks, which report each subject
+    of a local run, never fire on a distributed scheduler."""
+    import sys
+
+    if "distributed" not in sys.modules:  # no Client exists without it
+        return None
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
 @contextlib.contextmanager
 def client_context(client, *, n_workers=None, timeout: float = CONNECT_TIMEOUT):
     """Yield a ``distributed.Client`` (or None for dask's local scheduler); close what we opened.
@@ -148,13 +164,14 @@ def client_context(client, *, n_workers=None, timeout: float = CONNECT_TIMEOUT):
     Parameters
     ----------
     client : None, "local", str address, or distributed.Client
-        None: dask's current scheduler (threads by default). "local": a LocalCluster of
+        None: dask's current scheduler (threads by default; a distributed Client that is
+        dask's default is yielded and used as is, left open). "local": a LocalCluster of
         ``n_workers`` single-threaded worker processes, started and closed here. An address
         such as ``"tcp://10.0.0.5:8786"``: connect (fail within ``timeout`` s if nothing
         answers). A Client: used as is and left open.
     """
     if client is None:
-        yield None
+        yield default_distributed_client()
         return
     if isinstance(client, str):
         if client == "local":

@@ -245,7 +245,7 @@ def _run_local(tasks, group, on_result, keep_results=True):
         # outcome at all. Nested computes now also see the global ones.
         callbacks = [*Callback.active, _Arrivals()._callback]
         _, group_value = dask.compute(tasks, group, callbacks=callbacks)
-    else:  # a distributed client set as dask's default: its own callbacks' rules
+    else:  # a scheduler set in dask's config as a callable: callbacks registered globally
         with _Arrivals():
             _, group_value = dask.compute(tasks, group)
     return group_value

@@ -253,7 +253,8 @@ class GroupConnectome(BaseEstimator):
         Entries are verified before use (completion mark, every chunk present, CRC-32 of the
         values); one that fails is reported (``IntegrityWarning``) and computed again.
     client : None, "local", str or distributed.Client, default=None
-        Where to compute. None: dask's current scheduler (threads by default); "local": a
+        Where to compute. None: dask's current scheduler (threads by default, or your
+        ``distributed.Client`` when it is dask's default); "local": a
         ``LocalCluster`` of ``n_workers`` single-threaded processes, started and closed by
         ``fit``; an address (``"tcp://host:8786"``): connect, failing within seconds with
         :class:`~lazyconn.exceptions.ClusterConnectionError` if nothing answers; a
