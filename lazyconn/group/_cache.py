@@ -46,6 +46,9 @@ from lazyconn.io._fs import (
     local_path,
     redact,
 )
+from lazyconn.io._fs import (
+    info as shared_info,  # one request per remote object inside shared_lookups
+)
 
 #: Parameters that never change the numbers and so are left out of the cache key.
 _IGNORED_PARAMS = frozenset({"verbose", "memory", "memory_level", "n_jobs"})
@@ -64,19 +67,17 @@ def _path_identity(src, storage_options=None) -> tuple:
     if _is_url(src):
         import fsspec  # imported here: plain local runs never need it
 
-        from lazyconn.io._fs import info as lookup
-
         fs, path = fsspec.core.url_to_fs(src, **(storage_options or {}))
         info = None
         # a store: one request (its zarr.json), shared with load's checks (shared_lookups)
         if path.rstrip("/").endswith(".zarr"):
             with contextlib.suppress(FileNotFoundError):
-                info = {**lookup(fs, path.rstrip("/") + "/zarr.json"), "dir": True}
+                info = {**shared_info(fs, path.rstrip("/") + "/zarr.json"), "dir": True}
         if info is None:
-            info = lookup(fs, path)
+            info = shared_info(fs, path)
             if info.get("type") == "directory":
                 with contextlib.suppress(FileNotFoundError):
-                    info = {**lookup(fs, path.rstrip("/") + "/zarr.json"), "dir": True}
+                    info = {**shared_info(fs, path.rstrip("/") + "/zarr.json"), "dir": True}
         keep = {k: str(v) for k, v in info.items() if k.lower() in _URL_VERSION_FIELDS}
         return ("url", src, tuple(sorted(keep.items())))
     path = Path(src.removeprefix("file://")).expanduser().resolve()
