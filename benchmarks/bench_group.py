@@ -19,7 +19,7 @@ With ``--nii-gz`` (issue #13) it measures instead a **cold** ``GroupConnectome``
 ``.nii.gz`` runs themselves (a fresh ``client="local"`` of 2 worker processes, started inside
 ``fit``, in a process of its own) against the decompression floor: ``gzip -dc`` over the same
 files split on 2 cores (two processes, each over half the files); ``--zlib-too`` repeats the
-lazyconn run with ``isal`` hidden (the default install).
+lazyconn run with ``isal`` hidden (zlib; the default install has ``isal`` since session 6).
 
 Usage::
 
@@ -52,7 +52,7 @@ import harness  # noqa: E402 - benchmarks/ is not a package
 
 DATA = HERE / "_data"
 #: Set by ``--hide-isal`` for the child and the LocalCluster's workers (spawned processes
-#: import this script again): ``isal`` hidden, as in the default install.
+#: import this script again): ``isal`` hidden, i.e. zlib (where isal cannot be imported).
 HIDE_ISAL = "LAZYCONN_BENCH_HIDE_ISAL"
 if os.environ.get(HIDE_ISAL):
     sys.modules["isal"] = None
@@ -321,7 +321,7 @@ def main(argv=None):
     if args.child:
         if args.hide_isal:
             os.environ[HIDE_ISAL] = "1"  # for the workers too
-            sys.modules["isal"] = None  # as in the default install (isal is an extra)
+            sys.modules["isal"] = None  # zlib, as where isal cannot be imported
         return harness.child_report(CHILDREN[args.child], Path(args.workdir))
     DATA.mkdir(exist_ok=True)
     if args.nii_gz:

@@ -244,8 +244,8 @@ class LazyImage(nib.Nifti1Image):
         ``nibabel.load`` for a local path, :func:`lazyconn.load` for a URL). An image opened
         from a file or store is written back unchanged (same header bytes, unscaled voxels
         and scaling), byte for byte for ``.nii``; other images as nibabel's ``to_filename``
-        writes them (byte for byte when ``isal`` is not installed, else the same
-        decompressed bytes).
+        writes them (the same decompressed bytes; the gzip bytes differ because ISA-L
+        compresses, and are nibabel's byte for byte when ``isal`` cannot be imported).
 
         Parameters
         ----------

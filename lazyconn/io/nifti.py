@@ -4,7 +4,7 @@
 ``fileslice``). A ``.nii.gz`` can only be decompressed from its start; chunks are
 then time slabs (the on-disk order), and each process keeps, per file, the live
 decompressor where the last read stopped (reading slab after slab inflates the file
-once, with ISA-L when installed) and snapshots of the zlib state every few tens of MB
+once, with ISA-L: ``isal`` is a dependency) and snapshots of the zlib state every few tens of MB
 (for reads out of order).
 """
 
@@ -24,7 +24,9 @@ from lazyconn.exceptions import DimensionError, InputFileError
 from lazyconn.io import _fs
 from lazyconn.io._fs import StorageOptions, check_exists, check_url, redact
 
-try:  # ISA-L inflates ~4x faster than zlib (a 2 mm fMRI run); optional (`fast` extra).
+# ISA-L inflates ~4x faster than zlib (a 2 mm fMRI run). A runtime dependency, but a build of
+# it may be missing (a platform without wheels): then zlib, same values (tested).
+try:
     from isal import isal_zlib as fast_zlib
 
     INFLATE_ERRORS: tuple = (zlib.error, fast_zlib.error)
@@ -154,8 +156,8 @@ class _GzipIndex:
         snapshots at or before ``start``, else the file's start.
 
         From the file's start, a read beginning before ``first_read_end`` (the first slab: a
-        pass over the file, the next reads resume where it stops) inflates with ISA-L when
-        installed; one beginning further in (out of order) inflates with zlib, whose states
+        pass over the file, the next reads resume where it stops) inflates with ISA-L (zlib
+        if ``isal`` cannot be imported); one beginning further in (out of order) inflates with zlib, whose states
         can be copied as snapshots for the reads to come.
         """
         best = None

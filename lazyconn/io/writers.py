@@ -191,7 +191,7 @@ def _complete_after(_writes, dst, storage_options, lock):
 #: blocks being staged): its memory bound whatever the image's size.
 DEFAULT_NIFTI_BUDGET = 256 * 2**20
 #: Compression level of ``.nii.gz`` output: nibabel's (1: fast; the voxels of fMRI runs
-#: gain little from higher levels). ISA-L's level 1 when ``isal`` is installed.
+#: gain little from higher levels). ISA-L's level 1 (zlib's when ``isal`` cannot be imported).
 GZIP_LEVEL = 1
 
 
@@ -208,8 +208,8 @@ def write_nifti(
 
     Header bytes first, then the voxels in file order (x fastest, then y, z, t), one slab
     of volumes (z planes for a 3-D image) at a time; a ``.nii.gz`` is compressed as it is
-    written (ISA-L if installed, else zlib at nibabel's level, with nibabel's gzip header:
-    then the file is byte for byte nibabel's). The file appears under its name only once
+    written (ISA-L, a dependency; zlib at nibabel's level with nibabel's gzip header if
+    ``isal`` cannot be imported: then the file is byte for byte nibabel's). The file appears under its name only once
     complete (a temporary name, then a rename).
 
     Two ways of making the slabs (``strategy``; by default the one that computes every
@@ -406,7 +406,8 @@ class _WriterThread:
 
 def _gzip_writer(fobj):
     """A gzip stream over ``fobj`` as nibabel writes it (no file name, mtime 0, level 1);
-    ISA-L's compressor when installed (several times faster, other bytes, same content)."""
+    ISA-L's compressor (several times faster, other bytes, same content); zlib's if ``isal``
+    cannot be imported."""
     try:
         from isal import igzip
 
