@@ -43,7 +43,7 @@ from lazyconn.image.templates import (
     load_mni152_wm_template,
 )
 from lazyconn.ops import spatial
-from lazyconn.ops.voxels import c_positions, gather, scatter, smooth_gather
+from lazyconn.ops.voxels import VoxelStream, c_positions, gather, scatter, smooth_gather
 
 __all__ = [
     "apply_mask",
@@ -170,6 +170,34 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     if one_volume:
         out = out[0]
     return np.asarray(out.compute()) if compute else out
+
+
+def stream_mask(img, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True):
+    """``apply_mask(img, ..., compute=False)`` of a 4-D run as a
+    :class:`lazyconn.ops.voxels.VoxelStream` (its in-mask columns block by block, in
+    bounded memory), or None where the graph stays the way: a run read in time slabs (a
+    ``.nii.gz``: a block at a time would inflate it once per block) or ``"fast"``
+    smoothing (a halo graph).
+
+    Parameters
+    ----------
+    img : 4-D image
+    mask_img : 3-D image, or path
+        On the run's grid.
+    dtype, smoothing_fwhm, ensure_finite
+        As :func:`apply_mask`'s.
+
+    Returns
+    -------
+    VoxelStream or None
+    """
+    mask, mask_affine = load_mask_img(mask_img)
+    img = load_img(img, "imgs")
+    _check_mask_grid(img, mask, mask_affine)
+    if img.ndim != 4 or len(img.data.chunks[3]) > 1 or isinstance(smoothing_fwhm, str):
+        return None
+    data, mask, sigmas = _masked_array(img, mask, dtype, smoothing_fwhm, ensure_finite)
+    return VoxelStream(data, mask, sigmas)
 
 
 @fill_doc

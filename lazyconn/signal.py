@@ -29,7 +29,7 @@ from lazyconn.exceptions import (
 from lazyconn.io.confounds import sanitize_confounds
 from lazyconn.ops import temporal as tk
 
-__all__ = ["butterworth", "clean", "high_variance_confounds"]
+__all__ = ["butterworth", "clean", "column_cleaner", "high_variance_confounds"]
 
 _FILTERS = ("butterworth", "cosine", False)
 _BUTTERWORTH_KWARGS = ("order", "padtype", "padlen", "copy")
@@ -434,65 +434,32 @@ def clean(
       the end (nilearn computes float32 input partly in float32), so float32 results are
       at least as close to nilearn's float64 results as nilearn's own float32 results.
     """
-    butter, storage_options = _split_kwargs(dict(kwargs))
-    detrend = _check_bool("detrend", detrend)
-    standardize_confounds = _check_bool("standardize_confounds", standardize_confounds)
-    ensure_finite = _check_bool("ensure_finite", ensure_finite)
-    extrapolate = _check_bool("extrapolate", extrapolate)
-    if confounds is not None and not detrend and not standardize_confounds:
-        warn(
-            "When confounds are provided, one must perform detrend and/or standardize "
-            f"confounds. You provided detrend={detrend}, standardize_confounds="
-            f"{standardize_confounds}. If confounds were not standardized or demeaned before "
-            "passing to signal.clean signal will not be correctly cleaned."
-        )
-    filter_type, low_pass, high_pass = _check_filter(filter, low_pass, high_pass, t_r)
-    standardize = _check_standardize(standardize)
-
     signals, is_dask = _time_by_features("signals", signals)
     if signals.dtype.kind not in "fiub":
         raise ParameterTypeError(f"signals has dtype {signals.dtype}; expected a numeric array.")
-    n_samples = int(signals.shape[0])
-    out_dtype = float_dtype_for(signals.dtype)
-
-    run_rows = _sanitize_runs(runs, n_samples)
-    masks = _sanitize_sample_mask(sample_mask, run_rows, runs)
-    lazy_confounds = _check_lazy_confounds(confounds, n_samples)
-    if lazy_confounds and not is_dask:
-        confounds = dask.compute(confounds)[0]  # numpy signals: everything eager
-        lazy_confounds = False
-
-    sos = None
-    if filter_type == "butterworth":
-        sos = tk.butterworth_sos(t_r, low_pass, high_pass, butter["order"])
-    options = dict(
+    setup = _Cleaning(
+        int(signals.shape[0]),
+        signals.dtype,
+        is_dask,
+        runs=runs,
         detrend=detrend,
-        filter_type=filter_type,
-        sos=sos,
-        butter=butter,
+        standardize=standardize,
+        sample_mask=sample_mask,
+        confounds=confounds,
+        standardize_confounds=standardize_confounds,
+        filter=filter,
+        low_pass=low_pass,
         high_pass=high_pass,
         t_r=t_r,
+        ensure_finite=ensure_finite,
         extrapolate=extrapolate,
-        standardize_confounds=standardize_confounds,
-        standardize=standardize,
+        **kwargs,
     )
-    n_out = sum(
-        rows.size if keep is None else keep.size
-        for rows, keep in zip(run_rows, masks, strict=True)
-    )
-
-    if lazy_confounds:
-        # Small lazy confounds (e.g. high-variance confounds of the same run): the plan is
-        # built inside the graph, once, from their computed values.
-        plans = dask.delayed(_build_plans, pure=True)(
-            confounds, n_samples, storage_options, run_rows, masks, options
-        )
-        plans_token = plans.key
-    else:
-        plans = _build_plans(confounds, n_samples, storage_options, run_rows, masks, options)
-        plans_token = _plan_token(plans)
     if not is_dask:
-        return tk.clean_block(signals, plans, ensure_finite=ensure_finite, out_dtype=out_dtype)
+        return setup(signals)
+    plans, plans_token, ensure_finite = setup.plans, setup.plans_token, setup.ensure_finite
+    out_dtype, n_out, standardize = setup.out_dtype, setup.n_out, setup.standardize
+    run_rows, lazy_confounds = setup.run_rows, setup.lazy_confounds
 
     x = tk.single_time_chunk(signals)
     token = tokenize(x.name, plans_token, ensure_finite, str(out_dtype))
@@ -515,6 +482,123 @@ def clean(
         out_dtype=out_dtype,
         psc_flags=psc_flags,
     )
+
+
+class _Cleaning:
+    """``clean``'s checks and confound plans for (n_samples, ...) signals of ``dtype``;
+    calling it cleans numpy signals (any columns of them: every step works column by
+    column, except ``'psc'``, which decides on all the columns it is given)."""
+
+    def __init__(
+        self,
+        n_samples,
+        dtype,
+        is_dask,
+        runs=None,
+        detrend=True,
+        standardize="zscore_sample",
+        sample_mask=None,
+        confounds=None,
+        standardize_confounds=True,
+        filter="butterworth",
+        low_pass=None,
+        high_pass=None,
+        t_r=2.5,
+        ensure_finite=False,
+        extrapolate=False,
+        **kwargs,
+    ):
+        butter, storage_options = _split_kwargs(dict(kwargs))
+        detrend = _check_bool("detrend", detrend)
+        standardize_confounds = _check_bool("standardize_confounds", standardize_confounds)
+        ensure_finite = _check_bool("ensure_finite", ensure_finite)
+        extrapolate = _check_bool("extrapolate", extrapolate)
+        if confounds is not None and not detrend and not standardize_confounds:
+            warn(
+                "When confounds are provided, one must perform detrend and/or standardize "
+                f"confounds. You provided detrend={detrend}, standardize_confounds="
+                f"{standardize_confounds}. If confounds were not standardized or demeaned before "
+                "passing to signal.clean signal will not be correctly cleaned."
+            )
+        filter_type, low_pass, high_pass = _check_filter(filter, low_pass, high_pass, t_r)
+        standardize = _check_standardize(standardize)
+
+        out_dtype = float_dtype_for(np.dtype(dtype))
+
+        run_rows = _sanitize_runs(runs, n_samples)
+        masks = _sanitize_sample_mask(sample_mask, run_rows, runs)
+        lazy_confounds = _check_lazy_confounds(confounds, n_samples)
+        if lazy_confounds and not is_dask:
+            confounds = dask.compute(confounds)[0]  # numpy signals: everything eager
+            lazy_confounds = False
+
+        sos = None
+        if filter_type == "butterworth":
+            sos = tk.butterworth_sos(t_r, low_pass, high_pass, butter["order"])
+        options = dict(
+            detrend=detrend,
+            filter_type=filter_type,
+            sos=sos,
+            butter=butter,
+            high_pass=high_pass,
+            t_r=t_r,
+            extrapolate=extrapolate,
+            standardize_confounds=standardize_confounds,
+            standardize=standardize,
+        )
+        n_out = sum(
+            rows.size if keep is None else keep.size
+            for rows, keep in zip(run_rows, masks, strict=True)
+        )
+
+        if lazy_confounds:
+            # Small lazy confounds (e.g. high-variance confounds of the same run): the plan is
+            # built inside the graph, once, from their computed values.
+            plans = dask.delayed(_build_plans, pure=True)(
+                confounds, n_samples, storage_options, run_rows, masks, options
+            )
+            plans_token = plans.key
+        else:
+            plans = _build_plans(confounds, n_samples, storage_options, run_rows, masks, options)
+            plans_token = _plan_token(plans)
+        self.plans, self.plans_token, self.ensure_finite = plans, plans_token, ensure_finite
+        self.out_dtype, self.n_out, self.standardize = out_dtype, n_out, standardize
+        self.run_rows, self.lazy_confounds = run_rows, lazy_confounds
+
+    def __call__(self, signals: np.ndarray) -> np.ndarray:
+        return tk.clean_block(
+            signals, self.plans, ensure_finite=self.ensure_finite, out_dtype=self.out_dtype
+        )
+
+
+def column_cleaner(n_samples: int, dtype, **kwargs):
+    """``clean`` with the given arguments as a function of numpy columns: ``f(x)`` equals
+    ``clean(signals, **kwargs)[:, cols]`` for ``x = signals[:, cols]``, with the checks and
+    the confound processing done once (lazy confounds computed now).
+
+    Parameters
+    ----------
+    n_samples : int
+        Time points of the signals.
+    dtype : numpy dtype
+        dtype of the signals.
+    **kwargs
+        :func:`clean`'s arguments but ``signals`` (``standardize='psc'`` is refused: its
+        choice depends on all the columns at once).
+
+    Returns
+    -------
+    callable
+        (n_samples, n) numpy -> (n_kept_samples, n) numpy; its ``n_out`` and
+        ``out_dtype`` attributes give the output's rows and dtype.
+    """
+    setup = _Cleaning(int(n_samples), np.dtype(dtype), False, **kwargs)
+    if setup.standardize == "psc":
+        raise ParameterError(
+            "standardize='psc' cannot clean columns apart: whether the mean is added back "
+            "is decided from all the features at once; expected another standardize."
+        )
+    return setup
 
 
 def _build_plans(confounds, n_samples, storage_options, run_rows, masks, options):

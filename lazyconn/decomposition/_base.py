@@ -36,12 +36,15 @@ from lazyconn.group._report import StageTimer
 from lazyconn.image import LazyImage, load
 from lazyconn.maskers import MultiNiftiMasker, NiftiMapsMasker, NiftiMasker
 from lazyconn.ops.reduction import (
+    GramAccumulator,
     flip_rows,
     gram,
     project,
+    project_columns,
     randomized_coefficients,
     top_eigenvectors,
 )
+from lazyconn.ops.voxels import VoxelStream
 
 
 class EmptyRunWarning(LazyconnWarning):
@@ -113,15 +116,18 @@ def subject_random_states(random_state, n_voxels: int, n_times: list, n_componen
 
 
 def reduce_run(x, n_components: int, keep_bytes: int, rng_state=None) -> np.ndarray:
-    """Top-``n_components`` reduction (k, V) of a lazy cleaned run ``x`` (T, V) as nilearn's
+    """Top-``n_components`` reduction (k, V) of a cleaned run ``x`` (T, V) as nilearn's
     ``_fast_svd(xᵀ, k, random_state)`` computes it: ``S·Vᵀ`` of an exact SVD, or of
     scikit-learn's randomized SVD whose generator starts at ``rng_state``
     (:func:`subject_random_states`; None: exact).
 
-    Both run through the (T, T) Gram matrix (:mod:`lazyconn.ops.reduction`). Runs whose
-    (T, V) matrix takes at most ``keep_bytes`` are computed once and kept in memory (chunk
-    by chunk) for both products; longer runs are read twice (Gram matrix, then
-    projection), never holding the matrix. Returns ``x``'s dtype.
+    ``x`` is a lazy dask array or a :class:`lazyconn.ops.voxels.VoxelStream` (the run's
+    cleaned columns, block by block). Both go through the (T, T) Gram matrix
+    (:mod:`lazyconn.ops.reduction`). Runs whose (T, V) matrix takes at most
+    ``keep_bytes`` are read once and kept in memory for both products; longer runs are
+    read twice (Gram matrix, then projection), never holding the matrix: a stream then
+    holds only its open blocks (:class:`~lazyconn.ops.voxels.VoxelStream`), a graph the
+    chunks its order keeps alive. Returns ``x``'s dtype.
     """
     t, v = x.shape
     k = int(min(n_components, t))
@@ -131,16 +137,20 @@ def reduce_run(x, n_components: int, keep_bytes: int, rng_state=None) -> np.ndar
     if solver != "full":
         rng = np.random.RandomState()
         rng.set_state(rng_state)
+    streamed = isinstance(x, VoxelStream)
     if solver == "randomized_in_memory":
         from sklearn.utils.extmath import randomized_svd
 
-        u, s, _ = randomized_svd(
-            np.asarray(x.compute()).T, k, n_iter=n_iter, flip_sign=True, random_state=rng
-        )
+        whole = _stream_into(x, gram=False)[0] if streamed else np.asarray(x.compute())
+        u, s, _ = randomized_svd(whole.T, k, n_iter=n_iter, flip_sign=True, random_state=rng)
         return (u.T * s[:, None]).astype(x.dtype, copy=False)
-    if x.nbytes <= keep_bytes:
-        (x,) = dask.persist(x)
-    g = gram(x).compute()
+    kept = None
+    if streamed:
+        kept, g = _stream_into(x, keep=x.nbytes <= keep_bytes)
+    else:
+        if x.nbytes <= keep_bytes:
+            (x,) = dask.persist(x)
+        g = gram(x).compute()
     if solver == "full":
         c = top_eigenvectors(g, k)[0].T
     else:
@@ -149,8 +159,30 @@ def reduce_run(x, n_components: int, keep_bytes: int, rng_state=None) -> np.ndar
         if x.dtype == np.float32:
             omega = omega.astype(np.float32)
         c = randomized_coefficients(g, omega, k, n_iter)
-    b = np.asarray(project(c, x).compute())
+    if not streamed:
+        b = np.asarray(project(c, x).compute())
+    elif kept is not None:
+        b = project_columns(c, kept)
+    else:
+        b = np.empty((c.shape[0], v))
+        for cols, values in x:  # the second pass
+            b[:, cols] = project_columns(c, values)
     return flip_rows(b).astype(x.dtype, copy=False)
+
+
+def _stream_into(stream, keep=True, gram=True):
+    """One pass over a stream: ``(kept, gram)``, the (T, V) matrix (Fortran order; None
+    unless ``keep``) and its (T, T) Gram matrix (None unless ``gram``), accumulated block
+    by block."""
+    t, v = stream.shape
+    kept = np.empty((t, v), dtype=stream.dtype, order="F") if keep else None
+    g = GramAccumulator(t) if gram else None
+    for cols, values in stream:
+        if gram:
+            g.add(values)
+        if keep:
+            kept[:, cols] = values
+    return kept, (g.result() if gram else None)
 
 
 #: Parameters nilearn's ``check_embedded_masker`` forwards from the estimator without comparing.
@@ -179,7 +211,11 @@ class _ReductionStep:
 
     def __call__(self, subject: Subject) -> np.ndarray:
         bound_malloc_retention()  # in worker processes too
-        x = self.masker.transform(subject.img, confounds=subject.confounds, compute=False)
+        # A stream of the run's cleaned blocks where the run allows it (its time axis one
+        # chunk), else the masker's graph (a .nii.gz read in time slabs).
+        x = self.masker._stream_run(subject.img, confounds=subject.confounds)
+        if x is None:
+            x = self.masker.transform(subject.img, confounds=subject.confounds, compute=False)
         k = x.shape[0] if self.n_components is None else self.n_components
         b = reduce_run(x, k, self.keep_bytes, getattr(subject, "rng_state", None))
         if self.components is None:

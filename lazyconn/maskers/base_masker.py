@@ -487,6 +487,21 @@ class BaseMasker(TransformerMixin, BaseEstimator):
             kwargs=kwargs,
         )
 
+    def _column_cleaner(self, img4, confounds, sample_mask, n_t, dtype):
+        """``_clean`` as a function of numpy columns (:func:`lazyconn.signal.column_cleaner`),
+        or None for ``standardize='psc'`` (decided on all the columns at once). High-variance
+        confounds are computed now (one more pass over the run)."""
+        kwargs = self._clean_kwargs()
+        if kwargs.get("standardize") == "psc":
+            return None
+        conf = sanitize_confounds(confounds, n_t) if confounds is not None else None
+        if self.high_variance_confounds:
+            hv = self._high_variance_confounds(img4)
+            conf = (
+                [hv] if conf is None else ([conf, hv] if self._hv_confounds_last else [hv, conf])
+            )
+        return signal.column_cleaner(n_t, dtype, confounds=conf, sample_mask=sample_mask, **kwargs)
+
     @staticmethod
     def _high_variance_confounds(img4):
         """nilearn's ``image.high_variance_confounds`` on the raw run (whole box, no mask)."""

@@ -217,7 +217,7 @@ class NiftiMasker(BaseMasker):
     def _input_dtype(self, img):
         return img.dtype  # NiftiMasker casts only the output (nilearn)
 
-    def _transform_run(self, img, confounds, sample_mask):
+    def _on_mask_grid(self, img):
         mask = self.mask_img_
         if tuple(img.shape[:3]) != tuple(mask.shape) or not np.allclose(img.affine, mask.affine):
             from lazyconn.image import resample_img
@@ -230,7 +230,39 @@ class NiftiMasker(BaseMasker):
             )
             self._log("transform", "Resampling images")
             img = load(resample_img(img, target_affine=mask.affine, target_shape=mask.shape))
-        return super()._transform_run(img, confounds, sample_mask)
+        return img
+
+    def _transform_run(self, img, confounds, sample_mask):
+        return super()._transform_run(self._on_mask_grid(img), confounds, sample_mask)
+
+    def _stream_run(self, img, confounds=None, sample_mask=None):
+        """``transform(img, confounds, sample_mask, compute=False)`` of one 4-D run as a
+        :class:`lazyconn.ops.voxels.VoxelStream` of cleaned columns (read block by block
+        in bounded memory), or None where the graph stays the way
+        (:func:`lazyconn.masking.stream_mask`; ``standardize='psc'``)."""
+        self._check_fitted()
+        img = load(img)
+        if img.ndim != 4:
+            return None
+        img = self._on_mask_grid(img)
+        in_dtype = self._input_dtype(img)
+        img4 = img if in_dtype == img.dtype else img.with_data(img.data.astype(in_dtype))
+        stream = masking.stream_mask(
+            img4, self.mask_img_, smoothing_fwhm=self._fitted_smoothing(), ensure_finite=True
+        )
+        if stream is None:
+            return None
+        n_t = img4.shape[3]
+        cleaner = self._column_cleaner(img4, confounds, sample_mask, n_t, stream.dtype)
+        if cleaner is None:
+            return None
+        out_dtype = self._output_dtype(img.dtype)
+        dtype = cleaner.out_dtype if out_dtype is None else out_dtype
+
+        def clean(x):
+            return cleaner(x).astype(dtype, copy=False)
+
+        return stream.map(clean, cleaner.n_out, dtype)
 
     def _extract(self, img4):
         return masking.apply_mask(

@@ -17,7 +17,9 @@ the SVD of ``Xᵀ``). With the randomized ``C``, ``B`` is what scikit-learn's
 scikit-learn's ``svd_flip`` (in each row the entry of largest magnitude is positive).
 Nothing here computes: the functions return dask arrays (the caller chooses one graph,
 which keeps ``X``'s chunks alive between the two products, or two computes, which read
-``X`` twice and never hold it).
+``X`` twice and never hold it). :class:`GramAccumulator` and :func:`project_columns` are
+the same sums on numpy pieces of columns, for runs streamed block by block
+(:class:`lazyconn.ops.voxels.VoxelStream`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,61 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 from scipy import linalg
+from scipy.linalg import blas
 
 
 def gram(x: da.Array) -> da.Array:
     """Lazy ``X Xᵀ`` (T, T) in float64 of a lazy (T, V) array, summed over voxel chunks."""
     xf = x.astype(np.float64)
     return xf @ xf.T
+
+
+class GramAccumulator:
+    """``X Xᵀ`` (T, T) in float64 of a run given as pieces of its columns (numpy), summed
+    in place: one triangle per piece (BLAS ``syrk``, half a product's work), mirrored at
+    the end. What :func:`gram` sums over chunks, for runs that are streamed.
+
+    Parameters
+    ----------
+    n_rows : int
+        T, the rows of the pieces.
+    """
+
+    def __init__(self, n_rows: int):
+        self._g = np.zeros((int(n_rows), int(n_rows)), order="F")
+
+    def add(self, columns: np.ndarray) -> None:
+        """Add ``columns`` (T, n) times its transpose.
+
+        Parameters
+        ----------
+        columns : numpy.ndarray, shape (T, n)
+        """
+        a = np.asarray(columns, dtype=np.float64, order="F")
+        if a.shape[1]:
+            self._g = blas.dsyrk(1.0, a, beta=1.0, c=self._g, overwrite_c=1)
+
+    def result(self) -> np.ndarray:
+        """The symmetric (T, T) sum."""
+        upper = np.triu(self._g)
+        return upper + np.triu(upper, 1).T
+
+
+def project_columns(c: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``C X`` (k, n) in float64 of numpy columns ``X`` (T, n), in pieces of columns (the
+    float64 copy of one piece at a time): what :func:`project` computes per chunk.
+
+    Parameters
+    ----------
+    c : numpy.ndarray, shape (k, T)
+    columns : numpy.ndarray, shape (T, n)
+    """
+    n = columns.shape[1]
+    out = np.empty((c.shape[0], n))
+    step = max(1, (32 << 20) // max(1, 8 * columns.shape[0]))
+    for c0 in range(0, n, step):
+        out[:, c0 : c0 + step] = c @ np.asarray(columns[:, c0 : c0 + step], dtype=np.float64)
+    return out
 
 
 def top_eigenvectors(g: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:

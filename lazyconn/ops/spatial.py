@@ -275,7 +275,7 @@ def gaussian_block(
 SPREAD_SLAB_BYTES = 4 << 20
 
 
-def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -> list:
+def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, into=None) -> list:
     """What one block adds to the Gaussian smoothing of the whole array, at chosen voxels.
 
     Smoothing is linear: the smoothed array is the sum over blocks of each block smoothed
@@ -306,11 +306,17 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -
     targets : sequence of int arrays
         Flat indices of the voxels to return, in C order of the reached region taken as
         (z, y, x) (its extent is :func:`spread_range` of each axis).
+    into : sequence of (numpy.ndarray, int array or None), optional
+        One ``(accumulator, rows)`` pair per target: the term is added in place into the
+        accumulator's ``rows`` (None: all its rows, in the target's order), a
+        ``(n, t)`` array, instead of being returned as a new array (the streamed pass of
+        :class:`lazyconn.ops.voxels.VoxelStream`: no term outlives its slab).
 
     Returns
     -------
     list of numpy.ndarray
-        One C-contiguous ``(len(target), t)`` array per target, in the block's dtype.
+        One C-contiguous ``(len(target), t)`` array per target, in the block's dtype (the
+        accumulators when ``into`` is given).
     """
     n_t = block.shape[3]
     work = block.dtype if block.dtype in (np.float32, np.float64) else np.dtype(np.float64)
@@ -326,7 +332,11 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -
         reached.append(m)
     per_volume = math.prod(reached)
     step = max(1, min(n_t, SPREAD_SLAB_BYTES // max(1, per_volume * work.itemsize)))
-    outs = [np.empty((len(t), n_t), dtype=block.dtype) for t in targets]
+    if into is None:
+        outs = [np.empty((len(t), n_t), dtype=block.dtype) for t in targets]
+        rows_of = [None] * len(targets)
+    else:
+        outs, rows_of = [a for a, _ in into], [r for _, r in into]
     picked = np.empty(max((len(t) for t in targets), default=0) * step, dtype=work)
     # Two buffers reused slab after slab, as the slab's copy and the passes' outputs (the
     # passes only grow the array: the last is the largest): fresh slab-sized arrays would
@@ -353,10 +363,17 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets) -
             if not same:
                 x = x.astype(block.dtype).astype(work)
         flat = x.reshape(per_volume, t1 - t0)
-        for out, idx in zip(outs, targets, strict=True):
+        for out, idx, at in zip(outs, targets, rows_of, strict=True):
             # np.take into a reused buffer: ~4x faster than fancy indexing's new array
             rows = picked[: idx.size * (t1 - t0)].reshape(idx.size, t1 - t0)
-            out[:, t0:t1] = np.take(flat, idx, axis=0, out=rows)
+            term = np.take(flat, idx, axis=0, out=rows)
+            if into is None:
+                out[:, t0:t1] = term
+            elif at is None:
+                view = out[:, t0:t1]
+                np.add(view, term, out=view, casting="unsafe")
+            else:
+                out[at, t0:t1] += term.astype(out.dtype, copy=False)
     return outs
 
 
