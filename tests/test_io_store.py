@@ -154,3 +154,51 @@ def test_default_codec_is_blosc_lz4_shuffle(make_nifti, tmp_path):
         lazyconn.load(str(tmp_path / "raw.zarr")).data.compute(),
         lazyconn.load(store).data.compute(),
     )
+
+
+@pytest.mark.parametrize("compressor", ["default", None])
+@pytest.mark.parametrize(
+    "shape, chunks", [((20, 17, 11, 64), (12, 9, 6, 64)), ((70, 65, 60), (48, 40, 40))]
+)
+def test_whole_chunks_are_decoded_into_one_buffer(
+    make_nifti, tmp_path, monkeypatch, shape, chunks, compressor
+):
+    """A local store's whole-chunk reads (every task of ``img.data``) give zarr's values,
+    edge chunks included (the 3-D case is partial along its first stored axis too), each
+    decoded into the array it returns: one chunk-sized buffer, where zarr's read of a Blosc
+    chunk holds two (a new decoded buffer, then the copy into its output). Chunk files are
+    mapped here (MAP_MIN=1), so the compressed bytes are not Python allocations."""
+    import tracemalloc
+
+    from lazyconn.io import _dask
+
+    monkeypatch.setattr(store_mod, "MAP_MIN", 1)
+
+    path, ref = make_nifti("run.nii", shape=shape)
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(path).to_zarr(store, chunks=chunks, compressor=compressor)
+    decoded = []
+    real = store_mod.read_chunk
+    monkeypatch.setattr(_dask, "read_chunk", lambda *a: decoded.append(a[1]) or real(*a))
+    img = lazyconn.load(store)
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_array_equal(img.data.compute(), ref)
+    n_chunks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks, strict=True)]))
+    assert len(set(decoded)) == len(decoded) == n_chunks
+    array = zarr.open_group(store, mode="r")["0"]
+    reader = _dask._CheckedZarr(store_mod.open_store(store).array, "run.zarr")
+    assert reader.in_place
+    for coords in [(0,) * len(shape), tuple(n - 1 for n in array.cdata_shape)]:
+        key = tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(coords, array.chunks, array.shape, strict=True)
+        )
+        expected = array[key]
+        tracemalloc.start()
+        out = reader[key]
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        np.testing.assert_array_equal(out, expected)
+        assert out.flags.c_contiguous and out.flags.writeable
+        chunk_bytes = int(np.prod(array.chunks)) * array.dtype.itemsize
+        assert peak < 1.15 * chunk_bytes, (peak, chunk_bytes)

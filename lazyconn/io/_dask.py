@@ -9,7 +9,7 @@ from dask.base import tokenize
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
 from lazyconn.io._fs import redact
 from lazyconn.io.nifti import NiftiFile, scale
-from lazyconn.io.store import StoreInfo, checksum_error
+from lazyconn.io.store import StoreInfo, checksum_error, decodes_in_place, read_chunk
 
 
 class _RawView:
@@ -29,7 +29,8 @@ class _CheckedZarr:
     """A store's zarr array whose checksum failures name the store and the chunk.
 
     Local stores verify as they read (:class:`~lazyconn.io.store.CompleteStore`); this
-    catches zarr's own check, on remote stores.
+    catches zarr's own check, on remote stores. A whole chunk of a local store is decoded
+    straight into its output (:func:`~lazyconn.io.store.read_chunk`).
     """
 
     def __init__(self, array, shown: str):
@@ -39,8 +40,31 @@ class _CheckedZarr:
         self.dtype = np.dtype(array.dtype)
         self.ndim = array.ndim
         self.chunks = array.chunks
+        self.in_place = decodes_in_place(array)
+
+    def _whole_chunk(self, key):
+        """The chunk indices if ``key`` selects exactly one chunk (to the array's edge)."""
+        if not isinstance(key, tuple) or len(key) != self.ndim:
+            return None
+        coords = []
+        for k, c, n in zip(key, self.chunks, self.shape, strict=True):
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                return None
+            start = k.start or 0
+            if start % c or (n if k.stop is None else k.stop) != min(start + c, n):
+                return None
+            coords.append(start // c)
+        return tuple(coords)
 
     def __getitem__(self, key):
+        coords = self._whole_chunk(key) if self.in_place else None
+        if coords is not None:
+            shape = tuple(
+                min(c, n - i * c) for i, c, n in zip(coords, self.chunks, self.shape, strict=True)
+            )
+            out = read_chunk(self.array, coords, shape)
+            if out is not None:
+                return out
         try:
             return self.array[key]
         except ValueError as exc:

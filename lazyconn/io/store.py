@@ -21,6 +21,7 @@ import dataclasses
 import mmap
 import os
 import re
+import sys
 import uuid
 
 import google_crc32c
@@ -175,6 +176,82 @@ class StoreVerifiedCrc32c(zarr.codecs.Crc32cCodec):
         if isinstance(chunk_bytes, _VerifiedBuffer):
             return chunk_spec.prototype.buffer.from_array_like(chunk_bytes.as_numpy_array()[:-4])
         return super()._decode_sync(chunk_bytes, chunk_spec)
+
+
+def decodes_in_place(array) -> bool:
+    """True if whole chunks of ``array`` (read through :func:`_verified_reads`) can be
+    decoded straight into their output by :func:`read_chunk`: a local store whose chunk
+    files it verifies itself, C order, and codecs bytes (native byte order) -> optional
+    Blosc -> crc32c. Anything else is read by zarr."""
+    codecs = array.metadata.codecs
+    store = array.store_path.store
+    if not (
+        isinstance(store, CompleteStore)
+        and isinstance(store._store, LocalStore)
+        and f"{array.path}/" in store.verify
+        and array._async_array.config.order == "C"
+        and len(codecs) in (2, 3)
+        and type(codecs[-1]) is StoreVerifiedCrc32c
+        and type(codecs[0]) is zarr.codecs.BytesCodec
+        and (len(codecs) == 2 or type(codecs[1]) is zarr.codecs.BloscCodec)
+    ):
+        return False
+    endian = codecs[0].endian
+    dtype = np.dtype(array.dtype)
+    return dtype.isnative and (endian is None or endian.value == sys.byteorder)
+
+
+def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray | None:
+    """Chunk ``coords`` of ``array`` (:func:`decodes_in_place`), its first ``shape``
+    elements along each axis (smaller at the array's edges), decoded into the one
+    buffer returned. None if the chunk is absent (then zarr reads it: a fill value, or
+    the store's MissingChunkError) or its bytes are not a Blosc frame of the chunk's size.
+
+    zarr decodes a chunk into a new buffer and then copies the selection into its output:
+    two chunk-sized buffers at once. Here Blosc decompresses into the output itself and an
+    edge chunk's selection is compacted in place, so a chunk read holds one decoded copy
+    (plus the compressed bytes, verified by the store as it read them).
+    """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    key = array.metadata.encode_chunk_key(coords)
+    path = f"{array.path}/{key}" if array.path else key
+    raw = sync(array.store_path.store.get(path, default_buffer_prototype()))
+    if not isinstance(raw, _VerifiedBuffer):
+        return None
+    src = raw.as_numpy_array()[:-4]  # the crc32c is the last 4 bytes, already checked
+    dtype = np.dtype(array.dtype)
+    full = tuple(array.metadata.chunks)
+    nbytes = int(np.prod(full)) * dtype.itemsize
+    buf = np.empty(nbytes, dtype=np.uint8)
+    if len(array.metadata.codecs) == 2:  # no compressor: the bytes are the chunk
+        if src.size != nbytes:
+            return None
+        buf[:] = src
+    else:
+        import numcodecs.blosc
+
+        # Blosc's 16-byte header: sizes decompressed (bytes 4-7) and compressed (12-15).
+        if src.size < 16 or (
+            int.from_bytes(src[4:8], "little"),
+            int.from_bytes(src[12:16], "little"),
+        ) != (nbytes, src.size):
+            return None
+        numcodecs.blosc.decompress(src, buf)
+    del raw, src
+    chunk = buf.view(dtype).reshape(full)
+    shape = tuple(int(n) for n in shape)
+    if shape == full:
+        return chunk
+    # An edge chunk: move its selection to the front of the buffer, in C order. Slice a
+    # of the output ends where slice a+1 of the chunk starts, so copying slice by slice
+    # never overwrites data still to be moved (numpy buffers a slice that overlaps itself).
+    out = buf[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+    inner = tuple(slice(0, n) for n in shape[1:])
+    for a in range(shape[0]):
+        out[a] = chunk[(a, *inner)]
+    return out
 
 
 class CompleteStore(WrapperStore):
