@@ -16,6 +16,14 @@ its peak RSS (``VmHWM``):
 - ``lazyconn_zarr``: lazyconn on the Zarr stores (dask's threads, ``--workers`` of them,
   or ``--client local``: a LocalCluster of ``--workers`` processes).
 
+and, only when asked (``--only niigz_reductions``; issue #13 item 3):
+
+- ``niigz_reductions``: lazyconn on the ``.nii.gz`` files with the study's brain mask given
+  (no mask pass), against the decompression floor: ``gzip -dc`` over the same files split on
+  2 cores (before and after; the page cache warm for both). The figure is the fit's
+  ``reductions`` stage (the per-subject pass: read, smooth, mask, clean, reduce) over the
+  floor's best wall time.
+
 "from .nii.gz, conversion included" is ``convert + lazyconn_zarr``. Components are compared
 with nilearn's (|spatial r| after Hungarian matching). The machine's load average is
 recorded before and after: on a shared machine, only ratios measured in the same run mean
@@ -26,6 +34,7 @@ Usage::
     python benchmarks/bench_decomposition.py --small          # 4 subjects x 60 volumes
     python benchmarks/bench_decomposition.py                  # 20 x 168 (the seed's size)
     python benchmarks/bench_decomposition.py --only lazyconn_zarr --workers 1   # scaling
+    python benchmarks/bench_decomposition.py --only niigz_reductions   # vs gzip -dc
 
 ``--confounds`` passes each run's reduced confounds (motion, CSF, WM) to both fits: the
 study's planted networks are then what the components recover, the setting where the issue
@@ -54,6 +63,8 @@ import harness  # noqa: E402 - benchmarks/ is not a package
 
 SEED = dict(n_components=8, smoothing_fwhm=6.0, standardize="zscore_sample", random_state=0)
 STEPS = ["nilearn", "lazyconn_niigz", "convert", "lazyconn_zarr"]
+#: Run only when named in ``--only``: the per-subject pass from .nii.gz vs ``gzip -dc``.
+FLOOR_STEP = "niigz_reductions"
 
 
 def write_inputs(
@@ -79,6 +90,7 @@ def write_inputs(
         estimator=estimator,
         confounds=[str(c) for c in data.reduced_confounds] if confounds else None,
         maps=str(data.maps),
+        mask=str(data.mask),
     )
     (workdir / "inputs.json").write_text(json.dumps(meta))
     return meta
@@ -93,7 +105,7 @@ def _confounds(workdir: Path):
     return json.loads((workdir / "inputs.json").read_text()).get("confounds")
 
 
-def _fit_lazyconn(runs, workdir, name, workers, client):
+def _fit_lazyconn(runs, workdir, name, workers, client, mask=None):
     import warnings
 
     import dask
@@ -104,7 +116,7 @@ def _fit_lazyconn(runs, workdir, name, workers, client):
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(), dask.config.set(scheduler="threads", num_workers=workers):
         warnings.simplefilter("ignore")
-        est = cls(**SEED, client=client, n_workers=workers)
+        est = cls(**SEED, mask=mask, client=client, n_workers=workers)
         est.fit(runs, confounds=_confounds(workdir))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     np.save(workdir / f"{name}.npy", est.components_)
@@ -149,11 +161,17 @@ def child_lazyconn_zarr(workdir: Path, workers: int, client):
     return _fit_lazyconn(meta["zarr"], workdir, "lazyconn_zarr", workers, client)
 
 
+def child_niigz_reductions(workdir: Path, workers: int, client):
+    meta = json.loads((workdir / "inputs.json").read_text())
+    return _fit_lazyconn(meta["func"], workdir, FLOOR_STEP, workers, client, mask=meta["mask"])
+
+
 CHILDREN = {
     "nilearn": child_nilearn,
     "lazyconn_niigz": child_lazyconn_niigz,
     "convert": child_convert,
     "lazyconn_zarr": child_lazyconn_zarr,
+    FLOOR_STEP: child_niigz_reductions,
 }
 
 
@@ -189,7 +207,9 @@ def main(argv=None):
     parser.add_argument("--resolution", type=float, default=4.0, help="voxel size (mm)")
     parser.add_argument("--workers", type=int, default=2, help="dask threads / LocalCluster")
     parser.add_argument("--client", default=None, help="'local' for a LocalCluster")
-    parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    parser.add_argument(
+        "--only", nargs="+", choices=[*STEPS, FLOOR_STEP], help="run only these steps"
+    )
     parser.add_argument("--estimator", choices=["DictLearning", "CanICA"], default="DictLearning")
     parser.add_argument("--confounds", action="store_true", help="fit with the confounds")
     harness.common_arguments(parser, HERE / "_data" / "decomposition", CHILDREN)
@@ -219,7 +239,10 @@ def main(argv=None):
         "confounds": args.confounds,
     }
     extra = ["--workers", str(args.workers)] + (["--client", args.client] if args.client else [])
-    for name in [s for s in STEPS if s in steps]:
+    if FLOOR_STEP in steps:  # page cache warm, then the floor before and after
+        harness.gunzip_two_cores(meta["func"])
+        results["gunzip_2_cores"] = [harness.gunzip_two_cores(meta["func"])]
+    for name in [s for s in [*STEPS, FLOOR_STEP] if s in steps]:
         results[name] = r = harness.run_child(__file__, name, workdir, *extra)
         timings = workdir / f"{name}_timings.json"
         if timings.exists():
@@ -230,7 +253,18 @@ def main(argv=None):
             f"{r['peak_rss_bytes'] / 2**20:7.0f} MiB   {harness.load_text()}",
             flush=True,
         )
-    for name in ("nilearn", "lazyconn_niigz", "lazyconn_zarr"):
+    if FLOOR_STEP in results:
+        results["gunzip_2_cores"].append(harness.gunzip_two_cores(meta["func"]))
+        floor = min(f["wall_s"] for f in results["gunzip_2_cores"])
+        r = results[FLOOR_STEP]
+        r["floor_ratio"] = r["timings"]["reductions"] / floor
+        print(
+            f"{FLOOR_STEP}: reductions stage {r['timings']['reductions']:.2f} s, gzip -dc on 2 "
+            f"cores {floor:.2f} s (best of {len(results['gunzip_2_cores'])}): "
+            f"{r['floor_ratio']:.2f}x the floor",
+            flush=True,
+        )
+    for name in ("nilearn", "lazyconn_niigz", "lazyconn_zarr", FLOOR_STEP):
         if name in results:
             rec = recovery(workdir, name)
             results[name]["planted_recovery"] = rec.round(3).tolist()

@@ -37,7 +37,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -246,20 +245,6 @@ def child_nii_gz(workdir):
 CHILDREN = {"nii-gz": child_nii_gz}
 
 
-def gunzip_two_cores(files) -> dict:
-    """``gzip -dc`` over ``files`` split on 2 cores: two processes, each over half of them."""
-    halves = [files[0::2], files[1::2]]
-    cpu = harness.children_cpu()
-    t0 = time.perf_counter()
-    procs = [
-        subprocess.Popen(["gzip", "-dc", *half], stdout=subprocess.DEVNULL) for half in halves
-    ]
-    for p in procs:
-        if p.wait():
-            raise RuntimeError(f"gzip -dc failed with status {p.returncode}")
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": harness.children_cpu() - cpu}
-
-
 def bench_nii_gz(n_subjects, n_timepoints, resolution, zlib_too):
     """Cold GroupConnectome(client="local") on the .nii.gz runs vs the decompression floor."""
     study, root, generate = generate_study(n_subjects, n_timepoints, resolution)
@@ -275,15 +260,15 @@ def bench_nii_gz(n_subjects, n_timepoints, resolution, zlib_too):
         "generate_s": generate,
         "gz_bytes": sum(Path(f).stat().st_size for f in func),
     }
-    gunzip_two_cores(func)  # page cache: both sides then read the files from memory
-    floors = [gunzip_two_cores(func)]
+    harness.gunzip_two_cores(func)  # page cache: both sides then read the files from memory
+    floors = [harness.gunzip_two_cores(func)]
     variants = [("isal", [])] + ([("zlib", ["--hide-isal"])] if zlib_too else [])
     for name, extra in variants:
         cpu = harness.children_cpu()
         r = harness.run_child(__file__, "nii-gz", workdir, *extra)
         r["process_cpu_s"] = harness.children_cpu() - cpu  # workers and imports included
         r["timings"] = json.loads((workdir / f"nii_gz_{name}_timings.json").read_text())
-        floors.append(gunzip_two_cores(func))
+        floors.append(harness.gunzip_two_cores(func))
         out[f"lazyconn_{name}"] = r
         print(f"  lazyconn ({name}): {r}", flush=True)
     out["gunzip_2_cores"] = floors

@@ -185,6 +185,21 @@ def timed(cmd, shell: bool = False) -> tuple[float, float]:
     return time.perf_counter() - start, children_cpu() - cpu
 
 
+def gunzip_two_cores(files) -> dict:
+    """The decompression floor of a study's ``.nii.gz`` runs: ``gzip -dc`` over ``files``
+    split on 2 cores (two processes, each over half of them); wall and CPU seconds."""
+    halves = [files[0::2], files[1::2]]
+    cpu = children_cpu()
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(["gzip", "-dc", *half], stdout=subprocess.DEVNULL) for half in halves
+    ]
+    for p in procs:
+        if p.wait():
+            raise RuntimeError(f"gzip -dc failed with status {p.returncode}")
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": children_cpu() - cpu}
+
+
 def run_measured(cmd: list[str]) -> dict:
     """Run a command; return its wall and CPU seconds and peak RSS (tree sampling, ru_maxrss).
 
