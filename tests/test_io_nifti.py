@@ -177,6 +177,38 @@ def test_region_signals_of_a_gzip_run_inflate_it_once(make_nifti, monkeypatch, e
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)  # float32 output
 
 
+@pytest.mark.parametrize("engine", _engines())
+def test_smoothed_masking_of_a_gzip_run_inflates_it_once(make_nifti, monkeypatch, engine):
+    """apply_mask with smoothing on a .nii.gz of many time slabs (the decomposition's
+    per-subject pass, on dask's synchronous scheduler): nilearn's values, and the file
+    inflated once, in order, by one decompressor (dask's order took the slabs backwards,
+    so the file was inflated ~1.7x, with zlib only)."""
+    from nilearn.masking import apply_mask as nilearn_apply_mask
+
+    from lazyconn.io import _dask
+    from lazyconn.masking import apply_mask
+
+    path, _ = make_nifti("run.nii.gz", shape=(9, 10, 11, 64))
+    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", 4 * 9 * 10 * 11 * 4)
+    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 4096)
+    counting = _CountingInflater(engine)
+    monkeypatch.setattr(nifti_mod, "fast_zlib", counting)
+    monkeypatch.setattr(nifti_mod, "zlib", _CountingInflater(nifti_mod.zlib))  # unused
+    src = nib.load(path)
+    mask = np.zeros(src.shape[:3], dtype=np.uint8)
+    mask[2:8, 1:9, 3:10] = 1
+    mask_img = nib.Nifti1Image(mask, src.affine)
+    img = lazyconn.load(path)
+    assert len(img.chunks[-1]) == 16
+    with dask.config.set(scheduler="sync"):
+        got = np.asarray(apply_mask(img, mask_img, smoothing_fwhm=6.0))
+    assert counting.made == 1 and nifti_mod.zlib.made == 0
+    nifti = nifti_mod.NiftiFile(path)
+    assert counting.inflated == nifti.offset + nifti.data_nbytes
+    ref = nilearn_apply_mask(src, mask_img, smoothing_fwhm=6.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
 def test_gzip_threads_reading_one_file_take_turns(make_nifti, monkeypatch):
     """Slabs of one file on several dask threads: values equal nibabel's; reads take turns
     on the file (never two inflaters at once), each resuming where another stopped."""

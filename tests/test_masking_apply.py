@@ -142,12 +142,16 @@ def test_smooth_gather_equals_scipy_smoothing_then_mask(
     got = smooth_gather(arr, mask, sigmas, target_bytes=200)
     assert got.chunks[0] == (shape[3],) and got.dtype == dtype
     assert_smoothing_close(got.compute(), expected)
-    # each block is read by one task, which needs no other block
+    # each block is read by one task, which needs no other block; its time chunks are
+    # taken in order (each after the block's previous one: a .nii.gz inflates once)
     dsk = dict(got.__dask_graph__())
     spread = [k for k in dsk if isinstance(k, tuple) and "spread" in k[0]]
     deps = {k: get_dependencies(dsk, k) for k in spread}
-    assert all(len(d) == 1 for d in deps.values())
-    assert len({d for ds in deps.values() for d in ds}) == len(spread)
+    blocks = {k: {d for d in ds if "spread" not in d[0]} for k, ds in deps.items()}
+    assert all(len(b) == 1 for b in blocks.values())
+    assert len({d for b in blocks.values() for d in b}) == len(spread)
+    for k, ds in deps.items():
+        assert ds - blocks[k] == ({(*k[:-1], k[-1] - 1)} if k[-1] else set())
 
 
 def test_gather_scatter_block_order_roundtrip(rng):
