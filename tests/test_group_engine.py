@@ -360,6 +360,7 @@ def test_killed_worker_mid_run_gives_identical_results(group_client, tmp_path):
     for a, b in zip(reference["outcomes"].values(), out["outcomes"].values(), strict=True):
         np.testing.assert_array_equal(a.result, b.result)
     np.testing.assert_allclose(out["partial"][0], reference["partial"][0], rtol=1e-12)
+    group_client.wait_for_workers(2, timeout=60)  # leave the shared cluster as it was found
     assert len(store.keys()) == 10
 
 
@@ -502,6 +503,7 @@ class _HeavyStep(CorrcoefStep):
 def test_on_a_cluster_every_worker_holds_the_step_before_the_subjects_start(group_client):
     """The step is sent to every worker: as one task's output it sat on one worker, where
     the scheduler then queued every subject (data locality) while the others idled."""
+    group_client.wait_for_workers(2, timeout=60)  # a worker killed by an earlier test restarts
     before = {k for keys in group_client.has_what().values() for k in keys}
     tasks = _subject_tasks(_HeavyStep(), _subjects(toy_study(2)), "raise", group_client)
     held = [set(keys) - before for keys in group_client.has_what().values()]
