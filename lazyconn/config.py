@@ -45,9 +45,18 @@ def default_chunks(shape: tuple[int, ...], dtype, target_bytes: int = DEFAULT_CH
 DECOMPOSITION_MEMORY_BUDGET = 2 * 2**30
 
 #: Decompositions: a run whose cleaned (T, V) matrix takes at most this many bytes is
-#: computed once and kept for the two products of its reduction; a longer run is read twice
-#: (Gram matrix, then projection) and never held.
+#: computed once and kept for the two products of its reduction; a longer run is never held:
+#: streamed block by block (``lazyconn.ops.voxels.VoxelStream``) with its cleaned columns
+#: in a temporary file for the projection, or (a run read in time slabs, a .nii.gz) read
+#: twice (Gram matrix, then projection).
 DECOMPOSITION_SUBJECT_BYTES = 256 * 2**20
+
+#: ``NiftiMasker.transform`` (compute=True) computes a run whose (T, V) signals take more
+#: than this many bytes (float32) by streaming its blocks (``lazyconn.ops.voxels.
+#: VoxelStream``: the output plus the open voxel groups in memory, one thread) instead
+#: of in dask's graph (blocks in parallel, but for a 1200-volume 2 mm run ~4 GB besides
+#: the output, whatever the order the tasks run in).
+STREAM_RUN_BYTES = 256 * 2**20
 
 #: Decompositions: on glibc, ``fit`` (and each subject task's process) fixes malloc's mmap
 #: threshold at this many bytes (``mallopt(M_MMAP_THRESHOLD)``), so that the run-sized

@@ -243,3 +243,71 @@ def test_the_reduction_step_streams_and_equals_the_graph_of_time_slabs(small_run
     b = step(ReductionSubject("0", slabs, confounds, rng_state=state))
     assert streamed == [True, False]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_masker_transform_streams_a_long_run_and_equals_nilearn(small_run, monkeypatch):
+    import nilearn.maskers as nm
+
+    from lazyconn import config
+
+    img, mask, confounds = small_run
+    kw = {"smoothing_fwhm": 6.0, "standardize": "zscore_sample", "detrend": True}
+    masker = MultiNiftiMasker(mask_img=mask, **kw).fit()
+    computed = []
+    monkeypatch.setattr(VoxelStream, "compute", _spy(VoxelStream.compute, computed))
+    short = masker.transform(img, confounds=confounds)
+    monkeypatch.setattr(config, "STREAM_RUN_BYTES", 0)  # every run is long
+    long = masker.transform([img, img], confounds=[confounds, None])
+    assert len(computed) == 2  # the short run went to the graph, both long ones streamed
+    ref = quiet(nm.NiftiMasker(mask_img=mask, **kw).fit().transform, img, confounds=confounds)
+    for got in (short, long[0]):
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    ref = quiet(nm.NiftiMasker(mask_img=mask, **kw).fit().transform, img)
+    np.testing.assert_allclose(long[1], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def _spy(method, calls):
+    def spy(self, *args, **kwargs):
+        calls.append(self)
+        return method(self, *args, **kwargs)
+
+    return spy
+
+
+class _FullDisk:
+    """A temporary file on a disk with no room: every write fails as ENOSPC does."""
+
+    def __init__(self, *args, **kwargs):
+        self.closed = False
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_a_long_run_is_read_once_its_columns_spilled_to_a_temporary_file(rng, monkeypatch, room):
+    import lazyconn.decomposition._base as base
+
+    shape = (10, 9, 8, 25)
+    x = rng.standard_normal(shape).astype(np.float32)
+    mask = rng.random(shape[:3]) > 0.3
+    arr = da.from_array(x, chunks=((4, 6), (5, 4), (8,), (25,)))
+    stream = VoxelStream(arr, mask, [0.8, 0.8, 0.8])
+    passes = []
+    monkeypatch.setattr(VoxelStream, "__iter__", _spy(VoxelStream.__iter__, passes))
+    if not room:
+        monkeypatch.setattr(base.tempfile, "TemporaryFile", _FullDisk)
+    state = subject_random_states(0, int(mask.sum()), [25], 3)[0]
+    got = reduce_run(stream, 3, 0, state)
+    assert len(passes) == (1 if room else 2)  # read again only when the disk had no room
+    kept = reduce_run(stream, 3, 2**30, state)  # one pass, the run kept in memory
+    np.testing.assert_allclose(got, kept, rtol=1e-5, atol=1e-5 * np.abs(kept).max())
+    exact = reduce_run(stream, 3, 0)
+    smoothed = np.stack(
+        [ndimage.gaussian_filter(x[..., t].astype(np.float64), 0.8) for t in range(25)], axis=-1
+    )[mask].T
+    np.testing.assert_allclose(exact, _reference_reduction(smoothed, 3), rtol=1e-3, atol=1e-3)

@@ -30,6 +30,7 @@ from lazyconn.image import LazyImage, high_variance_confounds, load
 from lazyconn.image._niimg import load_mask_img
 from lazyconn.io.confounds import sanitize_confounds
 from lazyconn.maskers._report import generate_report, reporting_data
+from lazyconn.ops.voxels import VoxelStream
 
 _STANDARDIZE = ("zscore_sample", "psc", True, False, None)
 
@@ -349,12 +350,22 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         outs = []
         for img, c, m in zip(runs, confs, masks, strict=True):
             self._log("transform", f"Loading data from {describe_imgs(img)}")
-            outs.append(self._transform_run(img, c, m))
+            stream = self._long_run_stream(img, c, m) if compute else None
+            outs.append(self._transform_run(img, c, m) if stream is None else stream)
         if compute:
+            lazy = [o for o in outs if not isinstance(o, VoxelStream)]
             label = f"{type(self).__name__}.transform: tasks"
             with dask_progress(label, enabled=int(self.verbose) >= 1):
-                outs = [np.asarray(o) for o in dask.compute(*outs)]
+                done = iter(dask.compute(*lazy))
+            outs = [
+                o.compute() if isinstance(o, VoxelStream) else np.asarray(next(done)) for o in outs
+            ]
         return outs[0] if single else outs
+
+    def _long_run_stream(self, img, confounds, sample_mask):
+        """A long run's signals as a stream (voxel maskers; None: the graph computes them)."""
+        del img, confounds, sample_mask
+        return None
 
     def transform_single_imgs(self, imgs, confounds=None, sample_mask=None, *, compute=True):
         """Signals of one run, as nilearn's ``transform_single_imgs``.

@@ -235,6 +235,17 @@ class NiftiMasker(BaseMasker):
     def _transform_run(self, img, confounds, sample_mask):
         return super()._transform_run(self._on_mask_grid(img), confounds, sample_mask)
 
+    def _long_run_stream(self, img, confounds, sample_mask):
+        """``transform`` streams a run whose signals exceed :data:`lazyconn.config.
+        STREAM_RUN_BYTES` (bounded memory, one thread: a dask graph of a long run's
+        whole-time blocks holds GBs whatever its order); shorter runs go to dask's graph,
+        whose blocks run in parallel."""
+        from lazyconn import config  # read at call time: the setting can be changed
+
+        if img.ndim != 4 or img.shape[3] * self.n_elements_ * 4 <= config.STREAM_RUN_BYTES:
+            return None
+        return self._stream_run(img, confounds, sample_mask)
+
     def _stream_run(self, img, confounds=None, sample_mask=None):
         """``transform(img, confounds, sample_mask, compute=False)`` of one 4-D run as a
         :class:`lazyconn.ops.voxels.VoxelStream` of cleaned columns (read block by block

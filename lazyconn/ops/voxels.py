@@ -482,6 +482,13 @@ class VoxelStream:
         out.peak_open = (0, 0)
         return out
 
+    def compute(self) -> np.ndarray:
+        """The whole (n_rows, V) matrix, filled piece by piece (one pass)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        for cols, values in self:
+            out[:, cols] = values
+        return out
+
     # ------------------------------------------------------------------ plan
     def plan(self):
         """For each block in stream order: ``(index, where, contributions, finished)``.
