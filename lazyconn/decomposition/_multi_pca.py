@@ -6,6 +6,32 @@ import numpy as np
 
 from lazyconn.ops.reduction import flip_rows
 
+#: Columns squared at a time by :func:`row_sums_of_squares`.
+SQUARES_COLUMNS = 1024
+
+
+def row_sums_of_squares(data: np.ndarray) -> np.ndarray:
+    """``np.sum(data**2, axis=1)`` of a 2-D array, bit for bit, without the array-sized
+    ``data**2``: the squares are made ``SQUARES_COLUMNS`` columns at a time.
+
+    For a Fortran-ordered ``data`` (the stacked reductions), numpy sums along axis 1 column
+    after column into one running row of sums (the reduced axis is its outer loop, no
+    pairwise summation). Each piece's sum starts from the running sums, put in front of
+    the piece's squares, so the additions are the same ones in the same order. Other
+    layouts are summed as numpy does, in one piece.
+    """
+    n, v = data.shape
+    if not data.flags.f_contiguous or data.flags.c_contiguous or v <= SQUARES_COLUMNS:
+        return np.sum(data**2, axis=1)
+    buf = np.empty((n, SQUARES_COLUMNS + 1), dtype=data.dtype, order="F")
+    buf[:, 0] = 0  # 0 + x is x: the first piece's sums are its own
+    for start in range(0, v, SQUARES_COLUMNS):
+        stop = min(start + SQUARES_COLUMNS, v)
+        piece = buf[:, : stop - start + 1]
+        np.square(data[:, start:stop], out=piece[:, 1:])
+        buf[:, 0] = np.sum(piece, axis=1)
+    return buf[:, 0].copy()
+
 
 def _seed(random_state):
     """An integer seed for dask from an int / None / RandomState (drawn once)."""
@@ -31,7 +57,7 @@ def group_pca(data, n_components: int, do_cca: bool, random_state):
         from sklearn.utils.extmath import randomized_svd
 
         if do_cca:
-            norms = np.sqrt(np.sum(data**2, axis=1))
+            norms = np.sqrt(row_sums_of_squares(data))
             norms[norms == 0] = 1
             data /= norms[:, np.newaxis]
         components, variance, _ = randomized_svd(

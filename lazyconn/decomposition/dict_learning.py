@@ -11,25 +11,45 @@ from lazyconn.decomposition._base import _BaseDecomposition, _check_positive_int
 from lazyconn.decomposition.canica import CanICA
 from lazyconn.exceptions import ParameterError
 
+RIDGE_ALPHA = 1e-8
+
 
 def _compute_loadings(components, data):
     """nilearn's ``_compute_loadings``: ridge (alpha=1e-8, no intercept) of the data on
-    the components, then every column (sample) scaled to unit norm."""
-    if isinstance(data, np.ndarray):
-        from sklearn.linear_model import Ridge
+    the components, then every column (sample) scaled to unit norm.
 
-        ridge = Ridge(fit_intercept=False, alpha=1e-8)
-        ridge.fit(components.T, np.asarray(data.T))
-        loadings = ridge.coef_.T
-    else:
-        # Out of core: the same normal equations (C Cᵀ + a I) W = C Dᵀ, with C Dᵀ reduced
-        # over the stack's chunks (scikit-learn's 'cholesky' solver solves these too).
-        from scipy import linalg
+    The ridge is solved by its normal equations (C Cᵀ + a I) W = C Dᵀ, as scikit-learn's
+    ``Ridge(fit_intercept=False)`` solves them ('cholesky', the solver it picks for dense
+    data): in memory the same products in the same layouts and dtype, so the same numbers,
+    without ``Ridge.fit``'s copy of the whole stack (it copies y); out of core (a dask
+    stack) C Dᵀ is reduced over the stack's chunks, in float64. scikit-learn's ``Ridge``
+    itself takes over when the dtypes differ or the system is singular (its fallback).
+    """
+    from scipy import linalg
 
+    in_memory = isinstance(data, np.ndarray)
+    if in_memory and components.dtype == data.dtype:
+        # scikit-learn: X = Cᵀ (an F-ordered copy), A = XᵀX, Xy = Xᵀy with y = Dᵀ.
+        c = np.array(components.T, order="K").T
+        a, rhs = c @ c.T, c @ data.T
+        a.flat[:: len(c) + 1] += np.asarray(RIDGE_ALPHA, dtype=a.dtype)
+        try:
+            loadings = linalg.solve(a, rhs, assume_a="pos", overwrite_a=True)
+        except linalg.LinAlgError:
+            loadings = None
+    elif not in_memory:
         c = np.asarray(components, dtype=np.float64)
         rhs = np.asarray((data.astype(np.float64) @ c.T).compute()).T
-        loadings = linalg.solve(c @ c.T + 1e-8 * np.eye(len(c)), rhs, assume_a="pos")
+        a = c @ c.T
+        a.flat[:: len(c) + 1] += RIDGE_ALPHA
+        loadings = linalg.solve(a, rhs, assume_a="pos", overwrite_a=True)
         loadings = loadings.astype(np.result_type(components.dtype, data.dtype))
+    if in_memory and (components.dtype != data.dtype or loadings is None):
+        from sklearn.linear_model import Ridge
+
+        ridge = Ridge(fit_intercept=False, alpha=RIDGE_ALPHA)
+        ridge.fit(components.T, np.asarray(data.T))
+        loadings = ridge.coef_.T
     norms = np.sqrt(np.sum(loadings**2, axis=0))
     norms[norms == 0] = 1
     loadings /= norms[np.newaxis, :]
@@ -93,7 +113,9 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter):
     l1_reg = lasso_alpha * 1.0 * n_features
     l2_reg = lasso_alpha * (1.0 - 1.0) * n_features
     design = np.array(dictionary.T, dtype=X.dtype, order="K")
-    targets = np.array(X.T, dtype=X.dtype, order="K")
+    # scikit-learn copies X.T here (np.array, order "K"); a view has the same layout and
+    # values (the solver reads y only), without a stack-sized copy.
+    targets = X.T
     xy = np.empty((n_components, n_samples), dtype=X.dtype, order="F")
     np.dot(targets.T, design, out=xy.T)
     rng = check_random_state(None)  # unused: cyclic coordinate selection

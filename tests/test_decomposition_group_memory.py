@@ -1,0 +1,105 @@
+"""The decomposition's group step without stack-sized temporaries, with the same numbers.
+
+Each function is compared with what it replaces (numpy's ``np.sum(data**2, axis=1)``,
+scikit-learn's ``Ridge`` and its ``np.array`` copy of the lasso targets) bit for bit, and
+its traced peak is checked against the stack's size, which the replaced code allocates
+once more.
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from lazyconn.decomposition import _multi_pca, dict_learning
+
+
+def _stack(rng, n_rows, n_voxels, dtype=np.float32):
+    """Stacked reductions as the fit holds them: Fortran order, rows of varied scales."""
+    scales = rng.uniform(0.1, 10.0, (n_rows, 1))
+    return np.asfortranarray((rng.standard_normal((n_rows, n_voxels)) * scales).astype(dtype))
+
+
+def _traced_peak(fn, *args):
+    tracemalloc.start()
+    try:
+        out = fn(*args)
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_voxels", [7, 8, 23, 300])
+def test_row_sums_of_squares_are_numpys_bit_for_bit(rng, monkeypatch, dtype, n_voxels):
+    """Pieces of 7 columns: one piece, a piece and one column, uneven last pieces."""
+    monkeypatch.setattr(_multi_pca, "SQUARES_COLUMNS", 7)
+    data = _stack(rng, 40, n_voxels, dtype)
+    got = _multi_pca.row_sums_of_squares(data)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, np.sum(data**2, axis=1))
+    c_order = np.ascontiguousarray(data)  # not in pieces: numpy's own order
+    np.testing.assert_array_equal(
+        _multi_pca.row_sums_of_squares(c_order), np.sum(c_order**2, axis=1)
+    )
+
+
+def test_row_sums_of_squares_hold_a_piece_not_the_stack(rng):
+    data = _stack(rng, 64, 40_000)
+    got, peak = _traced_peak(_multi_pca.row_sums_of_squares, data)
+    np.testing.assert_array_equal(got, np.sum(data**2, axis=1))
+    assert peak < 0.2 * data.nbytes, (peak, data.nbytes)
+
+
+def _sklearn_loadings(components, data):
+    """nilearn 0.14.1's ``_compute_loadings``."""
+    ridge = Ridge(fit_intercept=False, alpha=1e-8)
+    ridge.fit(components.T, data.T)
+    loadings = ridge.coef_.T
+    s = np.sqrt(np.sum(loadings**2, axis=0))
+    s[s == 0] = 1
+    loadings /= s[np.newaxis, :]
+    return loadings
+
+
+@pytest.mark.parametrize(
+    "case", ["float32", "float64", "components float64, data float32", "singular"]
+)
+def test_loadings_are_sklearn_ridges_bit_for_bit(rng, case):
+    """The normal equations solved as scikit-learn's cholesky solver solves them; its
+    ``Ridge`` for mixed dtypes and for a system Cholesky cannot factor (it then takes its
+    SVD solver)."""
+    data_dtype = np.float64 if case == "float64" else np.float32
+    data = _stack(rng, 30, 2000, data_dtype)
+    components = rng.standard_normal((5, 2000)).astype(
+        np.float32 if case in ("float32", "singular") else np.float64
+    )
+    if case == "singular":
+        components[1] = components[0] = 100.0  # C Cᵀ + 1e-8 I is singular in float32
+    got = dict_learning._compute_loadings(components.copy(), data)
+    ref = _sklearn_loadings(components.copy(), data)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_loadings_do_not_copy_the_stack(rng):
+    data = _stack(rng, 64, 40_000)
+    components = rng.standard_normal((8, 40_000)).astype(np.float32)
+    got, peak = _traced_peak(dict_learning._compute_loadings, components, data)
+    np.testing.assert_array_equal(got, _sklearn_loadings(components, data))
+    assert peak < 0.2 * data.nbytes, (peak, data.nbytes)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lasso_coding_does_not_copy_the_stack(rng):
+    """The final coding of every voxel (``X`` = the stack's transpose, as the fit passes
+    it) holds no copy of it; its numbers are scikit-learn's (tests/test_decomposition.py)."""
+    if dict_learning._cd_fast_solver() is None:
+        pytest.skip("this scikit-learn takes the public path")
+    data = _stack(rng, 64, 10_000)
+    dictionary = rng.standard_normal((8, 64)).astype(np.float32)
+    code, peak = _traced_peak(dict_learning._lasso_cd_code, data.T, dictionary, 1.0, 5)
+    assert code.shape == (10_000, 8) and np.count_nonzero(code)
+    # what remains is the code and the (8, V) products, an eighth of the stack each
+    assert peak < 0.5 * data.nbytes, (peak, code.nbytes, data.nbytes)
