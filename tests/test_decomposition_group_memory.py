@@ -21,13 +21,18 @@ def _stack(rng, n_rows, n_voxels, dtype=np.float32):
     return np.asfortranarray((rng.standard_normal((n_rows, n_voxels)) * scales).astype(dtype))
 
 
-def _traced_peak(fn, *args):
-    tracemalloc.start()
-    try:
-        out = fn(*args)
-        return out, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+def _traced_peak(fn, *args, tries=3):
+    """``fn(*args)`` and the least traced peak of ``tries`` calls (other threads of a test
+    session allocate too while tracemalloc runs)."""
+    peaks = []
+    for _ in range(tries):
+        tracemalloc.start()
+        try:
+            out = fn(*args)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    return out, min(peaks)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -99,7 +104,7 @@ def test_lasso_coding_does_not_copy_the_stack(rng):
         pytest.skip("this scikit-learn takes the public path")
     data = _stack(rng, 64, 10_000)
     dictionary = rng.standard_normal((8, 64)).astype(np.float32)
-    code, peak = _traced_peak(dict_learning._lasso_cd_code, data.T, dictionary, 1.0, 5)
+    code, peak = _traced_peak(dict_learning._lasso_cd_code, data.T, dictionary, 1.0, 5, tries=2)
     assert code.shape == (10_000, 8) and np.count_nonzero(code)
     # what remains is the code and the (8, V) products, an eighth of the stack each
     assert peak < 0.5 * data.nbytes, (peak, code.nbytes, data.nbytes)

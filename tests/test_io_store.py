@@ -188,17 +188,29 @@ def test_whole_chunks_are_decoded_into_one_buffer(
     array = zarr.open_group(store, mode="r")["0"]
     reader = _dask._CheckedZarr(store_mod.open_store(store).array, "run.zarr")
     assert reader.in_place
+    chunk_bytes = int(np.prod(array.chunks)) * array.dtype.itemsize
+
+    def traced_peak(read, key):
+        """The least traced peak of 3 reads after a warm-up one (other threads of a test
+        session allocate too while tracemalloc runs)."""
+        read(key)
+        peaks = []
+        for _ in range(3):
+            tracemalloc.start()
+            out = read(key)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        return out, min(peaks) / chunk_bytes
+
     for coords in [(0,) * len(shape), tuple(n - 1 for n in array.cdata_shape)]:
         key = tuple(
             slice(i * c, min((i + 1) * c, n))
             for i, c, n in zip(coords, array.chunks, array.shape, strict=True)
         )
-        expected = array[key]
-        tracemalloc.start()
-        out = reader[key]
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        expected, theirs = traced_peak(array.__getitem__, key)
+        out, ours = traced_peak(reader.__getitem__, key)
         np.testing.assert_array_equal(out, expected)
         assert out.flags.c_contiguous and out.flags.writeable
-        chunk_bytes = int(np.prod(array.chunks)) * array.dtype.itemsize
-        assert peak < 1.15 * chunk_bytes, (peak, chunk_bytes)
+        assert ours < 1.15, (ours, theirs)
+        if compressor is not None and not any(coords):  # a whole Blosc chunk
+            assert theirs > 1.8, theirs  # zarr's read: its decoded buffer, then the copy
