@@ -540,9 +540,14 @@ class VoxelStream:
                 lo = np.searchsorted(st, np.maximum(c - d, 0), side="right") - 1
                 hi = np.searchsorted(st, np.minimum(c + d, n - 1), side="right") - 1
                 span += [lo, hi]
-            keys, group_of = np.unique(np.stack(span, axis=1), axis=0, return_inverse=True)
-            for g, key in enumerate(keys):
-                members = np.flatnonzero(group_of.ravel() == g)
+            dims = [len(c) for c in chunks3 for _ in range(2)]
+            codes, group_of = np.unique(np.ravel_multi_index(span, dims), return_inverse=True)
+            by_group = np.argsort(group_of.ravel(), kind="stable")  # C order inside a group
+            sizes = np.bincount(group_of.ravel(), minlength=codes.size)
+            groups = np.split(by_group, np.cumsum(sizes)[:-1])
+            for key, members in zip(
+                np.stack(np.unravel_index(codes, dims), 1), groups, strict=True
+            ):
                 gid = len(columns)
                 columns.append(pos[tuple(c[members] for c in coords)])
                 sources = [range(int(key[2 * a]), int(key[2 * a + 1]) + 1) for a in range(3)]
@@ -566,8 +571,10 @@ class VoxelStream:
         return self._plan
 
     def _read(self, idx) -> np.ndarray:
-        """One spatial block, all its volumes (x, y, z, T), computed alone."""
-        return np.asarray(self.arr.blocks[idx].compute())
+        """One spatial block, all its volumes (x, y, z, T), computed alone (as its chunks:
+        an array's ``compute`` would copy a one-chunk result once more)."""
+        parts = [np.asarray(d.compute()) for d in self.arr.blocks[idx].to_delayed().ravel()]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=3)
 
     # ------------------------------------------------------------------ pass
     def __iter__(self):
