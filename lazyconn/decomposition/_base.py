@@ -76,6 +76,23 @@ def bound_malloc_retention() -> None:
         _MALLOC_THRESHOLD_SET.append(value)
 
 
+def release_freed_memory() -> None:
+    """Collect reference cycles, then (glibc) hand the heap's free pages back to the system
+    (``malloc_trim(0)``): what a fit freed no longer counts in the RSS of the stages that
+    follow it (a seed-001 pipeline's connectome stage started ~60 MiB lower, its peak
+    404 -> 381 MiB). About 0.2 s; a no-op for malloc where there is no ``malloc_trim``."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return
+
+
 # ---------------------------------------------------------------------- per-subject step
 #: Oversamples of scikit-learn's ``randomized_svd`` (its default, as nilearn calls it).
 N_OVERSAMPLES = 10
@@ -502,6 +519,8 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         finally:
             self._release(data)
         self._fit_maps_masker()
+        del data
+        release_freed_memory()  # the stages after a fit start from what it keeps
         # The fit's stages, then the per-subject pass's own (run_group's).
         self.timings_ = {**timer.seconds, **self.timings_}
         return self
