@@ -329,6 +329,44 @@ def test_over_budget_study_is_stacked_in_zarr_and_decomposed_out_of_core(
     assert list(cache.iterdir()) == []  # the temporary stack is removed
 
 
+def test_the_stack_waits_on_disk_while_the_subjects_run(study, tmp_path, monkeypatch):
+    """Within the budget too, each reduction is written to the temporary Zarr stack while
+    the subjects run (a Fortran-ordered stack in memory is resident from the first subject
+    on), then read back whole, Fortran-ordered, for the group step; nothing is left
+    behind, after a failed run either."""
+    import zarr
+
+    scratch = tmp_path / "scratch"
+    seen = {}
+    real_run, real_fit = ld._base._BaseDecomposition._run, ld.CanICA._raw_fit
+
+    def run(self, step, subjects, sink, store=None):
+        real_run(self, step, subjects, sink, store)
+        (folder,) = scratch.iterdir()
+        seen["staged"] = zarr.open_array(folder / "stack.zarr", mode="r")[...]
+
+    def raw_fit(self, data):
+        seen["stack"] = np.array(data)
+        seen["fortran"] = data.flags.f_contiguous
+        return real_fit(self, data)
+
+    monkeypatch.setattr(ld._base._BaseDecomposition, "_run", run)
+    monkeypatch.setattr(ld.CanICA, "_raw_fit", raw_fit)
+    kw = dict(n_components=3, n_init=1, random_state=0, memory=str(scratch))
+    ld.CanICA(**kw).fit(study.func)
+    assert seen["stack"].shape == (3 * len(study.func), seen["stack"].shape[1])
+    np.testing.assert_array_equal(seen["staged"], seen["stack"])
+    assert seen["fortran"] and list(scratch.iterdir()) == []
+
+    def fail(self, subject):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ld._base._ReductionStep, "__call__", fail)
+    with pytest.raises(Exception, match="boom"):
+        ld.CanICA(**kw).fit(study.func)
+    assert list(scratch.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_cache_dir_reads_the_reductions_back(study, tmp_path, monkeypatch):
     import lazyconn.decomposition._base as base

@@ -548,8 +548,13 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
     def _mask_and_reduce(self, imgs, runs, confounds):
         """Every subject's reduction, stacked in subject order -> (Σ k_s, V) data.
 
-        In memory (Fortran order, as nilearn) when it fits ``memory_budget``; else a Zarr
-        array (one row block per subject) read back as a dask array.
+        While the subjects run, each reduction is written to a temporary Zarr array (one
+        row block per subject), so that the stack is not resident next to the subjects in
+        flight: held in memory, Fortran-ordered as nilearn's, every subject's rows touch
+        every page of it from the first subject on (at 100 seed subjects, 93 MB on top of
+        the reductions stage's peak). Then, when it fits ``memory_budget``, the stack is
+        read back into memory (Fortran order, row block by row block) for the group step;
+        else it is returned as a dask array over the Zarr array.
         """
         n_voxels = self.masker_.n_elements_
         k = self.n_components
@@ -576,11 +581,7 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             params = params_token(self.masker_, extra={"reduction": k, "dtype": dtype.str})
         subjects = self._subjects(imgs, confounds, states, params)
         in_memory = n_rows * n_voxels * dtype.itemsize <= self._budget()
-        if in_memory:
-            data = np.empty((n_rows, n_voxels), order="F", dtype=dtype)
-            self._stack_store_ = None
-        else:
-            data, self._stack_store_ = self._zarr_stack((n_rows, n_voxels), rows, dtype)
+        data, self._stack_store_ = self._zarr_stack((n_rows, n_voxels), rows, dtype)
         empty = []
 
         def sink(subject, block):
@@ -590,7 +591,11 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             data[offsets[i] : offsets[i + 1]] = block
 
         step = _ReductionStep(self.masker_, k, DECOMPOSITION_SUBJECT_BYTES)
-        self._run(step, subjects, sink, store)
+        try:
+            self._run(step, subjects, sink, store)
+        except BaseException:
+            self._release(None)
+            raise
         for i in sorted(empty):
             warn(
                 f"{_name(imgs[i], i)} is constant (all zeros after cleaning) inside the "
@@ -601,7 +606,12 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             import dask.array as da
 
             return da.from_zarr(data)
-        return data
+        stack = np.empty(data.shape, order="F", dtype=dtype)
+        step_rows = data.chunks[0]
+        for start in range(0, n_rows, step_rows):
+            stack[start : start + step_rows] = data[start : start + step_rows]
+        self._release(None)
+        return stack
 
     def _run(self, step, subjects, sink, store=None):
         out = run_group(

@@ -63,7 +63,8 @@ class CanICA(_BaseDecomposition):
         Extra arguments of the mask-computing function.
     memory : str or path, optional
         lazyconn: nothing is cached with joblib; a path is where the temporary Zarr stack of
-        a study larger than ``memory_budget`` is written (default: the temporary directory).
+        the reductions is written while the subjects run (default: the temporary
+        directory; removed at the end of ``fit``).
     memory_level : int, default=0
         Accepted for compatibility; no effect.
     n_jobs : int, default=1
@@ -81,9 +82,11 @@ class CanICA(_BaseDecomposition):
         lazyconn only, keyword. Workers of ``client="local"`` (default: the usable cores).
     memory_budget : int, optional
         lazyconn only, keyword. Bytes up to which the stacked reductions are held in memory
-        (default ``lazyconn.config.DECOMPOSITION_MEMORY_BUDGET``, 2 GiB); a larger study is
-        stacked in a Zarr array and the group SVD runs out of core
-        (``dask.array.linalg.svd_compressed``).
+        for the group step (default ``lazyconn.config.DECOMPOSITION_MEMORY_BUDGET``, 2 GiB);
+        a larger stack stays in its Zarr array and the group SVD runs out of core
+        (``dask.array.linalg.svd_compressed``). While the subjects run, the reductions are
+        written to a temporary Zarr array in any case (``memory``), so that the stack does
+        not add to their memory; a stack within the budget is then read back whole.
     cache_dir : str or path, optional
         lazyconn only, keyword. A results store (as ``lazyconn.group.GroupConnectome``'s)
         of the per-subject reductions: a later ``fit`` reads back every subject whose run,

@@ -238,8 +238,8 @@ class DictLearning(_BaseDecomposition):
         > 0: nilearn's ``[Class.fit]`` step lines and a progress bar of subjects, on stderr
         (nilearn prints its lines on stdout); the embedded masker gets ``verbose - 1``.
     memory : str or path, optional
-        lazyconn: where the temporary Zarr stack of a study larger than ``memory_budget`` is
-        written (nothing is cached with joblib).
+        lazyconn: where the temporary Zarr stack of the reductions is written while the
+        subjects run (nothing is cached with joblib; see :class:`CanICA`).
     memory_level : int, default=0
         Accepted for compatibility; no effect.
     client, n_workers, memory_budget, cache_dir : keyword-only
