@@ -108,3 +108,27 @@ def test_lasso_coding_does_not_copy_the_stack(rng):
     assert code.shape == (10_000, 8) and np.count_nonzero(code)
     # what remains is the code and the (8, V) products, an eighth of the stack each
     assert peak < 0.5 * data.nbytes, (peak, code.nbytes, data.nbytes)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_online_learning_shuffles_the_stack_in_place(rng):
+    """scikit-learn's mini-batch fit shuffles a copy of the stack; here its rows are shuffled
+    in place with the same draws and put back: the same code as scikit-learn's
+    ``dict_learning_online``, the stack unchanged after, and no stack-sized copy."""
+    from sklearn.decomposition import dict_learning_online
+
+    if dict_learning._sklearn_version() not in dict_learning.SHUFFLE_IN_PLACE_VERSIONS:
+        pytest.skip("this scikit-learn shuffles its copy")
+    x = np.ascontiguousarray(_stack(rng, 256, 2000).T)  # (V, N), as the fit passes it
+    before = x.copy()
+    init = rng.standard_normal((8, 256)).astype(np.float32)
+    kw = dict(alpha=1.0, batch_size=200, method="cd", dict_init=init, random_state=0)
+    ref, _ = dict_learning_online(
+        x, 8, **kw, max_iter=1, verbose=0, return_code=True, shuffle=True, n_jobs=1
+    )
+    code, peak = _traced_peak(
+        lambda: dict_learning._dict_learning_online(x, 8, **kw, max_iter=1, verbose=0), tries=1
+    )
+    np.testing.assert_array_equal(code, ref)
+    np.testing.assert_array_equal(x, before)
+    assert peak < 0.5 * x.nbytes, (peak, x.nbytes)

@@ -63,18 +63,43 @@ def _compute_loadings(components, data):
 CD_FAST_VERSIONS = {(1, 9)}
 
 
-def _cd_fast_solver():
-    """The private Cython solver when this scikit-learn is a checked version, else None."""
+#: scikit-learn (major, minor) versions whose ``MiniBatchDictionaryLearning.fit`` with a
+#: ``dict_init`` draws nothing before it shuffles a copy of X's rows with its random state
+#: (``X_train = X.copy(); random_state.shuffle(X_train)``), checked for
+#: :func:`_dict_learning_online`'s in-place shuffle (bit-equal codes,
+#: tests/test_decomposition.py). Other versions shuffle their copy.
+SHUFFLE_IN_PLACE_VERSIONS = {(1, 9)}
+
+
+def _sklearn_version():
     import sklearn
 
     try:
-        version = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
+        return tuple(int(p) for p in sklearn.__version__.split(".")[:2])
+    except ValueError:
+        return None
+
+
+def _cd_fast_solver():
+    """The private Cython solver when this scikit-learn is a checked version, else None."""
+    try:
         from sklearn.linear_model import _cd_fast
 
         solver = _cd_fast.enet_coordinate_descent_gram
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError):
         return None
-    return solver if version in CD_FAST_VERSIONS else None
+    return solver if _sklearn_version() in CD_FAST_VERSIONS else None
+
+
+def _permute_rows(x, perm, inverse=False, columns=64):
+    """``x[:] = x[perm]`` (or its inverse, ``x[perm] = x``) in place, ``columns`` columns at
+    a time: a temporary of that many columns instead of a copy of ``x``."""
+    for start in range(0, x.shape[1], columns):
+        cols = slice(start, start + columns)
+        if inverse:
+            x[perm, cols] = np.ascontiguousarray(x[:, cols])
+        else:
+            x[:, cols] = x[perm, cols]
 
 
 def _lasso_cd_code(X, dictionary, alpha, max_iter):
@@ -154,9 +179,28 @@ def _dict_learning_online(
     ``transform(X)``; with ``method="cd"`` the transform (one lasso per voxel, most of the
     group step's time) is :func:`_lasso_cd_code`, the same numbers, several times faster. The
     mini-batch fit is scikit-learn's, as nilearn's.
+
+    scikit-learn's fit shuffles a copy of X (the whole stack). For the checked versions
+    (:data:`SHUFFLE_IN_PLACE_VERSIONS`), with a ``dict_init`` and a writable C-ordered X,
+    X's rows are shuffled in place instead, with the same draws of the same generator,
+    and the fit is told not to shuffle; they are put back in order before the coding.
     """
     from sklearn.decomposition import MiniBatchDictionaryLearning
+    from sklearn.utils import check_random_state
 
+    in_place = (
+        dict_init is not None
+        and _sklearn_version() in SHUFFLE_IN_PLACE_VERSIONS
+        and isinstance(X, np.ndarray)
+        and X.flags.c_contiguous
+        and X.flags.writeable
+        and X.dtype in (np.float32, np.float64)
+    )
+    perm = None
+    if in_place:
+        random_state = check_random_state(random_state)
+        perm = np.arange(len(X))
+        random_state.shuffle(perm)  # the draws of random_state.shuffle(X_train)
     est = MiniBatchDictionaryLearning(
         n_components=n_components,
         alpha=alpha,
@@ -164,14 +208,22 @@ def _dict_learning_online(
         n_jobs=1,
         fit_algorithm=method,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=not in_place,
         dict_init=dict_init,
         random_state=random_state,
         transform_algorithm="lasso_" + method,
         transform_alpha=alpha,
         transform_max_iter=1000,
         verbose=verbose,
-    ).fit(X)
+    )
+    if perm is None:
+        est.fit(X)
+    else:
+        _permute_rows(X, perm)
+        try:
+            est.fit(X)
+        finally:
+            _permute_rows(X, perm, inverse=True)
     if method == "cd":
         code = _lasso_cd_code(X, est.components_, alpha, 1000)
         if code is not None:
