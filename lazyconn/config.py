@@ -59,10 +59,14 @@ DECOMPOSITION_SUBJECT_BYTES = 256 * 2**20
 STREAM_RUN_BYTES = 256 * 2**20
 
 #: Decompositions: on glibc, ``fit`` (and each subject task's process) fixes malloc's mmap
-#: threshold at this many bytes (``mallopt(M_MMAP_THRESHOLD)``), so that the run-sized
-#: buffers freed after each chunk go back to the system at once. By default glibc raises
-#: the threshold (up to 32 MiB) after the first large free, and the freed blocks then stay
-#: in each thread's heap: with two subjects in flight, peak RSS was ~1.6x the live data
-#: (measured: 3 seed-size runs, peak 674-740 MiB -> 428-443 MiB). The setting is
-#: process-wide and stays; None leaves malloc alone.
-MALLOC_MMAP_THRESHOLD = 2**20
+#: threshold at this many bytes (``mallopt(M_MMAP_THRESHOLD)``), the value the LocalCluster's
+#: workers get too (``group._cluster.WORKER_MALLOC``). Fixing it also keeps glibc's trim
+#: threshold at 128 KiB (glibc's dynamic threshold raises both after the first large free, and
+#: freed blocks then stay in each thread's heap: peak RSS ~1.6x the live data with two
+#: subjects in flight, session 4). Larger arrays are mmaps, returned when freed. Not lower:
+#: at 1 MiB every chunk-sized array was a fresh mmap whose pages fault in again, and two
+#: threads then contend on the process's memory map (a 20 x 168 fit: 1.2 M page faults, 6 s
+#: of system time, the reductions 15.9 s on one thread and hardly faster on two; at 32 MiB
+#: 0.4 M faults, 2.8 s, 8.4 s on two threads; peak RSS ~330 -> ~380 MiB; benchmarks/README,
+#: #9 session 6). The setting is process-wide and stays; None leaves malloc alone.
+MALLOC_MMAP_THRESHOLD = 32 * 2**20

@@ -150,9 +150,9 @@ class CanICA(_BaseDecomposition):
       silently); larger than all runs together is an error.
     - A run that is constant inside the mask warns, naming it.
     - On glibc, ``fit`` fixes malloc's mmap threshold of the process (and of the worker
-      processes running subjects) at ``lazyconn.config.MALLOC_MMAP_THRESHOLD`` (1 MiB), so
-      that the run-sized buffers freed after each chunk return to the system: it lowers
-      the peak RSS by about a third (see that setting; None leaves malloc alone).
+      processes running subjects) at ``lazyconn.config.MALLOC_MMAP_THRESHOLD`` (32 MiB), so
+      that freed memory returns to the system instead of staying in each thread's heap
+      (see that setting; None leaves malloc alone).
     """
 
     def __init__(
