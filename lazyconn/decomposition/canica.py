@@ -137,7 +137,9 @@ class CanICA(_BaseDecomposition):
       in part, because nilearn's own group step (``dict_learning_online``) is unstable on
       that study: a relative perturbation of 1e-6 of the stacked reductions moves some of
       nilearn's maps to |r| < 0.1 of its unperturbed ones (1e-7 does not), and lazyconn's
-      cleaned runs differ from nilearn's by float32 rounding (about one ulp). lazyconn's
+      cleaned runs differ from nilearn's by float32 rounding (about one ulp); there the
+      components can also come in another order than nilearn's (every comparison matches
+      them one to one, Hungarian), and so can the regions extracted from them. lazyconn's
       maps recover the planted networks at least as well
       (``benchmarks/README.md``). The random
       draws follow nilearn's with ``n_jobs=1``: an int ``random_state`` gives every subject
