@@ -63,17 +63,24 @@ def bound_malloc_retention() -> None:
     value = config.MALLOC_MMAP_THRESHOLD
     if value is None or value in _MALLOC_THRESHOLD_SET:
         return
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt...)
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return
     m_mmap_threshold = -3  # glibc's malloc.h
     if mallopt(m_mmap_threshold, int(value)) == 1:
         _MALLOC_THRESHOLD_SET.append(value)
+
+
+def _glibc_function(name: str):
+    """The C library's function ``name``, or None where there is none (not glibc: macOS,
+    musl without ``mallopt``...)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def release_freed_memory() -> None:
@@ -81,16 +88,12 @@ def release_freed_memory() -> None:
     (``malloc_trim(0)``): what a fit freed no longer counts in the RSS of the stages that
     follow it (a seed-001 pipeline's connectome stage started ~60 MiB lower, its peak
     404 -> 381 MiB). About 0.2 s; a no-op for malloc where there is no ``malloc_trim``."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        return
+    malloc_trim = _glibc_function("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 # ---------------------------------------------------------------------- per-subject step
@@ -234,8 +237,7 @@ class _Spill:
         try:
             self.file.write(memoryview(rows).cast("B"))
         except OSError:  # no room: the projection takes a second pass instead
-            self.close()
-            self.complete = False
+            self._give_up()
             return
         self.columns.append(cols)
 
@@ -245,9 +247,12 @@ class _Spill:
             try:
                 self.file.flush()
             except OSError:
-                self.close()
-                self.complete = False
+                self._give_up()
         return self.complete
+
+    def _give_up(self) -> None:
+        self.close()
+        self.complete = False
 
     def read(self):
         """The pieces as written, ``(cols, values)`` with ``values`` (T, n)."""
