@@ -306,10 +306,9 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, i
     targets : sequence of int arrays
         Flat indices of the voxels to return, in C order of the reached region taken as
         (z, y, x) (its extent is :func:`spread_range` of each axis).
-    into : sequence of (numpy.ndarray, int array or None), optional
-        One ``(accumulator, rows)`` pair per target: the term is added in place into the
-        accumulator's ``rows`` (None: all its rows, in the target's order), a
-        ``(n, t)`` array, instead of being returned as a new array (the streamed pass of
+    into : sequence of numpy.ndarray, optional
+        One ``(len(target), t)`` accumulator per target: the term is added into it in
+        place instead of being returned as a new array (the streamed pass of
         :class:`lazyconn.ops.voxels.VoxelStream`: no term outlives its slab).
 
     Returns
@@ -334,9 +333,8 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, i
     step = max(1, min(n_t, SPREAD_SLAB_BYTES // max(1, per_volume * work.itemsize)))
     if into is None:
         outs = [np.empty((len(t), n_t), dtype=block.dtype) for t in targets]
-        rows_of = [None] * len(targets)
     else:
-        outs, rows_of = [a for a, _ in into], [r for _, r in into]
+        outs = list(into)
     picked = np.empty(max((len(t) for t in targets), default=0) * step, dtype=work)
     # Two buffers reused slab after slab, as the slab's copy and the passes' outputs (the
     # passes only grow the array: the last is the largest): fresh slab-sized arrays would
@@ -363,17 +361,15 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, i
             if not same:
                 x = x.astype(block.dtype).astype(work)
         flat = x.reshape(per_volume, t1 - t0)
-        for out, idx, at in zip(outs, targets, rows_of, strict=True):
+        for out, idx in zip(outs, targets, strict=True):
             # np.take into a reused buffer: ~4x faster than fancy indexing's new array
             rows = picked[: idx.size * (t1 - t0)].reshape(idx.size, t1 - t0)
             term = np.take(flat, idx, axis=0, out=rows)
             if into is None:
                 out[:, t0:t1] = term
-            elif at is None:
+            else:
                 view = out[:, t0:t1]
                 np.add(view, term, out=view, casting="unsafe")
-            else:
-                out[at, t0:t1] += term.astype(out.dtype, copy=False)
     return outs
 
 

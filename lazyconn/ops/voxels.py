@@ -594,7 +594,7 @@ class VoxelStream:
                     if acc is None:
                         acc = open_[gid] = np.zeros((flat.size, n_t), self.arr.dtype)
                         held += acc.nbytes
-                    into.append((acc, None))
+                    into.append(acc)
                 spatial.gaussian_spread_block(
                     block,
                     self.sigmas,
