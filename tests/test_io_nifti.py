@@ -89,6 +89,20 @@ def _engines():
     return [*engines, pytest.param(isal_zlib, id="isal")]
 
 
+def _count_inflation_in_slabs(monkeypatch, engine, slab_volumes, frame):
+    """Runs read in time slabs of ``slab_volumes`` float32 volumes of ``frame`` voxels,
+    inflated in small reads by ``engine`` wrapped to count (returned); zlib wrapped too,
+    so a test can check it was not used."""
+    from lazyconn.io import _dask
+
+    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", slab_volumes * frame * 4)
+    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 4096)
+    counting = _CountingInflater(engine)
+    monkeypatch.setattr(nifti_mod, "fast_zlib", counting)
+    monkeypatch.setattr(nifti_mod, "zlib", _CountingInflater(nifti_mod.zlib))  # unused
+    return counting
+
+
 @pytest.mark.parametrize("engine", _engines())
 def test_gzip_slabs_in_order_inflate_the_file_once(make_nifti, monkeypatch, engine):
     """A pass over the slabs resumes each read where the last stopped: one decompressor,
@@ -151,15 +165,10 @@ def test_region_signals_of_a_gzip_run_inflate_it_once(make_nifti, monkeypatch, e
     in order, by one decompressor (dask would otherwise take the slabs out of order)."""
     from nilearn.maskers import NiftiSpheresMasker as NilearnSpheres
 
-    from lazyconn.io import _dask
     from lazyconn.maskers import NiftiSpheresMasker
 
     path, _ = make_nifti("run.nii.gz", shape=(9, 10, 11, 64))
-    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", 4 * 9 * 10 * 11 * 4)
-    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 4096)
-    counting = _CountingInflater(engine)
-    monkeypatch.setattr(nifti_mod, "fast_zlib", counting)
-    monkeypatch.setattr(nifti_mod, "zlib", _CountingInflater(nifti_mod.zlib))  # unused
+    counting = _count_inflation_in_slabs(monkeypatch, engine, slab_volumes=4, frame=9 * 10 * 11)
     img = lazyconn.load(path)
     assert len(img.chunks[-1]) == 16
     seeds = [(4.0, 5.0, 6.0), (10.0, 8.0, 12.0), (2.0, 14.0, 4.0)]
@@ -185,15 +194,10 @@ def test_smoothed_masking_of_a_gzip_run_inflates_it_once(make_nifti, monkeypatch
     so the file was inflated ~1.7x, with zlib only)."""
     from nilearn.masking import apply_mask as nilearn_apply_mask
 
-    from lazyconn.io import _dask
     from lazyconn.masking import apply_mask
 
     path, _ = make_nifti("run.nii.gz", shape=(9, 10, 11, 64))
-    monkeypatch.setattr(_dask, "DEFAULT_CHUNK_BYTES", 4 * 9 * 10 * 11 * 4)
-    monkeypatch.setattr(nifti_mod, "READ_BLOCK", 4096)
-    counting = _CountingInflater(engine)
-    monkeypatch.setattr(nifti_mod, "fast_zlib", counting)
-    monkeypatch.setattr(nifti_mod, "zlib", _CountingInflater(nifti_mod.zlib))  # unused
+    counting = _count_inflation_in_slabs(monkeypatch, engine, slab_volumes=4, frame=9 * 10 * 11)
     src = nib.load(path)
     mask = np.zeros(src.shape[:3], dtype=np.uint8)
     mask[2:8, 1:9, 3:10] = 1

@@ -10,7 +10,6 @@ from dask.core import get_dependencies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nilearn import masking as nmasking
-from scipy import ndimage
 
 from lazyconn import masking as lmasking
 from lazyconn.exceptions import (
@@ -30,7 +29,7 @@ from lazyconn.testing.imaging import (
     synthetic_epi,
 )
 from lazyconn.testing.laziness import inaccessible_dask_array, raise_if_dask_computes
-from lazyconn.testing.reference import assert_smoothing_close
+from lazyconn.testing.reference import assert_smoothing_close, smoothed_in_mask
 
 
 def _mask_img(shape3, rng, dtype=np.uint8, affine=None):
@@ -131,11 +130,7 @@ def test_smooth_gather_equals_scipy_smoothing_then_mask(
     x[1, 2, 3, 0] = np.nan  # NaN and inf count as 0, as nilearn's smoothing does
     x[-1, -1, -1, -1] = np.inf
     mask = rng.random(shape[:3]) > 0.4
-    finite = np.where(np.isfinite(x), x, 0).astype(np.float64)
-    expected = np.stack(
-        [ndimage.gaussian_filter(finite[..., t], sigmas, truncate=4.0) for t in range(shape[3])],
-        axis=-1,
-    )[mask].T
+    expected = smoothed_in_mask(x, mask, sigmas)
     arr = da.from_array(x, chunks=chunks)
     arr = arr.map_blocks(np.asfortranarray if order == "F" else np.ascontiguousarray)
     monkeypatch.setattr(spatial, "SPREAD_SLAB_BYTES", 1)  # one volume per slab

@@ -17,7 +17,7 @@ from lazyconn.ops import spatial
 from lazyconn.ops.reduction import GramAccumulator
 from lazyconn.ops.voxels import VoxelStream, smooth_gather, stream_order
 from lazyconn.testing.imaging import brain_blob, grid_affine
-from lazyconn.testing.reference import assert_smoothing_close, quiet
+from lazyconn.testing.reference import assert_smoothing_close, quiet, smoothed_in_mask
 
 
 def _assemble(stream):
@@ -49,11 +49,7 @@ def test_stream_equals_scipy_smoothing_then_mask(rng, shape, chunks, sigmas, dty
     x[1, 2, 3, 0] = np.nan  # NaN and inf count as 0, as nilearn's smoothing does
     x[-1, -1, -1, -1] = np.inf
     mask = rng.random(shape[:3]) > 0.4
-    finite = np.where(np.isfinite(x), x, 0).astype(np.float64)
-    expected = np.stack(
-        [ndimage.gaussian_filter(finite[..., t], sigmas, truncate=4.0) for t in range(shape[3])],
-        axis=-1,
-    )[mask].T
+    expected = smoothed_in_mask(x, mask, sigmas)
     arr = da.from_array(x, chunks=chunks)
     arr = arr.map_blocks(np.asfortranarray if order == "F" else np.ascontiguousarray)
     stream = VoxelStream(arr, mask, sigmas)

@@ -47,3 +47,17 @@ def assert_smoothing_close(actual, expected, factor: float = 8.0):
     np.testing.assert_allclose(
         actual, expected, rtol=factor * eps, atol=factor * eps * scale, equal_nan=True
     )
+
+
+def smoothed_in_mask(x, mask, sigmas, truncate: float = 4.0) -> np.ndarray:
+    """scipy's Gaussian smoothing of each volume of a 4-D ``x`` at the ``mask``'s voxels,
+    (T, V) in float64: the reference of a smoothed masking. NaN and inf are read as 0
+    first, as nilearn's smoothing does."""
+    from scipy import ndimage
+
+    finite = np.where(np.isfinite(x), x, 0).astype(np.float64)
+    volumes = [
+        ndimage.gaussian_filter(finite[..., t], sigmas, truncate=truncate)
+        for t in range(x.shape[3])
+    ]
+    return np.stack(volumes, axis=-1)[mask].T
