@@ -213,11 +213,10 @@ def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.nda
     (plus the compressed bytes, verified by the store as it read them).
     """
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
     key = array.metadata.encode_chunk_key(coords)
     path = f"{array.path}/{key}" if array.path else key
-    raw = sync(array.store_path.store.get(path, default_buffer_prototype()))
+    raw = array.store_path.store.local_chunk(path, default_buffer_prototype())
     if not isinstance(raw, _VerifiedBuffer):
         return None
     src = raw.as_numpy_array()[:-4]  # the crc32c is the last 4 bytes, already checked
@@ -252,6 +251,10 @@ def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.nda
     for a in range(shape[0]):
         out[a] = chunk[(a, *inner)]
     return out
+
+
+#: :meth:`CompleteStore.local_chunk`'s answer for a key it leaves to zarr's own read.
+NOT_LOCAL = object()
 
 
 class CompleteStore(WrapperStore):
@@ -304,23 +307,36 @@ class CompleteStore(WrapperStore):
         except ValueError:
             return prefix, relative
 
+    def local_chunk(self, key, prototype):
+        """:meth:`get` of a whole chunk of a local store, in the calling thread: its bytes
+        (a :class:`_VerifiedBuffer` for the arrays in ``verify``), :meth:`_missing` for a
+        verified array's absent chunk, or :data:`NOT_LOCAL` (not a local chunk, or one to
+        read as zarr does).
+
+        :func:`read_chunk` calls it directly: zarr's ``sync`` of :meth:`get` hands each
+        read to zarr's one event loop thread and from there to a worker thread, two
+        thread switches per chunk for every thread reading."""
+        chunk = self._chunk_of(key)
+        if (
+            chunk is None
+            or not isinstance(self._store, LocalStore)
+            or not issubclass(prototype.buffer, cpu.Buffer)
+        ):
+            return NOT_LOCAL
+        verify = chunk[0] in self.verify
+        data = _read_local(self._store.root / key, self.shown, chunk[1], verify)
+        if data is not None:
+            return _VerifiedBuffer(data) if verify else prototype.buffer(data)
+        return self._missing(key) if verify else NOT_LOCAL
+
     async def get(self, key, prototype, byte_range=None):
         chunk = self._chunk_of(key)
         value = None
-        if (
-            chunk is not None
-            and isinstance(self._store, LocalStore)
-            and byte_range is None
-            and issubclass(prototype.buffer, cpu.Buffer)
-        ):
-            verify = chunk[0] in self.verify
-            data = await asyncio.to_thread(
-                _read_local, self._store.root / key, self.shown, chunk[1], verify
-            )
-            if data is not None:
-                value = _VerifiedBuffer(data) if verify else prototype.buffer(data)
-            elif verify:
-                return self._missing(key)
+        if chunk is not None and isinstance(self._store, LocalStore) and byte_range is None:
+            value = await asyncio.to_thread(self.local_chunk, key, prototype)
+            if value is not NOT_LOCAL:
+                return value
+            value = None
         if value is None:
             if byte_range is None and isinstance(self._store, FsspecStore):
                 # a read from byte 0: one GET (s3fs's whole-object read HEADs for the size)
