@@ -683,6 +683,44 @@ def test_plan_token_covers_every_plan_field():
     assert tokenize(_plan_token([one])) != tokenize(_plan_token([two]))
 
 
+@pytest.mark.parametrize("filt", ["none", "band"])
+@pytest.mark.parametrize("standardize", ["zscore_sample", None])
+def test_clean_of_a_fortran_run_in_reused_buffers(data, monkeypatch, filt, standardize):
+    """A one-run Fortran-ordered float32 block (the layout of the streamed columns) is
+    cleaned piece by piece in two float64 buffers made once, in place step after step:
+    the numbers of the whole block, nilearn's, and the input is left as it was."""
+    from lazyconn.ops import temporal
+
+    x, conf = data
+    kw = dict(detrend=True, standardize=standardize, confounds=conf, **FILTERS[filt])
+    x32 = np.asfortranarray(x, dtype=np.float32)
+    before = x32.copy()
+    cleaner = lsignal.column_cleaner(T, np.float32, **kw)
+    whole = cleaner(x32)
+    monkeypatch.setattr(temporal, "CLEAN_PIECE_BYTES", 8 * T * 4)  # pieces of 4, then 3
+    pieces = cleaner(x32)
+    np.testing.assert_array_equal(x32, before)
+    assert pieces.dtype == np.float32 and pieces.flags.f_contiguous
+    assert_close(pieces, whole, 1e-6)
+    ref = _nilearn(x32.astype(np.float64), **kw)
+    assert_close(pieces, ref, max(1e-5, 2e-7 * np.abs(ref).max() / ref.std(axis=0).min()))
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_zscore_in_place_with_a_scratch_buffer_is_numpys_bit_for_bit(rng, order):
+    """The standard deviation computed in a scratch buffer is numpy's ``std(ddof=1)`` step
+    by step: the same bits, in either memory layout."""
+    from lazyconn.ops import temporal
+
+    x = np.asarray(rng.normal(50, 3, size=(97, 31)), order=order)
+    centred = x - x.mean(axis=0)
+    expected = centred / centred.std(axis=0, ddof=1)
+    work = x.copy(order=order)
+    got = temporal.zscore_sample(work, inplace=True, scratch=np.empty_like(x, order=order))
+    assert got is work
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("standardize", ["zscore_sample", "psc", None])
 def test_clean_in_pieces_of_columns_equals_whole_blocks(data, monkeypatch, standardize):
     """clean_block cleans a block in pieces of columns (bounded float64 temporaries): the
