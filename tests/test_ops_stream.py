@@ -14,7 +14,7 @@ from lazyconn.exceptions import ParameterError
 from lazyconn.image import load
 from lazyconn.maskers import MultiNiftiMasker, NiftiMasker
 from lazyconn.ops import spatial
-from lazyconn.ops.reduction import GramAccumulator
+from lazyconn.ops.reduction import GramAccumulator, project_columns
 from lazyconn.ops.voxels import VoxelStream, smooth_gather, stream_order
 from lazyconn.testing.imaging import brain_blob, grid_affine
 from lazyconn.testing.reference import assert_smoothing_close, quiet, smoothed_in_mask
@@ -112,14 +112,49 @@ def _refuse_far_blocks(block, block_info=None):
     return block
 
 
-def test_gram_accumulator_equals_the_product(rng):
-    x = rng.standard_normal((11, 40)).astype(np.float32)
+@pytest.mark.parametrize("piece_columns", [None, 3])
+def test_gram_accumulator_and_projection_equal_the_products(rng, monkeypatch, piece_columns):
+    """Gram matrix and projection of float32 columns, copied to float64 a piece at a time
+    (one reused buffer; here also 3 columns per piece), against numpy's float64 products."""
+    from lazyconn.ops import reduction
+
+    if piece_columns is not None:
+        monkeypatch.setattr(reduction, "PIECE_BYTES", 8 * 11 * piece_columns)
+    x = np.asfortranarray(rng.standard_normal((11, 40)).astype(np.float32))
     acc = GramAccumulator(11)
     for piece in np.array_split(np.arange(40), [3, 4, 30]):
         acc.add(x[:, piece])
     acc.add(x[:, :0])
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(acc.result(), x64 @ x64.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(acc.result(), acc.result().T)
+    c = rng.standard_normal((4, 11))
+    np.testing.assert_allclose(project_columns(c, x), c @ x64, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(project_columns(c, x64), c @ x64, rtol=1e-12, atol=1e-12)
+
+
+def test_streams_share_a_plan_only_with_the_same_mask_chunks_and_kernel(rng):
+    """The plan (a pure function of the mask, the chunks and the kernel) is made once for
+    every subject's stream; another mask of the same shape, other chunks or another kernel
+    get their own, and every stream equals scipy's smoothing then masking."""
+    shape, chunks, sigmas = (12, 10, 9, 4), ((5, 7), (6, 4), (9,), (4,)), [0.8, 0.8, 0.8]
+    x = (100 + 10 * rng.standard_normal(shape)).astype(np.float32)
+    y = (50 + 5 * rng.standard_normal(shape)).astype(np.float32)
+    m1 = rng.random(shape[:3]) > 0.4
+    m2 = m1.copy()
+    m2[3, 4, 2] = not m2[3, 4, 2]  # one voxel differs
+    arr, arr_y = da.from_array(x, chunks=chunks), da.from_array(y, chunks=chunks)
+    first, second = VoxelStream(arr, m1, sigmas), VoxelStream(arr_y, m1, sigmas)
+    assert second.plan() is first.plan()
+    others = [
+        (VoxelStream(arr, m2, sigmas), x, m2, sigmas),
+        (VoxelStream(arr.rechunk((6, 5, 9, 4)), m1, sigmas), x, m1, sigmas),
+        (VoxelStream(arr, m1, [1.2, 0.8, 0.8]), x, m1, [1.2, 0.8, 0.8]),
+    ]
+    for stream, *_ in others:
+        assert stream.plan() is not first.plan()
+    for stream, data, mask, sig in [(first, x, m1, sigmas), (second, y, m1, sigmas), *others]:
+        assert_smoothing_close(_assemble(stream), smoothed_in_mask(data, mask, sig))
 
 
 def _reference_reduction(x, k):

@@ -35,6 +35,32 @@ def gram(x: da.Array) -> da.Array:
     return xf @ xf.T
 
 
+#: Bytes of the float64 copy of a piece of columns in :class:`GramAccumulator` and
+#: :func:`project_columns`: one buffer reused piece after piece (a float64 copy of a whole
+#: group of a stream's columns was up to ~15 MB, page-faulted anew for every group).
+PIECE_BYTES = 2 << 20
+
+
+def _piece_buffer(n_rows: int) -> np.ndarray:
+    """The float64 buffer (T, n) of :func:`_float64_pieces`, Fortran order."""
+    step = max(1, PIECE_BYTES // max(1, 8 * int(n_rows)))
+    return np.empty((int(n_rows), step), order="F")
+
+
+def _float64_pieces(columns: np.ndarray, buffer: np.ndarray):
+    """``(c0, piece)``: the columns ``c0:c0 + n`` of ``columns`` (T, N) as float64 (T, n),
+    copied into ``buffer`` (:func:`_piece_buffer`) piece after piece, or all at once as
+    they are when they already are float64."""
+    if columns.dtype == np.float64:
+        yield 0, columns
+        return
+    step = buffer.shape[1]
+    for c0 in range(0, columns.shape[1], step):
+        piece = buffer[:, : min(step, columns.shape[1] - c0)]
+        np.copyto(piece, columns[:, c0 : c0 + step], casting="unsafe")  # asarray's cast
+        yield c0, piece
+
+
 class GramAccumulator:
     """``X Xᵀ`` (T, T) in float64 of a run given as pieces of its columns (numpy), summed
     in place. What :func:`gram` sums over chunks, for runs that are streamed.
@@ -43,6 +69,7 @@ class GramAccumulator:
     triangle, half a product's work, mirrored by numpy) with the GIL released: scipy's
     f2py ``blas.dsyrk`` holds the GIL while BLAS runs, which serialised the subjects
     streamed on dask's threads (~37 % of the GIL held during a seed study's reductions).
+    float32 columns are copied to float64 a piece of :data:`PIECE_BYTES` at a time.
 
     Parameters
     ----------
@@ -52,6 +79,8 @@ class GramAccumulator:
 
     def __init__(self, n_rows: int):
         self._g = np.zeros((int(n_rows), int(n_rows)))
+        self._product = np.empty_like(self._g)
+        self._buffer = _piece_buffer(n_rows)
 
     def add(self, columns: np.ndarray) -> None:
         """Add ``columns`` (T, n) times its transpose.
@@ -60,9 +89,9 @@ class GramAccumulator:
         ----------
         columns : numpy.ndarray, shape (T, n)
         """
-        a = np.asarray(columns, dtype=np.float64, order="F")
-        if a.shape[1]:
-            self._g += a @ a.T
+        for _, a in _float64_pieces(np.asarray(columns), self._buffer):
+            if a.shape[1]:
+                self._g += np.matmul(a, a.T, out=self._product)
 
     def result(self) -> np.ndarray:
         """The symmetric (T, T) sum."""
@@ -71,18 +100,19 @@ class GramAccumulator:
 
 def project_columns(c: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``C X`` (k, n) in float64 of numpy columns ``X`` (T, n), in pieces of columns (the
-    float64 copy of one piece at a time): what :func:`project` computes per chunk.
+    float64 copy of one piece of :data:`PIECE_BYTES` at a time): what :func:`project`
+    computes per chunk.
 
     Parameters
     ----------
     c : numpy.ndarray, shape (k, T)
     columns : numpy.ndarray, shape (T, n)
     """
+    columns = np.asarray(columns)
     n = columns.shape[1]
     out = np.empty((c.shape[0], n))
-    step = max(1, (32 << 20) // max(1, 8 * columns.shape[0]))
-    for c0 in range(0, n, step):
-        out[:, c0 : c0 + step] = c @ np.asarray(columns[:, c0 : c0 + step], dtype=np.float64)
+    for c0, piece in _float64_pieces(columns, _piece_buffer(columns.shape[0])):
+        np.matmul(c, piece, out=out[:, c0 : c0 + piece.shape[1]])
     return out
 
 
