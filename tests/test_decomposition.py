@@ -584,38 +584,112 @@ def test_not_fitted_and_bad_loadings(fitted):
         fitted["CanICA"].inverse_transform(np.zeros((3, 4)))
 
 
-@pytest.mark.parametrize("path", ["fast", "unchecked version", "changed signature"])
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("method", ["cd", "lars"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_final_coding_equals_sklearns_dict_learning_online(rng, dtype, method, path, monkeypatch):
+def test_online_learning_is_sklearns_and_the_cd_coding_exact(rng, dtype, method):
+    """The dictionary is scikit-learn's ``dict_learning_online``'s bit for bit; with
+    method='lars' so is the code; with 'cd' the code is the exact lasso solution on that
+    dictionary, which scikit-learn's coordinate descent approaches."""
     from sklearn.decomposition import dict_learning_online
 
-    import lazyconn.decomposition.dict_learning as dl
-    from lazyconn.decomposition.dict_learning import _dict_learning_online
-
-    if path == "fast" and method == "cd":
-        assert dl._cd_fast_solver() is not None  # this scikit-learn takes the fast path
-    if path == "unchecked version":
-        monkeypatch.setattr(dl, "CD_FAST_VERSIONS", set())
-        assert dl._cd_fast_solver() is None
-    if path == "changed signature":
-
-        def solver(*args):
-            raise TypeError("enet_coordinate_descent_gram() takes 11 positional arguments")
-
-        monkeypatch.setattr(dl, "_cd_fast_solver", lambda: solver)
+    from lazyconn.decomposition.dict_learning import _dict_learning_online, _lasso_code
 
     x = rng.standard_normal((400, 12)).astype(dtype)
     x[:, :3] += 4 * rng.standard_normal((400, 1)).astype(dtype)  # some structure
     init = rng.standard_normal((3, 12))
     kw = dict(alpha=1.0, batch_size=20, method=method, dict_init=init, random_state=0)
-    ref, _ = dict_learning_online(
+    ref, dictionary = dict_learning_online(
         x, 3, **kw, max_iter=20, verbose=0, return_code=True, shuffle=True, n_jobs=1
     )
     got = _dict_learning_online(x, 3, **kw, max_iter=20, verbose=0)
     assert got.dtype == ref.dtype == dtype
     assert np.count_nonzero(ref) and np.count_nonzero(ref == 0)  # a sparse code
-    np.testing.assert_array_equal(got, ref)
+    if method == "lars":
+        np.testing.assert_array_equal(got, ref)
+    else:
+        np.testing.assert_array_equal(got, _lasso_code(x, dictionary, 1.0, 1000))
+        assert_lasso_optimal(got, x, dictionary, 1.0)
+        np.testing.assert_allclose(got, ref, atol=1e-3 * np.abs(ref).max())
+
+
+def assert_lasso_optimal(code, x, dictionary, alpha, rtol=1e-6):
+    """The lasso's optimality conditions, in float64: on the support the correlation of the
+    residual with each atom is alpha times the sign; off it, at most alpha."""
+    code, x, d = (np.asarray(a, np.float64) for a in (code, x, dictionary))
+    corr = (x - code @ d) @ d.T
+    on = code != 0
+    scale = alpha + np.abs(x @ d.T).max()
+    assert (np.abs(corr - alpha * np.sign(code))[on] <= rtol * scale).all()
+    assert (np.abs(corr)[~on] <= alpha + rtol * scale).all()
+
+
+def _lasso_problem(rng, n_voxels, n_atoms, n_features, condition):
+    """Voxels made of a few atoms each plus noise, on a dictionary whose Gram matrix has the
+    given condition number (the seeds' study's is ~1e4)."""
+    u, _ = np.linalg.qr(rng.standard_normal((n_features, n_atoms)))
+    v, _ = np.linalg.qr(rng.standard_normal((n_atoms, n_atoms)))
+    dictionary = (v * np.geomspace(1, condition**-0.5, n_atoms)) @ u.T
+    truth = rng.standard_normal((n_voxels, n_atoms)) * (rng.random((n_voxels, n_atoms)) < 0.4)
+    x = 30 * truth @ dictionary + rng.standard_normal((n_voxels, n_features))
+    return x, dictionary
+
+
+@pytest.mark.parametrize("condition", [1.0, 1e2, 1e4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lasso_code_is_the_exact_solution(rng, dtype, condition, monkeypatch):
+    """Against the optimality conditions, a closed form (orthonormal atoms: the soft
+    threshold of the products) and scikit-learn's float64 ``sparse_encode``; blocks of
+    voxels change nothing."""
+    from sklearn.decomposition import sparse_encode
+
+    import lazyconn.decomposition.dict_learning as dl
+
+    x, dictionary = _lasso_problem(rng, 1000, 6, 40, condition)
+    x, dictionary = x.astype(dtype), dictionary.astype(dtype)
+    alpha = 2.0
+    got = dl._lasso_code(x, dictionary, alpha, 1000)
+    assert got.dtype == dtype
+    assert 0.2 < np.mean(got == 0) < 0.8  # a sparse code, not a trivial one
+    assert_lasso_optimal(got, x, dictionary, alpha, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    if condition == 1.0:
+        products = np.asarray(x, np.float64) @ np.asarray(dictionary, np.float64).T
+        soft = np.sign(products) * np.maximum(np.abs(products) - alpha, 0)
+        np.testing.assert_allclose(got, soft, rtol=1e-6, atol=1e-6 * np.abs(soft).max())
+    ref = sparse_encode(
+        np.asarray(x, np.float64),
+        np.asarray(dictionary, np.float64),
+        algorithm="lasso_cd",
+        alpha=alpha,
+        max_iter=100_000,
+    )
+    np.testing.assert_allclose(got, ref, atol=1e-5 * np.abs(ref).max())
+    monkeypatch.setattr(dl, "LASSO_BLOCK", 700)  # uneven blocks
+    np.testing.assert_allclose(
+        dl._lasso_code(x, dictionary, alpha, 1000), got, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_lasso_code_edge_cases(rng):
+    """A zero atom keeps a zero coefficient (as scikit-learn); a repeated atom (a singular
+    Gram matrix) still gives an optimal code; max_iter too small warns once, with the
+    count; non-finite input is scikit-learn's ValueError."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from lazyconn.decomposition.dict_learning import _lasso_code
+
+    x, dictionary = _lasso_problem(rng, 500, 4, 20, 1e3)
+    zero = np.vstack([dictionary, np.zeros(20)])
+    got = _lasso_code(x, zero, 2.0, 1000)
+    assert not got[:, -1].any()
+    np.testing.assert_allclose(got[:, :-1], _lasso_code(x, dictionary, 2.0, 1000), atol=1e-9)
+    repeated = np.vstack([dictionary, dictionary[:1]])
+    assert_lasso_optimal(_lasso_code(x, repeated, 2.0, 1000), x, repeated, 2.0, rtol=1e-6)
+    with pytest.warns(ConvergenceWarning, match=r"lasso coding of \d+ of 500 voxels did not"):
+        _lasso_code(x, dictionary, 2.0, 2)
+    x[3, 4] = np.nan
+    with pytest.raises(ValueError, match="resulted in non-finite parameter values"):
+        _lasso_code(x, dictionary, 2.0, 1000)
 
 
 @pytest.mark.slow

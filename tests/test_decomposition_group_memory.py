@@ -1,7 +1,7 @@
 """The decomposition's group step without stack-sized temporaries, with the same numbers.
 
 Each function is compared with what it replaces (numpy's ``np.sum(data**2, axis=1)``,
-scikit-learn's ``Ridge`` and its ``np.array`` copy of the lasso targets) bit for bit, and
+scikit-learn's ``Ridge``) bit for bit, and
 its traced peak is checked against the stack's size, which the replaced code allocates
 once more.
 """
@@ -96,39 +96,41 @@ def test_loadings_do_not_copy_the_stack(rng):
     assert peak < 0.2 * data.nbytes, (peak, data.nbytes)
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_lasso_coding_does_not_copy_the_stack(rng):
+def test_lasso_coding_does_not_copy_the_stack(rng, monkeypatch):
     """The final coding of every voxel (``X`` = the stack's transpose, as the fit passes
-    it) holds no copy of it; its numbers are scikit-learn's (tests/test_decomposition.py)."""
-    if dict_learning._cd_fast_solver() is None:
-        pytest.skip("this scikit-learn takes the public path")
+    it) holds no copy of it, in float32 or float64: its float64 work goes by blocks of
+    voxels (its numbers: tests/test_decomposition.py)."""
+    monkeypatch.setattr(dict_learning, "LASSO_BLOCK", 1024)
     data = _stack(rng, 64, 10_000)
     dictionary = rng.standard_normal((8, 64)).astype(np.float32)
-    code, peak = _traced_peak(dict_learning._lasso_cd_code, data.T, dictionary, 1.0, 5, tries=2)
+    code, peak = _traced_peak(dict_learning._lasso_code, data.T, dictionary, 1.0, 1000, tries=2)
     assert code.shape == (10_000, 8) and np.count_nonzero(code)
-    # what remains is the code and the (8, V) products, an eighth of the stack each
+    # what remains is the code, an eighth of the stack, and a block's float64 work
     assert peak < 0.5 * data.nbytes, (peak, code.nbytes, data.nbytes)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_online_learning_shuffles_the_stack_in_place(rng):
+def test_online_learning_shuffles_the_stack_in_place(rng, monkeypatch):
     """scikit-learn's mini-batch fit shuffles a copy of the stack; here its rows are shuffled
-    in place with the same draws and put back: the same code as scikit-learn's
+    in place with the same draws and put back: the same dictionary as scikit-learn's
     ``dict_learning_online``, the stack unchanged after, and no stack-sized copy."""
     from sklearn.decomposition import dict_learning_online
 
     if dict_learning._sklearn_version() not in dict_learning.SHUFFLE_IN_PLACE_VERSIONS:
         pytest.skip("this scikit-learn shuffles its copy")
+    # the coding's working set (a block of voxels) is tested above; here a small one
+    monkeypatch.setattr(dict_learning, "LASSO_BLOCK", 512)
     x = np.ascontiguousarray(_stack(rng, 256, 2000).T)  # (V, N), as the fit passes it
     before = x.copy()
     init = rng.standard_normal((8, 256)).astype(np.float32)
     kw = dict(alpha=1.0, batch_size=200, method="cd", dict_init=init, random_state=0)
-    ref, _ = dict_learning_online(
+    _, dictionary = dict_learning_online(
         x, 8, **kw, max_iter=1, verbose=0, return_code=True, shuffle=True, n_jobs=1
     )
     code, peak = _traced_peak(
         lambda: dict_learning._dict_learning_online(x, 8, **kw, max_iter=1, verbose=0), tries=1
     )
-    np.testing.assert_array_equal(code, ref)
+    # scikit-learn's dictionary, then the exact lasso coding on it
+    np.testing.assert_array_equal(code, dict_learning._lasso_code(before, dictionary, 1.0, 1000))
     np.testing.assert_array_equal(x, before)
     assert peak < 0.5 * x.nbytes, (peak, x.nbytes)
