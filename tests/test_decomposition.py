@@ -613,6 +613,50 @@ def test_online_learning_is_sklearns_and_the_cd_coding_exact(rng, dtype, method)
         np.testing.assert_allclose(got, ref, atol=1e-3 * np.abs(ref).max())
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize(
+    "dtype, path, random_state",
+    [
+        *[(dtype, "fast", state) for dtype in (np.float32, np.float64) for state in (0, None)],
+        (np.float32, "unchecked version", 0),
+        (np.float64, "changed signature", None),
+    ],
+)
+def test_minibatch_steps_are_sklearns_bit_for_bit(rng, dtype, path, random_state, monkeypatch):
+    """The mini-batch steps code their batch with the solver scikit-learn's ``Lasso`` calls:
+    the same dictionary, bit for bit, and the same draws from numpy's global generator
+    (which the solver draws from); the fallbacks are scikit-learn's own step."""
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    import lazyconn.decomposition.dict_learning as dl
+
+    ours = dl._minibatch_class()
+    if path == "fast":
+        assert dl._cd_fast_solver() is not None and ours is not MiniBatchDictionaryLearning
+    if path == "unchecked version":
+        monkeypatch.setattr(dl, "CD_FAST_VERSIONS", set())
+        assert dl._cd_fast_solver() is None
+    if path == "changed signature":
+
+        def solver(*args):
+            raise TypeError("enet_coordinate_descent_gram() takes 11 positional arguments")
+
+        monkeypatch.setattr(dl, "_cd_fast_solver", lambda: solver)
+
+    x = rng.standard_normal((210, 12)).astype(dtype)  # 210 samples: a last batch of 10
+    x[:, :3] += 4 * rng.standard_normal((210, 1)).astype(dtype)  # some structure
+    kw = dict(n_components=3, alpha=1.0, batch_size=20, max_iter=2, tol=0, max_no_improvement=None)
+    fits = []
+    for cls in (MiniBatchDictionaryLearning, ours):
+        np.random.seed(5)
+        init = np.random.standard_normal((3, 12)).astype(dtype)
+        est = cls(**kw, dict_init=init, random_state=random_state).fit(x)
+        fits.append((est.components_, est.n_steps_, np.random.randint(2**31)))
+    assert fits[0][1] == 22
+    np.testing.assert_array_equal(fits[1][0], fits[0][0])
+    assert fits[1][1:] == fits[0][1:]
+
+
 def assert_lasso_optimal(code, x, dictionary, alpha, rtol=1e-6):
     """The lasso's optimality conditions, in float64: on the support the correlation of the
     residual with each atom is alpha times the sign; off it, at most alpha."""

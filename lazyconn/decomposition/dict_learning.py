@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 
@@ -72,6 +73,13 @@ CD_FAST_VERSIONS = {(1, 9)}
 SHUFFLE_IN_PLACE_VERSIONS = {(1, 9)}
 
 
+#: scikit-learn (major, minor) versions whose ``MiniBatchDictionaryLearning._minibatch_step``
+#: (``_sparse_encode`` of the batch, then ``_update_inner_stats`` and ``_update_dict``)
+#: :func:`_minibatch_class` replays with :func:`_lasso_cd_code` as the encoder, checked for
+#: bit-equal dictionaries (tests/test_decomposition.py). Other versions run their own step.
+MINIBATCH_STEP_VERSIONS = {(1, 9)}
+
+
 def _sklearn_version():
     import sklearn
 
@@ -90,6 +98,46 @@ def _cd_fast_solver():
     except (ImportError, AttributeError):
         return None
     return solver if _sklearn_version() in CD_FAST_VERSIONS else None
+
+
+@functools.cache
+def _minibatch_class():
+    """scikit-learn's ``MiniBatchDictionaryLearning``, or for the checked versions
+    (:data:`MINIBATCH_STEP_VERSIONS`) a subclass whose mini-batch step codes the batch's
+    samples with :func:`_lasso_cd_code`: the same Cython solver on the same inputs as
+    scikit-learn's ``Lasso`` (the same numbers), without its per-sample Python overhead."""
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    if _sklearn_version() not in MINIBATCH_STEP_VERSIONS:
+        return MiniBatchDictionaryLearning
+    from sklearn.decomposition._dict_learning import _update_dict
+
+    class _MiniBatchDictionaryLearning(MiniBatchDictionaryLearning):
+        def _minibatch_step(self, X, dictionary, random_state, step):
+            code = None
+            if self._fit_algorithm == "lasso_cd" and not self.positive_code:
+                code = _lasso_cd_code(X, dictionary, self.alpha, self.transform_max_iter)
+            if code is None:
+                return super()._minibatch_step(X, dictionary, random_state, step)
+            # the rest of scikit-learn 1.9's step, as it is
+            batch_size = X.shape[0]
+            batch_cost = (
+                0.5 * ((X - code @ dictionary) ** 2).sum() + self.alpha * np.sum(np.abs(code))
+            ) / batch_size
+            self._update_inner_stats(X, code, batch_size, step)
+            _update_dict(
+                dictionary,
+                X,
+                code,
+                self._A,
+                self._B,
+                verbose=self.verbose,
+                random_state=random_state,
+                positive=self.positive_dict,
+            )
+            return batch_cost
+
+    return _MiniBatchDictionaryLearning
 
 
 def _permute_rows(x, perm, inverse=False, columns=64):
@@ -111,18 +159,13 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter):
     uses scikit-learn's public path.
 
     scikit-learn fits one ``Lasso`` with a target per sample, which loops in Python over
-    ``enet_path`` (about a millisecond of checks and copies per sample, for an 8-coefficient
-    problem solved in about a hundred microseconds: most of DictLearning's group step at
-    30 000 voxels). This calls the same Cython solver (``enet_coordinate_descent_gram``)
-    with the same Gram matrix, ``Xᵀy`` product (same call, same memory layouts),
-    regularisation, tolerance and zero start, sample by sample, on a thread per usable
-    core (the solver runs without the GIL).
+    ``enet_path`` (about 0.3 ms of checks and copies per sample, for an 8-coefficient
+    problem: most of the online learning's time on the seeds' study). This calls the same
+    Cython solver (``enet_coordinate_descent_gram``) with the same Gram matrix, ``Xᵀy``
+    product (same call, same memory layouts), regularisation, tolerance and zero start,
+    sample by sample (a mini-batch's few samples: no threads).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from sklearn.utils import check_array, check_random_state
-
-    from lazyconn.group._cluster import default_n_workers
 
     solver = _cd_fast_solver()
     if solver is None:
@@ -140,28 +183,25 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter):
     l2_reg = lasso_alpha * (1.0 - 1.0) * n_features
     design = np.array(dictionary.T, dtype=X.dtype, order="K")
     # scikit-learn copies X.T here (np.array, order "K"); a view has the same layout and
-    # values (the solver reads y only), without a stack-sized copy.
+    # values (the solver reads y only), without the copy.
     targets = X.T
     xy = np.empty((n_components, n_samples), dtype=X.dtype, order="F")
     np.dot(targets.T, design, out=xy.T)
-    rng = check_random_state(None)  # unused: cyclic coordinate selection
+    # Unused (cyclic coordinate selection), but the solver draws a seed from it, as in
+    # scikit-learn's Lasso: numpy's global generator, which a fit with random_state=None uses.
+    rng = check_random_state(None)
     code = np.empty((n_samples, n_components), dtype=X.dtype)
-
-    def solve(samples):
-        for k in samples:
-            w = np.zeros(n_components, dtype=X.dtype)
-            code[k] = solver(
+    for k in range(n_samples):
+        w = np.zeros(n_components, dtype=X.dtype)
+        try:
+            result = solver(
                 w, l1_reg, l2_reg, gram, xy[:, k], targets[:, k], max_iter, 1e-8, rng, 0, 0, 1
-            )[0]
-
-    try:
-        solve([0])  # a changed signature fails here, before any thread starts
-    except TypeError:
-        return None
-    # The solver releases the GIL: threads over the usable cores, each sample independent.
-    parts = np.array_split(np.arange(1, n_samples), max(1, min(default_n_workers(), n_samples)))
-    with ThreadPoolExecutor(len(parts)) as pool:
-        list(pool.map(solve, parts))
+            )
+        except TypeError:
+            if k:
+                raise
+            return None  # a changed signature fails on the first sample
+        code[k] = result[0]
     if not np.isfinite(code).all():
         raise ValueError(
             "Coordinate descent iterations resulted in non-finite parameter values. The "
@@ -308,7 +348,6 @@ def _dict_learning_online(
     X's rows are shuffled in place instead, with the same draws of the same generator,
     and the fit is told not to shuffle; they are put back in order before the coding.
     """
-    from sklearn.decomposition import MiniBatchDictionaryLearning
     from sklearn.utils import check_random_state
 
     in_place = (
@@ -324,7 +363,7 @@ def _dict_learning_online(
         random_state = check_random_state(random_state)
         perm = np.arange(len(X))
         random_state.shuffle(perm)  # the draws of random_state.shuffle(X_train)
-    est = MiniBatchDictionaryLearning(
+    est = _minibatch_class()(
         n_components=n_components,
         alpha=alpha,
         max_iter=max_iter,
