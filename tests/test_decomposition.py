@@ -192,6 +192,31 @@ def test_canica_matches_stock_nilearn_where_its_subject_svd_is_exact(study):
     assert match(ours.components_, nil.components_).min() >= 0.99
 
 
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_fastica_cube_on_threads_is_sklearns_bit_for_bit(rng, n_threads, monkeypatch):
+    """CanICA's FastICA computes scikit-learn's 'cube' by bands of rows on threads: the same
+    nonlinearity, the same unmixing, bit for bit (rows in uneven bands, fewer rows than
+    threads)."""
+    from sklearn.decomposition import fastica
+    from sklearn.decomposition._fastica import _cube
+
+    from lazyconn.decomposition.canica import _Cube
+    from lazyconn.group import _cluster
+
+    monkeypatch.setattr(_cluster, "default_n_workers", lambda: n_threads)
+    sources = rng.laplace(size=(2000, 5)) * np.geomspace(1, 1e3, 5)
+    mixed = sources @ rng.standard_normal((5, 5))
+    with _Cube() as cube:
+        for x in (mixed.T, mixed[:, :2].T, mixed[:3].T.copy()):
+            want, got = _cube(x, {}), cube(x)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        theirs = fastica(mixed, whiten="arbitrary-variance", fun="cube", random_state=3)
+        ours = fastica(mixed, whiten="arbitrary-variance", fun=cube, random_state=3)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # (n_voxels, n_times, n_components): nilearn's _fast_svd branches
 SVD_CASES = {
     "randomized, 7 power iterations": (900, 120, 5),
