@@ -275,7 +275,9 @@ def gaussian_block(
 SPREAD_SLAB_BYTES = 4 << 20
 
 
-def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, into=None) -> list:
+def gaussian_spread_block(
+    block: np.ndarray, sigmas, truncate, where, targets, into=None, first=None
+) -> list:
     """What one block adds to the Gaussian smoothing of the whole array, at chosen voxels.
 
     Smoothing is linear: the smoothed array is the sum over blocks of each block smoothed
@@ -310,6 +312,10 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, i
         One ``(len(target), t)`` accumulator per target: the term is added into it in
         place instead of being returned as a new array (the streamed pass of
         :class:`lazyconn.ops.voxels.VoxelStream`: no term outlives its slab).
+    first : sequence of bool, optional
+        With ``into``: True for an accumulator that holds nothing yet (e.g. made by
+        ``np.empty``), which the term is written into instead of added to (no zero-filled
+        accumulator to fault in and read back).
 
     Returns
     -------
@@ -333,8 +339,10 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, i
     step = max(1, min(n_t, SPREAD_SLAB_BYTES // max(1, per_volume * work.itemsize)))
     if into is None:
         outs = [np.empty((len(t), n_t), dtype=block.dtype) for t in targets]
+        first = [True] * len(outs)
     else:
         outs = list(into)
+        first = [False] * len(outs) if first is None else list(first)
     picked = np.empty(max((len(t) for t in targets), default=0) * step, dtype=work)
     # Two buffers reused slab after slab, as the slab's copy and the passes' outputs (the
     # passes only grow the array: the last is the largest): fresh slab-sized arrays would
@@ -361,14 +369,14 @@ def gaussian_spread_block(block: np.ndarray, sigmas, truncate, where, targets, i
             if not same:
                 x = x.astype(block.dtype).astype(work)
         flat = x.reshape(per_volume, t1 - t0)
-        for out, idx in zip(outs, targets, strict=True):
+        for out, idx, assign in zip(outs, targets, first, strict=True):
             # np.take into a reused buffer: ~4x faster than fancy indexing's new array
             rows = picked[: idx.size * (t1 - t0)].reshape(idx.size, t1 - t0)
             term = np.take(flat, idx, axis=0, out=rows)
-            if into is None:
-                out[:, t0:t1] = term
+            view = out[:, t0:t1]
+            if assign:
+                np.copyto(view, term, casting="unsafe")
             else:
-                view = out[:, t0:t1]
                 np.add(view, term, out=view, casting="unsafe")
     return outs
 

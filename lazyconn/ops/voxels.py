@@ -628,11 +628,12 @@ class VoxelStream:
                 open_[gid] = block[local]
                 held += open_[gid].nbytes
             else:
-                into = []
+                into, first = [], []
                 for gid, flat in contributions:
                     acc = open_.get(gid)
+                    first.append(acc is None)  # its first term is written, not added
                     if acc is None:
-                        acc = open_[gid] = np.zeros((flat.size, n_t), self.arr.dtype)
+                        acc = open_[gid] = np.empty((flat.size, n_t), self.arr.dtype)
                         held += acc.nbytes
                     into.append(acc)
                 spatial.gaussian_spread_block(
@@ -642,6 +643,7 @@ class VoxelStream:
                     where,
                     [flat for _, flat in contributions],
                     into=into,
+                    first=first,
                 )
             del block
             peak = (max(peak[0], len(open_)), max(peak[1], held))
