@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 
 import nibabel as nib
@@ -458,6 +459,10 @@ def test_freed_buffers_return_to_the_system():
     import subprocess
     import sys
 
+    # glibc's own defaults: a LocalCluster started earlier in this process leaves
+    # MALLOC_TRIM_THRESHOLD_ in os.environ (distributed's nanny sets it for its workers).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
     def retained(setting):
         out = subprocess.run(
             [sys.executable, "-c", MALLOC_PROBE, setting],
@@ -465,6 +470,7 @@ def test_freed_buffers_return_to_the_system():
             text=True,
             check=True,
             timeout=60,
+            env=env,
         )
         return [float(v) for v in out.stdout.split()]
 
