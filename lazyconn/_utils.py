@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import os
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,97 @@ def check_fitted(estimator) -> None:
             f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
             "appropriate arguments before using this estimator."
         )
+
+
+def dask_scheduler():
+    """``scheduler=`` for ``dask.compute``: the one dask would pick now, found without
+    importing ``distributed``, or None (dask decides) once ``distributed`` is imported.
+
+    dask's own lookup imports ``distributed`` (~180 modules, ~0.3-0.6 s, ~10 MiB) at the
+    first compute, even for ``scheduler="threads"``, only to look for a Client; a Client
+    cannot exist before ``distributed`` is imported, so until then the answer is dask's
+    config: a callable, a named local scheduler, or (nothing set) the threads, the default
+    of the dask arrays and delayed objects lazyconn computes. Anything else (e.g.
+    ``"distributed"`` without a Client, an executor) is left to dask and its messages.
+    """
+    import sys
+
+    if "distributed" in sys.modules:
+        return None
+    import dask
+    from dask.base import named_schedulers
+
+    chosen = dask.config.get("scheduler", None)
+    if chosen is None:
+        return named_schedulers["threads"]
+    if callable(chosen):
+        return chosen
+    if isinstance(chosen, str):
+        return named_schedulers.get(chosen.lower())
+    return None
+
+
+class ProcessWide:
+    """A process-wide setting held while any thread is inside: the first entry applies it
+    (``make()``: a context manager, entered at once), the last exit restores what was
+    there before.
+
+    The settings it holds are global to the process (OpenBLAS's thread count, dask's
+    config), so a save and restore per task raced when tasks overlapped on dask's threads:
+    task A's exit restored 2 BLAS threads (or the threaded scheduler) while task B still
+    ran, and B's exit could leave 1 thread (or "sync") set after the run. threadpoolctl
+    (3.8) also lets only one thread at a time set OpenBLAS's (pthreads) thread count and
+    silently ignores the others, so a limit must be set by one thread for all the tasks:
+    the group engine's ``run_group`` sets it once in the thread that starts the compute
+    (tasks in other processes, e.g. a cluster's workers, set it per process on the first
+    task's thread).
+    """
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._lock = threading.Lock()
+        self._users = 0
+        self._held = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                held = self._make()
+                held.__enter__()  # threadpoolctl counts its users there
+                self._held = held
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                held, self._held = self._held, None
+                held.__exit__(None, None, None)
+        return False
+
+
+@contextlib.contextmanager
+def _resolved_scheduler():
+    """dask's config names the scheduler that dask would pick now (:func:`dask_scheduler`)
+    while inside; on exit the config is put back unless someone changed it meanwhile (e.g.
+    a ``Client`` made the default in another thread: theirs stays)."""
+    import dask
+
+    chosen = dask_scheduler()
+    if chosen is None or chosen is dask.config.get("scheduler", None):
+        yield
+        return
+    setting = dask.config.set(scheduler=chosen)
+    try:
+        yield
+    finally:
+        if dask.config.get("scheduler", None) is chosen:
+            setting.__exit__(None, None, None)
+
+
+#: Held (process-wide, :class:`ProcessWide`) by lazyconn's computing entry points (a
+#: masker's fit and transform, a decomposition's fit, a group run): every compute inside,
+#: in any of its threads, then finds the scheduler without importing ``distributed``.
+#: The same scheduler as dask's own lookup, so other threads see no change.
+LOCAL_SCHEDULER = ProcessWide(_resolved_scheduler)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +62,51 @@ def test_every_module_of_a_split_package_is_in_the_layers_contract():
         if path.stem != "__init__" and f"{package}.{path.stem}" not in named
     ]
     assert missing == [], f"modules missing from the import-linter layers: {missing}"
+
+
+_FIT_WITHOUT_DISTRIBUTED = """
+import sys, warnings
+import dask, numpy as np
+from lazyconn.decomposition import DictLearning
+from lazyconn.maskers import NiftiMasker
+runs, out = sys.argv[1:3], sys.argv[3]
+with warnings.catch_warnings():  # nothing set in dask's config: its default
+    warnings.simplefilter("ignore", UserWarning)  # sklearn convergence
+    fit = DictLearning(n_components=4, random_state=0).fit(runs)
+with dask.config.set(scheduler="threads"):  # a named one
+    signals = NiftiMasker(standardize="zscore_sample").fit(runs[0]).transform(runs[1])
+assert "distributed" not in sys.modules, "distributed was imported"
+np.savez(out, components=fit.components_, signals=signals)
+"""
+
+
+@pytest.mark.slow
+def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
+    """dask's lookup imports distributed (~0.4 s) at the first compute, even for a named
+    local scheduler; lazyconn finds the same scheduler without it (no Client can exist
+    before distributed is imported): the results equal those of dask's own lookup."""
+    pytest.importorskip("distributed")  # here: dask's lookup decides, as before
+    import warnings
+
+    from lazyconn import convert
+    from lazyconn.datasets import make_synthetic_fmri
+    from lazyconn.decomposition import DictLearning
+    from lazyconn.maskers import NiftiMasker
+
+    study = make_synthetic_fmri(
+        2, n_timepoints=60, resolution=8, n_networks=4, data_dir=tmp_path / "nii"
+    )
+    runs = [
+        str(convert(f, tmp_path / f"run{i}.zarr", progress=False))
+        for i, f in enumerate(study.func)
+    ]
+    code = [sys.executable, "-c", _FIT_WITHOUT_DISTRIBUTED, *runs, str(tmp_path / "out.npz")]
+    done = subprocess.run(code, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = np.load(tmp_path / "out.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit = DictLearning(n_components=4, random_state=0).fit(runs)
+    signals = NiftiMasker(standardize="zscore_sample").fit(runs[0]).transform(runs[1])
+    np.testing.assert_array_equal(got["components"], fit.components_)
+    np.testing.assert_array_equal(got["signals"], signals)

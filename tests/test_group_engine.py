@@ -8,6 +8,8 @@ import threading
 import time
 
 import dask
+import dask.local
+import dask.threaded
 import numpy as np
 import pytest
 from dask.callbacks import Callback
@@ -427,7 +429,9 @@ class _Overlapping:
             assert self.inside["second"].wait(10)
             return np.zeros(0)
         assert self.inside["first"].wait(10) and self.first_left.wait(10)
-        return np.array([max(_blas_threads()), dask.config.get("scheduler", None) == "sync"])
+        from dask.base import get_scheduler
+
+        return np.array([max(_blas_threads()), get_scheduler() is dask.local.get_sync])
 
 
 def test_overlapping_tasks_keep_one_blas_thread_and_leave_the_settings_as_they_were():
@@ -541,3 +545,74 @@ def test_local_cluster_workers_take_large_arrays_from_the_heap():
     # glibc's largest mmap threshold; distributed's trim threshold is kept
     assert env == {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": "65536"}
     assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # not leaked
+
+
+_NAMED = ["threads", "threading", "sync", "synchronous", "single-threaded", "processes"]
+
+
+@pytest.mark.parametrize("chosen", [None, *_NAMED, "Threads", "callable"])
+def test_dask_scheduler_is_dasks_own_choice_found_without_importing_distributed(
+    chosen, monkeypatch
+):
+    """Before distributed is imported no Client can exist: the scheduler is dask's config
+    (nothing set: the threads of arrays and delayed objects), as dask's lookup finds it."""
+    import sys
+
+    import dask.array as da
+    from dask.base import get_scheduler
+
+    from lazyconn._utils import dask_scheduler
+
+    pytest.importorskip("distributed")
+    counter = lambda dsk, keys, **kwargs: dask.local.get_sync(dsk, keys, **kwargs)  # noqa: E731
+    value = counter if chosen == "callable" else chosen
+    with dask.config.set(scheduler=value):
+        # dask's own answer (distributed imported, no default Client)
+        expected = get_scheduler(collections=[da.ones(2), dask.delayed(1)])
+        assert dask_scheduler() is None  # distributed imported: dask decides
+        monkeypatch.delitem(sys.modules, "distributed")
+        assert dask_scheduler() is expected
+        monkeypatch.undo()
+
+
+def test_dask_scheduler_leaves_the_rest_to_dask(monkeypatch):
+    import sys
+
+    from lazyconn._utils import dask_scheduler
+
+    monkeypatch.delitem(sys.modules, "distributed", raising=False)
+    with dask.config.set(scheduler="distributed"):
+        assert dask_scheduler() is None  # dask raises its own "no Client active"
+
+
+def test_local_scheduler_hold_names_the_scheduler_and_keeps_a_later_default_client(
+    monkeypatch,
+):
+    """Held, dask's config names the scheduler dask would pick; a setting made meanwhile
+    (a Client made the default in another thread sets "dask.distributed") stays."""
+    import sys
+
+    from lazyconn._utils import LOCAL_SCHEDULER
+
+    monkeypatch.delitem(sys.modules, "distributed", raising=False)
+    before = dask.config.get("scheduler", None)
+    with LOCAL_SCHEDULER:
+        assert dask.config.get("scheduler") is dask.threaded.get  # nothing set: the threads
+    assert dask.config.get("scheduler", None) == before
+    with dask.config.set(scheduler="sync"):
+        with LOCAL_SCHEDULER:
+            assert dask.config.get("scheduler") is dask.local.get_sync
+        assert dask.config.get("scheduler") == "sync"
+    theirs = dask.config.set(scheduler="dask.distributed")  # as Client(set_as_default=True)
+    try:
+        with LOCAL_SCHEDULER:
+            pass  # a named non-local scheduler: left as it is
+        assert dask.config.get("scheduler") == "dask.distributed"
+    finally:
+        theirs.__exit__(None, None, None)
+    with dask.config.set(scheduler=None):  # puts back what was there, whatever happens
+        with LOCAL_SCHEDULER:
+            theirs = dask.config.set(scheduler="dask.distributed")
+        assert dask.config.get("scheduler") == "dask.distributed"  # not put back over theirs
+        theirs.__exit__(None, None, None)
+    assert dask.config.get("scheduler", None) == before

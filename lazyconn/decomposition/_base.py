@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
 from lazyconn._progress import log_step
-from lazyconn._utils import check_fitted, check_type, is_path_like, warn
+from lazyconn._utils import LOCAL_SCHEDULER, check_fitted, check_type, is_path_like, warn
 from lazyconn.config import DECOMPOSITION_MEMORY_BUDGET, DECOMPOSITION_SUBJECT_BYTES
 from lazyconn.exceptions import (
     DimensionError,
@@ -499,6 +499,10 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         self
         """
         del y
+        with LOCAL_SCHEDULER:
+            return self._fit(imgs, confounds)
+
+    def _fit(self, imgs, confounds):
         self._check_base_params()
         self._check_params()
         imgs = _as_run_list(imgs)

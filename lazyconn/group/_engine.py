@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import traceback
 import uuid
@@ -26,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
+import dask.local
 import numpy as np
 from dask.delayed import delayed
 
 from lazyconn._progress import Progress
+from lazyconn._utils import LOCAL_SCHEDULER, ProcessWide
 from lazyconn.exceptions import ClusterConnectionError, DataWarning, SubjectError
 from lazyconn.group._cache import ResultStore
 from lazyconn.group._cluster import client_context
@@ -91,45 +92,6 @@ def _describe(subject: Subject) -> str:
     return f"subject {subject.name!r}" + (f" ({src})" if src and src != subject.name else "")
 
 
-class ProcessWide:
-    """A process-wide setting held while any thread is inside: the first entry applies it
-    (``make()``: a context manager that applies on creation, as ``dask.config.set`` and
-    ``threadpool_limits`` do), the last exit restores what was there before.
-
-    Both settings it holds are global to the process (OpenBLAS's thread count, dask's
-    config), so a save and restore per task raced when tasks overlapped on dask's threads:
-    task A's exit restored 2 BLAS threads (or the threaded scheduler) while task B still
-    ran, and B's exit could leave 1 thread (or "sync") set after the run. threadpoolctl
-    (3.8) also lets only one thread at a time set OpenBLAS's (pthreads) thread count and
-    silently ignores the others, so a limit must be set by one thread for all the tasks:
-    :func:`run_group` sets it once in the thread that starts the compute (tasks in other
-    processes, e.g. a cluster's workers, set it per process on the first task's thread).
-    """
-
-    def __init__(self, make: Callable[[], Any]):
-        self._make = make
-        self._lock = threading.Lock()
-        self._users = 0
-        self._held = None
-
-    def __enter__(self):
-        with self._lock:
-            if self._users == 0:
-                held = self._make()
-                held.__enter__()  # threadpoolctl counts its users there
-                self._held = held
-            self._users += 1
-        return self
-
-    def __exit__(self, *exc_info):
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                held, self._held = self._held, None
-                held.__exit__(None, None, None)
-        return False
-
-
 def _one_blas_thread():
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
@@ -139,8 +101,9 @@ def _one_blas_thread():
 #: One BLAS thread in this process while any subject task runs in it (and for the whole of
 #: a run, set once by the thread that starts it).
 ONE_BLAS_THREAD = ProcessWide(_one_blas_thread)
-#: dask's synchronous scheduler for the subject graphs computed inside tasks.
-SYNC_INSIDE_TASKS = ProcessWide(lambda: dask.config.set(scheduler="sync"))
+#: dask's synchronous scheduler for the subject graphs computed inside tasks: the function,
+#: which dask's lookup returns as is (the name "sync" imports distributed: see dask_scheduler).
+SYNC_INSIDE_TASKS = ProcessWide(lambda: dask.config.set(scheduler=dask.local.get_sync))
 
 
 def run_subject(step: Callable, subject: Subject, on_error: str) -> Outcome | Failure:
@@ -396,7 +359,7 @@ def run_group(
                 # The BLAS limit set once for the run, by this thread: threadpoolctl ignores a
                 # limit set by a task on one of dask's threads (or an in-process worker's)
                 # while another thread controls OpenBLAS, and then restores nothing.
-                with timer("compute"), ONE_BLAS_THREAD:
+                with timer("compute"), ONE_BLAS_THREAD, LOCAL_SCHEDULER:
                     tasks = _subject_tasks(step, todo, on_error, c)
                     group = None
                     if chunk_fn:

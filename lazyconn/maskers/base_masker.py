@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from lazyconn import signal
 from lazyconn._docs import fill_doc
 from lazyconn._progress import dask_progress, describe_imgs, log_step
-from lazyconn._utils import check_fitted, check_in, check_real, warn
+from lazyconn._utils import LOCAL_SCHEDULER, check_fitted, check_in, check_real, warn
 from lazyconn.exceptions import (
     DimensionError,
     LazyconnWarning,
@@ -181,15 +181,16 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         self.clean_args_ = {} if self.clean_args is None else dict(self.clean_args)
         if imgs is not None:
             self._log("fit", f"Loading data from {describe_imgs(imgs)}")
-        self.mask_img_ = self._load_mask()
-        self._weights_cache = {}
-        if imgs is not None:
-            # As nilearn, imgs are checked even when they are not needed (a given mask):
-            # opening reads headers only.
-            for run in self._split_runs(imgs)[0]:
-                as_4d(run)
-        self._fit(imgs)
-        self._reporting_data = reporting_data(self, imgs)
+        with LOCAL_SCHEDULER:
+            self.mask_img_ = self._load_mask()
+            self._weights_cache = {}
+            if imgs is not None:
+                # As nilearn, imgs are checked even when they are not needed (a given mask):
+                # opening reads headers only.
+                for run in self._split_runs(imgs)[0]:
+                    as_4d(run)
+            self._fit(imgs)
+            self._reporting_data = reporting_data(self, imgs)
         self._log("fit", "Finished fit")
         return self
 
@@ -344,6 +345,10 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         %(masker_transform_returns)s
         """
         self._check_fitted()
+        with LOCAL_SCHEDULER:
+            return self._transform(imgs, confounds, sample_mask, compute)
+
+    def _transform(self, imgs, confounds, sample_mask, compute):
         runs, single = self._split_runs(imgs)
         confs = self._per_run("confounds", confounds, len(runs), single)
         masks = self._per_run("sample_mask", sample_mask, len(runs), single)
