@@ -491,9 +491,7 @@ def rss():
 before = rss()
 blocks = [np.ones(2**18 // 8) for _ in range(300)]  # 300 x 256 KiB from the heap
 keep = [np.ones(2**18 // 8) for _ in range(3)]  # the heap's top stays in use
-cycle = {"blocks": blocks}
-cycle["self"] = cycle  # freed only by the cycle collector
-del blocks, cycle
+del blocks
 retained = rss() - before
 release_freed_memory()
 print(retained, rss() - before)
@@ -505,9 +503,8 @@ print(retained, rss() - before)
     not __import__("sys").platform.startswith("linux"), reason="glibc malloc, /proc"
 )
 def test_a_fit_hands_what_it_freed_back_to_the_system():
-    """What ``fit`` calls last: 75 MiB of small buffers freed in a reference cycle, under
-    the heap's top, leave the process's RSS unless cycles are collected and the heap
-    trimmed."""
+    """What ``fit`` calls last: 75 MiB of small buffers freed under the heap's top leave
+    the process's RSS unless the heap is trimmed."""
     import subprocess
     import sys
 
