@@ -175,18 +175,25 @@ def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
             data = stored
         else:
             data = data.mean(axis=-1, dtype=np.float64).astype(mean_dtype(data.dtype))
-    mean = resample_img(
-        LazyImage(data, img.affine, img.header),
-        target_affine=target_affine,
-        target_shape=target_shape,
-        copy=False,
-    )
-    data = mean.data
+    affine = img.affine
+    if target_affine is not None or target_shape is not None:
+        mean = resample_img(
+            LazyImage(data, img.affine, img.header),
+            target_affine=target_affine,
+            target_shape=target_shape,
+            copy=False,
+        )
+        data, affine = mean.data, mean.affine
     if smooth:
-        nan_mask = da.isnan(data)
-        data = smooth_array(data, np.eye(4), fwhm=smooth, ensure_finite=True)
-        data = da.where(nan_mask, np.nan, data).astype(data.dtype)
-    return data, mean.affine
+        smoothed = smooth_array(data, np.eye(4), fwhm=smooth, ensure_finite=True)
+        # NaN back where the mean had one: one task per block (a mask stage builds and
+        # runs this graph for every run, and dask's per-operation cost dominated there)
+        data = da.map_blocks(_nan_where_nan, data, smoothed, dtype=smoothed.dtype)
+    return data, affine
+
+
+def _nan_where_nan(mean: np.ndarray, smoothed: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(mean), np.nan, smoothed).astype(smoothed.dtype, copy=False)
 
 
 @fill_doc
