@@ -646,20 +646,25 @@ def test_online_learning_is_sklearns_and_the_cd_coding_exact(rng, dtype, method)
     "dtype, path, random_state",
     [
         *[(dtype, "fast", state) for dtype in (np.float32, np.float64) for state in (0, None)],
+        (np.float32, "fast, 3 threads", 0),
         (np.float32, "unchecked version", 0),
         (np.float64, "changed signature", None),
     ],
 )
 def test_minibatch_steps_are_sklearns_bit_for_bit(rng, dtype, path, random_state, monkeypatch):
-    """The mini-batch steps code their batch with the solver scikit-learn's ``Lasso`` calls:
-    the same dictionary, bit for bit, and the same draws from numpy's global generator
-    (which the solver draws from); the fallbacks are scikit-learn's own step."""
+    """The mini-batch steps code their batch with the solver scikit-learn's ``Lasso`` calls,
+    its samples split between threads: the same dictionary, bit for bit, and the same draws
+    from numpy's global generator (which the solver draws from); the fallbacks are
+    scikit-learn's own step."""
     from sklearn.decomposition import MiniBatchDictionaryLearning
 
     import lazyconn.decomposition.dict_learning as dl
+    from lazyconn.group import _cluster
 
     ours = dl._minibatch_class()
-    if path == "fast":
+    if path == "fast, 3 threads":
+        monkeypatch.setattr(_cluster, "default_n_workers", lambda: 3)
+    if path.startswith("fast"):
         assert dl._cd_fast_solver() is not None and ours is not MiniBatchDictionaryLearning
     if path == "unchecked version":
         monkeypatch.setattr(dl, "CD_FAST_VERSIONS", set())
