@@ -235,9 +235,9 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter, pool=None, n_threads=1):
     return code
 
 
-#: Voxels coded together by :func:`_lasso_code`: its float64 working set is about ten
+#: Voxels coded together by :func:`_lasso_code`: its float64 working set is about five
 #: (n_components, LASSO_BLOCK) arrays, whatever the number of voxels.
-LASSO_BLOCK = 8192
+LASSO_BLOCK = 16384
 
 
 def _lasso_code(X, dictionary, alpha, max_iter):
