@@ -660,6 +660,10 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             shape=shape,
             chunks=(chunk_rows, shape[1]),
             dtype=dtype,
+            # Not compressed: each subject's rows are written by the thread that hands the
+            # next subject to a worker (zstd took ~25 ms of it per subject, for a few % on
+            # noise-like float rows); a scratch array, deleted after the fit.
+            compressors=None,
         )
         return arr, folder
 
