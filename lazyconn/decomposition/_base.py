@@ -84,11 +84,11 @@ def _glibc_function(name: str):
 
 
 def release_freed_memory() -> None:
-    """(glibc) Hand the heap's free pages back to the system (``malloc_trim(0)``): what a
-    fit freed no longer counts in the RSS of the stages that follow it (a seed-001
-    pipeline's connectome stage started ~60 MiB lower, its peak 404 -> 381 MiB; the seeds'
-    DictLearning fit ends ~90 MiB lower). A few ms; a no-op where there is no
-    ``malloc_trim``.
+    """(glibc) Hand the heap's free pages back to the system (``malloc_trim(0)``, every
+    arena): what a stage freed no longer counts in the RSS of the stages that follow it.
+    Called after a fit's reductions (the seeds' group step then peaks at ~285 MiB, not
+    ~365) and at its end (a seed-001 pipeline's connectome stage started ~60 MiB lower, its
+    peak 404 -> 381 MiB). A few ms; a no-op where there is no ``malloc_trim``.
 
     No ``gc.collect()`` first: a fit's buffers are freed by reference counting, and a full
     collection (~170 000 objects tracked after the imports) took 0.15-0.4 s of the fit and
@@ -525,6 +525,9 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         self._log("Loading data")
         with timer("reductions"):
             data = self._mask_and_reduce(imgs, runs, confounds)
+            # The group step starts from what the subjects left, not from the heap pages
+            # they freed (seeds, 20 x 168: the group stage's peak ~365 -> ~285 MiB).
+            release_freed_memory()
         try:
             with timer("group"):
                 self._raw_fit(data)
