@@ -61,14 +61,15 @@ def _compute_loadings(components, data):
 #: scikit-learn (major, minor) versions whose private
 #: ``_cd_fast.enet_coordinate_descent_gram(w, alpha, beta, Q, q, y, max_iter, tol, rng,
 #: random, positive, do_screening)`` :func:`_lasso_cd_code` was checked against (bit-equal
-#: codes, tests/test_decomposition.py). Other versions take scikit-learn's public path.
+#: mini-batch dictionaries, tests/test_decomposition.py). Other versions take scikit-learn's
+#: public path.
 CD_FAST_VERSIONS = {(1, 9)}
 
 
 #: scikit-learn (major, minor) versions whose ``MiniBatchDictionaryLearning.fit`` with a
 #: ``dict_init`` draws nothing before it shuffles a copy of X's rows with its random state
 #: (``X_train = X.copy(); random_state.shuffle(X_train)``), checked for
-#: :func:`_dict_learning_online`'s in-place shuffle (bit-equal codes,
+#: :func:`_dict_learning_online`'s in-place shuffle (bit-equal dictionaries,
 #: tests/test_decomposition.py). Other versions shuffle their copy.
 SHUFFLE_IN_PLACE_VERSIONS = {(1, 9)}
 
