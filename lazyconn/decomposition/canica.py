@@ -11,6 +11,7 @@ from lazyconn._utils import warn
 from lazyconn.decomposition._base import _BaseDecomposition, _check_positive_int
 from lazyconn.decomposition._multi_pca import group_pca
 from lazyconn.exceptions import ParameterError, ParameterTypeError
+from lazyconn.group._engine import ONE_BLAS_THREAD
 
 
 class CanICA(_BaseDecomposition):
@@ -243,7 +244,9 @@ class CanICA(_BaseDecomposition):
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_init)
         # FastICA is unstable in float32 (nilearn's note): float64.
         u = components.T.astype(np.float64)
-        with _Cube() as cube:
+        # One BLAS thread: FastICA's products and its whitening SVD are (n_components, V),
+        # too small to share (on 2 cores, 2 OpenBLAS threads took 1.5-10x longer).
+        with ONE_BLAS_THREAD, _Cube() as cube:
             results = (
                 fastica(u, whiten="arbitrary-variance", fun=cube, random_state=seed)[2].T
                 for seed in seeds
