@@ -156,3 +156,22 @@ def test_the_nan_count_reads_each_chunk_of_a_store_once(tmp_path, monkeypatch):
     assert len(messages) == 1 and "240 non-finite values" in messages[0]
     assert len(reads) > 1, reads  # several chunks, the spheres touch more than one
     assert set(reads.values()) == {1}, reads
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {},  # all finite
+        {(0, 1, 2, 3): np.nan, (1, 0, 0, 0): np.inf, (2, 2, 2, 2): -np.inf},
+        {(0, 0, 0, 0): 3e38, (0, 0, 0, 1): 3e38},  # finite values whose float32 sum overflows
+        {(0, 0, 0, 0): 3e38, (0, 0, 0, 1): 3e38, (3, 3, 3, 3): np.nan},
+    ],
+)
+def test_nonfinite_count_of_a_chunk_equals_numpys(planted):
+    from lazyconn.group.pipeline import _count_nonfinite
+
+    block = np.random.default_rng(0).normal(size=(4, 5, 6, 7)).astype(np.float32)
+    for where, value in planted.items():
+        block[where] = value
+    assert _count_nonfinite(block) == int(np.sum(~np.isfinite(block)))
+    assert _count_nonfinite(block.astype(np.int16)) == 0  # integers are always finite
