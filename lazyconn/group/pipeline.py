@@ -87,11 +87,7 @@ class _ConnectomeStep:
 
 def _count_nonfinite(block) -> int:
     block = np.asarray(block)
-    # NaN and inf propagate into a sum, which needs no boolean temporary of the chunk: only
-    # a non-finite sum (or an overflow) takes the exact count
-    if block.dtype.kind != "f" or np.isfinite(block.sum()):
-        return 0
-    return int(block.size - np.count_nonzero(np.isfinite(block)))
+    return 0 if block.dtype.kind != "f" else int(block.size - np.count_nonzero(np.isfinite(block)))
 
 
 def _nonfinite_values(result, data):
