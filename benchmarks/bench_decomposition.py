@@ -35,6 +35,8 @@ Usage::
     python benchmarks/bench_decomposition.py                  # 20 x 168 (the seed's size)
     python benchmarks/bench_decomposition.py --only lazyconn_zarr --workers 1   # scaling
     python benchmarks/bench_decomposition.py --only niigz_reductions   # vs gzip -dc
+    python benchmarks/bench_decomposition.py --only lazyconn_zarr --repeat-runs 5 --keep
+        # 100 subjects (the 20 stores 5 times) against the same run at 20: memory flat?
 
 ``--confounds`` passes each run's reduced confounds (motion, CSF, WM) to both fits: the
 study's planted networks are then what the components recover, the setting where the issue
@@ -156,9 +158,9 @@ def child_convert(workdir: Path, workers: int, client):
     return time.perf_counter() - t0
 
 
-def child_lazyconn_zarr(workdir: Path, workers: int, client):
+def child_lazyconn_zarr(workdir: Path, workers: int, client, repeat: int = 1):
     meta = json.loads((workdir / "inputs.json").read_text())
-    return _fit_lazyconn(meta["zarr"], workdir, "lazyconn_zarr", workers, client)
+    return _fit_lazyconn(meta["zarr"] * repeat, workdir, "lazyconn_zarr", workers, client)
 
 
 def child_niigz_reductions(workdir: Path, workers: int, client):
@@ -212,10 +214,21 @@ def main(argv=None):
     )
     parser.add_argument("--estimator", choices=["DictLearning", "CanICA"], default="DictLearning")
     parser.add_argument("--confounds", action="store_true", help="fit with the confounds")
+    parser.add_argument(
+        "--repeat-runs",
+        type=int,
+        default=1,
+        help="lazyconn_zarr fits the stores this many times over (100 subjects from 20 "
+        "stores: how memory grows with the number of subjects, on the same data)",
+    )
     harness.common_arguments(parser, HERE / "_data" / "decomposition", CHILDREN)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 
+    if args.child == "lazyconn_zarr":
+        return harness.child_report(
+            child_lazyconn_zarr, workdir, args.workers, args.client, args.repeat_runs
+        )
     if args.child:
         return harness.child_report(CHILDREN[args.child], workdir, args.workers, args.client)
 
@@ -239,6 +252,9 @@ def main(argv=None):
         "confounds": args.confounds,
     }
     extra = ["--workers", str(args.workers)] + (["--client", args.client] if args.client else [])
+    if args.repeat_runs != 1:
+        extra += ["--repeat-runs", str(args.repeat_runs)]
+        results["repeat_runs"] = args.repeat_runs
     if FLOOR_STEP in steps:  # page cache warm, then the floor before and after
         harness.gunzip_two_cores(meta["func"])
         results["gunzip_2_cores"] = [harness.gunzip_two_cores(meta["func"])]
@@ -298,6 +314,8 @@ def main(argv=None):
         tag += f"_{args.estimator}"
     if args.confounds:
         tag += "_confounds"
+    if args.repeat_runs != 1:
+        tag += f"_runs_x{args.repeat_runs}"
     out = HERE / "_data" / f"bench_decomposition_{tag}.json"
     harness.finish(out, results, workdir, args.keep)
     return 0
