@@ -521,26 +521,39 @@ def test_a_fit_hands_what_it_freed_back_to_the_system():
 
 
 def test_the_group_step_starts_from_a_trimmed_heap(study, monkeypatch):
-    """The heap pages the subjects freed go back before the group step (its peak was the
-    fit's: the seeds' ~365 -> ~285 MiB) and at the end of the fit."""
+    """The heap pages the subjects freed go back before the stack is read back from its
+    scratch store and the group step runs (the group step's peak was the fit's: the seeds'
+    ~365 -> ~285 MiB; at 100 subjects the stack read back onto the untrimmed heap was) and
+    at the end of the fit."""
     from lazyconn.decomposition import _base
 
     events = []
-    reduce, group = _base._BaseDecomposition._mask_and_reduce, ld.CanICA._raw_fit
+    run, release, group = (
+        _base._BaseDecomposition._run,
+        _base._BaseDecomposition._release,
+        ld.CanICA._raw_fit,
+    )
 
-    def reductions(self, *args):
-        events.append("reductions")
-        return reduce(self, *args)
+    def subjects(self, *args, **kwargs):
+        out = run(self, *args, **kwargs)
+        events.append("subjects")
+        return out
+
+    def stack_read_back(self, data):
+        events.append("stack released")
+        return release(self, data)
 
     def group_step(self, data):
         events.append("group")
         return group(self, data)
 
     monkeypatch.setattr(_base, "release_freed_memory", lambda: events.append("trim"))
-    monkeypatch.setattr(_base._BaseDecomposition, "_mask_and_reduce", reductions)
+    monkeypatch.setattr(_base._BaseDecomposition, "_run", subjects)
+    monkeypatch.setattr(_base._BaseDecomposition, "_release", stack_read_back)
     monkeypatch.setattr(ld.CanICA, "_raw_fit", group_step)
     ld.CanICA(n_components=2, random_state=0, n_init=1).fit(study.func[:2])
-    assert events == ["reductions", "trim", "group", "trim"]
+    # the trim comes before the stack is read back from its scratch store (then released)
+    assert events == ["subjects", "trim", "stack released", "group", "stack released", "trim"]
 
 
 # ---------------------------------------------------------------------- bad input
