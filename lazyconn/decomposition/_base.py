@@ -104,6 +104,33 @@ def release_freed_memory() -> None:
 N_OVERSAMPLES = 10
 
 
+class CoreThreads:
+    """Threads on the usable cores, made once for a group-step computation that calls
+    GIL-releasing numpy or Cython code many times (FastICA's cubes, the mini-batch lasso
+    steps). A context manager; :meth:`map` runs a function on one part of the items per
+    thread, or on all of them at once with one core or one part."""
+
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from lazyconn.group._cluster import default_n_workers
+
+        self.n_threads = default_n_workers()
+        self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def map(self, function, items) -> None:
+        parts = [part for part in np.array_split(items, self.n_threads) if len(part)]
+        if self._pool is None or len(parts) < 2:
+            function(items)
+        else:
+            list(self._pool.map(function, parts))
+
+
 def subject_svd_plan(n_voxels: int, n_times: int, n_components: int) -> tuple[str, int]:
     """nilearn's ``_fast_svd`` choice for a run ``Xᵀ`` (V, T) reduced to ``n_components``:
     ``("full", 0)`` (an exact SVD: at most 500 voxels and volumes, or ``n_components`` >=

@@ -8,7 +8,7 @@ from operator import itemgetter
 import numpy as np
 
 from lazyconn._utils import warn
-from lazyconn.decomposition._base import _BaseDecomposition, _check_positive_int
+from lazyconn.decomposition._base import CoreThreads, _BaseDecomposition, _check_positive_int
 from lazyconn.decomposition._multi_pca import group_pca
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.group._engine import ONE_BLAS_THREAD
@@ -278,38 +278,21 @@ class CanICA(_BaseDecomposition):
             self.components_img_ = self.masker_.inverse_transform(self.components_)
 
 
-class _Cube:
+class _Cube(CoreThreads):
     """scikit-learn's FastICA nonlinearity ``fun="cube"``, ``(x**3, (3 * x**2).mean(axis=-1))``
     on the (n_components, n_voxels) projections, the same numbers, with the cubes (numpy's
     ``pow``, most of FastICA's time) computed a band of rows per thread on the usable cores
     (numpy releases the GIL; each element is the same ``pow``). A context manager: its
     threads live for one ``_unmix_components``, all restarts."""
 
-    def __enter__(self):
-        from concurrent.futures import ThreadPoolExecutor
-
-        from lazyconn.group._cluster import default_n_workers
-
-        self._n_threads = default_n_workers()
-        self._pool = ThreadPoolExecutor(self._n_threads) if self._n_threads > 1 else None
-        return self
-
-    def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown()
-
     def __call__(self, x):
         cubes = np.empty_like(x)
-        bands = [b for b in np.array_split(np.arange(len(x)), self._n_threads) if len(b)]
 
         def cube(rows):
             band = slice(rows[0], rows[-1] + 1)
             np.power(x[band], 3, out=cubes[band])
 
-        if self._pool is None or len(bands) < 2:
-            cube(np.arange(len(x)))
-        else:
-            list(self._pool.map(cube, bands))
+        self.map(cube, np.arange(len(x)))
         return cubes, (3 * x**2).mean(axis=-1)
 
 

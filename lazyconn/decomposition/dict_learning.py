@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from lazyconn._utils import warn
-from lazyconn.decomposition._base import _BaseDecomposition, _check_positive_int
+from lazyconn.decomposition._base import CoreThreads, _BaseDecomposition, _check_positive_int
 from lazyconn.decomposition.canica import CanICA
 from lazyconn.exceptions import ParameterError
 
@@ -115,14 +115,9 @@ def _minibatch_class():
 
     class _MiniBatchDictionaryLearning(MiniBatchDictionaryLearning):
         def fit(self, X, y=None):
-            from concurrent.futures import ThreadPoolExecutor
-
-            from lazyconn.group._cluster import default_n_workers
-
             # threads for every step's samples, made once (a batch takes milliseconds)
-            n_threads = default_n_workers()
-            with ThreadPoolExecutor(n_threads) as pool:
-                self._lasso_threads = (pool, n_threads)
+            with CoreThreads() as threads:
+                self._lasso_threads = threads
                 try:
                     return super().fit(X, y)
                 finally:
@@ -131,8 +126,8 @@ def _minibatch_class():
         def _minibatch_step(self, X, dictionary, random_state, step):
             code = None
             if self._fit_algorithm == "lasso_cd" and not self.positive_code:
-                threads = getattr(self, "_lasso_threads", (None, 1))
-                code = _lasso_cd_code(X, dictionary, self.alpha, self.transform_max_iter, *threads)
+                threads = getattr(self, "_lasso_threads", None)
+                code = _lasso_cd_code(X, dictionary, self.alpha, self.transform_max_iter, threads)
             if code is None:
                 return super()._minibatch_step(X, dictionary, random_state, step)
             # the rest of scikit-learn 1.9's step, as it is
@@ -167,7 +162,7 @@ def _permute_rows(x, perm, inverse=False, columns=64):
             x[:, cols] = x[perm, cols]
 
 
-def _lasso_cd_code(X, dictionary, alpha, max_iter, pool=None, n_threads=1):
+def _lasso_cd_code(X, dictionary, alpha, max_iter, threads=None):
     """scikit-learn's ``sparse_encode(X, dictionary, algorithm="lasso_cd", alpha=alpha,
     max_iter=max_iter)`` (``n_jobs=1``, no ``init``), the same numbers, without its
     per-sample overhead; None when the private solver is not available in the checked
@@ -179,8 +174,8 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter, pool=None, n_threads=1):
     problem: most of the online learning's time on the seeds' study). This calls the same
     Cython solver (``enet_coordinate_descent_gram``) with the same Gram matrix, ``Xᵀy``
     product (same call, same memory layouts), regularisation, tolerance and zero start,
-    sample by sample, split between ``n_threads`` threads of ``pool`` if given (the solver
-    runs without the GIL).
+    sample by sample, split between the :class:`~lazyconn.decomposition._base.CoreThreads`
+    ``threads`` if given (the solver runs without the GIL).
     """
     from sklearn.utils import check_random_state
 
@@ -223,11 +218,10 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter, pool=None, n_threads=1):
         solve([0])  # a changed signature fails here, before any thread starts
     except TypeError:
         return None
-    n_parts = min(n_threads, n_samples - 1) if pool is not None else 1
-    if n_parts > 1:
-        list(pool.map(solve, np.array_split(np.arange(1, n_samples), n_parts)))
-    else:
+    if threads is None:
         solve(range(1, n_samples))
+    else:
+        threads.map(solve, np.arange(1, n_samples))
     if not np.isfinite(code).all():
         raise ValueError(
             "Coordinate descent iterations resulted in non-finite parameter values. The "
