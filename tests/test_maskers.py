@@ -349,6 +349,9 @@ def test_maps_with_mask_and_inverse_match_nilearn():
     ours = NiftiMapsMasker(**kw)
     got = ours.fit_transform(lazy(img))
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL)
+    # the fitted maps are a copy (nilearn deep-copies them): not the user's array
+    given = np.asarray(kw["maps_img"].dataobj)
+    assert not np.shares_memory(np.asarray(ours.fit().maps_img_.dataobj), given)
     inv_ref = quiet(ref_masker.inverse_transform, ref[:2])
     np.testing.assert_allclose(
         ours.inverse_transform(ref[:2]).get_fdata(), inv_ref.get_fdata(), rtol=1e-5, atol=1e-5

@@ -54,6 +54,7 @@ def assert_same_regions(ours, ref):
     b = np.asanyarray(ref.regions_img_.dataobj)
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.signbit(a), np.signbit(b))  # -0.0 where nilearn has it
     np.testing.assert_array_equal(ours.regions_img_.affine, ref.regions_img_.affine)
     assert list(ours.index_) == [int(i) for i in ref.index_]
 
@@ -98,6 +99,8 @@ def test_regions_identical_to_nilearn(strategy, extractor, two_sided, min_region
     ours, ref = both(**kw)
     assert_same_regions(ours, ref)
     assert ours.n_elements_ == ref.n_elements_ == len(ref.index_)
+    # the masker's maps are the regions themselves, not a second copy held for transforms
+    assert np.shares_memory(np.asarray(ours.maps_img_.dataobj), ours.regions_img_.dataobj)
 
 
 def test_the_choices_matter_on_these_maps():

@@ -128,9 +128,9 @@ class NiftiMapsMasker(RegionMasker):
         if maps.ndim == 3:
             maps = maps.with_data(maps.data[..., None])
         maps = load_4d(maps, "maps_img")
-        mdata = np.asarray(maps.data.compute())
-        mdata = mdata.astype(float_dtype_for(mdata.dtype), copy=False)
-        mdata = np.where(np.isfinite(mdata), mdata, 0).astype(mdata.dtype)  # silent, as nilearn
+        mdata = self._maps_array(maps)
+        if not np.all(np.isfinite(mdata)):  # zeros, silently, as nilearn
+            mdata = np.where(np.isfinite(mdata), mdata, 0).astype(mdata.dtype)
         if not np.any(mdata):
             raise ParameterError("maps_img contains no map (every value is 0).")
         self.maps_img_ = nib.Nifti1Image(mdata, maps.affine)
@@ -171,6 +171,16 @@ class NiftiMapsMasker(RegionMasker):
         if self.maps_img is None:
             raise ParameterError("maps_img=None; expected a 4-D image of maps.")
         return self.maps_img
+
+    def _maps_array(self, maps):
+        """The maps' values in memory, as floats, in an array of their own: the fitted
+        ``maps_img_`` never shares memory with the user's image (nilearn deep-copies it)."""
+        mdata = np.asarray(maps.data.compute())
+        mdata = mdata.astype(float_dtype_for(mdata.dtype), copy=False)
+        given = getattr(self._maps_source(), "dataobj", None)
+        if isinstance(given, np.ndarray) and np.shares_memory(mdata, given):
+            mdata = mdata.copy()
+        return mdata
 
     def _maps_on_grid(self, shape, affine):
         img = self.maps_img_
@@ -219,8 +229,9 @@ class NiftiMapsMasker(RegionMasker):
         self._warn_resampled_at_transform("maps", self.maps_img_, shape, affine)
         self._warn_resampled_at_transform("mask", self.mask_img_, shape, affine)
         maps_img = self._maps_on_grid(shape, affine)
-        mdata = np.array(maps_img.dataobj)
+        mdata = np.asarray(maps_img.dataobj)  # read only, or copied before a change
         if not self.allow_overlap:
+            mdata = np.array(mdata)
             mdata[mdata < np.finfo(mdata.dtype).eps] = 0  # nilearn's quirk: negatives go
             if np.any((mdata > 0).sum(axis=-1) > 1):
                 raise ParameterError(
@@ -243,7 +254,9 @@ class NiftiMapsMasker(RegionMasker):
                         f"indices were removed: {lost}. Out of {mdata.shape[3]} maps, the "
                         f"masked map image only contains {keep.size} maps."
                     )
-        flat = mdata.reshape(-1, mdata.shape[3])[:, keep]
+        flat = mdata.reshape(-1, mdata.shape[3])
+        if keep.size < flat.shape[1]:
+            flat = flat[:, keep]
         regions, values = [], []
         for k in range(flat.shape[1]):
             idx = np.flatnonzero(flat[:, k])

@@ -140,29 +140,40 @@ def connected_regions(
     if img.ndim == 3:
         img = img.with_data(img.data[..., None])
     img = load_4d(img, "maps_img")
-    maps = np.array(img.data.compute())  # a copy: the mask is applied in place
+    maps = np.asarray(img.data.compute())
     affine = img.affine
     min_voxels = min_region_size / np.abs(np.linalg.det(affine[:3, :3]))
     if mask_img is not None:
         mask_img = load_3d(mask_img, "mask_img")
         mask_img = on_grid_of(mask_img, img)
         mask, _ = load_mask_img(mask_img)
+        maps = np.array(maps)  # a copy: the mask is applied in place
         maps[~mask] = 0.0
-    regions, index = [], []
+    # Each map's labels (in the smallest integer type) and kept label ids first, then the
+    # regions written straight into the output: nilearn's list of region volumes, their
+    # stack and its float32 cast held ~3 copies of the output at once.
+    kept, index = [], []
     for m in range(maps.shape[-1]):
-        map_3d = maps[..., m]
-        labels = _region_labels(map_3d, affine, extract_type, smoothing_fwhm)
+        labels = _region_labels(maps[..., m], affine, extract_type, smoothing_fwhm)
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        for label_id in np.flatnonzero(sizes > min_voxels):
-            regions.append((labels == label_id) * map_3d)
-            index.append(m)
-    if not regions:
+        ids = np.flatnonzero(sizes > min_voxels)
+        if ids.size:
+            small = np.min_scalar_type(sizes.size - 1)  # holds every label of the map
+            kept.append((m, labels.astype(small, copy=False), ids))
+            index.extend([m] * ids.size)
+    if not index:
         if warn_empty:
             warn("No supra threshold regions was found")
         return None, None
-    # nilearn's concat_imgs casts to float32
-    data = np.stack(regions, axis=-1).astype(np.float32)
+    # nilearn's concat_imgs casts to float32; each region is (labels == id) * map, as
+    # nilearn computes it (a negative map value outside the region gives -0.0, kept)
+    data = np.empty((*maps.shape[:3], len(index)), dtype=np.float32)
+    r = 0
+    for m, labels, ids in kept:
+        for label_id in ids:
+            np.multiply(labels == label_id, maps[..., m], out=data[..., r], casting="unsafe")
+            r += 1
     return nib.Nifti1Image(data, affine), index
 
 
@@ -435,6 +446,11 @@ high_pass, t_r, dtype, resampling_target, keep_masked_maps, allow_overlap, clean
 
     def _maps_source(self):
         return self.regions_img_
+
+    def _maps_array(self, maps):
+        # The regions are this estimator's own float32 array: the masker's maps_img_ shares
+        # it (another copy of every region would be held for the transforms).
+        return np.asarray(self.regions_img_.dataobj)
 
     def _fit(self, imgs):
         self._check_region_params()
