@@ -22,6 +22,7 @@ from sklearn.base import clone
 from sklearn.utils import Bunch
 
 from lazyconn.connectome import ConnectivityMeasure
+from lazyconn.decomposition._base import release_freed_memory
 from lazyconn.exceptions import ParameterTypeError
 from lazyconn.group._cluster import client_context
 from lazyconn.group.pipeline import GroupConnectome
@@ -118,6 +119,9 @@ def region_connectome(
                 "lazyconn.regions.RegionExtractor."
             )
         extractor = clone(extractor).set_params(maps_img=maps).fit()
+        # the subjects start from what the regions keep, not on the heap their extraction
+        # freed (its random walks and copies of the maps: ~60 MiB on the seed-001 maps)
+        release_freed_memory()
         timings["regions"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         connectivity = (
