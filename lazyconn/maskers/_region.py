@@ -8,6 +8,8 @@ grid (shape, affine) and reused for every run on that grid; smoothing is folded 
 
 from __future__ import annotations
 
+import threading
+
 import nibabel as nib
 import numpy as np
 
@@ -17,6 +19,9 @@ from lazyconn.exceptions import ParameterError
 from lazyconn.image.resampling import is_on_grid, to_grid
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 from lazyconn.ops.weights import region_reduce, region_weights
+
+#: Held while a plan is built (rarely: once per grid and dtype of a masker).
+_PLAN_LOCK = threading.RLock()
 
 
 class RegionPlan:
@@ -93,7 +98,12 @@ class RegionMasker(BaseMasker):
         cache = self.__dict__.setdefault("_weights_cache", {})
         plan = cache.get(key)
         if plan is None:
-            plan = cache[key] = self._plan(img4)
+            # one thread builds it while the others wait: subjects on dask's threads start
+            # together, and each built its own copy (twice the memory, the work done twice)
+            with _PLAN_LOCK:
+                plan = cache.get(key)
+                if plan is None:
+                    plan = cache[key] = self._plan(img4)
         return plan
 
     def _plan_for_fit(self, imgs):
