@@ -384,6 +384,33 @@ def test_maps_lazy_result_is_one_pass():
         assert np.isfinite(out.compute()).all()
 
 
+def test_threads_starting_together_build_one_plan(monkeypatch):
+    """Subjects on dask's threads start together: one builds the grid's plan, the others
+    wait for it (each built its own copy before)."""
+    import threading
+    import time
+
+    run = lazy(tiny_run())
+    masker = NiftiMapsMasker(tiny_maps()).fit()
+    built, plan = [], NiftiMapsMasker._plan
+
+    def slow_plan(self, img4):
+        built.append(1)
+        time.sleep(0.05)  # both threads are inside _get_plan by then
+        return plan(self, img4)
+
+    monkeypatch.setattr(NiftiMapsMasker, "_plan", slow_plan)
+    plans = []
+    threads = [
+        threading.Thread(target=lambda: plans.append(masker._get_plan(run))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and len(plans) == 2 and plans[0] is plans[1]
+
+
 def test_uneven_time_chunks_supported():
     img = tiny_run()
     data = da.from_array(np.asarray(img.dataobj), chunks=(4, 4, 5, 15))

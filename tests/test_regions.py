@@ -548,12 +548,24 @@ def test_signal_functions_bad_input():
         img_to_signals_labels(labelled_run(), labels_image(), order="K")
 
 
-def test_region_connectome_one_call(tmp_path):
-    from lazyconn.group import region_connectome
+def test_region_connectome_one_call(tmp_path, monkeypatch):
+    from lazyconn.group import pipeline, region_connectome
+    from lazyconn.group import regions as group_regions
 
     runs = [run_on_maps_grid(seed=s) for s in range(3)]
     conf = [np.random.default_rng(s).standard_normal((30, 2)) for s in range(3)]
     kw = dict(**EXTRACTOR, standardize="zscore_sample")
+    events = []
+    fit_regions, fit_group = RegionExtractor.fit, pipeline.GroupConnectome.fit
+    monkeypatch.setattr(group_regions, "release_freed_memory", lambda: events.append("trim"))
+    monkeypatch.setattr(
+        RegionExtractor, "fit", lambda *a, **k: events.append("regions") or fit_regions(*a, **k)
+    )
+    monkeypatch.setattr(
+        pipeline.GroupConnectome,
+        "fit",
+        lambda *a, **k: events.append("subjects") or fit_group(*a, **k),
+    )
     out = region_connectome(
         [lazy(r) for r in runs],
         planted_maps(),
@@ -561,6 +573,8 @@ def test_region_connectome_one_call(tmp_path):
         confounds=conf,
         progress=False,
     )
+    # the subjects start on a trimmed heap, not on the one the region extraction freed
+    assert events == ["regions", "trim", "subjects"]
     assert out.decomposition is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
