@@ -523,11 +523,16 @@ def test_a_fit_hands_what_it_freed_back_to_the_system():
 def test_the_group_step_starts_from_a_trimmed_heap(study, monkeypatch):
     """The heap pages the subjects freed go back before the stack is read back from its
     scratch store and the group step runs (the group step's peak was the fit's: the seeds'
-    ~365 -> ~285 MiB; at 100 subjects the stack read back onto the untrimmed heap was) and
-    at the end of the fit."""
-    from lazyconn.decomposition import _base
+    ~365 -> ~285 MiB; at 100 subjects the stack read back onto the untrimmed heap was),
+    again once the stack is dropped, before the maps are built (the seeds' group stage
+    peaked there, with the stack still held), and at the end of the fit. The group step
+    runs on one BLAS thread."""
+    import weakref
 
-    events = []
+    from lazyconn.decomposition import _base
+    from lazyconn.maskers import MultiNiftiMasker
+
+    events, stacks, blas = [], [], set()
     run, release, group = (
         _base._BaseDecomposition._run,
         _base._BaseDecomposition._release,
@@ -544,16 +549,40 @@ def test_the_group_step_starts_from_a_trimmed_heap(study, monkeypatch):
         return release(self, data)
 
     def group_step(self, data):
+        from threadpoolctl import threadpool_info
+
         events.append("group")
+        stacks.append(weakref.ref(data))
+        blas.update(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
         return group(self, data)
 
-    monkeypatch.setattr(_base, "release_freed_memory", lambda: events.append("trim"))
+    def trim():
+        events.append("trim" if not stacks or stacks[0]() is None else "trim (stack held)")
+
+    def maps(self, components):
+        events.append("maps")
+        return inverse_transform(self, components)
+
+    inverse_transform = MultiNiftiMasker.inverse_transform
+    monkeypatch.setattr(_base, "release_freed_memory", trim)
     monkeypatch.setattr(_base._BaseDecomposition, "_run", subjects)
     monkeypatch.setattr(_base._BaseDecomposition, "_release", stack_read_back)
     monkeypatch.setattr(ld.CanICA, "_raw_fit", group_step)
+    monkeypatch.setattr(MultiNiftiMasker, "inverse_transform", maps)
     ld.CanICA(n_components=2, random_state=0, n_init=1).fit(study.func[:2])
-    # the trim comes before the stack is read back from its scratch store (then released)
-    assert events == ["subjects", "trim", "stack released", "group", "stack released", "trim"]
+    # the trim comes before the stack is read back from its scratch store (then released),
+    # and the stack is gone (its pages trimmed) before the maps are built
+    assert events == [
+        "subjects",
+        "trim",
+        "stack released",
+        "group",
+        "stack released",
+        "trim",
+        "maps",
+        "trim",
+    ]
+    assert blas == {1}  # the group step on one BLAS thread, whatever the cores
 
 
 # ---------------------------------------------------------------------- bad input

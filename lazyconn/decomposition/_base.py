@@ -32,7 +32,7 @@ from lazyconn.exceptions import (
     ParameterTypeError,
 )
 from lazyconn.group._cache import ResultStore, input_identity, params_token
-from lazyconn.group._engine import Subject, run_group
+from lazyconn.group._engine import ONE_BLAS_THREAD, Subject, run_group
 from lazyconn.group._report import StageTimer
 from lazyconn.image import LazyImage, load
 from lazyconn.maskers import MultiNiftiMasker, NiftiMapsMasker, NiftiMasker
@@ -554,13 +554,24 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             # (trims the heap the subjects freed before the stack is read back and the
             # group step runs: seeds, 20 x 168, the group stage's peak ~365 -> ~285 MiB)
             data = self._mask_and_reduce(imgs, runs, confounds)
-        try:
-            with timer("group"):
-                self._raw_fit(data)
-        finally:
-            self._release(data)
+        with timer("group"):
+            try:
+                # On one BLAS thread, as the subjects: the maps then do not depend on the
+                # number of cores (a BLAS thread count changes the last bits of the group
+                # SVD, and DictLearning's online learning amplifies them), its products are
+                # too small to share (seeds: 1.1 s of CPU instead of 1.5-1.9), and OpenBLAS's
+                # other thread does not fill its packing buffer (~9 MiB in each thread, kept
+                # for the life of the process: the seeds' group stage peaked ~19 MiB higher).
+                with ONE_BLAS_THREAD:
+                    self._raw_fit(data)
+            finally:
+                self._release(data)
+            # The maps are built without the stack (the seeds' 20 x 168: 18 MiB), on the
+            # heap its pages and the group step's went back to.
+            del data
+            release_freed_memory()
+            self.components_img_ = self.masker_.inverse_transform(self.components_)
         self._fit_maps_masker()
-        del data
         release_freed_memory()  # the stages after a fit start from what it keeps
         # The fit's stages, then the per-subject pass's own (run_group's).
         self.timings_ = {**timer.seconds, **self.timings_}

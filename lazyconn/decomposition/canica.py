@@ -149,6 +149,10 @@ class CanICA(_BaseDecomposition):
       only approximates the run's leading singular vectors on noise-dominated runs;
       lazyconn keeps nilearn's approximation so that changing the import changes nothing.)
     - Above ``memory_budget`` the group SVD is ``svd_compressed`` over a Zarr stack.
+    - The group step runs on one BLAS thread, as the per-subject reductions do, so the
+      components do not depend on the number of cores. nilearn's group SVD uses every
+      BLAS thread, whose count changes its last bits; DictLearning's online learning can
+      amplify them into different maps.
     - ``n_components`` larger than a run's length warns (nilearn keeps the run's length
       silently); larger than all runs together is an error.
     - A run that is constant inside the mask warns, naming it.
@@ -274,8 +278,6 @@ class CanICA(_BaseDecomposition):
         for component in self.components_:
             if component.max() < -component.min():
                 component *= -1
-        if hasattr(self, "masker_"):
-            self.components_img_ = self.masker_.inverse_transform(self.components_)
 
 
 class _Cube(CoreThreads):

@@ -642,5 +642,4 @@ class DictLearning(_BaseDecomposition):
             if np.sum(component > 0) < np.sum(component < 0):
                 component *= -1
         self.components_ = components
-        self.components_img_ = self.masker_.inverse_transform(components)
         return self
