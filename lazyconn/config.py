@@ -44,11 +44,11 @@ def default_chunks(shape: tuple[int, ...], dtype, target_bytes: int = DEFAULT_CH
 #: runs out of core). The estimators' ``memory_budget`` parameter overrides it.
 DECOMPOSITION_MEMORY_BUDGET = 2 * 2**30
 
-#: Decompositions: a run whose cleaned (T, V) matrix takes at most this many bytes is
-#: computed once and kept for the two products of its reduction; a longer run is never held:
-#: streamed block by block (``lazyconn.ops.voxels.VoxelStream``) with its cleaned columns
-#: in a temporary file for the projection, or (a run read in time slabs, a .nii.gz) read
-#: twice (Gram matrix, then projection).
+#: Decompositions: a run that is not streamed (read in time slabs, a .nii.gz) whose cleaned
+#: (T, V) matrix takes at most this many bytes is computed once and kept for the two products
+#: of its reduction; a longer one is read twice (Gram matrix, then projection). A streamed
+#: run (``lazyconn.ops.voxels.VoxelStream``) is never held, whatever its length: its cleaned
+#: columns go to a temporary file for the projection.
 DECOMPOSITION_SUBJECT_BYTES = 256 * 2**20
 
 #: ``NiftiMasker.transform`` (compute=True) computes a run whose (T, V) signals take more

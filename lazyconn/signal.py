@@ -565,9 +565,13 @@ class _Cleaning:
         self.out_dtype, self.n_out, self.standardize = out_dtype, n_out, standardize
         self.run_rows, self.lazy_confounds = run_rows, lazy_confounds
 
-    def __call__(self, signals: np.ndarray) -> np.ndarray:
+    def __call__(self, signals: np.ndarray, out=None) -> np.ndarray:
         return tk.clean_block(
-            signals, self.plans, ensure_finite=self.ensure_finite, out_dtype=self.out_dtype
+            signals,
+            self.plans,
+            ensure_finite=self.ensure_finite,
+            out_dtype=self.out_dtype,
+            out=out,
         )
 
 
@@ -590,7 +594,9 @@ def column_cleaner(n_samples: int, dtype, **kwargs):
     -------
     callable
         (n_samples, n) numpy -> (n_kept_samples, n) numpy; its ``n_out`` and
-        ``out_dtype`` attributes give the output's rows and dtype.
+        ``out_dtype`` attributes give the output's rows and dtype. An ``out=`` array
+        (n_kept_samples, n) receives the result instead (cast to its dtype), and may be
+        the signals themselves (cleaned in place).
     """
     setup = _Cleaning(int(n_samples), np.dtype(dtype), False, **kwargs)
     if setup.standardize == "psc":

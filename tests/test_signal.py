@@ -702,6 +702,12 @@ def test_clean_of_a_fortran_run_in_reused_buffers(data, monkeypatch, filt, stand
     np.testing.assert_array_equal(x32, before)
     assert pieces.dtype == np.float32 and pieces.flags.f_contiguous
     assert_close(pieces, whole, 1e-6)
+    # written into the signals themselves (a streamed group): the same bits
+    for piece_bytes, expected in ((8 * T * 4, pieces), (2 << 20, whole)):
+        monkeypatch.setattr(temporal, "CLEAN_PIECE_BYTES", piece_bytes)
+        inplace = before.copy(order="F")
+        assert cleaner(inplace, out=inplace) is inplace
+        np.testing.assert_array_equal(inplace, expected)
     ref = _nilearn(x32.astype(np.float64), **kw)
     assert_close(pieces, ref, max(1e-5, 2e-7 * np.abs(ref).max() / ref.std(axis=0).min()))
 

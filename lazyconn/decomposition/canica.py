@@ -127,7 +127,8 @@ class CanICA(_BaseDecomposition):
       it ~16 times; lazyconn accumulates the run's (T, T) Gram matrix over voxel chunks,
       replays the randomized range finder in T-space from the same random test matrix
       (which depends only on T, not on the voxels), then projects the run once (a second
-      pass, or the same pass for runs under ``lazyconn.config.DECOMPOSITION_SUBJECT_BYTES``).
+      pass, or the same pass for runs streamed or under
+      ``lazyconn.config.DECOMPOSITION_SUBJECT_BYTES``).
       The Gram route was chosen over ``dask.array.linalg.tsqr`` / ``svd_compressed``
       because T is small: one T x T matrix per chunk sum, no tall-skinny QR of a (V, T)
       array and no extra passes over the data for the power iterations. The reductions

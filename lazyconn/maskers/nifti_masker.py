@@ -271,6 +271,9 @@ class NiftiMasker(BaseMasker):
         dtype = cleaner.out_dtype if out_dtype is None else out_dtype
 
         def clean(x):
+            # the stream's values are its own: cleaned in place when they can hold the result
+            if x.dtype == dtype and x.shape[0] == cleaner.n_out and x.flags.writeable:
+                return cleaner(x, out=x)
             return cleaner(x).astype(dtype, copy=False)
 
         return stream.map(clean, cleaner.n_out, dtype)

@@ -41,15 +41,22 @@ def gram(x: da.Array) -> da.Array:
 PIECE_BYTES = 2 << 20
 
 
-def _piece_buffer(n_rows: int) -> np.ndarray:
-    """The float64 buffer (T, n) of :func:`_float64_pieces`, Fortran order."""
+def piece_buffer(n_rows: int) -> np.ndarray:
+    """The float64 buffer (T, n) of :func:`_float64_pieces`, Fortran order, of about
+    :data:`PIECE_BYTES`.
+
+    Parameters
+    ----------
+    n_rows : int
+        T, the rows of the pieces.
+    """
     step = max(1, PIECE_BYTES // max(1, 8 * int(n_rows)))
     return np.empty((int(n_rows), step), order="F")
 
 
 def _float64_pieces(columns: np.ndarray, buffer: np.ndarray):
     """``(c0, piece)``: the columns ``c0:c0 + n`` of ``columns`` (T, N) as float64 (T, n),
-    copied into ``buffer`` (:func:`_piece_buffer`) piece after piece, or all at once as
+    copied into ``buffer`` (:func:`piece_buffer`) piece after piece, or all at once as
     they are when they already are float64."""
     if columns.dtype == np.float64:
         yield 0, columns
@@ -69,7 +76,10 @@ class GramAccumulator:
     triangle, half a product's work, mirrored by numpy) with the GIL released: scipy's
     f2py ``blas.dsyrk`` holds the GIL while BLAS runs, which serialised the subjects
     streamed on dask's threads (~37 % of the GIL held during a seed study's reductions).
-    float32 columns are copied to float64 a piece of :data:`PIECE_BYTES` at a time.
+    Columns are copied to float64 into one buffer of :data:`PIECE_BYTES`, filled across
+    calls and multiplied when full (and by :meth:`result`): the products are the same
+    whatever the pieces the columns come in (a stream's voxel groups, some of a few
+    voxels).
 
     Parameters
     ----------
@@ -80,7 +90,8 @@ class GramAccumulator:
     def __init__(self, n_rows: int):
         self._g = np.zeros((int(n_rows), int(n_rows)))
         self._product = np.empty_like(self._g)
-        self._buffer = _piece_buffer(n_rows)
+        self._buffer = piece_buffer(n_rows)
+        self._filled = 0
 
     def add(self, columns: np.ndarray) -> None:
         """Add ``columns`` (T, n) times its transpose.
@@ -89,16 +100,30 @@ class GramAccumulator:
         ----------
         columns : numpy.ndarray, shape (T, n)
         """
-        for _, a in _float64_pieces(np.asarray(columns), self._buffer):
-            if a.shape[1]:
-                self._g += np.matmul(a, a.T, out=self._product)
+        columns = np.asarray(columns)
+        step, n, c0 = self._buffer.shape[1], columns.shape[1], 0
+        while c0 < n:
+            take = min(step - self._filled, n - c0)
+            into = self._buffer[:, self._filled : self._filled + take]
+            np.copyto(into, columns[:, c0 : c0 + take], casting="unsafe")  # asarray's cast
+            self._filled += take
+            c0 += take
+            if self._filled == step:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._filled:
+            a = self._buffer[:, : self._filled]
+            self._g += np.matmul(a, a.T, out=self._product)
+            self._filled = 0
 
     def result(self) -> np.ndarray:
         """The symmetric (T, T) sum."""
+        self._flush()
         return self._g
 
 
-def project_columns(c: np.ndarray, columns: np.ndarray) -> np.ndarray:
+def project_columns(c: np.ndarray, columns: np.ndarray, buffer=None) -> np.ndarray:
     """``C X`` (k, n) in float64 of numpy columns ``X`` (T, n), in pieces of columns (the
     float64 copy of one piece of :data:`PIECE_BYTES` at a time): what :func:`project`
     computes per chunk.
@@ -107,11 +132,16 @@ def project_columns(c: np.ndarray, columns: np.ndarray) -> np.ndarray:
     ----------
     c : numpy.ndarray, shape (k, T)
     columns : numpy.ndarray, shape (T, n)
+    buffer : numpy.ndarray, optional
+        The float64 piece buffer, from :func:`piece_buffer` ``(T)``, to reuse over calls
+        (default: a new one).
     """
     columns = np.asarray(columns)
     n = columns.shape[1]
     out = np.empty((c.shape[0], n))
-    for c0, piece in _float64_pieces(columns, _piece_buffer(columns.shape[0])):
+    if buffer is None:
+        buffer = piece_buffer(columns.shape[0])
+    for c0, piece in _float64_pieces(columns, buffer):
         np.matmul(c, piece, out=out[:, c0 : c0 + piece.shape[1]])
     return out
 

@@ -404,6 +404,7 @@ def clean_block(
     ensure_finite: bool = False,
     out_dtype=np.float64,
     psc_flags=None,
+    out=None,
 ) -> np.ndarray:
     """The whole voxel part of ``clean`` on one (T, v) block; runs are stacked in plan order.
 
@@ -415,16 +416,22 @@ def clean_block(
     two float64 buffers made once, in place step after step: fresh temporaries for every
     piece and step cost a seed study's reductions ~1.5 s of page faults (~60 MB faulted
     per subject). psc without ``psc_flags`` decides on the whole block, so it is not split.
+
+    ``out`` (n_out, v), optional: the array the result is written into (cast to its
+    dtype) and returned; it may be ``block`` itself (each piece is copied to float64
+    before its result is written back: a streamed group cleaned in place).
     """
     block = np.asarray(block)
     n_t, n_v = block.shape
     step = max(1, CLEAN_PIECE_BYTES // max(1, 8 * n_t))
     if n_v <= step or (psc_flags is None and any(p.standardize == "psc" for p in plans)):
-        return _clean_columns(block, plans, ensure_finite, out_dtype, psc_flags)
+        if out is None:
+            return _clean_columns(block, plans, ensure_finite, out_dtype, psc_flags)
+        np.copyto(out, _clean_columns(block, plans, ensure_finite, None, psc_flags), "unsafe")
+        return out
     work = None
     if len(plans) == 1 and block.flags.f_contiguous:
         work = tuple(np.empty((n_t, step), order="F") for _ in range(2))
-    out = None
     for c0 in range(0, n_v, step):
         n = min(step, n_v - c0)
         piece = _clean_columns(

@@ -420,8 +420,11 @@ class VoxelStream:
     3.4 GB strictly ordered; each output chunk in C order needs the terms of about two
     planes of blocks). Here what is held is the open accumulators, about one plane of the
     fastest axes' blocks plus one row (``peak_open`` after a pass: the most accumulators
-    open at once and their bytes), whatever the number of volumes' chunks. A stream can be
-    iterated again (a second pass reads the run again).
+    open at once and their bytes), whatever the number of volumes' chunks. A group is
+    handed to ``transform`` alone as it finishes (no concatenation of a block's finished
+    groups), as the transpose of its accumulator, which nothing else holds: ``transform``
+    may overwrite it and return it (the cleaning writes its result there). A stream can
+    be iterated again (a second pass reads the run again).
 
     A block is read with all its time chunks at once, so a run read in time slabs (a
     ``.nii.gz``, which can only be inflated from its start) would be inflated once per
@@ -440,7 +443,8 @@ class VoxelStream:
         Kernel half-width in sigmas.
     transform : callable, optional
         Applied to each target's (T, n) values before they are yielded; it must work
-        column by column and return ``(n_rows, n)`` values of ``dtype``.
+        column by column and return ``(n_rows, n)`` values of ``dtype`` (possibly the
+        values it was given, overwritten).
     n_rows : int, optional
         Rows of ``transform``'s output (default: T).
     dtype : numpy dtype, optional
@@ -647,16 +651,13 @@ class VoxelStream:
                 )
             del block
             peak = (max(peak[0], len(open_)), max(peak[1], held))
-            if not finished:
-                continue
-            # the groups finished by this block, as one piece of columns
-            parts = [open_.pop(g) for g in finished]
-            held -= sum(p.nbytes for p in parts)
-            cols = [self._columns[g] for g in finished]
-            values = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            cols = cols[0] if len(cols) == 1 else np.concatenate(cols)
-            del parts
-            out = self.transform(values.T)
-            del values
-            yield cols, out
+            # The groups finished by this block, one at a time: no concatenated copy, and
+            # ``transform`` may write into the group's accumulator (the cleaning does).
+            for g in finished:
+                values = open_.pop(g)
+                held -= values.nbytes
+                out = self.transform(values.T)
+                del values
+                yield self._columns[g], out
+                del out
         self.peak_open = peak
