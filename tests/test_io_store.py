@@ -214,3 +214,32 @@ def test_whole_chunks_are_decoded_into_one_buffer(
         assert ours < 1.15, (ours, theirs)
         if compressor is not None and not any(coords):  # a whole Blosc chunk
             assert theirs > 1.8, theirs  # zarr's read: its decoded buffer, then the copy
+
+
+@pytest.mark.parametrize("compressor", ["default", None])
+def test_chunks_read_in_pieces_of_frames(make_nifti, tmp_path, monkeypatch, compressor):
+    """``voxel_frames`` reads a store's chunks as pieces of whole time frames (Blosc blocks
+    decoded a few at a time, a frame split between two pieces carried to the next), voxels
+    in each block's F order; edge chunks are cut to the array. Without Blosc (or for a
+    chunk it cannot decode in pieces) the chunk comes whole. Any other array: None."""
+    from lazyconn.io import _dask
+
+    monkeypatch.setattr(store_mod, "FRAMES_BYTES", 1)  # one Blosc block at a time
+    path, _ = make_nifti("run.nii", shape=(20, 17, 11, 128))
+    store = str(tmp_path / "run.zarr")
+    # 20 x 17 x 6 voxels x 128 frames: 1 MB chunks, two 512 kB Blosc blocks of 64.25 frames
+    lazyconn.load(path).to_zarr(store, chunks=(20, 17, 6, 128), compressor=compressor)
+    img = lazyconn.load(store)
+    frames = _dask.voxel_frames(img.data)
+    assert frames is not None
+    assert _dask.voxel_frames(img.data + 0) is None
+    assert _dask.voxel_frames(lazyconn.load(path).data) is None
+    n_pieces = []
+    for block in np.ndindex(*img.data.numblocks):
+        want = img.data.blocks[block].compute()
+        pieces = [p.copy() for p in frames(block)]  # each piece is valid until the next
+        n_pieces.append(len(pieces))
+        got = np.concatenate(pieces)
+        np.testing.assert_array_equal(got, want.reshape(-1, want.shape[-1], order="F").T)
+    # several blocks per chunk with Blosc (pieces of fewer frames than the chunk)
+    assert min(n_pieces) > 1 if compressor is not None else set(n_pieces) == {1}

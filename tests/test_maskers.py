@@ -20,8 +20,10 @@ from lazyconn.maskers import (
 from lazyconn.ops.spheres import sphere_voxels
 from lazyconn.ops.weights import n_chunks_touched, region_weights, smooth_adjoint
 from lazyconn.testing.maskers import (
+    N_T,
     SHAPE,
     TOL,
+    UNEVEN,
     MaskerSuite,
     lazy,
     quiet,
@@ -431,6 +433,53 @@ def test_slabs_inside_a_chunk_give_the_same_sums(monkeypatch):
     expected = (w.T @ np.asarray(tiny_run().dataobj, dtype=np.float64).reshape(-1, 40)).T
     np.testing.assert_allclose(slabs, expected, rtol=1e-12)
     np.testing.assert_allclose(whole, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_blocks_read_in_pieces_of_frames_give_the_same_sums(monkeypatch, dense, tmp_path):
+    """A block read as pieces of time frames (a store's chunks, ``frames=``) gives the
+    sums of the whole block (bit-equal with sparse weights: each product column is
+    independent; with dense ones BLAS may round differently) and counts its non-finite
+    values; a masker on a store reads its chunks in pieces and matches the in-memory run."""
+    import dask.local
+
+    import lazyconn
+    import lazyconn.ops.weights as weights_module
+
+    data = np.asarray(tiny_run().dataobj).copy()
+    data[2, 3, 4, 5:9] = np.nan  # read as zeros, counted
+    data[6, 7, 8, 0] = np.inf
+    run = lazy(nib.Nifti1Image(data, tiny_affine()))
+    regions = [np.arange(0, 500, 3), np.array([5, 17, 400])]
+    if dense:  # more than a quarter of each block's weights non-zero
+        regions = [np.arange(504), np.arange(0, 504, 2)]
+    w = region_weights(regions, SHAPE, tiny_affine(), 6)
+    monkeypatch.setattr(weights_module, "_SLAB_VOXELS", 37)
+
+    def frames(block):  # the block in F voxel order, 7 frames at a time (as a store's)
+        x = np.asarray(run.data.blocks[block]).reshape(-1, N_T, order="F").T
+        return (x[t : t + 7] for t in range(0, N_T, 7))
+
+    whole = weights_module.region_reduce(run.data, w)
+    pieces = weights_module.region_reduce(run.data, w, frames=frames)
+    graph = dict(pieces.__dask_graph__())
+    tasks = [k for k in graph if str(k[0]).startswith(weights_module.FRAMES_TASKS)]
+    assert run.data.name not in {k[0] for k in graph if isinstance(k, tuple)}
+    assert len(tasks) == weights_module.n_chunks_touched(run.data, w)
+    outs = dask.local.get_sync(graph, tasks)  # (partial, count) per block
+    assert sum(count for _, count in outs) == 5
+    if not dense:
+        np.testing.assert_array_equal(pieces.compute(), whole.compute())
+        return
+    np.testing.assert_allclose(pieces.compute(), whole.compute(), rtol=1e-13)
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(tiny_run()).to_zarr(store, chunks=UNEVEN)
+    masker = NiftiMapsMasker(tiny_maps(), smoothing_fwhm=6).fit()
+    lazy_signals = masker.transform(lazyconn.load(store), compute=False)
+    assert any(str(k[0]).startswith(weights_module.FRAMES_TASKS) for k in lazy_signals.dask)
+    np.testing.assert_allclose(
+        lazy_signals.compute(), masker.transform(lazy(tiny_run())), rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("kind", ["labels", "maps"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import threading
@@ -120,6 +121,8 @@ def _nonfinite_values(result, data):
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
+    from lazyconn.ops.weights import FRAMES_TASKS
+
     graph = result.__dask_graph__().cull(_keys(result))  # culled layers get a name suffix
     keys = [
         k
@@ -128,10 +131,20 @@ def _nonfinite_values(result, data):
         for k in layer
         if isinstance(k, tuple) and k[0] == data.name
     ]
-    name = "lazyconn-nonfinite-" + tokenize(data.name, keys)
+    # blocks read in pieces of frames: their tasks count as they read, (partial, count)
+    counted = [
+        k
+        for layer in graph.layers.values()
+        for k in layer
+        if isinstance(k, tuple) and isinstance(k[0], str) and k[0].startswith(FRAMES_TASKS)
+    ]
+    name = "lazyconn-nonfinite-" + tokenize(data.name, keys, counted)
     dsk = {(name, i): (_count_nonfinite, k) for i, k in enumerate(keys)}
+    dsk.update({(name, len(keys) + i): (operator.getitem, k, 1) for i, k in enumerate(counted)})
     dsk[(name,)] = (sum, list(dsk))
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+    graph = HighLevelGraph.from_collections(
+        name, dsk, dependencies=[data, result] if counted else [data]
+    )
     return da.Array(graph, name, chunks=(), dtype=np.int64)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -9,7 +11,13 @@ from dask.base import tokenize
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
 from lazyconn.io._fs import redact
 from lazyconn.io.nifti import NiftiFile, scale
-from lazyconn.io.store import StoreInfo, checksum_error, decodes_in_place, read_chunk
+from lazyconn.io.store import (
+    StoreInfo,
+    checksum_error,
+    chunk_frames,
+    decodes_in_place,
+    read_chunk,
+)
 
 
 class _RawView:
@@ -56,6 +64,22 @@ class _CheckedZarr:
             coords.append(start // c)
         return tuple(coords)
 
+    def frames(self, coords):
+        """Chunk ``coords`` (stored order, time first) as successive pieces of whole
+        frames, ``(n_frames, voxels)`` (:func:`~lazyconn.io.store.chunk_frames`); a chunk
+        it cannot decode in pieces comes whole, read as :meth:`__getitem__` reads it."""
+        shape = tuple(
+            min(c, n - i * c) for i, c, n in zip(coords, self.chunks, self.shape, strict=True)
+        )
+        pieces = chunk_frames(self.array, coords, shape) if self.in_place else None
+        if pieces is None:
+            key = tuple(
+                slice(i * c, i * c + n) for i, c, n in zip(coords, self.chunks, shape, strict=True)
+            )
+            chunk = np.asarray(self[key])
+            pieces = iter([chunk.reshape(chunk.shape[0], -1)])
+        return pieces
+
     def __getitem__(self, key):
         coords = self._whole_chunk(key) if self.in_place else None
         if coords is not None:
@@ -72,6 +96,34 @@ class _CheckedZarr:
                 raise
             where = tuple((k.start or 0) // c for k, c in zip(key, self.chunks, strict=False))
             raise checksum_error(self.shown, where) from None
+
+
+class VoxelFrames:
+    """The chunks of a store's voxel array (x, y, z, t) as pieces of whole time frames:
+    ``frames(block)`` for the dask array's block index yields ``(n_frames, voxels)``
+    arrays, voxels in the block's F order (x fastest), frames in time order, each valid
+    until the next is asked for. What :func:`voxel_frames` gives for such an array."""
+
+    def __init__(self, source: _CheckedZarr):
+        self.source = source
+
+    def __call__(self, block):
+        return self.source.frames(tuple(int(b) for b in block[::-1]))
+
+
+#: dask array name -> the store array it reads, for :func:`voxel_frames` (entries go with
+#: the arrays' graphs)
+_FRAME_SOURCES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def voxel_frames(data) -> VoxelFrames | None:
+    """A :class:`VoxelFrames` reader of ``data`` if it is exactly a local store's voxel
+    array as :func:`store_arrays` made it (unscaled, not rechunked, chunks whole in time
+    frames decodable in pieces), else None: ``data``'s chunks are then read whole."""
+    source = _FRAME_SOURCES.get(getattr(data, "name", None))
+    if source is None or not source.in_place:
+        return None
+    return VoxelFrames(source)
 
 
 def gzip_slab_chunks(shape, dtype, target_bytes: int | None = None):
@@ -128,8 +180,9 @@ def _zarr_array(array, info: StoreInfo, kind: str) -> da.Array:
     """A store's zarr array as a dask array in x, y, z[, t] order (one task per chunk)."""
     ident = info.meta.get("uuid") if info.meta else None
     token = tokenize(ident or info.url, info.header_bytes, array.shape, array.chunks)
+    checked = _CheckedZarr(array, redact(info.url))
     stored = da.from_array(
-        _CheckedZarr(array, redact(info.url)),
+        checked,
         chunks=array.chunks,
         name=f"zarr-{token}" if kind == "voxels" else f"zarr-{kind}-{token}",
         lock=False,
@@ -137,7 +190,10 @@ def _zarr_array(array, info: StoreInfo, kind: str) -> da.Array:
         fancy=False,
         meta=np.empty((0,) * array.ndim, dtype=array.dtype),
     )
-    return stored.transpose(tuple(range(stored.ndim))[::-1])
+    out = stored.transpose(tuple(range(stored.ndim))[::-1])
+    if kind == "voxels":
+        _FRAME_SOURCES[out.name] = checked
+    return out
 
 
 def store_arrays(info: StoreInfo, chunks=None) -> tuple[da.Array, da.Array, da.Array | None]:

@@ -253,6 +253,96 @@ def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.nda
     return out
 
 
+def _blosc_getitem():
+    """c-blosc's ``blosc_getitem`` (decode items ``[start, start + n)`` of a Blosc frame,
+    only the blocks holding them) from the c-blosc that numcodecs builds in, or None.
+
+    numcodecs' Python API has no partial decode; its extension exports c-blosc's symbols.
+    A ctypes call releases the GIL, and ``blosc_getitem`` keeps no global state.
+    """
+    if not _GETITEM:
+        import ctypes
+
+        import numcodecs.blosc
+
+        try:
+            func = ctypes.CDLL(numcodecs.blosc.__file__).blosc_getitem
+        except (OSError, AttributeError):
+            func = None
+        else:
+            func.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+            func.restype = ctypes.c_int
+        _GETITEM.append(func)
+    return _GETITEM[0]
+
+
+_GETITEM: list = []
+
+#: Bytes of a chunk decoded at a time by :func:`chunk_frames` (whole Blosc blocks).
+FRAMES_BYTES = 2 << 20
+
+
+def chunk_frames(array, coords: tuple[int, ...], shape: tuple[int, ...]):
+    """Chunk ``coords`` of a (t, ...) ``array`` (:func:`decodes_in_place`) as successive
+    pieces of whole time frames: 2-D ``(n_frames, voxels)`` arrays (voxels in the chunk's
+    C order, cut to ``shape`` at the array's edges) over one reused buffer, each valid until
+    the next is asked for. None where :func:`read_chunk` would not decode the chunk itself
+    (absent chunk, no Blosc frame of the chunk's size, no ``blosc_getitem``).
+
+    A time-slowest chunk holds its frames one after another, so a reader that needs one
+    frame at a time (a linear reduction over voxels) holds ~:data:`FRAMES_BYTES` of it
+    instead of the whole decoded chunk (24 MB for a seed chunk).
+    """
+    from zarr.core.buffer import default_buffer_prototype
+
+    getitem = _blosc_getitem()
+    if getitem is None or len(array.metadata.codecs) != 3:
+        return None
+    key = array.metadata.encode_chunk_key(coords)
+    path = f"{array.path}/{key}" if array.path else key
+    raw = array.store_path.store.local_chunk(path, default_buffer_prototype())
+    if not isinstance(raw, _VerifiedBuffer):
+        return None
+    src = raw.as_numpy_array()[:-4]  # the crc32c is the last 4 bytes, already checked
+    dtype = np.dtype(array.dtype)
+    full = tuple(array.metadata.chunks)
+    nbytes = int(np.prod(full)) * dtype.itemsize
+    if src.size < 16 or (
+        int.from_bytes(src[4:8], "little"),
+        int.from_bytes(src[12:16], "little"),
+        src[3],
+    ) != (nbytes, src.size, dtype.itemsize):
+        return None
+    return _frames(getitem, src, dtype, full, tuple(int(n) for n in shape))
+
+
+def _frames(getitem, src, dtype, full, shape):
+    frame = int(np.prod(full[1:]))  # items per stored frame
+    block = max(int.from_bytes(src[8:12], "little") // dtype.itemsize, 1)
+    piece = max(FRAMES_BYTES // dtype.itemsize // block, 1) * block
+    total = shape[0] * frame  # the chunk's frames inside the array
+    # whole blocks decoded at a time (a block decoded twice costs as much as a whole one);
+    # the last partial frame of a piece moves to the front for the next
+    buf = np.empty(piece + frame, dtype=dtype)
+    edge = tuple(slice(0, n) for n in shape[1:])
+    have, pos = 0, 0
+    while pos < total:
+        n = min(piece, total - pos)
+        out = buf[have : have + n]
+        if getitem(src.ctypes.data, pos, n, out.ctypes.data) != n * dtype.itemsize:
+            raise ValueError("blosc_getitem failed on a verified chunk")
+        have, pos = have + n, pos + n
+        done = have // frame
+        if done:
+            frames = buf[: done * frame].reshape(done, *full[1:])
+            if shape[1:] != full[1:]:
+                frames = frames[(slice(None), *edge)]
+            yield np.ascontiguousarray(frames).reshape(done, -1)
+        rest = have - done * frame
+        buf[:rest] = buf[done * frame : have]
+        have = rest
+
+
 #: :meth:`CompleteStore.local_chunk`'s answer for a key it leaves to zarr's own read.
 NOT_LOCAL = object()
 

@@ -17,6 +17,7 @@ from lazyconn._utils import warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
 from lazyconn.image.resampling import is_on_grid, to_grid
+from lazyconn.io._dask import voxel_frames
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 from lazyconn.ops.weights import region_reduce, region_weights
 
@@ -114,6 +115,9 @@ class RegionMasker(BaseMasker):
 
     def _extract(self, img4):
         plan = self._get_plan(img4)
-        sums = region_reduce(img4.data, plan.weights, cache=plan.blocks)
+        # A store's chunks are read in pieces of time frames, unless the high-variance
+        # confounds read the run's chunks too (each chunk is then read once, whole).
+        frames = None if self.high_variance_confounds else voxel_frames(img4.data)
+        sums = region_reduce(img4.data, plan.weights, cache=plan.blocks, frames=frames)
         out = sums.map_blocks(plan.finish, dtype=plan.finish.dtype)
         return out

@@ -12,6 +12,8 @@ in a tree.
 
 from __future__ import annotations
 
+import operator
+
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -183,6 +185,36 @@ def _partial_product(block, weights, after=None):
     return out.T[None]
 
 
+def _partial_product_frames(frames, block, weights, after=None):
+    """``_partial_product`` of a block read as pieces of whole time frames, and the
+    count of its non-finite values: ``((1, T, K) float64, int)``.
+
+    ``frames(block)`` yields ``(n_frames, voxels)`` arrays, voxels in the block's F order.
+    Each slab of voxels is multiplied by its weights one piece of frames at a time, and the
+    slabs add up in the same order as ``_partial_product``'s: with sparse weights the sums
+    are bit-equal to it (a product's column does not depend on the other columns).
+    """
+    n_k, sel, pieces = weights["F"]
+    parts, count, buf = [], 0, None
+    for x in frames(block):
+        if x.dtype.kind == "f":
+            count += x.size - int(np.count_nonzero(np.isfinite(x)))
+        if sel is not None:
+            x = x[:, sel]
+        n = x.shape[0]
+        out = np.zeros((n_k, n))
+        if buf is None or buf.size < min(_SLAB_VOXELS, x.shape[1]) * n:
+            buf = np.empty(min(_SLAB_VOXELS, x.shape[1]) * n)
+        for start, stop, wt in pieces:
+            xs = buf[: (stop - start) * n].reshape(stop - start, n)
+            np.copyto(xs, x[:, start:stop].T, casting="unsafe")
+            xs = _finite(xs)
+            out += np.asarray(wt @ xs)
+        parts.append(out)
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return out.T[None], count
+
+
 def _pieces(wt):
     """``(start, stop, wt[:, start:stop])`` per slab of ``_SLAB_VOXELS`` columns, leaving out
     the slabs without weights (their voxels add nothing): cut once per block, not per chunk
@@ -215,13 +247,23 @@ def _block_weights(wb, local, bshape, wdtype):
     return out
 
 
-def region_reduce(data, weights, *, split_every=8, cache=None):
+#: Name prefix of the tasks of ``region_reduce(frames=...)``: each returns its block's
+#: partial and the count of the block's non-finite values, ``(partial, count)``.
+FRAMES_TASKS = "lazyconn-region-frames-"
+
+
+def region_reduce(data, weights, *, split_every=8, cache=None, frames=None):
     """Lazy (T, K) float64 ``X @ W`` for a 4-D dask run and sparse (V, K) weights.
 
     One task per spatial chunk holding non-zero weights; chunks without weights are not
     even read. Partial products are computed and summed in float64 (a tree,
     ``split_every`` at a time). ``cache`` (a dict) lets runs on the same grid and chunks
     share the per-block weights.
+
+    ``frames`` (a callable: block index -> pieces of whole time frames, as
+    ``lazyconn.io._dask.VoxelFrames``) reads each block in pieces instead of taking it
+    from ``data``'s graph: the tasks (named :data:`FRAMES_TASKS`) then hold a piece of a
+    block, not the whole decoded block, and also count its non-finite values.
     """
     shape = data.shape[:3]
     weights = sparse.csr_matrix(weights)
@@ -241,17 +283,24 @@ def region_reduce(data, weights, *, split_every=8, cache=None):
     if not blocks:  # no voxel carries weight: zeros, and nothing is read
         return da.zeros((data.shape[3], n_k), chunks=(data.chunks[3], n_k), dtype=np.float64)
     name = "lazyconn-region-partial-" + tokenize(
-        data.name, weights.data, weights.indices, weights.indptr, data.chunks
+        data.name, weights.data, weights.indices, weights.indptr, data.chunks, frames is None
     )
     dsk = {}
+    tasks = FRAMES_TASKS + name[len("lazyconn-region-partial-") :]
     for n, (b, wts) in enumerate(blocks):
         for t in range(len(data.chunks[3])):
             # Each time chunk after the previous one (a small (1, T, K) dependency): a
             # .nii.gz run's chunks are time slabs of one gzip stream, which then inflates
             # once, in order, instead of resuming at snapshots for slabs taken out of order.
             after = (name, n, t - 1, 0) if t else None
-            dsk[(name, n, t, 0)] = (_partial_product, (data.name, *b, t), wts, after)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+            if frames is None:
+                dsk[(name, n, t, 0)] = (_partial_product, (data.name, *b, t), wts, after)
+            else:
+                dsk[(tasks, n, t)] = (_partial_product_frames, frames, (*b, t), wts, after)
+                dsk[(name, n, t, 0)] = (operator.getitem, (tasks, n, t), 0)
+    graph = HighLevelGraph.from_collections(
+        name, dsk, dependencies=[data] if frames is None else []
+    )
     partials = da.Array(
         graph,
         name,
@@ -269,6 +318,7 @@ def n_chunks_touched(data, weights):
 
 
 __all__ = [
+    "FRAMES_TASKS",
     "n_chunks_touched",
     "region_reduce",
     "region_weights",
