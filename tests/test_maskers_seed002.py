@@ -37,7 +37,9 @@ def subject(tmp_path_factory):
 def _compare(kwargs, subject, check_float32=False):
     """float64 input: within 1e-4 of nilearn (in practice 1e-7). float32 input: at least as
     close to nilearn's float64 result as nilearn's own float32 result is (with 22 confounds,
-    40 volumes and a band-pass, float32 rounding alone moves nilearn by ~1e-3)."""
+    40 volumes and a band-pass, float32 rounding alone moves nilearn by ~1e-3).
+    ``check_float32`` may be a slice of the seeds: the float32 check on those only (nilearn's
+    sphere search costs seconds per call, in proportion to the seeds)."""
     img32, conf, filled, _ = subject
     name = kwargs.pop("_cls")
     cls = {"NiftiSpheresMasker": NiftiSpheresMasker, "NiftiLabelsMasker": NiftiLabelsMasker}[name]
@@ -48,8 +50,11 @@ def _compare(kwargs, subject, check_float32=False):
     got64 = cls(**kwargs).fit_transform(load(img64, chunks=chunks), confounds=conf)
     assert got64.shape == ref64.shape and got64.dtype == ref64.dtype
     np.testing.assert_allclose(got64, ref64, rtol=1e-4, atol=1e-4)
-    if not check_float32:
+    if check_float32 is False:
         return
+    if isinstance(check_float32, slice):
+        kwargs = dict(kwargs, seeds=kwargs["seeds"][check_float32])
+        ref64 = ref64[:, check_float32]
     ref32 = quiet(getattr(nilearn_maskers, name)(**kwargs).fit_transform, img32, confounds=filled)
     got32 = cls(**kwargs).fit_transform(load(img32, chunks=chunks), confounds=conf)
     assert got32.dtype == ref32.dtype == np.float32
@@ -68,7 +73,7 @@ def test_power_264_radius_5_smoothing_6(subject):
     _compare(
         dict(_cls="NiftiSpheresMasker", seeds=coords, radius=5.0, smoothing_fwhm=6, **CLEAN),
         subject,
-        check_float32=True,
+        check_float32=slice(None, None, 4),  # float32: 66 of the 264 spheres, all over the brain
     )
 
 
