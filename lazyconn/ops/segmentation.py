@@ -44,24 +44,41 @@ def peak_local_max(image, min_distance=10, threshold_abs=0.0, threshold_rel=0.1)
 
 
 # --------------------------------------------------------------------------- graph
-def _graph_edges_3d(n_x, n_y, n_z):
-    vertices = np.arange(n_x * n_y * n_z).reshape((n_x, n_y, n_z))
-    deep = np.vstack((vertices[:, :, :-1].ravel(), vertices[:, :, 1:].ravel()))
-    right = np.vstack((vertices[:, :-1].ravel(), vertices[:, 1:].ravel()))
-    down = np.vstack((vertices[:-1].ravel(), vertices[1:].ravel()))
-    return np.hstack((deep, right, down))
+def _edges_and_gradients(data, spacing, mask):
+    """The graph's edges ``(2, E)`` between neighbours along z, then y, then x (nilearn's
+    order, each in C order), only those joining two active voxels of ``mask`` (all without
+    one), and their squared gradients summed over the channels.
+
+    Only the kept edges are built: nilearn builds every edge of the box and its gradient,
+    then drops those touching inactive voxels (~17 MiB of temporaries for a 48 x 59 x 50
+    map, most of it for edges outside the map). The values are the same, element for
+    element (the same operations on the same voxels).
+    """
+    shape = data.shape[:3]
+    edges, gradients = [], []
+    for axis in (2, 1, 0):
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        lo, hi = tuple(lo), tuple(hi)
+        if mask is None:
+            first = np.arange(np.prod(shape)).reshape(shape)[lo].ravel()
+            pairs = [
+                (data[lo + (c,)].ravel(), data[hi + (c,)].ravel()) for c in range(data.shape[-1])
+            ]
+        else:
+            where = np.nonzero(mask[lo] & mask[hi])
+            first = np.ravel_multi_index(where, shape)
+            pairs = [
+                (data[lo + (c,)][where], data[hi + (c,)][where]) for c in range(data.shape[-1])
+            ]
+        stride = int(np.prod(shape[axis + 1 :]))
+        edges.append(np.vstack((first, first + stride)))
+        gradients.append(sum((np.abs(a - b) / spacing[axis]) ** 2 for a, b in pairs))
+    return np.hstack(edges), np.concatenate(gradients)
 
 
-def _gradients_3d(data, spacing):
-    gr_deep = np.abs(data[:, :, :-1] - data[:, :, 1:]).ravel() / spacing[2]
-    gr_right = np.abs(data[:, :-1] - data[:, 1:]).ravel() / spacing[1]
-    gr_down = np.abs(data[:-1] - data[1:]).ravel() / spacing[0]
-    return np.r_[gr_deep, gr_right, gr_down]
-
-
-def _edge_weights(data, spacing, beta, eps):
-    # data has a trailing channel axis of length 1 (the std is over the whole box)
-    gradients = sum(_gradients_3d(data[..., c], spacing) ** 2 for c in range(data.shape[-1]))
+def _edge_weights(gradients, data, beta, eps):
+    # the std is over the whole box (its trailing channel axis included)
     beta /= 10 * data.std()
     gradients *= beta
     weights = np.exp(-gradients)
@@ -84,21 +101,13 @@ def _laplacian(edges, weights):
     return lap.tocsr()
 
 
-def _mask_edges(edges, weights, mask):
-    """Drop the edges touching inactive voxels and renumber the remaining nodes."""
-    m0 = np.hstack((mask[:, :, :-1].ravel(), mask[:, :-1].ravel(), mask[:-1].ravel()))
-    m1 = np.hstack((mask[:, :, 1:].ravel(), mask[:, 1:].ravel(), mask[1:].ravel()))
-    keep = np.logical_and(m0, m1)
-    edges, weights = edges[:, keep], weights[keep]
-    order = np.searchsorted(np.unique(edges.ravel()), np.arange(edges.max() + 1))
-    return order[edges.astype(np.int64)], weights
-
-
 def _build_laplacian(data, spacing, mask, beta):
-    edges = _graph_edges_3d(*data.shape[:3])
-    weights = _edge_weights(data, spacing, beta=beta, eps=1.0e-10)
+    edges, gradients = _edges_and_gradients(data, spacing, mask)
+    weights = _edge_weights(gradients, data, beta=beta, eps=1.0e-10)
     if mask is not None:
-        edges, weights = _mask_edges(edges, weights, mask)
+        # renumber the nodes that remain (those on a kept edge)
+        order = np.searchsorted(np.unique(edges.ravel()), np.arange(edges.max() + 1))
+        edges = order[edges.astype(np.int64)]
     return _laplacian(edges, weights)
 
 
