@@ -124,10 +124,7 @@ class NiftiMapsMasker(RegionMasker):
             )
         source = self._maps_source()
         self._log("fit", f"Loading regions from {describe_imgs(source)}")
-        maps = load(source)
-        if maps.ndim == 3:
-            maps = maps.with_data(maps.data[..., None])
-        maps = load_4d(maps, "maps_img")
+        maps = self._maps_image(source)
         mdata = self._maps_array(maps)
         if not np.all(np.isfinite(mdata)):  # zeros, silently, as nilearn
             mdata = np.where(np.isfinite(mdata), mdata, 0).astype(mdata.dtype)
@@ -171,6 +168,13 @@ class NiftiMapsMasker(RegionMasker):
         if self.maps_img is None:
             raise ParameterError("maps_img=None; expected a 4-D image of maps.")
         return self.maps_img
+
+    def _maps_image(self, source):
+        """The maps as a 4-D image (a 3-D image is one map)."""
+        maps = load(source)
+        if maps.ndim == 3:
+            maps = maps.with_data(maps.data[..., None])
+        return load_4d(maps, "maps_img")
 
     def _maps_array(self, maps):
         """The maps' values in memory, as floats, in an array of their own: the fitted

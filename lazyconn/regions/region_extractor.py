@@ -447,10 +447,15 @@ high_pass, t_r, dtype, resampling_target, keep_masked_maps, allow_overlap, clean
     def _maps_source(self):
         return self.regions_img_
 
+    def _maps_image(self, source):
+        # the regions, a 4-D nibabel image made by fit: lazyconn.load would copy them (dask
+        # copies an in-memory array into its chunks), and only their grid is read
+        return source
+
     def _maps_array(self, maps):
         # The regions are this estimator's own float32 array: the masker's maps_img_ shares
         # it (another copy of every region would be held for the transforms).
-        return np.asarray(self.regions_img_.dataobj)
+        return np.asarray(maps.dataobj)
 
     def _fit(self, imgs):
         self._check_region_params()
