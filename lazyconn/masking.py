@@ -196,8 +196,36 @@ def stream_mask(img, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     _check_mask_grid(img, mask, mask_affine)
     if img.ndim != 4 or len(img.data.chunks[3]) > 1 or isinstance(smoothing_fwhm, str):
         return None
+    box = _smoothing_box(mask, img.affine, smoothing_fwhm)
     data, mask, sigmas = _masked_array(img, mask, dtype, smoothing_fwhm, ensure_finite)
-    return VoxelStream(data, mask, sigmas)
+    return VoxelStream(data, mask, sigmas, reader=_frames_reader(img.data, data, box))
+
+
+def _frames_reader(stored, data, box):
+    """A :class:`VoxelStream` ``reader`` of ``data`` (``stored``, or its crop ``box``, not
+    cast) from ``stored``'s local store, each block decoded a slab of volumes at a time
+    (:func:`lazyconn.io._dask.voxel_frames`, :class:`lazyconn.io.store.ChunkSlabs`: a
+    seed block held 24 MB decoded for its whole spread, ~half a subject's memory in
+    flight), or None."""
+    from lazyconn.io._dask import voxel_frames
+
+    frames = voxel_frames(stored) if data.dtype == stored.dtype else None
+    if frames is None:
+        return None
+    offset = [0, 0, 0] if box is None else [s.start for s in box[:3]]
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in stored.chunks[:3]]
+
+    def read(region):
+        index, select = [], []
+        for (a0, a1), o, st in zip(region, offset, starts, strict=True):
+            i = int(np.searchsorted(st, a0 + o, side="right")) - 1
+            if a1 + o > st[i + 1]:
+                return None  # not inside one stored block
+            index.append(i)
+            select.append(slice(a0 + o - int(st[i]), a1 + o - int(st[i])))
+        return frames.slabs((*index, 0), select)
+
+    return read
 
 
 @fill_doc

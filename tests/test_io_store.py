@@ -243,3 +243,25 @@ def test_chunks_read_in_pieces_of_frames(make_nifti, tmp_path, monkeypatch, comp
         np.testing.assert_array_equal(got, want.reshape(-1, want.shape[-1], order="F").T)
     # several blocks per chunk with Blosc (pieces of fewer frames than the chunk)
     assert min(n_pieces) > 1 if compressor is not None else set(n_pieces) == {1}
+
+
+def test_a_chunk_is_decoded_a_slab_of_volumes_at_a_time(make_nifti, tmp_path):
+    """``voxel_frames(...).slabs`` (how the streamed pass reads a local store's block):
+    any slab of volumes of a part of a chunk, edge chunks included, equals the stored
+    values; without Blosc there is none (the block is read whole)."""
+    from lazyconn.io import _dask
+
+    path, ref = make_nifti("run.nii", shape=(13, 11, 9, 30))
+    store = str(tmp_path / "run.zarr")
+    lazyconn.load(path).to_zarr(store, chunks=(8, 6, 5, 30))
+    frames = _dask.voxel_frames(lazyconn.load(store).data)
+    # a part of the (edge) last chunk along x, and of the first along y and z
+    block = frames.slabs((1, 0, 0, 0), (slice(1, 4), slice(1, 6), slice(0, 5)))
+    assert block.shape == (3, 5, 5, 30) and block.dtype == ref.dtype
+    for t0, t1 in [(0, 7), (7, 30), (12, 13), (29, 30), (3, 3)]:
+        np.testing.assert_array_equal(block[..., t0:t1], ref[9:12, 1:6, 0:5, t0:t1])
+    with pytest.raises(IndexError, match=r"\[\.\.\., t0:t1\] only; got \(0, 1\)"):
+        block[0, 1]
+    lazyconn.load(path).to_zarr(str(tmp_path / "raw.zarr"), chunks=(8, 6, 5, 30), compressor=None)
+    raw = _dask.voxel_frames(lazyconn.load(str(tmp_path / "raw.zarr")).data)
+    assert raw.slabs((0, 0, 0, 0), (slice(0, 8), slice(0, 6), slice(0, 5))) is None

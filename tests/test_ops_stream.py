@@ -342,3 +342,33 @@ def test_a_long_run_is_read_once_its_columns_spilled_to_a_temporary_file(rng, mo
         [ndimage.gaussian_filter(x[..., t].astype(np.float64), 0.8) for t in range(25)], axis=-1
     )[mask].T
     np.testing.assert_allclose(exact, _reference_reduction(smoothed, 3), rtol=1e-3, atol=1e-3)
+
+
+def test_a_local_stores_blocks_are_decoded_a_slab_of_volumes_at_a_time(
+    small_run, tmp_path, monkeypatch
+):
+    """A run from a local store is streamed without decoding any whole chunk (each block
+    a few volumes at a time, ChunkSlabs): the same bits as its graph's reads, and
+    nilearn's transform."""
+    import nilearn.maskers as nm
+
+    from lazyconn.io import _dask, store
+
+    img, mask, confounds = small_run
+    path = str(tmp_path / "run.zarr")
+    load(img).to_zarr(path, chunks=(6, 7, 10, 40))
+    kw = {"smoothing_fwhm": 6.0, "standardize": "zscore_sample"}
+    masker = NiftiMasker(mask_img=mask, **kw).fit()
+    monkeypatch.setattr(spatial, "SPREAD_SLAB_BYTES", 4 * 12 * 13 * 10 * 7)  # ~7 volumes
+    slabs = []
+    monkeypatch.setattr(store.ChunkSlabs, "__getitem__", _spy(store.ChunkSlabs.__getitem__, slabs))
+    graph = masker._stream_run(path, confounds=confounds)
+    graph.reader = None
+    expected = _assemble(graph)
+    assert not slabs
+    monkeypatch.setattr(_dask, "read_chunk", None)  # no whole chunk is decoded
+    got = _assemble(masker._stream_run(path, confounds=confounds))
+    assert len(slabs) > 8  # blocks x slabs
+    np.testing.assert_array_equal(got, expected)
+    ref = quiet(nm.NiftiMasker(mask_img=mask, **kw).fit().transform, img, confounds=confounds)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

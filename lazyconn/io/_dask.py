@@ -15,6 +15,7 @@ from lazyconn.io.store import (
     StoreInfo,
     checksum_error,
     chunk_frames,
+    chunk_slabs,
     decodes_in_place,
     read_chunk,
 )
@@ -80,6 +81,17 @@ class _CheckedZarr:
             pieces = iter([chunk.reshape(chunk.shape[0], -1)])
         return pieces
 
+    def slabs(self, coords, select):
+        """The part ``select`` ((x, y, z) slices) of chunk ``coords`` (stored order) as a
+        :class:`~lazyconn.io.store.ChunkSlabs`, or None (:func:`~lazyconn.io.store.
+        chunk_slabs`)."""
+        if not self.in_place:
+            return None
+        shape = tuple(
+            min(c, n - i * c) for i, c, n in zip(coords, self.chunks, self.shape, strict=True)
+        )
+        return chunk_slabs(self.array, coords, shape, select)
+
     def __getitem__(self, key):
         coords = self._whole_chunk(key) if self.in_place else None
         if coords is not None:
@@ -109,6 +121,11 @@ class VoxelFrames:
 
     def __call__(self, block):
         return self.source.frames(tuple(int(b) for b in block[::-1]))
+
+    def slabs(self, block, select):
+        """Block ``block`` (4-D index), its part ``select`` ((x, y, z) slices), decoded a
+        slab of volumes at a time (:class:`~lazyconn.io.store.ChunkSlabs`), or None."""
+        return self.source.slabs(tuple(int(b) for b in block[::-1]), select)
 
 
 #: dask array name -> the store array it reads, for :func:`voxel_frames` (entries go with

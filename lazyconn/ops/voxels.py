@@ -449,10 +449,25 @@ class VoxelStream:
         Rows of ``transform``'s output (default: T).
     dtype : numpy dtype, optional
         dtype of ``transform``'s output (default: ``arr``'s).
+    reader : callable, optional
+        With smoothing: ``reader(region)``, ``region`` a block's ``((x0, x1), (y0, y1),
+        (z0, z1))`` in ``arr``, gives the block (all volumes) another way than ``arr``'s
+        graph, or None (then the graph reads it): an object with ``shape``, ``dtype`` and
+        ``[..., t0:t1]`` for successive slabs of volumes, which the Gaussian spread reads
+        (:class:`lazyconn.io.store.ChunkSlabs`: a local store's chunk decoded a slab at a
+        time, not whole; :func:`lazyconn.masking.stream_mask`).
     """
 
     def __init__(
-        self, arr, mask, sigmas=None, truncate=4.0, transform=None, n_rows=None, dtype=None
+        self,
+        arr,
+        mask,
+        sigmas=None,
+        truncate=4.0,
+        transform=None,
+        n_rows=None,
+        dtype=None,
+        reader=None,
     ):
         self.arr = arr
         self.mask = np.asarray(mask, dtype=bool)
@@ -465,6 +480,7 @@ class VoxelStream:
         self.dtype = np.dtype(arr.dtype if dtype is None else dtype)
         self.peak_open = (0, 0)
         self._plan = None
+        self.reader = reader
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -609,12 +625,17 @@ class VoxelStream:
         ]
         return plan, columns
 
-    def _read(self, idx, graph) -> np.ndarray:
-        """One spatial block, all its volumes (x, y, z, T), computed alone from ``graph``
-        (the array's tasks, materialized once per pass): only the block's own tasks, run
-        in this thread. A ``compute`` per block spent ~9 ms of the GIL-holding Python per
-        block on dask's optimisation and scheduler (~7 % of a seed subject's pass),
-        which two subjects streamed on two threads then wait for in turn."""
+    def _read(self, idx, where, graph) -> np.ndarray:
+        """One spatial block, all its volumes (x, y, z, T): through ``reader`` (with
+        smoothing) if it reads it, else computed alone from ``graph`` (the array's tasks,
+        materialized once per pass): only the block's own tasks, run in this thread. A
+        ``compute`` per block spent ~9 ms of the GIL-holding Python per block on dask's
+        optimisation and scheduler (~7 % of a seed subject's pass), which two subjects
+        streamed on two threads then wait for in turn."""
+        if self.reader is not None and self.sigmas is not None:
+            block = self.reader(tuple((start, stop) for _, start, stop in where))
+            if block is not None:
+                return block
         keys = [(self.arr.name, *idx, t) for t in range(self.arr.numblocks[3])]
         parts = [np.asarray(p) for p in dask.core.get(cull(graph, keys)[0], keys)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=3)
@@ -626,7 +647,7 @@ class VoxelStream:
         graph = dict(self.arr.__dask_graph__())
         open_, held, peak = {}, 0, (0, 0)
         for idx, where, contributions, finished in plan:
-            block = self._read(idx, graph)
+            block = self._read(idx, where, graph)
             if self.sigmas is None:
                 ((gid, local),) = contributions
                 open_[gid] = block[local]
