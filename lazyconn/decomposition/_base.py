@@ -74,12 +74,17 @@ def bound_malloc_retention() -> None:
 
 def _glibc_function(name: str):
     """The C library's function ``name``, or None where there is none (not glibc: macOS,
-    musl without ``mallopt``...)."""
+    musl without ``mallopt``...).
+
+    Looked up among the process's own symbols (``dlopen(NULL)``), where the C library
+    is: ``ctypes.util.find_library("c")`` ran ``/sbin/ldconfig -p`` on every call, a fork
+    of the whole process (~300 MiB at a seed-001 pipeline's trims, counted twice by a
+    process-tree RSS sampler that caught the child before its exec).
+    """
     import ctypes
-    import ctypes.util
 
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
