@@ -597,7 +597,7 @@ def test_region_connectome_one_call(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------- planted-truth scores
-def test_match_regions_and_connectome_recovery():
+def test_match_regions_and_connectome_recovery(tmp_path):
     from lazyconn.datasets.recovery import connectome_recovery, match_regions
 
     labels = np.zeros((10, 10, 10), dtype=np.int32)
@@ -613,6 +613,14 @@ def test_match_regions_and_connectome_recovery():
     np.testing.assert_allclose(got.dice, [0.8, 1.0, 0.0])
     np.testing.assert_array_equal(got.match, [1, 0, -1])
     assert got.mean_dice == pytest.approx(0.6)
+    # from files (lazyconn.load), the planted labels on a coarser grid (resampled, nearest)
+    nib.save(nib.Nifti1Image(regions, np.eye(4)), tmp_path / "regions.nii")
+    coarse = nib.Nifti1Image(labels[::2, ::2, ::2], np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(coarse, tmp_path / "labels.nii")
+    from_files = match_regions(tmp_path / "regions.nii", tmp_path / "labels.nii")
+    ref = match_regions(nib.Nifti1Image(regions, np.eye(4)), coarse)
+    np.testing.assert_array_equal(from_files.dice_matrix, ref.dice_matrix)
+    assert from_files.dice_matrix.shape == (3, 3) and from_files.dice_matrix.max() > 0
     truth = np.array([[1, 0.5, 0.2], [0.5, 1, -0.3], [0.2, -0.3, 1]])
     matrix = np.array([[1, 0.4, 0], [0.4, 1, 0], [0, 0, 1]])
     rec = connectome_recovery(matrix, got.match, truth)

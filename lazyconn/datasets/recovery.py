@@ -6,6 +6,7 @@ benchmark, for lazyconn's results and nilearn's alike (inputs are plain images a
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 from sklearn.utils import Bunch
 
@@ -16,8 +17,18 @@ from lazyconn.image.resampling import on_grid_of
 __all__ = ["connectome_recovery", "match_regions"]
 
 
+def _in_memory(img) -> bool:
+    return isinstance(img, nib.spatialimages.SpatialImage) and isinstance(img.dataobj, np.ndarray)
+
+
+def _image(img):
+    """``img`` itself if it is an in-memory nibabel image (only read here: lazyconn.load
+    would copy its array into dask chunks), else loaded."""
+    return img if _in_memory(img) else load(img)
+
+
 def _data(img):
-    return np.asarray(load(img).data.compute())
+    return np.asarray(img.dataobj) if _in_memory(img) else np.asarray(img.data.compute())
 
 
 def match_regions(regions_img, labels_img):
@@ -39,13 +50,12 @@ def match_regions(regions_img, labels_img):
         - ``dice_matrix``: (n_planted, n_extracted) all Dice coefficients;
         - ``mean_dice``: mean of ``dice`` over the planted regions.
     """
-    regions = load(regions_img)
+    regions = _image(regions_img)
     if regions.ndim != 4:
         raise ParameterError(
             f"regions_img has shape {regions.shape}; expected a 4-D image (one region per volume)."
         )
-    labels = load(labels_img)
-    labels = on_grid_of(labels, regions)
+    labels = on_grid_of(_image(labels_img), regions)
     support = _data(regions) != 0
     ldata = np.rint(_data(labels)).astype(np.int64)
     n_planted = int(ldata.max())
