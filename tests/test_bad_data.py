@@ -168,8 +168,8 @@ def test_the_nan_count_reads_each_chunk_of_a_store_once(tmp_path, monkeypatch):
     ],
 )
 def test_nonfinite_count_of_a_chunk_equals_numpys(planted, monkeypatch):
-    from lazyconn.group import pipeline
-    from lazyconn.group.pipeline import _count_nonfinite
+    from lazyconn.ops import weights
+    from lazyconn.ops.weights import count_nonfinite as _count_nonfinite
 
     block = np.random.default_rng(0).normal(size=(4, 5, 6, 7)).astype(np.float32)
     for where, value in planted.items():
@@ -177,6 +177,6 @@ def test_nonfinite_count_of_a_chunk_equals_numpys(planted, monkeypatch):
     assert _count_nonfinite(block) == int(np.sum(~np.isfinite(block)))
     assert _count_nonfinite(block.astype(np.int16)) == 0  # integers are always finite
     # counted in pieces (a short last one): C, F (zarr's blocks) and non-contiguous blocks
-    monkeypatch.setattr(pipeline, "_COUNT_PIECE", 97)
+    monkeypatch.setattr(weights, "_COUNT_PIECE", 97)
     for b in (block, np.asfortranarray(block), block[:, :, ::2], block[..., 3:]):
         assert _count_nonfinite(b) == int(np.sum(~np.isfinite(b)))

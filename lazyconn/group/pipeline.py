@@ -86,29 +86,6 @@ class _ConnectomeStep:
         return Noted(self.connectivity.subject_connectivity(covariance), notes)
 
 
-#: Values tested at a time by ``_count_nonfinite`` (a 256 KiB boolean buffer, reused).
-_COUNT_PIECE = 2**18
-
-
-def _count_nonfinite(block) -> int:
-    """The exact count of NaN and inf values of a chunk, tested piece by piece: a
-    whole-chunk boolean mask (a quarter of a float32 chunk, 6 MB for a seed chunk) was
-    the largest temporary of a subject's pass."""
-    block = np.asarray(block)
-    if block.dtype.kind != "f":
-        return 0
-    # a flat view in memory order (zarr's blocks are F-contiguous); else a copy
-    flat = block.ravel(order="K")
-    finite = np.empty(min(_COUNT_PIECE, flat.size), dtype=bool)
-    count = 0
-    for start in range(0, flat.size, _COUNT_PIECE):
-        piece = flat[start : start + _COUNT_PIECE]
-        out = finite[: piece.size]
-        np.isfinite(piece, out=out)
-        count += piece.size - int(np.count_nonzero(out))
-    return count
-
-
 def _nonfinite_values(result, data):
     """Lazy count of the non-finite values in the chunks of ``data`` that ``result`` reads.
 
@@ -121,7 +98,7 @@ def _nonfinite_values(result, data):
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
-    from lazyconn.ops.weights import FRAMES_TASKS
+    from lazyconn.ops.weights import FRAMES_TASKS, count_nonfinite
 
     graph = result.__dask_graph__().cull(_keys(result))  # culled layers get a name suffix
     keys = [
@@ -139,7 +116,7 @@ def _nonfinite_values(result, data):
         if isinstance(k, tuple) and isinstance(k[0], str) and k[0].startswith(FRAMES_TASKS)
     ]
     name = "lazyconn-nonfinite-" + tokenize(data.name, keys, counted)
-    dsk = {(name, i): (_count_nonfinite, k) for i, k in enumerate(keys)}
+    dsk = {(name, i): (count_nonfinite, k) for i, k in enumerate(keys)}
     dsk.update({(name, len(keys) + i): (operator.getitem, k, 1) for i, k in enumerate(counted)})
     dsk[(name,)] = (sum, list(dsk))
     graph = HighLevelGraph.from_collections(

@@ -65,13 +65,17 @@ class _CheckedZarr:
             coords.append(start // c)
         return tuple(coords)
 
+    def _chunk_shape(self, coords):
+        """Chunk ``coords``'s shape inside the array (smaller at its edges)."""
+        return tuple(
+            min(c, n - i * c) for i, c, n in zip(coords, self.chunks, self.shape, strict=True)
+        )
+
     def frames(self, coords):
         """Chunk ``coords`` (stored order, time first) as successive pieces of whole
         frames, ``(n_frames, voxels)`` (:func:`~lazyconn.io.store.chunk_frames`); a chunk
         it cannot decode in pieces comes whole, read as :meth:`__getitem__` reads it."""
-        shape = tuple(
-            min(c, n - i * c) for i, c, n in zip(coords, self.chunks, self.shape, strict=True)
-        )
+        shape = self._chunk_shape(coords)
         pieces = chunk_frames(self.array, coords, shape) if self.in_place else None
         if pieces is None:
             key = tuple(
@@ -87,10 +91,7 @@ class _CheckedZarr:
         chunk_slabs`)."""
         if not self.in_place:
             return None
-        shape = tuple(
-            min(c, n - i * c) for i, c, n in zip(coords, self.chunks, self.shape, strict=True)
-        )
-        return chunk_slabs(self.array, coords, shape, select)
+        return chunk_slabs(self.array, coords, self._chunk_shape(coords), select)
 
     def __getitem__(self, key):
         coords = self._whole_chunk(key) if self.in_place else None

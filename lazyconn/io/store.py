@@ -201,6 +201,33 @@ def decodes_in_place(array) -> bool:
     return dtype.isnative and (endian is None or endian.value == sys.byteorder)
 
 
+def _verified_chunk_bytes(array, coords):
+    """The bytes of chunk ``coords`` of ``array`` (:func:`decodes_in_place`) as the store
+    read and verified them, without their crc32c (the last 4 bytes), or None if the store
+    did not read it itself (absent chunk: zarr's read then gives the fill value or the
+    store's MissingChunkError)."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    key = array.metadata.encode_chunk_key(coords)
+    path = f"{array.path}/{key}" if array.path else key
+    raw = array.store_path.store.local_chunk(path, default_buffer_prototype())
+    if not isinstance(raw, _VerifiedBuffer):
+        return None
+    return raw.as_numpy_array()[:-4]
+
+
+def _is_blosc_frame(src, nbytes: int, itemsize: int | None = None) -> bool:
+    """Whether ``src`` is a whole Blosc frame of ``nbytes`` decompressed (its 16-byte
+    header: sizes decompressed at bytes 4-7 and compressed at 12-15, the item size at 3),
+    of items of ``itemsize`` bytes if given."""
+    return (
+        src.size >= 16
+        and int.from_bytes(src[4:8], "little") == nbytes
+        and int.from_bytes(src[12:16], "little") == src.size
+        and (itemsize is None or src[3] == itemsize)
+    )
+
+
 def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray | None:
     """Chunk ``coords`` of ``array`` (:func:`decodes_in_place`), its first ``shape``
     elements along each axis (smaller at the array's edges), decoded into the one
@@ -212,14 +239,9 @@ def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.nda
     edge chunk's selection is compacted in place, so a chunk read holds one decoded copy
     (plus the compressed bytes, verified by the store as it read them).
     """
-    from zarr.core.buffer import default_buffer_prototype
-
-    key = array.metadata.encode_chunk_key(coords)
-    path = f"{array.path}/{key}" if array.path else key
-    raw = array.store_path.store.local_chunk(path, default_buffer_prototype())
-    if not isinstance(raw, _VerifiedBuffer):
+    src = _verified_chunk_bytes(array, coords)
+    if src is None:
         return None
-    src = raw.as_numpy_array()[:-4]  # the crc32c is the last 4 bytes, already checked
     dtype = np.dtype(array.dtype)
     full = tuple(array.metadata.chunks)
     nbytes = int(np.prod(full)) * dtype.itemsize
@@ -231,14 +253,10 @@ def read_chunk(array, coords: tuple[int, ...], shape: tuple[int, ...]) -> np.nda
     else:
         import numcodecs.blosc
 
-        # Blosc's 16-byte header: sizes decompressed (bytes 4-7) and compressed (12-15).
-        if src.size < 16 or (
-            int.from_bytes(src[4:8], "little"),
-            int.from_bytes(src[12:16], "little"),
-        ) != (nbytes, src.size):
+        if not _is_blosc_frame(src, nbytes):
             return None
         numcodecs.blosc.decompress(src, buf)
-    del raw, src
+    del src
     chunk = buf.view(dtype).reshape(full)
     shape = tuple(int(n) for n in shape)
     if shape == full:
@@ -297,31 +315,25 @@ def chunk_frames(array, coords: tuple[int, ...], shape: tuple[int, ...]):
     if src is None:
         return None
     dtype, full = np.dtype(array.dtype), tuple(array.metadata.chunks)
-    return _frames(_blosc_getitem(), src, dtype, full, tuple(int(n) for n in shape))
+    return _frames(src, dtype, full, tuple(int(n) for n in shape))
 
 
 def _blosc_frame(array, coords):
     """The verified Blosc frame of chunk ``coords`` of ``array`` (:func:`decodes_in_place`)
     if ``blosc_getitem`` can decode it in parts (items of the dtype's size), else None."""
-    from zarr.core.buffer import default_buffer_prototype
-
     if _blosc_getitem() is None or len(array.metadata.codecs) != 3:
         return None
-    key = array.metadata.encode_chunk_key(coords)
-    path = f"{array.path}/{key}" if array.path else key
-    raw = array.store_path.store.local_chunk(path, default_buffer_prototype())
-    if not isinstance(raw, _VerifiedBuffer):
-        return None
-    src = raw.as_numpy_array()[:-4]  # the crc32c is the last 4 bytes, already checked
-    dtype = np.dtype(array.dtype)
-    nbytes = int(np.prod(array.metadata.chunks)) * dtype.itemsize
-    if src.size < 16 or (
-        int.from_bytes(src[4:8], "little"),
-        int.from_bytes(src[12:16], "little"),
-        src[3],
-    ) != (nbytes, src.size, dtype.itemsize):
-        return None
-    return src
+    src = _verified_chunk_bytes(array, coords)
+    itemsize = np.dtype(array.dtype).itemsize
+    nbytes = int(np.prod(array.metadata.chunks)) * itemsize
+    return src if src is not None and _is_blosc_frame(src, nbytes, itemsize) else None
+
+
+def _decode_items(src, start: int, out) -> None:
+    """Items ``[start, start + out.size)`` of the verified Blosc frame ``src`` decoded into
+    ``out`` (c-blosc's ``blosc_getitem``)."""
+    if _blosc_getitem()(src.ctypes.data, start, out.size, out.ctypes.data) != out.nbytes:
+        raise ValueError("blosc_getitem failed on a verified chunk")
 
 
 class ChunkSlabs:
@@ -374,9 +386,7 @@ class ChunkSlabs:
             self._buf = np.empty(n, dtype=self.dtype)
         out = self._buf[:n]
         if n:
-            got = _blosc_getitem()(self._src.ctypes.data, t0 * frame, n, out.ctypes.data)
-            if got != n * self.dtype.itemsize:
-                raise ValueError("blosc_getitem failed on a verified chunk")
+            _decode_items(self._src, t0 * frame, out)
         slab = out.reshape(t1 - t0, *self._full[1:])[(slice(None), *self._select)]
         return slab.transpose(3, 2, 1, 0)
 
@@ -399,7 +409,7 @@ def chunk_slabs(array, coords: tuple[int, ...], shape: tuple[int, ...], select):
     return ChunkSlabs(src, tuple(array.metadata.chunks), int(shape[0]), select, array.dtype)
 
 
-def _frames(getitem, src, dtype, full, shape):
+def _frames(src, dtype, full, shape):
     frame = int(np.prod(full[1:]))  # items per stored frame
     block = max(int.from_bytes(src[8:12], "little") // dtype.itemsize, 1)
     piece = max(FRAMES_BYTES // dtype.itemsize // block, 1) * block
@@ -411,9 +421,7 @@ def _frames(getitem, src, dtype, full, shape):
     have, pos = 0, 0
     while pos < total:
         n = min(piece, total - pos)
-        out = buf[have : have + n]
-        if getitem(src.ctypes.data, pos, n, out.ctypes.data) != n * dtype.itemsize:
-            raise ValueError("blosc_getitem failed on a verified chunk")
+        _decode_items(src, pos, buf[have : have + n])
         have, pos = have + n, pos + n
         done = have // frame
         if done:

@@ -272,7 +272,7 @@ def gaussian_block(
 
 #: Bytes of the reached region per slab of volumes in :func:`gaussian_spread_block`: the
 #: kernel's temporaries are two such slabs, whatever the block's length in time (three with
-#: a block read a slab at a time, :class:`lazyconn.ops.voxels.FrameSlabs`). 2 MiB: a seed
+#: a block read a slab at a time, :class:`lazyconn.io.store.ChunkSlabs`). 2 MiB: a seed
 #: study's reductions stage peaked ~15 MiB lower than at 4 MiB for the same CPU (two
 #: subjects in flight); at 1 MiB ~10 MiB lower, but a block's spread took ~25 % more CPU.
 SPREAD_SLAB_BYTES = 2 << 20

@@ -170,19 +170,57 @@ def _partial_product(block, weights, after=None):
     n_k, sel, pieces = weights[order]
     if sel is not None:
         x = x[sel]
-    out = np.zeros((n_k, x.shape[1]))
-    # float64 C-ordered copies, one voxel slab at a time (bounded memory): float32
-    # accumulation loses ~1e-3 after cleaning (BOLD means are ~100x their fluctuations);
-    # integers sum exactly (nilearn truncates integer means). One slab buffer per block,
-    # reused: a fresh large array per slab costs page faults on every slab (and far more
-    # in dask workers, whose MALLOC_TRIM_THRESHOLD_ makes every large array a new mmap).
-    slab = np.empty((min(_SLAB_VOXELS, x.shape[0]), x.shape[1]))
+    slab = np.empty(min(_SLAB_VOXELS, x.shape[0]) * x.shape[1])
+    return _weighted_sum(x, n_k, pieces, slab).T[None]
+
+
+def _weighted_sum(rows, n_k, pieces, slab):
+    """(n_k, n) float64: the voxel rows ``rows`` (v, n) times their weights ``pieces``
+    (:func:`_pieces`), slab after slab through the flat float64 buffer ``slab``.
+
+    float64 C-ordered copies, one voxel slab at a time (bounded memory): float32
+    accumulation loses ~1e-3 after cleaning (BOLD means are ~100x their fluctuations);
+    integers sum exactly (nilearn truncates integer means). One slab buffer per block,
+    reused: a fresh large array per slab costs page faults on every slab (and far more in
+    dask workers, whose MALLOC_TRIM_THRESHOLD_ makes every large array a new mmap).
+    """
+    n = rows.shape[1]
+    out = np.zeros((n_k, n))
     for start, stop, wt in pieces:
-        xs = slab[: stop - start]
-        np.copyto(xs, x[start:stop], casting="unsafe")
+        xs = slab[: (stop - start) * n].reshape(stop - start, n)
+        np.copyto(xs, rows[start:stop], casting="unsafe")
         xs = _finite(xs)
         out += np.asarray(wt @ xs)
-    return out.T[None]
+    return out
+
+
+#: Values tested at a time by :func:`count_nonfinite` (a 256 KiB boolean buffer, reused).
+_COUNT_PIECE = 2**18
+
+
+def count_nonfinite(block) -> int:
+    """The exact count of NaN and inf values of ``block``, tested piece by piece: a
+    whole-chunk boolean mask (a quarter of a float32 chunk, 6 MB for a seed chunk) was
+    the largest temporary of a subject's pass.
+
+    Parameters
+    ----------
+    block : array-like
+        Any shape and dtype (integers are always finite: 0).
+    """
+    block = np.asarray(block)
+    if block.dtype.kind != "f":
+        return 0
+    # a flat view in memory order (zarr's blocks are F-contiguous); else a copy
+    flat = block.ravel(order="K")
+    finite = np.empty(min(_COUNT_PIECE, flat.size), dtype=bool)
+    count = 0
+    for start in range(0, flat.size, _COUNT_PIECE):
+        piece = flat[start : start + _COUNT_PIECE]
+        out = finite[: piece.size]
+        np.isfinite(piece, out=out)
+        count += piece.size - int(np.count_nonzero(out))
+    return count
 
 
 def _partial_product_frames(frames, block, weights, after=None):
@@ -197,20 +235,13 @@ def _partial_product_frames(frames, block, weights, after=None):
     n_k, sel, pieces = weights["F"]
     parts, count, buf = [], 0, None
     for x in frames(block):
-        if x.dtype.kind == "f":
-            count += x.size - int(np.count_nonzero(np.isfinite(x)))
+        count += count_nonfinite(x)
         if sel is not None:
             x = x[:, sel]
-        n = x.shape[0]
-        out = np.zeros((n_k, n))
-        if buf is None or buf.size < min(_SLAB_VOXELS, x.shape[1]) * n:
-            buf = np.empty(min(_SLAB_VOXELS, x.shape[1]) * n)
-        for start, stop, wt in pieces:
-            xs = buf[: (stop - start) * n].reshape(stop - start, n)
-            np.copyto(xs, x[:, start:stop].T, casting="unsafe")
-            xs = _finite(xs)
-            out += np.asarray(wt @ xs)
-        parts.append(out)
+        need = min(_SLAB_VOXELS, x.shape[1]) * x.shape[0]
+        if buf is None or buf.size < need:
+            buf = np.empty(need)
+        parts.append(_weighted_sum(x.T, n_k, pieces, buf))
     out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     return out.T[None], count
 
@@ -319,6 +350,7 @@ def n_chunks_touched(data, weights):
 
 __all__ = [
     "FRAMES_TASKS",
+    "count_nonfinite",
     "n_chunks_touched",
     "region_reduce",
     "region_weights",
