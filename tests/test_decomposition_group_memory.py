@@ -134,3 +134,91 @@ def test_online_learning_shuffles_the_stack_in_place(rng, monkeypatch):
     np.testing.assert_array_equal(code, dict_learning._lasso_code(before, dictionary, 1.0, 1000))
     np.testing.assert_array_equal(x, before)
     assert peak < 0.5 * x.nbytes, (peak, x.nbytes)
+
+
+def _scratch(tmp_path, data, block_bytes):
+    """``data`` (N, V) written to a scratch stack a few rows at a time, as the subjects' sink."""
+    from lazyconn.decomposition._stack import ScratchStack
+
+    stack = ScratchStack(tmp_path / "stack", data.shape, data.dtype, block_bytes=block_bytes)
+    for start in range(0, len(data), 8):
+        stack.write_rows(start, data[start : start + 8])
+    return stack
+
+
+@pytest.mark.parametrize("do_cca, width", [(True, 300), (False, 1024), (True, 5000)])
+def test_streamed_group_pca_is_sklearns_randomized_svd(rng, tmp_path, do_cca, width):
+    """Over column blocks (uneven, aligned with the squares' pieces, one block), the group
+    PCA of a scratch stack is scikit-learn's ``randomized_svd`` of the stack held in memory
+    (nilearn's call) to float32 rounding, and leaves the generator where it leaves it; the
+    stack is never held."""
+    from sklearn.utils.extmath import randomized_svd
+
+    data = _stack(rng, 1000, 3000)
+    # 8 planted axes of decreasing strength: components determined to float32 rounding
+    axes = rng.standard_normal((1000, 8)) * np.geomspace(400, 50, 8)
+    data += (axes @ rng.standard_normal((8, 3000))).astype(np.float32)
+    stack = _scratch(tmp_path, data, width * 1000 * 4)
+    assert stack.width == min(width, 3000)
+    np.testing.assert_array_equal(stack.read(), data)
+    scaled = data.copy(order="F")
+    if do_cca:
+        norms = np.sqrt(np.sum(data**2, axis=1))
+        scaled /= norms[:, None]
+    ours, theirs = np.random.RandomState(7), np.random.RandomState(7)
+    (components, variance), peak = _traced_peak(
+        lambda: _multi_pca.group_pca(stack, 8, do_cca, ours), tries=1
+    )
+    ref, ref_variance, _ = randomized_svd(
+        scaled.T, n_components=8, transpose=True, random_state=theirs, n_iter=3
+    )
+    assert components.dtype == ref.dtype == np.float32 and components.shape == (8, 3000)
+    np.testing.assert_allclose(components, ref.T, atol=2e-5 * np.abs(ref).max())
+    np.testing.assert_allclose(variance, ref_variance, rtol=2e-5)
+    np.testing.assert_array_equal(ours.get_state()[1], theirs.get_state()[1])
+    assert ours.get_state()[2] == theirs.get_state()[2]
+    # a block, the square sums' piece (at most a block), the (V, 18) test matrix and its
+    # products; not the stack (unless it is one block)
+    block = stack.width * 1000 * 4
+    if block < data.nbytes:
+        assert peak < 2 * block + 0.2 * data.nbytes, (peak, block, data.nbytes)
+    stack.close()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("method", ["cd", "lars"])
+def test_online_learning_from_the_scratch_stack_is_sklearns(rng, tmp_path, method):
+    """The mini-batch fit replayed from the voxel-major file of a scratch stack gives
+    scikit-learn's ``dict_learning_online`` dictionary bit for bit (over several epochs,
+    a partial last batch), then its coding (cd: the exact coding on it, as in memory);
+    the generator ends where scikit-learn's does; the training file is deleted."""
+    from sklearn.decomposition import dict_learning_online
+
+    if not dict_learning._streams_online():
+        pytest.skip("this scikit-learn's mini-batch loop is not replayed")
+    data = _stack(rng, 48, 410)
+    data[:, :30] += 4 * rng.standard_normal((48, 1)).astype(np.float32)
+    stack = _scratch(tmp_path, data, 150 * 48 * 4)  # columns in blocks of 150
+    x = np.ascontiguousarray(data.T)  # (V, N), as the fit passes it
+    init = rng.standard_normal((6, 48)).astype(np.float32)
+    ours, theirs = np.random.RandomState(3), np.random.RandomState(3)
+    kw = dict(alpha=1.0, batch_size=64, method=method, dict_init=init, max_iter=3)
+    code = dict_learning._dict_learning_online(stack.T, 6, **kw, verbose=0, random_state=ours)
+    ref, dictionary = dict_learning_online(
+        x,
+        6,
+        **kw,
+        verbose=0,
+        return_code=True,
+        shuffle=True,
+        n_jobs=1,
+        random_state=theirs,
+    )
+    assert code.dtype == np.float32 and code.shape == (410, 6) and np.count_nonzero(code)
+    if method == "cd":
+        np.testing.assert_array_equal(code, dict_learning._lasso_code(x, dictionary, 1.0, 1000))
+    else:
+        np.testing.assert_allclose(code, ref, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_array_equal(ours.get_state()[1], theirs.get_state()[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
+    stack.close()

@@ -609,13 +609,14 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
     def _mask_and_reduce(self, imgs, runs, confounds):
         """Every subject's reduction, stacked in subject order -> (Σ k_s, V) data.
 
-        While the subjects run, each reduction is written to a temporary Zarr array (one
-        row block per subject), so that the stack is not resident next to the subjects in
-        flight: held in memory, Fortran-ordered as nilearn's, every subject's rows touch
-        every page of it from the first subject on (at 100 seed subjects, 93 MB on top of
-        the reductions stage's peak). Then, when it fits ``memory_budget``, the stack is
-        read back into memory (Fortran order, row block by row block) for the group step;
-        else it is returned as a dask array over the Zarr array.
+        While the subjects run, each reduction is written to a scratch file
+        (:class:`~lazyconn.decomposition._stack.ScratchStack`, in column blocks), so that
+        the stack is not resident next to the subjects in flight: held in memory,
+        Fortran-ordered as nilearn's, every subject's rows touch every page of it from the
+        first subject on (at 100 seed subjects, 93 MB on top of the reductions stage's
+        peak). Then, when it fits ``memory_budget``, the stack is read back into memory
+        (Fortran order, block by block) for the group step; else the scratch stack itself
+        is returned, and the group step reads it in column blocks.
         """
         n_voxels = self.masker_.n_elements_
         k = self.n_components
@@ -642,14 +643,14 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
             params = params_token(self.masker_, extra={"reduction": k, "dtype": dtype.str})
         subjects = self._subjects(imgs, confounds, states, params)
         in_memory = n_rows * n_voxels * dtype.itemsize <= self._budget()
-        data, self._stack_store_ = self._zarr_stack((n_rows, n_voxels), rows, dtype)
+        data = self._stack_ = self._scratch_stack((n_rows, n_voxels), dtype)
         empty = []
 
         def sink(subject, block):
             i = int(subject.name)
             if not np.any(block):
                 empty.append(i)
-            data[offsets[i] : offsets[i + 1]] = block
+            data.write_rows(offsets[i], block)
 
         step = _ReductionStep(self.masker_, k, DECOMPOSITION_SUBJECT_BYTES)
         try:
@@ -668,13 +669,8 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         # seed subjects: the fit's peak ~390 MiB, against the reductions' ~375).
         release_freed_memory()
         if not in_memory:
-            import dask.array as da
-
-            return da.from_zarr(data)
-        stack = np.empty(data.shape, order="F", dtype=dtype)
-        step_rows = data.chunks[0]
-        for start in range(0, n_rows, step_rows):
-            stack[start : start + step_rows] = data[start : start + step_rows]
+            return data
+        stack = data.read()
         self._release(None)
         return stack
 
@@ -700,31 +696,30 @@ class _BaseDecomposition(TransformerMixin, BaseEstimator):
         dt = np.dtype(first if out is None else out)
         return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
 
-    def _zarr_stack(self, shape, rows, dtype):
-        import zarr
+    def _scratch_stack(self, shape, dtype):
+        """A :class:`~lazyconn.decomposition._stack.ScratchStack` in a new temporary
+        folder (under ``memory`` when it is a path), removed by :meth:`_release`. Not
+        compressed: each subject's rows are written by the thread that hands the next
+        subject to a worker (zstd took ~25 ms of it per subject, for a few % on noise-like
+        float rows), and the group step reads the blocks back several times."""
+        from lazyconn.decomposition._stack import ScratchStack
 
         base = self.memory if isinstance(self.memory, (str, os.PathLike)) else None
         if base is not None:
             Path(base).mkdir(parents=True, exist_ok=True)
-        folder = tempfile.mkdtemp(prefix="lazyconn-decomposition-", dir=base)
-        chunk_rows = max(1, int(np.median(rows)))
-        arr = zarr.create_array(
-            store=os.path.join(folder, "stack.zarr"),
-            shape=shape,
-            chunks=(chunk_rows, shape[1]),
-            dtype=dtype,
-            # Not compressed: each subject's rows are written by the thread that hands the
-            # next subject to a worker (zstd took ~25 ms of it per subject, for a few % on
-            # noise-like float rows); a scratch array, deleted after the fit.
-            compressors=None,
-        )
-        return arr, folder
+        self._stack_folder_ = tempfile.mkdtemp(prefix="lazyconn-decomposition-", dir=base)
+        return ScratchStack(os.path.join(self._stack_folder_, "stack"), shape, dtype)
 
     def _release(self, data):
-        folder = getattr(self, "_stack_store_", None)
+        """Delete the scratch folder (the stack and any file the group step left)."""
+        stack = getattr(self, "_stack_", None)
+        if stack is not None:
+            stack.close()
+            self._stack_ = None
+        folder = getattr(self, "_stack_folder_", None)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-            self._stack_store_ = None
+            self._stack_folder_ = None
 
     def _fit_maps_masker(self):
         self.maps_masker_ = NiftiMapsMasker(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lazyconn.ops.reduction import flip_rows
+from lazyconn.decomposition._base import N_OVERSAMPLES
 
 #: Columns squared at a time by :func:`row_sums_of_squares`.
 SQUARES_COLUMNS = 1024
@@ -23,35 +23,43 @@ def row_sums_of_squares(data: np.ndarray) -> np.ndarray:
     n, v = data.shape
     if not data.flags.f_contiguous or data.flags.c_contiguous or v <= SQUARES_COLUMNS:
         return np.sum(data**2, axis=1)
-    buf = np.empty((n, SQUARES_COLUMNS + 1), dtype=data.dtype, order="F")
-    buf[:, 0] = 0  # 0 + x is x: the first piece's sums are its own
-    for start in range(0, v, SQUARES_COLUMNS):
-        stop = min(start + SQUARES_COLUMNS, v)
-        piece = buf[:, : stop - start + 1]
-        np.square(data[:, start:stop], out=piece[:, 1:])
-        buf[:, 0] = np.sum(piece, axis=1)
-    return buf[:, 0].copy()
+    sums = _SquareSums(n, data.dtype)
+    sums.add(data)
+    return sums.result()
 
 
-def _seed(random_state):
-    """An integer seed for dask from an int / None / RandomState (drawn once)."""
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return random_state
-    return int(random_state.randint(np.iinfo(np.int32).max))
+class _SquareSums:
+    """Running row sums of squares over consecutive column pieces (see
+    :func:`row_sums_of_squares`); pieces added in column order, each split in ``columns``
+    columns (default ``SQUARES_COLUMNS``)."""
+
+    def __init__(self, n_rows: int, dtype, columns: int | None = None):
+        self.columns = SQUARES_COLUMNS if columns is None else int(columns)
+        self.buf = np.empty((n_rows, self.columns + 1), dtype=dtype, order="F")
+        self.buf[:, 0] = 0  # 0 + x is x: the first piece's sums are its own
+
+    def add(self, columns: np.ndarray) -> None:
+        for start in range(0, columns.shape[1], self.columns):
+            stop = min(start + self.columns, columns.shape[1])
+            piece = self.buf[:, : stop - start + 1]
+            np.square(columns[:, start:stop], out=piece[:, 1:])
+            self.buf[:, 0] = np.sum(piece, axis=1)
+
+    def result(self) -> np.ndarray:
+        return self.buf[:, 0].copy()
 
 
 def group_pca(data, n_components: int, do_cca: bool, random_state):
     """Leading ``n_components`` voxel-space singular vectors (K, V) of ``data`` (N, V) and
-    their singular values, with optional CCA normalisation (rows scaled to unit norm).
+    their singular values, with optional CCA normalisation (rows scaled to unit norm), as
+    nilearn: scikit-learn's ``randomized_svd(data.T, transpose=True, n_iter=3,
+    random_state=random_state)``. Signs: the largest-magnitude entry of each component is
+    positive (scikit-learn's ``svd_flip``).
 
-    In memory (numpy ``data``): scikit-learn's ``randomized_svd(data.T, transpose=True,
-    n_iter=3, random_state=random_state)`` exactly as nilearn (``data`` is divided and
-    multiplied back in place, as nilearn does). Out of core (dask ``data``, a Zarr array):
-    ``dask.array.linalg.svd_compressed`` with 3 power iterations (10 oversamples, as
-    scikit-learn), which reads the stack a few times and never holds it; its random test
-    matrix differs from scikit-learn's, so the components agree up to the accuracy of the
-    randomized SVD, not bit for bit. Signs: the largest-magnitude entry of each component
-    is positive (scikit-learn's ``svd_flip``).
+    In memory (numpy ``data``): that very call (``data`` is divided and multiplied back in
+    place, as nilearn does). A :class:`~lazyconn.decomposition._stack.ScratchStack` is
+    never held: :func:`streamed_randomized_svd` replays the same algorithm over its column
+    blocks.
     """
     if isinstance(data, np.ndarray):
         from sklearn.utils.extmath import randomized_svd
@@ -70,16 +78,73 @@ def group_pca(data, n_components: int, do_cca: bool, random_state):
         if do_cca:
             data *= norms[:, np.newaxis]
         return components.T, variance
-    import dask
-    import dask.array as da
+    return streamed_randomized_svd(data, n_components, do_cca, random_state)
 
-    x = data
+
+def streamed_randomized_svd(stack, n_components: int, do_cca: bool, random_state, n_iter=3):
+    """:func:`group_pca` of a :class:`~lazyconn.decomposition._stack.ScratchStack` (N, V),
+    read in column blocks, never whole.
+
+    scikit-learn 1.9's ``randomized_svd(M=data.T, n_components, n_oversamples=10, n_iter,
+    power_iteration_normalizer="auto", transpose=True, flip_sign=True)`` step by step, on
+    A = data (N, V) (CCA: each row divided by its norm, block by block, the same float
+    divisions as in memory): the same draws from the same generator (the (V, k + 10)
+    normal test matrix, cast to float32 for a float32 stack), LU-normalised power
+    iterations (``scipy.linalg.lu(permute_l=True)``), the QR of ``A Q``, ``B = Qᵀ A``, the
+    SVD of B (gesdd) and ``svd_flip(U, Vt, u_based_decision=False)``. Every product with A
+    is summed over the voxel blocks (``A Q`` in float64, then cast to A's dtype, as the
+    in-memory product's), so the components agree with the in-memory path's to float
+    rounding, and the generator is left where scikit-learn leaves it (the FastICA seeds
+    drawn after it are the same). 2 n_iter + 2 reads of the stack (one more for CCA).
+    """
+    from scipy import linalg
+    from sklearn.utils import check_random_state
+    from sklearn.utils.extmath import svd_flip
+
+    rng = check_random_state(random_state)
+    n, v = stack.shape
+    buffer = stack.block_buffer()  # every pass reads into it
+    norms = None
     if do_cca:
-        norms = da.sqrt((x.astype(np.float64) ** 2).sum(axis=1))
-        norms = da.where(norms == 0, 1, norms)
-        x = (x / norms[:, None]).astype(data.dtype)
-    _, s, v = da.linalg.svd_compressed(
-        x, n_components, n_power_iter=3, n_oversamples=10, seed=_seed(random_state)
-    )
-    s, v = dask.compute(s, v)
-    return flip_rows(np.asarray(v)), np.asarray(s)
+        # pieces of SQUARES_COLUMNS as in memory, or of a block when blocks are narrower
+        sums = _SquareSums(n, stack.dtype, min(SQUARES_COLUMNS, stack.width))
+        for _, _, block in stack.blocks(buffer):
+            sums.add(block)
+        norms = np.sqrt(sums.result())
+        norms[norms == 0] = 1
+        del sums
+
+    def blocks():
+        for c0, c1, block in stack.blocks(buffer):
+            if norms is not None:
+                np.divide(block, norms[:, np.newaxis], out=block)
+            yield c0, c1, block
+
+    def times(q):  # A Q, (N, s)
+        out = np.zeros((n, q.shape[1]))
+        for c0, c1, block in blocks():
+            out += block @ q[c0:c1]
+        return out.astype(stack.dtype, copy=False)
+
+    def transposed_times(q):  # Aᵀ Q, (V, s)
+        out = np.empty((v, q.shape[1]), dtype=np.result_type(stack.dtype, q.dtype))
+        for c0, c1, block in blocks():
+            np.matmul(block.T, q, out=out[c0:c1])
+        return out
+
+    q = rng.normal(size=(v, n_components + N_OVERSAMPLES))
+    if stack.dtype == np.float32:
+        q = q.astype(np.float32, copy=False)
+    normalise = n_iter > 2  # "auto": no normalisation up to 2 iterations, else LU
+    for _ in range(n_iter):
+        for product in (times, transposed_times):
+            q = product(q)
+            if normalise:
+                q = linalg.lu(q, permute_l=True, check_finite=False)[0]
+    q = linalg.qr(times(q), mode="economic", check_finite=False)[0]
+    b = transposed_times(q).T  # Qᵀ A
+    uhat, s, vt = linalg.svd(b, full_matrices=False, lapack_driver="gesdd")
+    del b
+    u = q @ uhat
+    u, vt = svd_flip(u, vt, u_based_decision=False)
+    return vt[:n_components], s[:n_components]

@@ -10,6 +10,7 @@ import numpy as np
 
 from lazyconn._utils import warn
 from lazyconn.decomposition._base import CoreThreads, _BaseDecomposition, _check_positive_int
+from lazyconn.decomposition._stack import RowFile, StackColumns
 from lazyconn.decomposition.canica import CanICA
 from lazyconn.exceptions import ParameterError
 
@@ -23,8 +24,9 @@ def _compute_loadings(components, data):
     The ridge is solved by its normal equations (C Cᵀ + a I) W = C Dᵀ, as scikit-learn's
     ``Ridge(fit_intercept=False)`` solves them ('cholesky', the solver it picks for dense
     data): in memory the same products in the same layouts and dtype, so the same numbers,
-    without ``Ridge.fit``'s copy of the whole stack (it copies y); out of core (a dask
-    stack) C Dᵀ is reduced over the stack's chunks, in float64. scikit-learn's ``Ridge``
+    without ``Ridge.fit``'s copy of the whole stack (it copies y); out of core (a
+    :class:`~lazyconn.decomposition._stack.ScratchStack`) C Dᵀ is summed over the stack's
+    column blocks, in float64. scikit-learn's ``Ridge``
     itself takes over when the dtypes differ or the system is singular (its fallback).
     """
     from scipy import linalg
@@ -39,9 +41,14 @@ def _compute_loadings(components, data):
             loadings = linalg.solve(a, rhs, assume_a="pos", overwrite_a=True)
         except linalg.LinAlgError:
             loadings = None
-    elif not in_memory:
+    elif not in_memory:  # a ScratchStack, read in column blocks
         c = np.asarray(components, dtype=np.float64)
-        rhs = np.asarray((data.astype(np.float64) @ c.T).compute()).T
+        # each block's product in the stack's dtype (no float64 copy of the block), summed
+        # in float64
+        c_block = np.asarray(components, dtype=data.dtype)
+        rhs = np.zeros((len(c), data.shape[0]))
+        for c0, c1, block in data.blocks():
+            rhs += c_block[:, c0:c1] @ block.T
         a = c @ c.T
         a.flat[:: len(c) + 1] += RIDGE_ALPHA
         loadings = linalg.solve(a, rhs, assume_a="pos", overwrite_a=True)
@@ -148,7 +155,72 @@ def _minibatch_class():
             )
             return batch_cost
 
+        def fit_rows(self, rows):
+            """``fit(X)`` with ``shuffle=False`` (scikit-learn 1.9's loop, replayed), X
+            being a :class:`~lazyconn.decomposition._stack.RowFile` in training order:
+            each mini-batch ``X[batch]`` is read from the file, the same rows (C order,
+            X's dtype) in the same order, so the dictionary is ``fit(X)``'s bit for bit.
+            Needs a ``dict_init`` (scikit-learn's own initialisation reads X)."""
+            import itertools
+
+            from sklearn import config_context
+            from sklearn.utils import check_random_state, gen_batches
+
+            if self.dict_init is None:
+                raise ValueError("fit_rows needs a dict_init")
+            self._validate_params()
+            # what _check_params and _initialize_dict read of X: its shape and dtype
+            x = np.lib.stride_tricks.as_strided(np.zeros(1, rows.dtype), rows.shape, (0, 0))
+            n_samples, n_features = rows.shape
+            self.n_features_in_ = n_features
+            with config_context(skip_parameter_validation=True), CoreThreads() as threads:
+                self._lasso_threads = threads
+                try:
+                    self._check_params(x)
+                    self._random_state = check_random_state(self.random_state)
+                    dictionary = self._initialize_dict(x, self._random_state)
+                    old_dict = dictionary.copy()
+                    if self.verbose:
+                        print("[dict_learning]")
+                    k = self._n_components
+                    self._A = np.zeros((k, k), dtype=rows.dtype)
+                    self._B = np.zeros((n_features, k), dtype=rows.dtype)
+                    self._ewa_cost = None
+                    self._ewa_cost_min = None
+                    self._no_improvement = 0
+                    batches = itertools.cycle(gen_batches(n_samples, self._batch_size))
+                    n_steps_per_iter = int(np.ceil(n_samples / self._batch_size))
+                    n_steps = self.max_iter * n_steps_per_iter
+                    i = -1  # to allow max_iter = 0
+                    for i, batch in zip(range(n_steps), batches, strict=False):
+                        x_batch = rows.rows(batch.start, batch.stop)
+                        batch_cost = self._minibatch_step(
+                            x_batch, dictionary, self._random_state, i
+                        )
+                        if self._check_convergence(
+                            x_batch, batch_cost, dictionary, old_dict, n_samples, i, n_steps
+                        ):
+                            break
+                        if self.callback is not None:
+                            self.callback(locals())
+                        old_dict[:] = dictionary
+                finally:
+                    del self._lasso_threads
+            self.n_steps_ = i + 1
+            self.n_iter_ = np.ceil(self.n_steps_ / n_steps_per_iter)
+            self.components_ = dictionary
+            return self
+
     return _MiniBatchDictionaryLearning
+
+
+def _streams_online() -> bool:
+    """Whether this scikit-learn's mini-batch fit is replayed from a file
+    (:meth:`_minibatch_class`'s ``fit_rows``): its loop, its draws before it and its step
+    are the checked ones (:data:`SHUFFLE_IN_PLACE_VERSIONS`,
+    :data:`MINIBATCH_STEP_VERSIONS`)."""
+    version = _sklearn_version()
+    return version in MINIBATCH_STEP_VERSIONS and version in SHUFFLE_IN_PLACE_VERSIONS
 
 
 def _permute_rows(x, perm, inverse=False, columns=64):
@@ -370,6 +442,20 @@ def _dict_learning_online(
     """
     from sklearn.utils import check_random_state
 
+    if isinstance(X, StackColumns):
+        if dict_init is not None and _streams_online():
+            return _dict_learning_online_streamed(
+                X,
+                n_components,
+                alpha=alpha,
+                batch_size=batch_size,
+                method=method,
+                dict_init=dict_init,
+                verbose=verbose,
+                random_state=random_state,
+                max_iter=max_iter,
+            )
+        X = X.stack.read().T  # a scikit-learn whose loop is not checked: hold the stack
     in_place = (
         dict_init is not None
         and _sklearn_version() in SHUFFLE_IN_PLACE_VERSIONS
@@ -409,6 +495,58 @@ def _dict_learning_online(
     if method == "cd":
         return _lasso_code(X, est.components_, alpha, 1000)
     return est.transform(X)
+
+
+def _dict_learning_online_streamed(
+    X, n_components, *, alpha, batch_size, method, dict_init, verbose, random_state, max_iter
+):
+    """:func:`_dict_learning_online` of ``X``, the transpose (voxels, N) of a
+    :class:`~lazyconn.decomposition._stack.ScratchStack`, never held.
+
+    The same draws (``perm``, the shuffle of X's rows) as in memory. X's rows are written
+    in that order to a voxel-major :class:`~lazyconn.decomposition._stack.RowFile` next to
+    the stack (one pass over the stack's column blocks, each transposed), the mini-batch
+    fit reads each batch from it (``fit_rows``: the same rows in the same order, so the
+    same dictionary as in memory, bit for bit), and the final coding reads X's rows from
+    the stack's column blocks in order. The file is deleted before returning.
+    """
+    import os
+
+    from sklearn.utils import check_random_state
+
+    random_state = check_random_state(random_state)
+    perm = np.arange(len(X))
+    random_state.shuffle(perm)  # the draws of random_state.shuffle(X_train)
+    est = _minibatch_class()(
+        n_components=n_components,
+        alpha=alpha,
+        max_iter=max_iter,
+        n_jobs=1,
+        fit_algorithm=method,
+        batch_size=batch_size,
+        shuffle=False,
+        dict_init=dict_init,
+        random_state=random_state,
+        transform_algorithm="lasso_" + method,
+        transform_alpha=alpha,
+        transform_max_iter=1000,
+        verbose=verbose,
+    )
+    stack = X.stack
+    position = np.empty_like(perm)
+    position[perm] = np.arange(len(perm))  # where each row of X goes in the training order
+    path = os.path.join(os.path.dirname(stack.path), "training-rows")
+    with RowFile(path, X.shape, X.dtype) as rows:
+        for c0, _, block in stack.blocks():
+            for j, row in enumerate(np.ascontiguousarray(block.T)):
+                rows.write_row(position[c0 + j], row)
+        est.fit_rows(rows)
+    if method == "cd":
+        return _lasso_code(X, est.components_, alpha, 1000)
+    code = np.empty((len(X), n_components), dtype=X.dtype)
+    for c0, c1, block in stack.blocks():
+        code[c0:c1] = est.transform(block.T)
+    return code
 
 
 class DictLearning(_BaseDecomposition):
@@ -618,8 +756,6 @@ class DictLearning(_BaseDecomposition):
         n_features = data.shape[1]
         self._log("Computing initial loadings")
         self.loadings_init_ = _compute_loadings(self.components_init_, data)
-        if not isinstance(data, np.ndarray):
-            data = np.asarray(data.compute(), order="F")
         max_iter = ((n_features - 1) // self.batch_size + 1) * self.n_epochs
         self._log(" Learning dictionary")  # nilearn's leading space
         code = _dict_learning_online(

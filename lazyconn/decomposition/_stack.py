@@ -1,0 +1,208 @@
+"""The decomposition's scratch files: the stacked reductions on disk, read in bounded blocks.
+
+A fit writes every subject's reduction (k, V) to a :class:`ScratchStack` while the subjects
+run. Above ``memory_budget`` the group step never holds the (N, V) stack: it reads it back
+in column (voxel) blocks of at most :data:`STACK_BLOCK_BYTES`, and DictLearning's online
+learning reads its mini-batches of voxels from a :class:`RowFile` written in the order it
+visits them. Both are plain files read and written with ``os.pread``/``os.pwrite``: their
+pages are the system's cache, not the process's memory (a memory map's pages would count in
+its RSS), and nothing but the block being used is resident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+#: Bytes of one column block of the scratch stack (all its rows, a band of voxels): the
+#: group step's reads hold one at a time.
+STACK_BLOCK_BYTES = 4 * 2**20
+
+
+class _RawFile:
+    """A scratch file at ``path`` (created, never overwritten), written and read by offset."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _write(self, array: np.ndarray, offset: int) -> None:
+        array = np.ascontiguousarray(array)
+        done = os.pwrite(self._fd, array, offset)  # whole, but for a full disk or a signal
+        if done == array.nbytes:
+            return
+        view, offset = memoryview(array).cast("B")[done:], offset + done
+        while len(view):
+            done = os.pwrite(self._fd, view, offset)
+            view, offset = view[done:], offset + done
+
+    def _read_into(self, out: np.ndarray, offset: int) -> np.ndarray:
+        view = memoryview(out).cast("B")
+        while len(view):
+            done = os.preadv(self._fd, [view], offset)
+            if done == 0:
+                raise OSError(f"the scratch file {self.path} was cut short")
+            view, offset = view[done:], offset + done
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def remove(self) -> None:
+        """Close and delete the file."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ScratchStack(_RawFile):
+    """The stacked reductions (N, V) in a scratch file, tiled in column blocks.
+
+    The file holds the V columns as consecutive blocks of ``width`` columns (the last may be
+    narrower), each block its N rows in C order, so that a block is one contiguous read:
+    ``width`` is as many columns as fit :data:`STACK_BLOCK_BYTES` (a multiple of
+    ``lazyconn.decomposition._multi_pca.SQUARES_COLUMNS`` when one fits, so that the CCA
+    norms add the same squares in the same order as in memory). A subject's rows are
+    written into every block (:meth:`write_rows`).
+    """
+
+    def __init__(self, path, shape, dtype, block_bytes=None):
+        from lazyconn.decomposition._multi_pca import SQUARES_COLUMNS
+
+        super().__init__(path)
+        n, v = (int(s) for s in shape)
+        self.shape, self.dtype = (n, v), np.dtype(dtype)
+        per_column = max(1, n) * self.dtype.itemsize
+        budget = STACK_BLOCK_BYTES if block_bytes is None else block_bytes
+        width = max(1, budget // per_column)
+        if width >= SQUARES_COLUMNS:
+            width -= width % SQUARES_COLUMNS
+        self.width = int(min(width, max(1, v)))
+        os.ftruncate(self._fd, n * v * self.dtype.itemsize)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def _bands(self):
+        v = self.shape[1]
+        return [(c0, min(c0 + self.width, v)) for c0 in range(0, v, self.width)]
+
+    def write_rows(self, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (r, V) as the stack's rows ``start`` to ``start + r``."""
+        n, item = self.shape[0], self.dtype.itemsize
+        rows = np.asarray(rows, dtype=self.dtype)
+        for c0, c1 in self._bands():
+            self._write(rows[:, c0:c1], (n * c0 + start * (c1 - c0)) * item)
+
+    def block_buffer(self) -> np.ndarray:
+        """A buffer for :meth:`blocks` (one block's bytes)."""
+        return np.empty(self.shape[0] * self.width, dtype=self.dtype)
+
+    def blocks(self, buffer=None):
+        """``(c0, c1, block)`` for each column block, in order: ``block`` (N, c1 - c0), C
+        order, is the stack's ``[:, c0:c1]`` in one buffer (``buffer`` if given, from
+        :meth:`block_buffer`), valid until the next block."""
+        n = self.shape[0]
+        if buffer is None:
+            buffer = self.block_buffer()
+        for c0, c1 in self._bands():
+            block = buffer[: n * (c1 - c0)].reshape(n, c1 - c0)
+            yield c0, c1, self._read_into(block, n * c0 * self.dtype.itemsize)
+
+    def read(self) -> np.ndarray:
+        """The whole stack, Fortran-ordered (as nilearn stacks it)."""
+        out = np.empty(self.shape, dtype=self.dtype, order="F")
+        for c0, c1, block in self.blocks():
+            out[:, c0:c1] = block
+        return out
+
+    @property
+    def T(self) -> StackColumns:
+        return StackColumns(self)
+
+
+class StackColumns:
+    """The transpose of a :class:`ScratchStack` (V, N) for sequential row slices: ``x[a:b]``
+    is the stack's columns ``a:b`` as a C-ordered (b - a, N) array, as the same slice of an
+    in-memory ``stack.T`` (Fortran-ordered stack) is: a view of the column block held
+    (valid until a slice in another block is read), or a copy across blocks. Holds one
+    column block, transposed."""
+
+    def __init__(self, stack: ScratchStack):
+        self.stack = stack
+        self.shape = stack.shape[::-1]
+        self.dtype = stack.dtype
+        self._held = (0, 0, None)
+        self._buffer = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _block(self, c0: int) -> tuple[int, int, np.ndarray]:
+        held = self._held
+        if not held[0] <= c0 < held[1]:
+            self._held = held = (0, 0, None)  # the old block goes before the new one comes
+            n, width = self.stack.shape[0], self.stack.width
+            start = c0 - c0 % width
+            stop = min(start + width, self.shape[0])
+            if self._buffer is None:
+                self._buffer = self.stack.block_buffer()
+            block = self._buffer[: n * (stop - start)].reshape(n, stop - start)
+            self.stack._read_into(block, n * start * self.dtype.itemsize)
+            held = self._held = (start, stop, np.ascontiguousarray(block.T))
+        return held
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("a scratch stack's transpose is read by contiguous row slices")
+        lo, hi, _ = index.indices(self.shape[0])
+        hi = max(lo, hi)
+        start, stop, rows = self._block(lo) if lo < hi else (lo, hi, None)
+        if hi <= stop:
+            return (
+                rows[lo - start : hi - start]
+                if rows is not None
+                else np.empty((0, self.shape[1]), self.dtype)
+            )
+        out = np.empty((hi - lo, self.shape[1]), dtype=self.dtype)
+        at = lo
+        while at < hi:
+            start, stop, rows = self._block(at)
+            end = min(hi, stop)
+            out[at - lo : end - lo] = rows[at - start : end - start]
+            at = end
+        return out
+
+
+class RowFile(_RawFile):
+    """A scratch (n_rows, n_columns) C-ordered matrix, written row by row and read by
+    contiguous row ranges (a mini-batch is one read); deleted when its ``with`` block
+    ends."""
+
+    def __init__(self, path, shape, dtype):
+        super().__init__(path)
+        self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+        os.ftruncate(self._fd, self.shape[0] * self.shape[1] * self.dtype.itemsize)
+
+    def write_row(self, i: int, row: np.ndarray) -> None:
+        self._write(
+            np.asarray(row, dtype=self.dtype), int(i) * self.shape[1] * self.dtype.itemsize
+        )
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        return self._read_into(out, start * self.shape[1] * self.dtype.itemsize)
+
+    def __exit__(self, *exc):
+        self.remove()
