@@ -63,9 +63,10 @@ class CanICA(_BaseDecomposition):
     mask_args : dict, optional
         Extra arguments of the mask-computing function.
     memory : str or path, optional
-        lazyconn: nothing is cached with joblib; a path is where the temporary Zarr stack of
-        the reductions is written while the subjects run (default: the temporary
-        directory; removed at the end of ``fit``).
+        lazyconn: nothing is cached with joblib; a path is where the scratch files of the
+        group step (the stacked reductions, written while the subjects run; DictLearning's
+        voxel-major training file) are written (default: the temporary directory; removed
+        at the end of ``fit``, on failure too).
     memory_level : int, default=0
         Accepted for compatibility; no effect.
     n_jobs : int, default=1
@@ -82,12 +83,14 @@ class CanICA(_BaseDecomposition):
     n_workers : int, optional
         lazyconn only, keyword. Workers of ``client="local"`` (default: the usable cores).
     memory_budget : int, optional
-        lazyconn only, keyword. Bytes up to which the stacked reductions are held in memory
-        for the group step (default ``lazyconn.config.DECOMPOSITION_MEMORY_BUDGET``, 2 GiB);
-        a larger stack stays in its Zarr array and the group SVD runs out of core
-        (``dask.array.linalg.svd_compressed``). While the subjects run, the reductions are
-        written to a temporary Zarr array in any case (``memory``), so that the stack does
-        not add to their memory; a stack within the budget is then read back whole.
+        lazyconn only, keyword. Bytes up to which the stacked reductions (n_subjects x
+        n_components, V) are held in memory for the group step (default
+        ``lazyconn.config.DECOMPOSITION_MEMORY_BUDGET``, 32 MiB: the seeds' 20 subjects at
+        4 mm take 18 MB). While the subjects run, the reductions are written to a scratch
+        file in any case (in ``memory``), so that the stack does not add to their memory; a
+        stack within the budget is then read back whole, and a larger one is never held:
+        the group step reads it in column blocks of a few MiB (see Notes), so that its
+        memory does not grow with the number of subjects.
     cache_dir : str or path, optional
         lazyconn only, keyword. A results store (as ``lazyconn.group.GroupConnectome``'s)
         of the per-subject reductions: a later ``fit`` reads back every subject whose run,
@@ -149,7 +152,14 @@ class CanICA(_BaseDecomposition):
       subject to subject in input order, wherever the subjects run. (A randomized SVD
       only approximates the run's leading singular vectors on noise-dominated runs;
       lazyconn keeps nilearn's approximation so that changing the import changes nothing.)
-    - Above ``memory_budget`` the group SVD is ``svd_compressed`` over a Zarr stack.
+    - Above ``memory_budget`` the group PCA reads the stack from its scratch file in column
+      blocks (``lazyconn.decomposition._stack.STACK_BLOCK_BYTES``, 4 MiB): the CCA norms,
+      then scikit-learn's ``randomized_svd`` replayed step by step (the same random test
+      matrix from the same generator, LU-normalised power iterations, QR, SVD and sign
+      flips), each product with the stack summed over the blocks, 9 reads of the stack in
+      all. The components agree with the in-memory path's to float rounding (summed in
+      another order), and the generator is left where scikit-learn leaves it, so FastICA's
+      seeds are the same.
     - The group step runs on one BLAS thread, as the per-subject reductions do, so the
       components do not depend on the number of cores. nilearn's group SVD uses every
       BLAS thread, whose count changes its last bits; DictLearning's online learning can
