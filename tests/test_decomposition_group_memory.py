@@ -186,16 +186,34 @@ def test_streamed_group_pca_is_sklearns_randomized_svd(rng, tmp_path, do_cca, wi
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("method", ["cd", "lars"])
-def test_online_learning_from_the_scratch_stack_is_sklearns(rng, tmp_path, method):
-    """The mini-batch fit replayed from the voxel-major file of a scratch stack gives
-    scikit-learn's ``dict_learning_online`` dictionary bit for bit (over several epochs,
-    a partial last batch), then its coding (cd: the exact coding on it, as in memory);
-    the generator ends where scikit-learn's does; the training file is deleted."""
+@pytest.mark.parametrize("method, passes", [("cd", 8), ("lars", 100)])
+def test_online_learning_from_the_scratch_stack_is_sklearns(
+    rng, tmp_path, monkeypatch, method, passes
+):
+    """The mini-batch fit replayed from a scratch stack's rows in training order (gathered
+    100 at a time by passes over the stack; with cd, from the voxel-major file after 8
+    passes) gives scikit-learn's ``dict_learning_online`` dictionary bit for bit (over
+    several epochs, a partial last batch), then its coding (cd: the exact coding on it,
+    as in memory); the generator ends where scikit-learn's does; the training file is
+    deleted."""
     from sklearn.decomposition import dict_learning_online
+
+    from lazyconn.decomposition import _stack as scratch
 
     if not dict_learning._streams_online():
         pytest.skip("this scikit-learn's mini-batch loop is not replayed")
+    monkeypatch.setattr(scratch, "STACK_BLOCK_BYTES", 100 * 48 * 4)  # chunks of 100 rows
+    monkeypatch.setattr(scratch, "GATHER_PASSES", passes)
+    gathered, written = [], []
+    real_gather, real_write = scratch.TrainingRows._gather, scratch.TrainingRows._write_all
+    monkeypatch.setattr(
+        scratch.TrainingRows,
+        "_gather",
+        lambda self, *a: gathered.append(a) or real_gather(self, *a),
+    )
+    monkeypatch.setattr(
+        scratch.TrainingRows, "_write_all", lambda self: written.append(1) or real_write(self)
+    )
     data = _stack(rng, 48, 410)
     data[:, :30] += 4 * rng.standard_normal((48, 1)).astype(np.float32)
     stack = _scratch(tmp_path, data, 150 * 48 * 4)  # columns in blocks of 150
@@ -220,5 +238,6 @@ def test_online_learning_from_the_scratch_stack_is_sklearns(rng, tmp_path, metho
     else:
         np.testing.assert_allclose(code, ref, atol=1e-5 * np.abs(ref).max())
     np.testing.assert_array_equal(ours.get_state()[1], theirs.get_state()[1])
+    print("GATHERED", len(gathered), len(written))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
     stack.close()

@@ -87,8 +87,10 @@ def streamed_randomized_svd(stack, n_components: int, do_cca: bool, random_state
 
     scikit-learn 1.9's ``randomized_svd(M=data.T, n_components, n_oversamples=10, n_iter,
     power_iteration_normalizer="auto", transpose=True, flip_sign=True)`` step by step, on
-    A = data (N, V) (CCA: each row divided by its norm, block by block, the same float
-    divisions as in memory): the same draws from the same generator (the (V, k + 10)
+    A = data (N, V) (CCA: each row divided by its norm, the norms' squares summed as in
+    memory; the division is applied to the small (N, k + 10) factors of each product
+    rather than to the stack, which would cost a pass of writes over every block read):
+    the same draws from the same generator (the (V, k + 10)
     normal test matrix, cast to float32 for a float32 stack), LU-normalised power
     iterations (``scipy.linalg.lu(permute_l=True)``), the QR of ``A Q``, ``B = Qᵀ A``, the
     SVD of B (gesdd) and ``svd_flip(U, Vt, u_based_decision=False)``. Every product with A
@@ -104,7 +106,7 @@ def streamed_randomized_svd(stack, n_components: int, do_cca: bool, random_state
     rng = check_random_state(random_state)
     n, v = stack.shape
     buffer = stack.block_buffer()  # every pass reads into it
-    norms = None
+    scale = None  # A = diag(scale) · stack
     if do_cca:
         # pieces of SQUARES_COLUMNS as in memory, or of a block when blocks are narrower
         sums = _SquareSums(n, stack.dtype, min(SQUARES_COLUMNS, stack.width))
@@ -112,23 +114,22 @@ def streamed_randomized_svd(stack, n_components: int, do_cca: bool, random_state
             sums.add(block)
         norms = np.sqrt(sums.result())
         norms[norms == 0] = 1
+        scale = 1 / norms.astype(np.float64)
         del sums
 
-    def blocks():
-        for c0, c1, block in stack.blocks(buffer):
-            if norms is not None:
-                np.divide(block, norms[:, np.newaxis], out=block)
-            yield c0, c1, block
-
-    def times(q):  # A Q, (N, s)
+    def times(q):  # A Q = diag(scale) (stack Q), (N, s)
         out = np.zeros((n, q.shape[1]))
-        for c0, c1, block in blocks():
+        for c0, c1, block in stack.blocks(buffer):
             out += block @ q[c0:c1]
+        if scale is not None:
+            out *= scale[:, np.newaxis]
         return out.astype(stack.dtype, copy=False)
 
-    def transposed_times(q):  # Aᵀ Q, (V, s)
+    def transposed_times(q):  # Aᵀ Q = stackᵀ (diag(scale) Q), (V, s)
+        if scale is not None:
+            q = (q * scale[:, np.newaxis]).astype(q.dtype, copy=False)
         out = np.empty((v, q.shape[1]), dtype=np.result_type(stack.dtype, q.dtype))
-        for c0, c1, block in blocks():
+        for c0, c1, block in stack.blocks(buffer):
             np.matmul(block.T, q, out=out[c0:c1])
         return out
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from lazyconn._utils import warn
 from lazyconn.decomposition._base import CoreThreads, _BaseDecomposition, _check_positive_int
-from lazyconn.decomposition._stack import RowFile, StackColumns
+from lazyconn.decomposition._stack import StackColumns, TrainingRows
 from lazyconn.decomposition.canica import CanICA
 from lazyconn.exceptions import ParameterError
 
@@ -157,8 +157,8 @@ def _minibatch_class():
 
         def fit_rows(self, rows):
             """``fit(X)`` with ``shuffle=False`` (scikit-learn 1.9's loop, replayed), X
-            being a :class:`~lazyconn.decomposition._stack.RowFile` in training order:
-            each mini-batch ``X[batch]`` is read from the file, the same rows (C order,
+            being a :class:`~lazyconn.decomposition._stack.TrainingRows` in training
+            order: each mini-batch ``X[batch]`` is read from it, the same rows (C order,
             X's dtype) in the same order, so the dictionary is ``fit(X)``'s bit for bit.
             Needs a ``dict_init`` (scikit-learn's own initialisation reads X)."""
             import itertools
@@ -347,7 +347,10 @@ def _lasso_code(X, dictionary, alpha, max_iter):
         xd = np.empty((n_components, stop - start))  # products with the atoms, in float64
         for lo in range(start, stop, rows):  # a float64 copy of 128 KiB at a time
             hi = min(lo + rows, stop)
-            xd[:, lo - start : hi - start] = d @ np.asarray(X[lo:hi], dtype=np.float64).T
+            # C order: X's rows whether X is in memory or a scratch stack's transpose
+            # (StackColumns, whose slices are Fortran-ordered views): the same product
+            rows_64 = np.asarray(X[lo:hi], dtype=np.float64, order="C")
+            xd[:, lo - start : hi - start] = d @ rows_64.T
         n_left += _lasso_block(xd, gram, live, inv_diag, alpha, max_iter, code[start:stop])
     if not np.isfinite(code).all():
         raise ValueError(
@@ -503,12 +506,13 @@ def _dict_learning_online_streamed(
     """:func:`_dict_learning_online` of ``X``, the transpose (voxels, N) of a
     :class:`~lazyconn.decomposition._stack.ScratchStack`, never held.
 
-    The same draws (``perm``, the shuffle of X's rows) as in memory. X's rows are written
-    in that order to a voxel-major :class:`~lazyconn.decomposition._stack.RowFile` next to
-    the stack (one pass over the stack's column blocks, each transposed), the mini-batch
-    fit reads each batch from it (``fit_rows``: the same rows in the same order, so the
-    same dictionary as in memory, bit for bit), and the final coding reads X's rows from
-    the stack's column blocks in order. The file is deleted before returning.
+    The same draws (``perm``, the shuffle of X's rows) as in memory. The mini-batch fit
+    reads each batch of X's rows in that order from a
+    :class:`~lazyconn.decomposition._stack.TrainingRows` (``fit_rows``: the same rows in
+    the same order, so the same dictionary as in memory, bit for bit): gathered from the
+    stack's column blocks chunk by chunk, or, for long fits, from a voxel-major file next
+    to the stack, deleted before returning. The final coding reads X's rows from the
+    stack's column blocks in order.
     """
     import os
 
@@ -533,13 +537,8 @@ def _dict_learning_online_streamed(
         verbose=verbose,
     )
     stack = X.stack
-    position = np.empty_like(perm)
-    position[perm] = np.arange(len(perm))  # where each row of X goes in the training order
     path = os.path.join(os.path.dirname(stack.path), "training-rows")
-    with RowFile(path, X.shape, X.dtype) as rows:
-        for c0, _, block in stack.blocks():
-            for j, row in enumerate(np.ascontiguousarray(block.T)):
-                rows.write_row(position[c0 + j], row)
+    with TrainingRows(stack, perm, batch_size, path) as rows:
         est.fit_rows(rows)
     if method == "cd":
         return _lasso_code(X, est.components_, alpha, 1000)
