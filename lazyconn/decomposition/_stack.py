@@ -3,10 +3,11 @@
 A fit writes every subject's reduction (k, V) to a :class:`ScratchStack` while the subjects
 run. Above ``memory_budget`` the group step never holds the (N, V) stack: it reads it back
 in column (voxel) blocks of at most :data:`STACK_BLOCK_BYTES`, and DictLearning's online
-learning reads its mini-batches of voxels from a :class:`RowFile` written in the order it
-visits them. Both are plain files read and written with ``os.pread``/``os.pwrite``: their
-pages are the system's cache, not the process's memory (a memory map's pages would count in
-its RSS), and nothing but the block being used is resident.
+learning reads its mini-batches of voxels through :class:`TrainingRows` (gathered from the
+blocks, or from a voxel-major :class:`RowFile` for long fits). The files are read and
+written with ``os.preadv``/``os.pwrite``: their pages are the system's cache, not the
+process's memory (a memory map's pages would count in its RSS, and mapping a block at a
+time was no faster than copying it), and nothing but the block being used is resident.
 """
 
 from __future__ import annotations

@@ -156,8 +156,8 @@ class CanICA(_BaseDecomposition):
       blocks (``lazyconn.decomposition._stack.STACK_BLOCK_BYTES``, 4 MiB): the CCA norms,
       then scikit-learn's ``randomized_svd`` replayed step by step (the same random test
       matrix from the same generator, LU-normalised power iterations, QR, SVD and sign
-      flips), each product with the stack summed over the blocks, 9 reads of the stack in
-      all. The components agree with the in-memory path's to float rounding (summed in
+      flips), each product with the stack summed over the blocks (the CCA scaling applied
+      to the small factors), 9 reads of the stack in all. The components agree with the in-memory path's to float rounding (summed in
       another order), and the generator is left where scikit-learn leaves it, so FastICA's
       seeds are the same.
     - The group step runs on one BLAS thread, as the per-subject reductions do, so the
