@@ -362,6 +362,16 @@ def test_over_budget_study_is_decomposed_out_of_core(name, study, fitted, tmp_pa
     assert match(ooc.components_, fitted[name].components_).min() > 0.9999
     assert list(cache.iterdir()) == []  # the scratch files are removed
 
+    def fail(*args, **kwargs):  # a failure in the group step, the stack open
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ld.canica.CanICA, "_unmix_components", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        getattr(ld, name)(**PARAMS[name], memory=str(cache), memory_budget=1000).fit(
+            study.func[:2]
+        )
+    assert list(cache.iterdir()) == []  # on failure too
+
 
 def test_the_stack_waits_on_disk_while_the_subjects_run(study, tmp_path, monkeypatch):
     """Within the budget too, each reduction is written to the scratch stack file while
