@@ -116,14 +116,38 @@ class ScratchStack(_RawFile):
 
     def blocks(self, buffer=None):
         """``(c0, c1, block)`` for each column block, in order: ``block`` (N, c1 - c0), C
-        order, is the stack's ``[:, c0:c1]`` in one buffer (``buffer`` if given, from
-        :meth:`block_buffer`), valid until the next block."""
+        order, is the stack's ``[:, c0:c1]``, valid until the next block.
+
+        A thread reads the next block into a second buffer while the caller uses this one
+        (the reads are a third of a pass over a seed stack's blocks: the seeds' 100-subject
+        group step 1.45-1.56 -> 1.24-1.35 s), so two blocks are held (``buffer``, from
+        :meth:`block_buffer`, is one of them if given). The blocks come in order whatever
+        the threads do."""
+        from concurrent.futures import ThreadPoolExecutor
+
         n = self.shape[0]
-        if buffer is None:
-            buffer = self.block_buffer()
-        for c0, c1 in self._bands():
-            block = buffer[: n * (c1 - c0)].reshape(n, c1 - c0)
-            yield c0, c1, self._read_into(block, n * c0 * self.dtype.itemsize)
+        bands = self._bands()
+        if not bands:
+            return
+        buffers = [self.block_buffer() if buffer is None else buffer]
+        if len(bands) > 1:
+            buffers.append(self.block_buffer())
+
+        def read(i):
+            c0, c1 = bands[i]
+            block = buffers[i % len(buffers)][: n * (c1 - c0)].reshape(n, c1 - c0)
+            return self._read_into(block, n * c0 * self.dtype.itemsize)
+
+        if len(bands) == 1:
+            yield (*bands[0], read(0))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="lazyconn-stack") as pool:
+            pending = pool.submit(read, 0)
+            for i, (c0, c1) in enumerate(bands):
+                block = pending.result()
+                if i + 1 < len(bands):
+                    pending = pool.submit(read, i + 1)
+                yield c0, c1, block
 
     def read(self) -> np.ndarray:
         """The whole stack, Fortran-ordered (as nilearn stacks it)."""

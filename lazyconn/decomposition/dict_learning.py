@@ -655,9 +655,9 @@ class DictLearning(_BaseDecomposition):
     100-subject fit stops after 114 of its 1459 mini-batches: 2 passes). The same
     batches in the same order, so the same dictionary as in memory, bit for bit, given
     the same stack and initial dictionary; the final coding reads the voxels block by
-    block. The group step then holds a few V-sized arrays and a block, whatever the
+    block. The group step then holds a few V-sized arrays and two blocks, whatever the
     number of subjects (seeds, 100 x 168 at 4 mm: peak RSS 313-315 -> 257-268 MiB,
-    against 249-258 at 20 subjects; the group step's time unchanged, 1.4-1.8 s); it reads
+    against 249-258 at 20 subjects; the group step 1.3-1.5 s against 1.1-1.3 s); it reads
     the stack ~12 times. Only for the scikit-learn versions whose loop was checked
     (``MINIBATCH_STEP_VERSIONS``, ``SHUFFLE_IN_PLACE_VERSIONS``); with others the stack is
     read back whole for the online learning (their ``fit`` may draw or shuffle
