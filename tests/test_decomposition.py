@@ -377,7 +377,7 @@ def test_the_stack_waits_on_disk_while_the_subjects_run(study, tmp_path, monkeyp
     """Within the budget too, each reduction is written to the scratch stack file while
     the subjects run (a Fortran-ordered stack in memory is resident from the first subject
     on), then read back whole, Fortran-ordered, for the group step; nothing is left
-    behind, after a failed run either."""
+    behind, after a failed run either. Each run is opened once (the subjects reuse it)."""
     scratch = tmp_path / "scratch"
     seen = {}
     real_run, real_fit = ld._base._BaseDecomposition._run, ld.CanICA._raw_fit
@@ -393,10 +393,22 @@ def test_the_stack_waits_on_disk_while_the_subjects_run(study, tmp_path, monkeyp
         seen["fortran"] = data.flags.f_contiguous
         return real_fit(self, data)
 
+    import lazyconn.image._load as image_load
+
+    real_load, opened = image_load._load, []
+
+    def load(src, *args):
+        if isinstance(src, (str, os.PathLike)):
+            opened.append(src)
+        return real_load(src, *args)
+
     monkeypatch.setattr(ld._base._BaseDecomposition, "_run", run)
     monkeypatch.setattr(ld.CanICA, "_raw_fit", raw_fit)
+    monkeypatch.setattr(image_load, "_load", load)
     kw = dict(n_components=3, n_init=1, random_state=0, memory=str(scratch))
     ld.CanICA(**kw).fit(study.func)
+    # each run is opened once, by the fit's checks: the subject tasks reuse it
+    assert sorted(map(str, opened)) == sorted(map(str, study.func))
     assert seen["stack"].shape == (3 * len(study.func), seen["stack"].shape[1])
     np.testing.assert_array_equal(seen["staged"], seen["stack"])
     assert seen["fortran"] and list(scratch.iterdir()) == []
