@@ -7,7 +7,8 @@ learning reads its mini-batches of voxels through :class:`TrainingRows` (gathere
 blocks, or from a voxel-major :class:`RowFile` for long fits). The files are read and
 written with ``os.preadv``/``os.pwrite``: their pages are the system's cache, not the
 process's memory (a memory map's pages would count in its RSS, and mapping a block at a
-time was no faster than copying it), and nothing but the block being used is resident.
+time was no faster than copying it), and nothing but the block in use and the next one
+is resident.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import numpy as np
 
 #: Bytes of one column block of the scratch stack (all its rows, a band of voxels): the
-#: group step's reads hold one at a time.
+#: group step's reads hold two at a time (the one in use, the next one being read).
 STACK_BLOCK_BYTES = 4 * 2**20
 
 #: :class:`TrainingRows` gathers its rows pass by pass over the stack up to this many
@@ -41,6 +42,8 @@ class _RawFile:
         view, offset = memoryview(array).cast("B")[done:], offset + done
         while len(view):
             done = os.pwrite(self._fd, view, offset)
+            if done == 0:
+                raise OSError(f"could not write the scratch file {self.path}")
             view, offset = view[done:], offset + done
 
     def _read_into(self, out: np.ndarray, offset: int) -> np.ndarray:
