@@ -97,7 +97,8 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
         2, n_timepoints=60, resolution=8, n_networks=4, data_dir=tmp_path / "nii"
     )
     runs = [
-        str(convert(f, tmp_path / f"run{i}.zarr", progress=False))
+        # several chunks: the mask's smoothed means are then made one block (a rechunk)
+        str(convert(f, tmp_path / f"run{i}.zarr", chunks=(13, 15, 13, 60), progress=False))
         for i, f in enumerate(study.func)
     ]
     code = [sys.executable, "-c", _FIT_WITHOUT_DISTRIBUTED, *runs, str(tmp_path / "out.npz")]
