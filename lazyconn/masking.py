@@ -21,7 +21,6 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
-from scipy.ndimage import binary_dilation, binary_erosion
 
 from lazyconn._docs import fill_doc
 from lazyconn._utils import check_in, check_int, check_real, warn
@@ -43,6 +42,7 @@ from lazyconn.image.templates import (
     load_mni152_wm_template,
 )
 from lazyconn.ops import spatial
+from lazyconn.ops.morphology import binary_operation
 from lazyconn.ops.voxels import VoxelStream, c_positions, gather, scatter, smooth_gather
 
 __all__ = [
@@ -281,15 +281,15 @@ def _post_process_mask(mask, affine, opening=2, connected=True, warning_msg=""):
     """Opening, largest connected component, closing: nilearn's ``_post_process_mask``."""
     if opening:
         opening = int(opening)
-        mask = binary_erosion(mask, iterations=opening)
+        mask = binary_operation(mask, "erosion", iterations=opening)
     mask_any = mask.any()
     if not mask_any:
         warn(f"Computed an empty mask. {warning_msg}", MaskWarning)
     if connected and mask_any:
         mask = spatial.largest_connected_component(mask)
     if opening:
-        mask = binary_dilation(mask, iterations=2 * opening)
-        mask = binary_erosion(mask, iterations=opening)
+        mask = binary_operation(mask, "dilation", iterations=2 * opening)
+        mask = binary_operation(mask, "erosion", iterations=opening)
     return mask, affine
 
 

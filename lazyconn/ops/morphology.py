@@ -13,7 +13,13 @@ from scipy import ndimage
 
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 
-__all__ = ["binary_morphology", "check_structure", "label_components"]
+__all__ = [
+    "binary_morphology",
+    "binary_operation",
+    "check_structure",
+    "cross_morphology",
+    "label_components",
+]
 
 OPERATIONS = {"dilation": ndimage.binary_dilation, "erosion": ndimage.binary_erosion}
 
@@ -44,10 +50,19 @@ def check_iterations(iterations) -> int:
     return int(iterations)
 
 
-def _morphology_block(block, operation, structure, iterations, border_value):
-    out = OPERATIONS[operation](
-        block != 0, structure=structure, iterations=iterations, border_value=border_value
+def binary_operation(mask, operation: str, structure=None, iterations: int = 1, border_value=0):
+    """scipy's ``binary_dilation`` / ``binary_erosion`` (``operation``) of a boolean numpy
+    array: :func:`cross_morphology` where it equals it (the default structure,
+    ``border_value=0``, ``iterations >= 1``), else scipy's own."""
+    if structure is None and border_value == 0 and iterations >= 1:
+        return cross_morphology(mask, operation, iterations)
+    return OPERATIONS[operation](
+        mask, structure=structure, iterations=iterations, border_value=border_value
     )
+
+
+def _morphology_block(block, operation, structure, iterations, border_value):
+    out = binary_operation(block != 0, operation, structure, iterations, border_value)
     return out.astype(np.int8)
 
 
@@ -69,6 +84,38 @@ def binary_morphology(
         meta=np.empty((0,) * arr.ndim, dtype=np.int8),
         token=f"lazyconn-binary-{operation}",
     )
+
+
+def cross_morphology(mask: np.ndarray, operation: str, iterations: int) -> np.ndarray:
+    """scipy's ``binary_erosion`` / ``binary_dilation`` of a boolean array with the default
+    structure (face neighbours), ``border_value=0`` and ``iterations >= 1``, bit for bit,
+    as slice operations: each iteration ANDs (erosion) or ORs (dilation) every voxel with
+    its two neighbours along each axis, and an erosion clears the array's faces (their
+    outside neighbour is 0).
+
+    Why: scipy's kernels hold the GIL and took ~4.5 of the ~6.5 ms of an EPI mask's
+    post-processing per seed run (48 x 59 x 50); numpy's slice operations take ~0.5 ms.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations!r}; expected >= 1 (scipy repeats < 1).")
+    combine = {"erosion": np.logical_and, "dilation": np.logical_or}[operation]
+    out = np.array(mask, dtype=bool)
+    before = np.empty_like(out)
+    for _ in range(iterations):
+        np.copyto(before, out)
+        for axis in range(out.ndim):
+            low = [slice(None)] * out.ndim
+            high = [slice(None)] * out.ndim
+            low[axis], high[axis] = slice(None, -1), slice(1, None)
+            low, high = tuple(low), tuple(high)
+            combine(out[low], before[high], out=out[low])
+            combine(out[high], before[low], out=out[high])
+            if operation == "erosion":
+                edge = [slice(None)] * out.ndim
+                for face in (0, -1):
+                    edge[axis] = face
+                    out[tuple(edge)] = False
+    return out
 
 
 def label_components(mask: np.ndarray, structure=None) -> tuple[np.ndarray, int]:
