@@ -559,13 +559,15 @@ def test_the_group_step_starts_from_a_trimmed_heap(study, monkeypatch):
     ~365 -> ~285 MiB; at 100 subjects the stack read back onto the untrimmed heap was),
     again once the stack is dropped, before the maps are built (the seeds' group stage
     peaked there, with the stack still held), and at the end of the fit. The group step
-    runs on one BLAS thread."""
+    runs on one BLAS thread, with the objects alive before it frozen out of the garbage
+    collector's passes (unfrozen after; a freeze made by someone else is left alone)."""
+    import gc
     import weakref
 
     from lazyconn.decomposition import _base
     from lazyconn.maskers import MultiNiftiMasker
 
-    events, stacks, blas = [], [], set()
+    events, stacks, blas, frozen = [], [], set(), []
     run, release, group = (
         _base._BaseDecomposition._run,
         _base._BaseDecomposition._release,
@@ -585,6 +587,7 @@ def test_the_group_step_starts_from_a_trimmed_heap(study, monkeypatch):
         from threadpoolctl import threadpool_info
 
         events.append("group")
+        frozen.append(gc.get_freeze_count())
         stacks.append(weakref.ref(data))
         blas.update(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
         return group(self, data)
@@ -616,6 +619,15 @@ def test_the_group_step_starts_from_a_trimmed_heap(study, monkeypatch):
         "trim",
     ]
     assert blas == {1}  # the group step on one BLAS thread, whatever the cores
+    assert frozen[0] > 1000 and gc.get_freeze_count() == 0
+    gc.freeze()  # someone else's freeze: kept as it is, inside and after
+    try:
+        count = gc.get_freeze_count()
+        with _base.objects_frozen():
+            assert gc.get_freeze_count() == count
+        assert gc.get_freeze_count() == count
+    finally:
+        gc.unfreeze()
 
 
 # ---------------------------------------------------------------------- bad input
