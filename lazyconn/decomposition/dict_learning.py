@@ -234,6 +234,11 @@ def _permute_rows(x, perm, inverse=False, columns=64):
             x[:, cols] = x[perm, cols]
 
 
+#: Solvers :func:`_lasso_cd_code` has called once with its arguments (afterwards every
+#: sample of a batch goes to the threads at once).
+_CHECKED_SOLVERS: list = []
+
+
 def _lasso_cd_code(X, dictionary, alpha, max_iter, threads=None):
     """scikit-learn's ``sparse_encode(X, dictionary, algorithm="lasso_cd", alpha=alpha,
     max_iter=max_iter)`` (``n_jobs=1``, no ``init``), the same numbers, without its
@@ -286,14 +291,18 @@ def _lasso_cd_code(X, dictionary, alpha, max_iter, threads=None):
                 w, l1_reg, l2_reg, gram, xy[:, k], targets[:, k], max_iter, 1e-8, rng, 0, 0, 1
             )[0]
 
-    try:
-        solve([0])  # a changed signature fails here, before any thread starts
-    except TypeError:
-        return None
+    first = 0
+    if solver not in _CHECKED_SOLVERS:
+        try:
+            solve([0])  # a changed signature fails here, before any thread starts
+        except TypeError:
+            return None
+        _CHECKED_SOLVERS.append(solver)
+        first = 1
     if threads is None:
-        solve(range(1, n_samples))
+        solve(range(first, n_samples))
     else:
-        threads.map(solve, np.arange(1, n_samples))
+        threads.map(solve, np.arange(first, n_samples))
     if not np.isfinite(code).all():
         raise ValueError(
             "Coordinate descent iterations resulted in non-finite parameter values. The "
