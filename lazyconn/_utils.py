@@ -219,6 +219,24 @@ def dask_scheduler():
     return None
 
 
+def rechunk_method():
+    """``method=`` for ``dask.array.rechunk``: the one dask would pick now, found without
+    importing ``distributed``, or None (dask decides) once ``distributed`` is imported or
+    dask's config names one.
+
+    dask's choice imports ``distributed`` (~0.3 s) to look for a Client, for which it may
+    pick ``"p2p"``; a Client cannot exist before ``distributed`` is imported, so until then
+    its answer is ``"tasks"``. The values are the same either way (a rechunk moves them).
+    """
+    import sys
+
+    import dask
+
+    if "distributed" in sys.modules or dask.config.get("array.rechunk.method", None):
+        return None
+    return "tasks"
+
+
 class ProcessWide:
     """A process-wide setting held while any thread is inside: the first entry applies it
     (``make()``: a context manager, entered at once), the last exit restores what was

@@ -75,8 +75,24 @@ with warnings.catch_warnings():  # nothing set in dask's config: its default
     fit = DictLearning(n_components=4, random_state=0).fit(runs)
 with dask.config.set(scheduler="threads"):  # a named one
     signals = NiftiMasker(standardize="zscore_sample").fit(runs[0]).transform(runs[1])
+# Graphs with a rechunk (dask's choice of its method imports distributed): a binary
+# morphology on a chunked mask, resamplings of it (3-D) and of a chunked run (4-D).
+from lazyconn._utils import LOCAL_SCHEDULER
+from lazyconn.image import binary_dilation_img, load, resample_img
+run = load(runs[0])
+mask = binary_dilation_img(run.with_data(run.data[..., 0] > 1.0))
+coarse = np.diag([12.0, 12.0, 12.0, 1.0])
+with LOCAL_SCHEDULER:
+    mask, mask_coarse, run_coarse = (
+        np.asarray(img) for img in (
+            mask, resample_img(mask, coarse, interpolation="nearest"), resample_img(run, coarse)
+        )
+    )
 assert "distributed" not in sys.modules, "distributed was imported"
-np.savez(out, components=fit.components_, signals=signals)
+np.savez(
+    out, components=fit.components_, signals=signals, mask=mask, mask_coarse=mask_coarse,
+    run_coarse=run_coarse,
+)
 """
 
 
@@ -88,9 +104,12 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
     pytest.importorskip("distributed")  # here: dask's lookup decides, as before
     import warnings
 
+    from scipy import ndimage
+
     from lazyconn import convert
     from lazyconn.datasets import make_synthetic_fmri
     from lazyconn.decomposition import DictLearning
+    from lazyconn.image import binary_dilation_img, load, resample_img
     from lazyconn.maskers import NiftiMasker
 
     study = make_synthetic_fmri(
@@ -111,3 +130,13 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
     signals = NiftiMasker(standardize="zscore_sample").fit(runs[0]).transform(runs[1])
     np.testing.assert_array_equal(got["components"], fit.components_)
     np.testing.assert_array_equal(got["signals"], signals)
+    run = load(runs[0])
+    first = np.asarray(run.data[..., 0]) > 1.0
+    assert 0 < first.sum() < first.size  # a mask with edges (chunks (13, 15, 13))
+    np.testing.assert_array_equal(got["mask"], ndimage.binary_dilation(first))
+    coarse = np.diag([12.0, 12.0, 12.0, 1.0])
+    mask_coarse = resample_img(
+        binary_dilation_img(run.with_data(run.data[..., 0] > 1.0)), coarse, interpolation="nearest"
+    )
+    np.testing.assert_array_equal(got["mask_coarse"], np.asarray(mask_coarse))
+    np.testing.assert_array_equal(got["run_coarse"], np.asarray(resample_img(run, coarse)))

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import warn
+from lazyconn._utils import rechunk_method, warn
 from lazyconn.config import DEFAULT_CHUNK_BYTES, float_dtype_for, mean_dtype
 from lazyconn.exceptions import (
     DimensionError,
@@ -187,9 +187,9 @@ def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
     if smooth:
         if data.nbytes <= DEFAULT_CHUNK_BYTES:
             # One block (a 3-D mean is small): no halo graph, whose ~25 tasks per run were
-            # most of a seed mask stage (20 runs: 0.19 -> 0.11 s). "tasks": dask's choice of
-            # the method imports distributed (~0.3 s) when it is not imported yet.
-            data = data.rechunk(-1, method="tasks")
+            # most of a seed mask stage (20 runs: 0.19 -> 0.11 s). rechunk_method: dask's
+            # choice of the method imports distributed (~0.3 s) when it is not imported yet.
+            data = data.rechunk(-1, method=rechunk_method())
         smoothed = smooth_array(data, np.eye(4), fwhm=smooth, ensure_finite=True)
         # NaN back where the mean had one: one task per block (a mask stage builds and
         # runs this graph for every run, and dask's per-operation cost dominated there)
