@@ -20,9 +20,14 @@ def test_import_layers_contracts_hold():
 
 
 def test_import_lazyconn_is_cheap_and_imports_neither_distributed_nor_nilearn():
+    """Nor does an estimator's package import zarr and numcodecs (~120 modules, ~6.6 MiB)
+    before a store is read (a module-level import of io._dask in maskers did)."""
     code = (
         "import sys, lazyconn; "
         "bad = [m for m in ('distributed', 'nilearn', 'sklearn', 's3fs') if m in sys.modules]; "
+        "import lazyconn.decomposition; "
+        "bad += ['decomposition: ' + m for m in ('distributed', 'nilearn', 'zarr', 'numcodecs') "
+        "if m in sys.modules]; "
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

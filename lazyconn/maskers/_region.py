@@ -17,7 +17,6 @@ from lazyconn._utils import warn
 from lazyconn.config import float_dtype_for
 from lazyconn.exceptions import ParameterError
 from lazyconn.image.resampling import is_on_grid, to_grid
-from lazyconn.io._dask import voxel_frames
 from lazyconn.maskers.base_masker import BaseMasker, as_4d
 from lazyconn.ops.weights import region_reduce, region_weights
 
@@ -114,6 +113,10 @@ class RegionMasker(BaseMasker):
         return self._get_plan(img4.with_data(img4.data.astype(in_dtype)))
 
     def _extract(self, img4):
+        # here, not at module level: io._dask imports zarr and numcodecs (~120 modules,
+        # ~6.6 MiB), which `import lazyconn.decomposition` / `lazyconn.maskers` then did too
+        from lazyconn.io._dask import voxel_frames
+
         plan = self._get_plan(img4)
         # A store's chunks are read in pieces of time frames, unless the high-variance
         # confounds read the run's chunks too (each chunk is then read once, whole).
