@@ -110,14 +110,26 @@ def test_lasso_coding_does_not_copy_the_stack(rng, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_online_learning_shuffles_the_stack_in_place(rng, monkeypatch):
-    """scikit-learn's mini-batch fit shuffles a copy of the stack; here its rows are shuffled
-    in place with the same draws and put back: the same dictionary as scikit-learn's
-    ``dict_learning_online``, the stack unchanged after, and no stack-sized copy."""
+@pytest.mark.parametrize("replayed", [True, False])
+def test_online_learning_shuffles_the_stack_in_place(rng, monkeypatch, replayed):
+    """scikit-learn's mini-batch fit shuffles a copy of the stack; here, where its loop is
+    replayed, each mini-batch's rows are gathered in the shuffled order, else the stack's
+    rows are shuffled in place with the same draws and put back: the same dictionary as
+    scikit-learn's ``dict_learning_online``, the stack unchanged after, and no stack-sized
+    copy."""
     from sklearn.decomposition import dict_learning_online
 
     if dict_learning._sklearn_version() not in dict_learning.SHUFFLE_IN_PLACE_VERSIONS:
         pytest.skip("this scikit-learn shuffles its copy")
+    if replayed and not dict_learning._streams_online():
+        pytest.skip("this scikit-learn's loop is not replayed")
+    if not replayed:
+        monkeypatch.setattr(dict_learning, "MINIBATCH_STEP_VERSIONS", set())
+    permuted = []
+    permute = dict_learning._permute_rows
+    monkeypatch.setattr(
+        dict_learning, "_permute_rows", lambda *a, **k: permuted.append(permute(*a, **k))
+    )
     # the coding's working set (a block of voxels) is tested above; here a small one
     monkeypatch.setattr(dict_learning, "LASSO_BLOCK", 512)
     x = np.ascontiguousarray(_stack(rng, 256, 2000).T)  # (V, N), as the fit passes it
@@ -134,6 +146,7 @@ def test_online_learning_shuffles_the_stack_in_place(rng, monkeypatch):
     np.testing.assert_array_equal(code, dict_learning._lasso_code(before, dictionary, 1.0, 1000))
     np.testing.assert_array_equal(x, before)
     assert peak < 0.5 * x.nbytes, (peak, x.nbytes)
+    assert len(permuted) == (0 if replayed else 2)
 
 
 def _scratch(tmp_path, data, block_bytes):
