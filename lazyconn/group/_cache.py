@@ -30,12 +30,12 @@ import json
 import os
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 from dask.base import tokenize
 
 from lazyconn._utils import warn
 from lazyconn.exceptions import IntegrityWarning, OutputExistsError, ParameterTypeError
+from lazyconn.io._crc import crc32c
 from lazyconn.io._fs import (
     StorageOptions,
     access_errors,
@@ -370,9 +370,7 @@ class _CorruptEntry(ValueError):
 
 
 def _crc32c(crc: int, data) -> int:
-    view = np.frombuffer(data, dtype=np.uint8)
-    view.flags.writeable = False  # google_crc32c takes read-only buffers
-    return google_crc32c.extend(crc, view)
+    return crc32c(np.frombuffer(data, dtype=np.uint8), crc)
 
 
 def _pack(result: np.ndarray, meta: dict) -> list:

@@ -24,7 +24,6 @@ import re
 import sys
 import uuid
 
-import google_crc32c
 import numpy as np
 import zarr
 import zarr.codecs
@@ -41,6 +40,7 @@ from lazyconn.exceptions import (
     OutputExistsError,
     ParameterError,
 )
+from lazyconn.io._crc import crc32c
 from lazyconn.io._fs import (
     access_errors,
     check_exists,
@@ -136,8 +136,7 @@ def _read_local(path, shown: str, where, verify: bool):
         mapped = _mapped(handle, size)
         if mapped is not None:
             if verify and (
-                size < 4
-                or google_crc32c.value(mapped[:-4]) != int.from_bytes(mapped[-4:], "little")
+                size < 4 or crc32c(mapped[:-4]) != int.from_bytes(mapped[-4:], "little")
             ):
                 raise checksum_error(shown, where)
             return mapped
@@ -152,9 +151,7 @@ def _read_local(path, shown: str, where, verify: bool):
                 break
             end = min(pos + n, size - 4)
             if end > pos:
-                piece = buf[pos:end]
-                piece.flags.writeable = False  # google_crc32c takes read-only buffers
-                crc = google_crc32c.extend(crc, piece)
+                crc = crc32c(buf[pos:end], crc)
             pos += n
     if pos != size or size < 4 or crc.to_bytes(4, "little") != buf[-4:].tobytes():
         raise checksum_error(shown, where)
