@@ -468,8 +468,6 @@ def _dict_learning_online(
     fit uses 114 of its 1459 mini-batches, where the shuffle and its undoing moved all
     of X's 18 MiB twice).
     """
-    from sklearn.utils import check_random_state
-
     if isinstance(X, StackColumns):
         if dict_init is not None and _streams_online():
             return _dict_learning_online_streamed(
@@ -494,23 +492,17 @@ def _dict_learning_online(
     )
     perm = None
     if in_place:
-        random_state = check_random_state(random_state)
-        perm = np.arange(len(X))
-        random_state.shuffle(perm)  # the draws of random_state.shuffle(X_train)
-    est = _minibatch_class()(
-        n_components=n_components,
+        random_state, perm = _shuffle_order(random_state, len(X))
+    est = _online_estimator(
+        n_components,
         alpha=alpha,
-        max_iter=max_iter,
-        n_jobs=1,
-        fit_algorithm=method,
         batch_size=batch_size,
-        shuffle=not in_place,
+        method=method,
         dict_init=dict_init,
-        random_state=random_state,
-        transform_algorithm="lasso_" + method,
-        transform_alpha=alpha,
-        transform_max_iter=1000,
         verbose=verbose,
+        random_state=random_state,
+        max_iter=max_iter,
+        shuffle=not in_place,
     )
     if perm is None:
         est.fit(X)
@@ -522,9 +514,63 @@ def _dict_learning_online(
             est.fit(X)
         finally:
             _permute_rows(X, perm, inverse=True)
+    return _final_code(est, X, alpha, method)
+
+
+def _shuffle_order(random_state, n_rows: int):
+    """``(generator, perm)``: the generator of ``random_state`` and, drawn from it, the
+    order scikit-learn's ``random_state.shuffle(X_train)`` gives ``n_rows`` rows."""
+    from sklearn.utils import check_random_state
+
+    random_state = check_random_state(random_state)
+    perm = np.arange(n_rows)
+    random_state.shuffle(perm)  # the draws of random_state.shuffle(X_train)
+    return random_state, perm
+
+
+def _online_estimator(
+    n_components,
+    *,
+    alpha,
+    batch_size,
+    method,
+    dict_init,
+    verbose,
+    random_state,
+    max_iter,
+    shuffle,
+):
+    """The mini-batch estimator ``dict_learning_online`` makes (``n_jobs=1``, lasso
+    coding with the same ``alpha`` and 1000 iterations), shuffling X itself or not."""
+    return _minibatch_class()(
+        n_components=n_components,
+        alpha=alpha,
+        max_iter=max_iter,
+        n_jobs=1,
+        fit_algorithm=method,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        dict_init=dict_init,
+        random_state=random_state,
+        transform_algorithm="lasso_" + method,
+        transform_alpha=alpha,
+        transform_max_iter=1000,
+        verbose=verbose,
+    )
+
+
+def _final_code(est, X, alpha, method) -> np.ndarray:
+    """The code of every row of X given the learned dictionary: :func:`_lasso_code` for
+    "cd" (an array or a scratch stack's transpose alike), else the estimator's transform
+    (a scratch stack's transpose block by block)."""
     if method == "cd":
         return _lasso_code(X, est.components_, alpha, 1000)
-    return est.transform(X)
+    if not isinstance(X, StackColumns):
+        return est.transform(X)
+    code = np.empty((len(X), est.n_components), dtype=X.dtype)
+    for c0, c1, block in X.stack.blocks():
+        code[c0:c1] = est.transform(block.T)
+    return code
 
 
 def _dict_learning_online_streamed(
@@ -543,36 +589,23 @@ def _dict_learning_online_streamed(
     """
     import os
 
-    from sklearn.utils import check_random_state
-
-    random_state = check_random_state(random_state)
-    perm = np.arange(len(X))
-    random_state.shuffle(perm)  # the draws of random_state.shuffle(X_train)
-    est = _minibatch_class()(
-        n_components=n_components,
+    random_state, perm = _shuffle_order(random_state, len(X))
+    est = _online_estimator(
+        n_components,
         alpha=alpha,
-        max_iter=max_iter,
-        n_jobs=1,
-        fit_algorithm=method,
         batch_size=batch_size,
-        shuffle=False,
+        method=method,
         dict_init=dict_init,
-        random_state=random_state,
-        transform_algorithm="lasso_" + method,
-        transform_alpha=alpha,
-        transform_max_iter=1000,
         verbose=verbose,
+        random_state=random_state,
+        max_iter=max_iter,
+        shuffle=False,
     )
     stack = X.stack
     path = os.path.join(os.path.dirname(stack.path), "training-rows")
     with TrainingRows(stack, perm, batch_size, path) as rows:
         est.fit_rows(rows)
-    if method == "cd":
-        return _lasso_code(X, est.components_, alpha, 1000)
-    code = np.empty((len(X), n_components), dtype=X.dtype)
-    for c0, c1, block in stack.blocks():
-        code[c0:c1] = est.transform(block.T)
-    return code
+    return _final_code(est, X, alpha, method)
 
 
 class DictLearning(_BaseDecomposition):
