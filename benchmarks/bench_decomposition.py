@@ -34,6 +34,7 @@ Usage::
     python benchmarks/bench_decomposition.py --small          # 4 subjects x 60 volumes
     python benchmarks/bench_decomposition.py                  # 20 x 168 (the seed's size)
     python benchmarks/bench_decomposition.py --only lazyconn_zarr --workers 1   # scaling
+    python benchmarks/bench_decomposition.py --pairs 5 --keep   # 2 workers vs 1, alternated
     python benchmarks/bench_decomposition.py --only niigz_reductions   # vs gzip -dc
     python benchmarks/bench_decomposition.py --only lazyconn_zarr --repeat-runs 5 --keep
         # 100 subjects (the 20 stores 5 times) against the same run at 20: memory flat?
@@ -42,6 +43,12 @@ Usage::
 study's planted networks are then what the components recover, the setting where the issue
 asks lazyconn's components to match nilearn's (without them these runs are dominated by
 nuisance, and nilearn's DictLearning is unstable to rounding: see benchmarks/README.md).
+
+``--pairs N`` measures 2 workers against 1 instead: ``lazyconn_zarr`` alternately on 1 and 2
+workers (fresh processes), N times; per pair the fit's ratio and each stage's, and the
+ratio the fit would have if its reductions stage (the per-subject pass, the part workers
+share) took exactly half its 1-worker time and nothing else changed: the ceiling that the
+stages the workers do not share (mask, group step, opening the runs) put on the fit's.
 
 ``--estimator CanICA`` runs CanICA with the same parameters instead (nilearn's other
 decomposition, for the agreement check; its ``n_init=10`` FastICA restarts dominate).
@@ -201,6 +208,55 @@ def recovery(workdir: Path, name: str) -> np.ndarray:
     return match(truth, np.load(workdir / f"{name}.npy"))
 
 
+STAGES = ("mask", "reductions", "group")
+
+
+def scaling_pairs(workdir: Path, pairs: int, extra: list[str]) -> dict:
+    """``lazyconn_zarr`` on 1 then 2 workers, ``pairs`` times (each fit in a fresh
+    process): per pair the wall times, the fit's and each stage's 1-worker / 2-worker
+    ratio, and ``ceiling``: the 1-worker fit over itself with its reductions halved."""
+    rows = []
+    for i in range(pairs):
+        walls, stages = {}, {}
+        for workers in (1, 2):
+            r = harness.run_child(
+                __file__, "lazyconn_zarr", workdir, "--workers", str(workers), *extra
+            )
+            timings = json.loads((workdir / "lazyconn_zarr_timings.json").read_text())
+            walls[workers] = r["wall_s"]
+            stages[workers] = {s: timings[s] for s in STAGES}
+            stages[workers]["other"] = r["wall_s"] - sum(timings[s] for s in STAGES)
+        one, two = stages[1], stages[2]
+        row = {
+            "wall_s": walls,
+            "stages_s": stages,
+            "ratio": walls[1] / walls[2],
+            "stage_ratios": {s: one[s] / two[s] for s in (*STAGES, "other")},
+            "ceiling": walls[1] / (walls[1] - one["reductions"] / 2),
+        }
+        rows.append(row)
+        print(
+            f"pair {i + 1}: 1 worker {walls[1]:.2f} s, 2 workers {walls[2]:.2f} s -> "
+            f"{row['ratio']:.2f}x (reductions {row['stage_ratios']['reductions']:.2f}x; "
+            f"not shared by the workers on 1 worker: "
+            f"{walls[1] - one['reductions']:.2f} s; ceiling {row['ceiling']:.2f}x)   "
+            f"{harness.load_text()}",
+            flush=True,
+        )
+    med = {
+        "ratio": float(np.median([r["ratio"] for r in rows])),
+        "reductions_ratio": float(np.median([r["stage_ratios"]["reductions"] for r in rows])),
+        "ceiling": float(np.median([r["ceiling"] for r in rows])),
+    }
+    print(
+        f"2 workers vs 1, medians of {pairs}: fit {med['ratio']:.2f}x, reductions stage "
+        f"{med['reductions_ratio']:.2f}x, ceiling (reductions exactly halved) "
+        f"{med['ceiling']:.2f}x",
+        flush=True,
+    )
+    return {"pairs": rows, "medians": med}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="4 subjects x 60 volumes")
@@ -221,6 +277,13 @@ def main(argv=None):
         help="lazyconn_zarr fits the stores this many times over (100 subjects from 20 "
         "stores: how memory grows with the number of subjects, on the same data)",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="measure 2 workers vs 1 instead: lazyconn_zarr on 1 then 2 workers, this "
+        "many times (alternated)",
+    )
     harness.common_arguments(parser, HERE / "_data" / "decomposition", CHILDREN)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
@@ -239,7 +302,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     meta = write_inputs(workdir, n_sub, n_t, args.resolution, args.estimator, args.confounds)
     print(f"inputs: {n_sub} subjects x {n_t} volumes, {time.perf_counter() - t0:.1f} s")
-    steps = args.only or STEPS
+    steps = ["lazyconn_zarr"] if args.pairs else args.only or STEPS
     if "lazyconn_zarr" in steps and not all(Path(z).exists() for z in meta["zarr"]):
         steps = ["convert", *[s for s in steps if s != "convert"]]
     results = {
@@ -255,6 +318,19 @@ def main(argv=None):
     if args.repeat_runs != 1:
         extra += ["--repeat-runs", str(args.repeat_runs)]
         results["repeat_runs"] = args.repeat_runs
+    if args.pairs:
+        if "convert" in steps:
+            harness.run_child(__file__, "convert", workdir, *extra)
+        pair_extra = (["--client", args.client] if args.client else []) + (
+            ["--repeat-runs", str(args.repeat_runs)] if args.repeat_runs != 1 else []
+        )
+        results["scaling"] = scaling_pairs(workdir, args.pairs, pair_extra)
+        results.pop("workers")
+        tag = f"{n_sub}x{n_t}_{args.resolution:g}mm_{args.client or 'threads'}_pairs"
+        harness.finish(
+            HERE / "_data" / f"bench_decomposition_{tag}.json", results, workdir, args.keep
+        )
+        return 0
     if FLOOR_STEP in steps:  # page cache warm, then the floor before and after
         harness.gunzip_two_cores(meta["func"])
         results["gunzip_2_cores"] = [harness.gunzip_two_cores(meta["func"])]
