@@ -219,6 +219,18 @@ def dask_scheduler():
     return None
 
 
+def rechunk(x, chunks):
+    """``x.rechunk(chunks)`` (a dask array) by :func:`rechunk_method`: lazyconn's one way to
+    rechunk, so that no graph imports ``distributed`` just to choose how to move its values.
+
+    Parameters
+    ----------
+    x : dask.array.Array
+    chunks : anything ``dask.array.Array.rechunk`` takes (tuple, dict, -1...)
+    """
+    return x.rechunk(chunks, method=rechunk_method())
+
+
 def rechunk_method():
     """``method=`` for ``dask.array.rechunk``: the one dask would pick now, found without
     importing ``distributed``, or None (dask decides) once ``distributed`` is imported or

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import dask.array as da
 import numpy as np
 
-from lazyconn._utils import check_in
+from lazyconn._utils import check_in, rechunk
 from lazyconn.exceptions import DimensionError, ParameterError, ParameterTypeError
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._load import load
@@ -240,7 +240,7 @@ def ttest_ind(
         )
     if a.chunks[:-1] != b.chunks[:-1]:
         # Samples from different sources: align b's blocks on a's (same run: no-op).
-        b = b.rechunk((*a.chunks[:-1], b.chunks[-1]))
+        b = rechunk(b, (*a.chunks[:-1], b.chunks[-1]))
     if shared is not None:
         # Volumes of one run: both samples' moments in one task per chunk of the run.
         m = _ops.time_moments(shared[0], nan_policy, shared[1])
@@ -300,7 +300,7 @@ def ttest_1samp(a, popmean, axis=0, nan_policy="propagate", alternative="two-sid
             raise DimensionError(
                 f"popmean has shape {pm.shape} outside the tested axis; expected {a.shape[:-1]}."
             )
-        pm = pm.astype(np.float64).rechunk(a.chunks[:-1])
+        pm = rechunk(pm.astype(np.float64), a.chunks[:-1])
     if shared is not None:
         m = _ops.selection(_ops.time_moments(shared[0], nan_policy, shared[1]), 0)
     else:

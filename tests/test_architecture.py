@@ -74,12 +74,17 @@ import sys, warnings
 import dask, numpy as np
 from lazyconn.decomposition import DictLearning
 from lazyconn.maskers import NiftiMasker
-runs, out = sys.argv[1:3], sys.argv[3]
+runs, nii, out = sys.argv[1:3], sys.argv[3], sys.argv[4]
 with warnings.catch_warnings():  # nothing set in dask's config: its default
     warnings.simplefilter("ignore", UserWarning)  # sklearn convergence
     fit = DictLearning(n_components=4, random_state=0).fit(runs)
 with dask.config.set(scheduler="threads"):  # a named one
     signals = NiftiMasker(standardize="zscore_sample").fit(runs[0]).transform(runs[1])
+# A .nii.gz run read in time slabs: cleaning its signals rechunks them whole in time.
+from lazyconn.image import load
+from lazyconn.maskers import NiftiSpheresMasker
+slabs = load(nii, chunks=(*load(nii).shape[:3], 20))
+spheres = NiftiSpheresMasker(SEEDS, radius=10, detrend=True).fit_transform(slabs)
 # Graphs with a rechunk (dask's choice of its method imports distributed): a binary
 # morphology on a chunked mask, resamplings of it (3-D) and of a chunked run (4-D).
 from lazyconn._utils import LOCAL_SCHEDULER
@@ -96,9 +101,11 @@ with LOCAL_SCHEDULER:
 assert "distributed" not in sys.modules, "distributed was imported"
 np.savez(
     out, components=fit.components_, signals=signals, mask=mask, mask_coarse=mask_coarse,
-    run_coarse=run_coarse,
+    run_coarse=run_coarse, spheres=spheres,
 )
 """
+#: Sphere centres inside the synthetic 8 mm studies' brain (MNI mm).
+_SEEDS = [(0, -52, 18), (-46, -68, 32), (46, -68, 32)]
 
 
 @pytest.mark.slow
@@ -115,7 +122,7 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
     from lazyconn.datasets import make_synthetic_fmri
     from lazyconn.decomposition import DictLearning
     from lazyconn.image import binary_dilation_img, load, resample_img
-    from lazyconn.maskers import NiftiMasker
+    from lazyconn.maskers import NiftiMasker, NiftiSpheresMasker
 
     study = make_synthetic_fmri(
         2, n_timepoints=60, resolution=8, n_networks=4, data_dir=tmp_path / "nii"
@@ -125,7 +132,8 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
         str(convert(f, tmp_path / f"run{i}.zarr", chunks=(13, 15, 13, 60), progress=False))
         for i, f in enumerate(study.func)
     ]
-    code = [sys.executable, "-c", _FIT_WITHOUT_DISTRIBUTED, *runs, str(tmp_path / "out.npz")]
+    script = _FIT_WITHOUT_DISTRIBUTED.replace("SEEDS", repr(_SEEDS))
+    code = [sys.executable, "-c", script, *runs, str(study.func[0]), str(tmp_path / "out.npz")]
     done = subprocess.run(code, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     got = np.load(tmp_path / "out.npz")
@@ -133,7 +141,11 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
         warnings.simplefilter("ignore", UserWarning)
         fit = DictLearning(n_components=4, random_state=0).fit(runs)
     signals = NiftiMasker(standardize="zscore_sample").fit(runs[0]).transform(runs[1])
+    slabs = load(study.func[0], chunks=(*load(study.func[0]).shape[:3], 20))
+    assert len(slabs.data.chunks[3]) == 3
+    spheres = NiftiSpheresMasker(_SEEDS, radius=10, detrend=True).fit_transform(slabs)
     np.testing.assert_array_equal(got["components"], fit.components_)
+    np.testing.assert_array_equal(got["spheres"], spheres)
     np.testing.assert_array_equal(got["signals"], signals)
     run = load(runs[0])
     first = np.asarray(run.data[..., 0]) > 1.0
@@ -145,3 +157,29 @@ def test_a_fit_and_a_transform_never_import_distributed(tmp_path):
     )
     np.testing.assert_array_equal(got["mask_coarse"], np.asarray(mask_coarse))
     np.testing.assert_array_equal(got["run_coarse"], np.asarray(resample_img(run, coarse)))
+
+
+def test_the_package_rechunks_only_through_utils_rechunk():
+    """dask's default choice of a rechunk's method imports distributed (~0.3 s) to look for
+    a Client; ``_utils.rechunk`` names it without. A ``.rechunk(...)`` call anywhere else in
+    the package would bring the import back on the paths that reach it."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "lazyconn").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        allowed = set()
+        if path == ROOT / "lazyconn" / "_utils.py":  # the helper's own call
+            helpers = [
+                n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "rechunk"
+            ]
+            allowed = {id(n) for helper in helpers for n in ast.walk(helper)}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "rechunk"
+                and id(node) not in allowed
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == [], f"rechunk through lazyconn._utils.rechunk: {found}"

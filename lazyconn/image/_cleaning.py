@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from lazyconn._docs import fill_doc
+from lazyconn._utils import rechunk
 from lazyconn.exceptions import GridMismatchError, ParameterError
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._niimg import load_4d, load_mask_img, new_img_like
@@ -34,7 +35,7 @@ def _signals(img: LazyImage, mask_img):
     """
     data = img.data
     if len(data.chunks[3]) > 1:
-        data = data.rechunk({3: -1})
+        data = rechunk(data, {3: -1})
     if mask_img is None:
         mask = np.ones(img.shape[:3], dtype=bool)
     else:

@@ -6,7 +6,7 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 
-from lazyconn._utils import is_path_like
+from lazyconn._utils import is_path_like, rechunk
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import ParameterTypeError
 from lazyconn.image._lazyimage import LazyImage
@@ -60,7 +60,7 @@ def _load(src, storage_options, chunks) -> LazyImage:
     from lazyconn.io.store import is_store, open_store
 
     if isinstance(src, LazyImage):
-        return src if chunks is None else src.with_data(src.data.rechunk(chunks))
+        return src if chunks is None else src.with_data(rechunk(src.data, chunks))
     if isinstance(src, nib.spatialimages.SpatialImage):
         filename = src.get_filename()
         if (

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import warn
+from lazyconn._utils import rechunk, warn
 from lazyconn.config import default_chunks
 from lazyconn.exceptions import (
     DimensionError,
@@ -54,7 +54,7 @@ def _stack(imgs, name: str) -> LazyImage:
             )
     check_same_fov(*loaded, names=[f"{name}[{i}]" for i in range(len(loaded))])
     first = loaded[0]
-    data = da.stack([im.data for im in loaded], axis=-1).rechunk({3: -1})
+    data = rechunk(da.stack([im.data for im in loaded], axis=-1), {3: -1})
     return LazyImage(data, first.affine, first.header, source=first.source)
 
 

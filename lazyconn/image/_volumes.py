@@ -17,7 +17,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from lazyconn._utils import warn
+from lazyconn._utils import rechunk, warn
 from lazyconn.exceptions import (
     DimensionError,
     LazyconnWarning,
@@ -258,7 +258,7 @@ def concat_imgs(
         data = img.data if ndim == 4 else img.data[..., None]
         parts.append(data)
     out_dtype = first.dtype if dtype is None else np.dtype(dtype)
-    data = da.concatenate([p.astype(out_dtype) for p in parts], axis=3).rechunk({3: -1})
+    data = rechunk(da.concatenate([p.astype(out_dtype) for p in parts], axis=3), {3: -1})
     return new_img_like(first, data, first.affine)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import rechunk_method, warn
+from lazyconn._utils import rechunk, warn
 from lazyconn.config import DEFAULT_CHUNK_BYTES, float_dtype_for, mean_dtype
 from lazyconn.exceptions import (
     DimensionError,
@@ -187,9 +187,8 @@ def compute_mean(imgs, target_affine=None, target_shape=None, smooth=False):
     if smooth:
         if data.nbytes <= DEFAULT_CHUNK_BYTES:
             # One block (a 3-D mean is small): no halo graph, whose ~25 tasks per run were
-            # most of a seed mask stage (20 runs: 0.19 -> 0.11 s). rechunk_method: dask's
-            # choice of the method imports distributed (~0.3 s) when it is not imported yet.
-            data = data.rechunk(-1, method=rechunk_method())
+            # most of a seed mask stage (20 runs: 0.19 -> 0.11 s).
+            data = rechunk(data, -1)
         smoothed = smooth_array(data, np.eye(4), fwhm=smooth, ensure_finite=True)
         # NaN back where the mean had one: one task per block (a mask stage builds and
         # runs this graph for every run, and dask's per-operation cost dominated there)
@@ -276,7 +275,7 @@ def index_img(imgs, index):
     else:
         data = img.data[..., index]
     if data.ndim == 4 and len(data.chunks[3]) > 1:
-        data = data.rechunk({3: -1})
+        data = rechunk(data, {3: -1})
     out = new_img_like(img, data, img.affine)
     if data.ndim == 4 and volumewise is not None:
         out._volumewise = volumewise
@@ -501,7 +500,7 @@ def threshold_img(
         _warn_if_out_of_range(img.data, mask, value, two_sided)
     if is_pct:
         # Exact order statistics need every entry in one task.
-        whole = data.rechunk(-1)
+        whole = rechunk(data, -1)
         cutoff = whole.map_blocks(
             _percentile_cutoff,
             mask,
@@ -522,10 +521,9 @@ def threshold_img(
         zero = data > cutoff
     data = da.where(zero, data.dtype.type(0), data)
     if cluster_threshold > 0:
-        full = data.rechunk({0: -1, 1: -1, 2: -1})
-        data = full.map_blocks(
-            _cluster_threshold_block, cluster_threshold, dtype=data.dtype
-        ).rechunk(img.data.chunks)
+        full = rechunk(data, {0: -1, 1: -1, 2: -1})
+        blocks = full.map_blocks(_cluster_threshold_block, cluster_threshold, dtype=data.dtype)
+        data = rechunk(blocks, img.data.chunks)
     return new_img_like(img, data, img.affine, copy_header=copy_header)
 
 

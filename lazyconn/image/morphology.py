@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lazyconn._utils import rechunk_method
+from lazyconn._utils import rechunk
 from lazyconn.exceptions import ParameterError
 from lazyconn.image._lazyimage import LazyImage
 from lazyconn.image._niimg import load_3d, new_img_like
@@ -51,7 +51,7 @@ def _morph(mask_img, operation, structure, iterations, border_value) -> LazyImag
     img = load_3d(mask_img, "mask_img")
     data = spatial.ensure_finite(img.data)
     out = morphology.binary_morphology(data, operation, structure, iterations, border_value)
-    return new_img_like(img, out.rechunk(img.data.chunks, method=rechunk_method()), img.affine)
+    return new_img_like(img, rechunk(out, img.data.chunks), img.affine)
 
 
 def binary_dilation_img(mask_img, structure=None, iterations=1, border_value=0) -> LazyImage:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import linalg, ndimage
 
 from lazyconn._docs import fill_doc
-from lazyconn._utils import check_in, rechunk_method, warn
+from lazyconn._utils import check_in, rechunk, warn
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
 from lazyconn.exceptions import (
     BoundingBoxError,
@@ -220,7 +220,6 @@ def resample_img(
     spline = _ORDERS[interpolation]
 
     data = img.data
-    method = rechunk_method()  # dask's choice imports distributed (~0.3 s)
     kwargs = {
         "A": A,
         "b": b,
@@ -230,7 +229,7 @@ def resample_img(
         "out_dtype": out_dtype,
     }
     if data.ndim == 3:
-        whole = data.rechunk(-1, method=method)
+        whole = rechunk(data, -1)
         out = whole.map_blocks(
             _resample_block,
             chunks=target_shape,
@@ -238,12 +237,12 @@ def resample_img(
             meta=np.empty((0, 0, 0), dtype=out_dtype),
             **kwargs,
         )
-        out = out.rechunk(default_chunks(target_shape, out_dtype), method=method)
+        out = rechunk(out, default_chunks(target_shape, out_dtype))
     else:
         # Whole volumes per chunk: the spline prefilter spans whole axes.
         vol_bytes = 8 * max(int(np.prod(img.shape[:3])), int(np.prod(target_shape)))
         n_t = max(1, min(img.shape[3], DEFAULT_CHUNK_BYTES // vol_bytes))
-        volumes = data.rechunk({0: -1, 1: -1, 2: -1, 3: n_t}, method=method)
+        volumes = rechunk(data, {0: -1, 1: -1, 2: -1, 3: n_t})
         out = volumes.map_blocks(
             _resample_block,
             chunks=(*((s,) for s in target_shape), volumes.chunks[3]),
@@ -251,7 +250,7 @@ def resample_img(
             meta=np.empty((0, 0, 0, 0), dtype=out_dtype),
             **kwargs,
         )
-        out = out.rechunk(default_chunks(target_shape + (img.shape[3],), out_dtype), method=method)
+        out = rechunk(out, default_chunks(target_shape + (img.shape[3],), out_dtype))
     if clip:
         vmin = da.minimum(da.nanmin(data), 0)
         vmax = da.maximum(da.nanmax(data), 0)

@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from lazyconn._utils import rechunk
 from lazyconn.config import DEFAULT_CHUNK_BYTES, default_chunks
 from lazyconn.io._fs import redact
 from lazyconn.io.nifti import NiftiFile, scale
@@ -177,7 +178,7 @@ def nifti_arrays(nifti: NiftiFile, chunks=None) -> tuple[da.Array, da.Array]:
     )
     scaled = _scaled(raw, nifti.slope, nifti.inter, nifti.dtype)
     if nifti.compressed and chunks is not None:
-        raw, scaled = raw.rechunk(chunks), scaled.rechunk(chunks)
+        raw, scaled = rechunk(raw, chunks), rechunk(scaled, chunks)
     return scaled, raw
 
 
@@ -224,7 +225,7 @@ def store_arrays(info: StoreInfo, chunks=None) -> tuple[da.Array, da.Array, da.A
     raw = _zarr_array(info.array, info, "voxels")
     stored_chunks = raw.chunks
     if chunks is not None:
-        raw = raw.rechunk(chunks)
+        raw = rechunk(raw, chunks)
     mean = None
     if info.mean is not None and raw.chunks == stored_chunks:
         mean = _zarr_array(info.mean, info, "mean")

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from lazyconn._progress import Progress
-from lazyconn._utils import check_positive
+from lazyconn._utils import check_positive, rechunk
 from lazyconn.exceptions import OutputNotWritableError, ParameterError
 from lazyconn.io._fs import atomic_local_file, check_url, get_fs, is_local, local_path, redact
 from lazyconn.io._locks import WriterLock, scratch_name
@@ -123,7 +123,7 @@ def _write_graph(raw, array, dst, storage_options, lock):
 
 
 def _stored(raw, array):
-    stored = raw.transpose(tuple(range(raw.ndim))[::-1]).rechunk(array.chunks)
+    stored = rechunk(raw.transpose(tuple(range(raw.ndim))[::-1]), array.chunks)
     if stored.dtype != array.dtype:  # e.g. big-endian file data: store native order
         stored = stored.astype(array.dtype)
     return stored

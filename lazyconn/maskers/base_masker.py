@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from lazyconn import signal
 from lazyconn._docs import fill_doc
 from lazyconn._progress import dask_progress, describe_imgs, log_step
-from lazyconn._utils import LOCAL_SCHEDULER, check_fitted, check_in, check_real, warn
+from lazyconn._utils import LOCAL_SCHEDULER, check_fitted, check_in, check_real, rechunk, warn
 from lazyconn.exceptions import (
     DimensionError,
     LazyconnWarning,
@@ -486,7 +486,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         # Validate everything (and get the output length) with the user's confounds only.
         probe = signal.clean(signals, confounds=user, sample_mask=sample_mask, **kwargs)
         hv = self._high_variance_confounds(img4)
-        x = signals.rechunk({0: -1})
+        x = rechunk(signals, {0: -1})
         return da.blockwise(
             _clean_with_hv,
             "tf",
@@ -521,7 +521,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     @staticmethod
     def _high_variance_confounds(img4):
         """nilearn's ``image.high_variance_confounds`` on the raw run (whole box, no mask)."""
-        return high_variance_confounds(img4, compute=False).rechunk(-1)
+        return rechunk(high_variance_confounds(img4, compute=False), -1)
 
 
 def _clean_with_hv(x, hv, *, user, sample_mask, hv_last, kwargs):

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from lazyconn._docs import fill_doc
 from lazyconn._progress import describe_imgs
-from lazyconn._utils import check_in, warn
+from lazyconn._utils import check_in, rechunk, warn
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 from lazyconn.image import load
 from lazyconn.image._niimg import check_same_fov, finite_data, load_3d
@@ -389,7 +389,7 @@ class NiftiLabelsMasker(RegionMasker):
             selected.flat[r] = True
             row_labels.flat[r] = v
         # (T, V_labelled) in C order, NaN -> 0 as nilearn; one chunk: ndimage needs a label whole
-        x = gather(spatial.ensure_finite(data.data), selected, order="C").rechunk(-1)
+        x = rechunk(gather(spatial.ensure_finite(data.data), selected, order="C"), -1)
         return da.map_blocks(
             _reduce_gathered,
             x,

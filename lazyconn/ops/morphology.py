@@ -11,7 +11,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage
 
-from lazyconn._utils import rechunk_method
+from lazyconn._utils import rechunk
 from lazyconn.exceptions import ParameterError, ParameterTypeError
 
 __all__ = [
@@ -74,7 +74,7 @@ def binary_morphology(
 
     One task over the whole volume (the array is brought to one chunk).
     """
-    whole = arr.rechunk(-1, method=rechunk_method()) if arr.npartitions > 1 else arr
+    whole = rechunk(arr, -1) if arr.npartitions > 1 else arr
     return whole.map_blocks(
         _morphology_block,
         operation,

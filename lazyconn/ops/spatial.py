@@ -20,6 +20,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage
 
+from lazyconn._utils import rechunk
 from lazyconn.exceptions import ParameterError
 
 #: FWHM = sigma * sqrt(8 ln 2).
@@ -519,12 +520,13 @@ def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
     # A kernel wider than the axis: the axis must be whole in every block (no halo).
     whole = {a: -1 for a, d in enumerate(depth) if d and 2 * d >= arr.shape[a]}
     if whole:
-        arr = arr.rechunk(whole)
+        arr = rechunk(arr, whole)
         depth = [0 if a in whole else d for a, d in enumerate(depth)]
     # Blocks thinner than the halo are merged with a neighbour (as map_overlap does).
-    work = arr.rechunk(
+    work = rechunk(
+        arr,
         tuple(ensure_minimum_chunksize(max(depth[a], 1), c) for a, c in enumerate(arr.chunks[:3]))
-        + arr.chunks[3:]
+        + arr.chunks[3:],
     )
     name = f"gaussian-smooth-{tokenize(work, sigmas, truncate)}"
     out = _halo_graph(
@@ -535,7 +537,7 @@ def gaussian_smooth(arr: da.Array, sigmas, truncate: float = 4.0) -> da.Array:
 
 def _keep_chunks(out: da.Array, chunks) -> da.Array:
     # map_overlap merges chunks thinner than the halo; give back the caller's layout.
-    return out if out.chunks == chunks else out.rechunk(chunks)
+    return out if out.chunks == chunks else rechunk(out, chunks)
 
 
 def fast_smooth_block(block: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from scipy import linalg
 from scipy import signal as sp_signal
 from scipy.interpolate import CubicSpline
 
-from lazyconn._utils import warn
+from lazyconn._utils import rechunk, warn
 from lazyconn.exceptions import ParameterError
 
 _EPS64 = np.finfo(np.float64).eps
@@ -478,7 +478,7 @@ def psc_stats_block(block: np.ndarray, plans: tuple[RunPlan, ...], *, ensure_fin
 
 def single_time_chunk(x: da.Array) -> da.Array:
     """Rechunk a (T, V) dask array so each chunk holds the whole time axis."""
-    return x if len(x.chunks[0]) == 1 else x.rechunk({0: -1})
+    return x if len(x.chunks[0]) == 1 else rechunk(x, {0: -1})
 
 
 def map_time_blocks(kernel, x: da.Array, n_out: int, dtype, *, name: str, **kwargs) -> da.Array:

@@ -32,6 +32,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.optimization import cull
 
+from lazyconn._utils import rechunk
 from lazyconn.config import DEFAULT_CHUNK_BYTES
 from lazyconn.ops import spatial
 
@@ -123,7 +124,7 @@ def gather(arr: da.Array, mask: np.ndarray, order: str = "C", target_bytes: int 
     """
     mask = np.asarray(mask, dtype=bool)
     if len(arr.chunks[3]) > 1:
-        arr = arr.rechunk({3: -1})
+        arr = rechunk(arr, {3: -1})
     n_t = arr.shape[3]
     chunks3 = arr.chunks[:3]
     token = tokenize(arr.name, mask, chunks3, order, target_bytes)
@@ -350,7 +351,7 @@ def scatter(x: da.Array, positions: np.ndarray, chunks3) -> da.Array:
     """
     positions = np.asarray(positions)
     if len(x.chunks[0]) > 1:
-        x = x.rechunk({0: -1})
+        x = rechunk(x, {0: -1})
     n_t = x.shape[0]
     vstarts = np.concatenate([[0], np.cumsum(x.chunks[1])]).astype(np.int64)
     name = f"lc-scatter-{tokenize(x.name, positions, chunks3)}"
