@@ -313,3 +313,19 @@ def _resolved_scheduler():
 #: in any of its threads, then finds the scheduler without importing ``distributed``.
 #: The same scheduler as dask's own lookup, so other threads see no change.
 LOCAL_SCHEDULER = ProcessWide(_resolved_scheduler)
+
+
+async def import_modules(modules: list[str]) -> None:
+    """Import ``modules`` in a thread, skipping any that fails (a coroutine, for
+    ``distributed.Client.run``/``run_on_scheduler``: the event loop of the worker or
+    scheduler that awaits it keeps serving meanwhile; this module is cheap to unpickle)."""
+    import asyncio
+    import contextlib
+    import importlib
+
+    def load():
+        for module in modules:
+            with contextlib.suppress(Exception):  # the run itself will report it
+                importlib.import_module(module)
+
+    await asyncio.to_thread(load)

@@ -214,3 +214,34 @@ def test_a_study_in_a_bucket_converted_and_analysed_on_the_cluster(
     texts += [repr(group), str(group.timings_), str(group.failed_), *capsys.readouterr()]
     for text in texts:
         assert FAKE_SECRET not in text and FAKE_KEY not in text
+
+
+def test_the_run_is_imported_on_the_scheduler_and_every_worker_before_it_starts(cli_cluster):
+    """import_on_cluster: the modules the graph needs on the scheduler and every worker, the
+    step's too on the workers (stdlib modules nothing else imports stand for lazyconn's,
+    which a fresh process takes seconds to import; the dashboard imports colorsys)."""
+    import tabnanny
+    import wave
+
+    from distributed import Client
+
+    from lazyconn.group._engine import import_on_cluster
+
+    def _imported(names):  # local: pickled by value for the cluster's processes
+        import sys
+
+        return {name: name in sys.modules for name in names}
+
+    graph = (tabnanny.check, [1, 2, 3])
+    step = wave.Error("a wave.Error instance: its class is in module wave")
+    names = ["tabnanny", "wave"]
+    with Client(cli_cluster.address, set_as_default=False) as client:
+        before = [
+            client.run_on_scheduler(_imported, names),
+            *client.run(_imported, names).values(),
+        ]
+        assert before == [{"tabnanny": False, "wave": False}] * 3  # fresh, for these modules
+        import_on_cluster(client, step, graph)
+        assert client.run_on_scheduler(_imported, names) == {"tabnanny": True, "wave": False}
+        workers = client.run(_imported, names)
+    assert list(workers.values()) == [{"tabnanny": True, "wave": True}] * 2

@@ -616,3 +616,17 @@ def test_local_scheduler_hold_names_the_scheduler_and_keeps_a_later_default_clie
         assert dask.config.get("scheduler") == "dask.distributed"  # not put back over theirs
         theirs.__exit__(None, None, None)
     assert dask.config.get("scheduler", None) == before
+
+
+def test_pickled_modules_are_what_unpickling_imports():
+    import colorsys
+    import fractions
+
+    from lazyconn.group._engine import Subject, pickled_modules, run_subject
+
+    assert pickled_modules((colorsys.rgb_to_hsv, [fractions.Fraction(1, 3)], 7)) == [
+        "colorsys",
+        "fractions",
+    ]
+    assert pickled_modules((run_subject, Subject("s", "/x.nii"))) == ["lazyconn.group._engine"]
+    assert pickled_modules(lambda: 0) == []  # not picklable by reference: nothing ahead
