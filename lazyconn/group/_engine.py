@@ -207,7 +207,13 @@ class _Discard:
 
 def pickled_modules(obj) -> list[str]:
     """The modules unpickling ``obj`` imports (none of the interpreter's built-in ones),
-    or [] when ``obj`` does not pickle with the standard pickler."""
+    or [] when ``obj`` does not pickle with the standard pickler.
+
+    Parameters
+    ----------
+    obj : object
+        Pickled once into nothing (a large array costs one pass over its bytes).
+    """
     recorder = _ModuleRecorder()
     try:
         recorder.dump(obj)
@@ -232,6 +238,14 @@ def import_on_cluster(client, step, graph) -> None:
     run on a fresh scheduler and two workers: 11 s, ~0.5 s once warm. Here all of them
     import at once, each in a thread (their event loops keep answering). What fails to
     import is left to the run itself to report.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    step : object
+        What is broadcast to the workers (the subjects' shared step).
+    graph : object
+        What the run's tasks pickle besides it (functions, subjects, reducers).
     """
     from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -244,8 +258,8 @@ def import_on_cluster(client, step, graph) -> None:
         pool.submit(client.run_on_scheduler, import_modules, on_scheduler),
         pool.submit(client.run, import_modules, on_workers, on_error="ignore"),
     ]
-    # Only a head start: a process that does not answer in time is left to the run (which
-    # reports a lost worker or scheduler itself), never waited for here.
+    # Only a head start: a process that has not answered within the timeout is left to the
+    # run, which reports a lost worker or scheduler itself.
     wait(calls, timeout=IMPORT_TIMEOUT)
     pool.shutdown(wait=False)
 
